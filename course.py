@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""The course's two entry points: build the book, run the tests.
+
+    python3 course.py book    # creates .venv if needed, installs requirements.txt, builds _build/html
+    python3 course.py test    # same environment, then runs the whole test suite (pytest)
+
+Everything lives in a local virtual environment, ``.venv`` next to this file, so nothing is
+installed into the Python you call this with (only the standard library is needed to start).
+The environment is (re)installed whenever ``requirements.txt`` or ``pyproject.toml`` change:
+their hash is stored in ``.venv/.installed``. Extra arguments after ``test`` go to pytest,
+extra arguments after ``book`` go to ``jupyter-book build``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".installed"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+
+# The strict build of the book: every warning is an error (-W), every broken reference is a
+# warning (-n), and all problems are reported before failing (--keep-going).
+BOOK_BUILD = ["build", str(ROOT), "-W", "-n", "--keep-going"]
+
+
+def _requirements_hash() -> str:
+    digest = hashlib.sha256()
+    for name in ("requirements.txt", "pyproject.toml"):
+        digest.update((ROOT / name).read_bytes())
+    digest.update(sys.version.encode())
+    return digest.hexdigest()
+
+
+def _run(cmd: list[str | os.PathLike[str]], **kwargs) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kwargs)
+
+
+def ensure_environment() -> None:
+    """Create ``.venv`` and install the pinned requirements plus ``bncourse`` (editable)."""
+    if not PYTHON.exists():
+        print(f"Creating a virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = _requirements_hash()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    pip = [PYTHON, "-m", "pip", "--disable-pip-version-check"]
+    _run(pip + ["install", "-q", "-r", "requirements.txt"])
+    _run(pip + ["install", "-q", "--no-deps", "-e", "."])
+    STAMP.write_text(wanted)
+
+
+def invalidate_stale_execution_cache() -> None:
+    """Drop the book's execution cache when code the notebooks import has changed.
+
+    Jupyter Book re-executes a notebook when its code cells change, but not when
+    ``bncourse/`` or the pinned requirements do; this makes those changes count too.
+    """
+    cache = ROOT / "_build" / ".jupyter_cache"
+    stamp = ROOT / "_build" / ".jupyter_cache.inputs"
+    digest = hashlib.sha256()
+    for path in sorted([ROOT / "requirements.txt", *(ROOT / "bncourse").rglob("*.py")]):
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    wanted = digest.hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    if cache.exists():
+        print("bncourse/ or requirements.txt changed: clearing the notebook execution cache")
+        shutil.rmtree(cache)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"book", "test"}:
+        print(__doc__)
+        return 2
+    command, extra = argv[0], argv[1:]
+    ensure_environment()
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    try:
+        if command == "book":
+            invalidate_stale_execution_cache()
+            _run([BIN / "jupyter-book", *BOOK_BUILD, *extra], env=env)
+            print(f"\nThe book is at {ROOT / '_build' / 'html' / 'index.html'}")
+        else:
+            _run([PYTHON, "-m", "pytest", *extra], env=env)
+    except subprocess.CalledProcessError as error:
+        return error.returncode or 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
