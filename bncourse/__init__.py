@@ -1,0 +1,12 @@
+"""bncourse: the helper package of the course "Batch Normalization, from scratch to the GPU".
+
+Modules (each one small, read them alongside the chapters):
+
+* :mod:`bncourse.numpy_bn` -- the reference NumPy BatchNorm: forward, running statistics, backward.
+* :mod:`bncourse.gradcheck` -- central-difference gradients and relative errors.
+* :mod:`bncourse.checks` -- exercise checkers (``check(id, candidate)``).
+* :mod:`bncourse.misconceptions` -- known mistakes, used by the checkers to name them.
+* :mod:`bncourse.display` -- rounded, deterministic printing for the notebooks.
+* :mod:`bncourse.plots` -- the figures of the book.
+"""
+__version__ = "0.1.0"
