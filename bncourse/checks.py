@@ -1,0 +1,430 @@
+"""Exercise checkers: pass or fail every exercise, and say what went wrong.
+
+Every exercise of the course has a stable id (``python -m bncourse exercises`` lists them).
+A notebook's check cell calls::
+
+    from bncourse.checks import check
+    check("numpy-forward", batchnorm_forward)
+
+which prints one line, ``✔ numpy-forward passed: ...``, or raises :class:`CheckFailed` (an
+``AssertionError``) with a message for the learner: which output is wrong, the largest error
+and where, and the likely misconception when the wrong answer matches a known one (unbiased
+variance, wrong reduction axes, eps outside the square root, ...).  An exercise whose stub still
+raises ``NotImplementedError`` fails with :class:`NotAttempted` ("not attempted yet").
+
+How a misconception is recognised: the checker computes the answers that each known mistake
+would give on the same inputs (see :mod:`bncourse.misconceptions`) and reports the one the
+learner's answer matches.  Inputs are chosen so that these answers differ from the right one
+by far more than the tolerance: small batches (so ``m`` and ``m - 1`` differ), a low-variance
+channel (so eps matters), distinct gamma and beta, and spatial axes (so axes can be wrong).
+
+Tolerances: inputs are float64 and answers must match the float64 reference to ``rtol=1e-5,
+atol=1e-6`` unless an exercise says otherwise; that admits a float32 computation inside the
+learner's code (relative error ~1e-7) and rejects every listed misconception, whose errors
+are at least ~1e-2 on the chosen inputs.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from . import misconceptions as mis
+from . import numpy_bn
+
+__all__ = ["CheckFailed", "NotAttempted", "Exercise", "EXERCISES", "check", "compare"]
+
+
+class CheckFailed(AssertionError):
+    """An exercise's answer is wrong; the message says how, for the learner."""
+
+
+class NotAttempted(CheckFailed):
+    """The exercise still raises ``NotImplementedError``: it has not been attempted yet."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: its stable id, where it lives, what it asks for, and its checker."""
+
+    id: str
+    chapter: str
+    title: str
+    signature: str
+    run: Callable[[Callable[..., Any]], str]
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def exercise(id: str, *, chapter: str, title: str, signature: str):
+    """Register the decorated function as the checker of exercise ``id``.
+
+    The checker takes the learner's candidate, raises :class:`CheckFailed` if it is wrong
+    and returns a short description of what it verified.
+    """
+
+    def register(run: Callable[[Callable[..., Any]], str]) -> Callable[[Callable[..., Any]], str]:
+        if id in EXERCISES:
+            raise ValueError(f"exercise id {id!r} is registered twice")
+        EXERCISES[id] = Exercise(id, chapter, title, signature, run)
+        return run
+
+    return register
+
+
+def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
+    """Check ``candidate`` against exercise ``exercise_id``; print one line when it passes.
+
+    Raises :class:`NotAttempted` if the candidate raises ``NotImplementedError`` and
+    :class:`CheckFailed` (with the exercise id in the message) for any wrong answer, including
+    an exception raised by the candidate.
+    """
+    if exercise_id not in EXERCISES:
+        known = ", ".join(sorted(EXERCISES))
+        raise KeyError(f"unknown exercise id {exercise_id!r}; known ids: {known}")
+    ex = EXERCISES[exercise_id]
+    if not callable(candidate):
+        raise CheckFailed(
+            f"{exercise_id}: expected a function {ex.signature}, got {type(candidate).__name__}"
+        )
+    try:
+        detail = ex.run(candidate)
+    except NotImplementedError:
+        raise NotAttempted(
+            f"{exercise_id}: not attempted yet (the function still raises NotImplementedError)"
+        ) from None
+    except CheckFailed as failure:
+        raise type(failure)(f"{exercise_id}: {failure}") from None
+    except Exception as error:  # the learner's code crashed: report it as a failed check
+        raise CheckFailed(
+            f"{exercise_id}: your function raised {type(error).__name__}: {error}"
+        ) from error
+    print(f"✔ {exercise_id} passed: {detail}")
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing answers
+# --------------------------------------------------------------------------------------------
+def _fmt_index(index: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(int(i)) for i in index) + ")"
+
+
+def as_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a NumPy array, or a :class:`CheckFailed` naming what it was instead."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (tuple, list)):
+        raise CheckFailed(
+            f"{name} should be one array, got a {type(value).__name__} of {len(value)} items"
+        )
+    try:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency of the course
+        pass
+    if isinstance(value, (int, float, np.number)):
+        return np.asarray(value)
+    raise CheckFailed(f"{name} should be a NumPy array, got {type(value).__name__}")
+
+
+def compare(
+    name: str,
+    got: Any,
+    expected: np.ndarray,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    mistakes: dict[str, Any] | None = None,
+    check_dtype: bool = True,
+) -> None:
+    """Raise :class:`CheckFailed` unless ``got`` matches ``expected``.
+
+    ``mistakes`` maps a misconception's description to the answer it would produce (or to a
+    shape: a tuple); when ``got`` matches one of them, the message names it.  The message
+    always says which output is wrong, the largest error and where it is.
+    """
+    mistakes = mistakes or {}
+    got = as_array(name, got)
+    if got.shape != expected.shape:
+        message = f"{name} has shape {got.shape}, expected {expected.shape}."
+        for cause, answer in mistakes.items():
+            shape = answer if isinstance(answer, tuple) else np.shape(answer)
+            if shape == got.shape:
+                message += f" Likely cause: {cause}."
+                break
+        raise CheckFailed(message)
+    if check_dtype and got.dtype != expected.dtype:
+        raise CheckFailed(
+            f"{name} has dtype {got.dtype}, expected {expected.dtype}: keep the input's dtype "
+            f"(float32 in, float32 out; float64 in, float64 out)."
+        )
+    bad = ~np.isfinite(got) & np.isfinite(expected)
+    if bad.any():
+        index = tuple(np.argwhere(bad)[0])
+        raise CheckFailed(
+            f"{name} contains {got[index]} at index {_fmt_index(index)} where "
+            f"{expected[index]:.6g} was expected ({int(bad.sum())} non-finite values in all)."
+        )
+    if np.allclose(got, expected, rtol=rtol, atol=atol):
+        return
+    error = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    error[~np.isfinite(error)] = np.inf
+    index = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
+    message = (
+        f"{name} is wrong: largest error {float(error[index]):.3g} at index "
+        f"{_fmt_index(index)} (got {float(got[index]):.6g}, expected "
+        f"{float(expected[index]):.6g}; tolerance rtol={rtol:g}, atol={atol:g})."
+    )
+    for cause, answer in mistakes.items():
+        if isinstance(answer, tuple):
+            continue
+        answer = np.asarray(answer)
+        if answer.shape == got.shape and np.allclose(got, answer, rtol=rtol, atol=atol):
+            message += f" Likely cause: {cause}."
+            break
+    raise CheckFailed(message)
+
+
+def _first_output(name: str, result: Any) -> Any:
+    """Accept ``out`` or ``(out, cache)`` from a forward function."""
+    if isinstance(result, (tuple, list)) and len(result) >= 1:
+        return result[0]
+    return result
+
+
+def _unpack(name: str, result: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
+    if not isinstance(result, (tuple, list)) or len(result) != len(names):
+        what = f"a {type(result).__name__}"
+        if isinstance(result, (tuple, list)):
+            what += f" of {len(result)} items"
+        raise CheckFailed(f"{name} should return a tuple ({', '.join(names)}), got {what}")
+    return tuple(result)
+
+
+def _call_signature(candidate: Callable[..., Any]) -> str:
+    try:
+        return f"{candidate.__name__}{inspect.signature(candidate)}"
+    except (TypeError, ValueError, AttributeError):
+        return repr(candidate)
+
+
+# --------------------------------------------------------------------------------------------
+# Test inputs: small, float64, chosen so that every known mistake is far from the right answer
+# --------------------------------------------------------------------------------------------
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def forward_cases() -> list[dict[str, Any]]:
+    """Inputs for the forward-pass exercises: (N, C), (N, C, L), (N, C, H, W) and float32.
+
+    Each case has a low-variance channel (variance ~1e-4, so eps=1e-5 matters), a small
+    batch (so dividing by m or m-1 differs), gamma != beta, and non-default eps in one case.
+    """
+    cases = []
+    for seed, shape, eps in [(0, (6, 4), 1e-5), (1, (4, 3, 5), 1e-5), (2, (3, 2, 4, 3), 1e-3)]:
+        rng = _rng(seed)
+        c = shape[1]
+        x = rng.normal(loc=rng.uniform(-2, 2, size=c).reshape(numpy_bn.channel_shape(len(shape))),
+                       scale=1.0, size=shape)
+        x[:, -1] = 0.5 + 0.01 * rng.normal(size=x[:, -1].shape)  # low-variance channel
+        gamma = rng.uniform(0.5, 2.0, size=c) * rng.choice([-1, 1], size=c)
+        beta = rng.uniform(-1.0, 1.0, size=c)
+        cases.append(dict(x=x, gamma=gamma, beta=beta, eps=eps))
+    f32 = cases[0]
+    cases.append(dict(x=f32["x"].astype(np.float32), gamma=f32["gamma"].astype(np.float32),
+                      beta=f32["beta"].astype(np.float32), eps=1e-5))
+    return cases
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 1: what BatchNorm does to a batch
+# --------------------------------------------------------------------------------------------
+@exercise("standardize", chapter="01_what_batchnorm_does", title="Standardize each feature",
+          signature="standardize(x) -> array, for x of shape (N, C)")
+def _check_standardize(standardize: Callable[..., Any]) -> str:
+    # This exercise has no eps; a learner who adds a small eps still passes (rtol 1e-4).
+    for seed, shape in [(10, (5, 3)), (11, (3, 10)), (12, (8, 2))]:
+        rng = _rng(seed)
+        x = rng.normal(size=shape) * rng.uniform(0.5, 3, size=shape[1]) + rng.uniform(-3, 3, size=shape[1])
+        before = x.copy()
+        got = standardize(x)
+        if not np.array_equal(x, before):
+            raise CheckFailed("standardize changed its input x in place; return a new array")
+        expected = (x - x.mean(0)) / x.std(0)
+        compare(f"standardize(x) for x of shape {_shape_text(shape)}", got, expected,
+                rtol=1e-4, atol=1e-6, mistakes=mis.standardize_mistakes(x))
+    return "z-scores per feature, with the biased (divide by N) standard deviation"
+
+
+@exercise("extreme-batch", chapter="01_what_batchnorm_does",
+          title="A batch that reaches Samuelson's bound",
+          signature="extreme_batch(m) -> array of shape (m,)")
+def _check_extreme_batch(extreme_batch: Callable[..., Any]) -> str:
+    for m in [2, 3, 5, 10, 64]:
+        x = as_array(f"extreme_batch({m})", extreme_batch(m))
+        if x.shape != (m,):
+            raise CheckFailed(f"extreme_batch({m}) has shape {x.shape}, expected ({m},)")
+        x = x.astype(np.float64)
+        if not np.isfinite(x).all():
+            raise CheckFailed(f"extreme_batch({m}) contains non-finite values")
+        std = x.std()
+        if std <= 1e-12 * max(1.0, np.abs(x).max()):
+            raise CheckFailed(
+                f"extreme_batch({m}) is constant: its normalized values are all 0 (0/0 without eps)"
+            )
+        largest = np.abs((x - x.mean()) / std).max()
+        bound = math.sqrt(m - 1)
+        if largest < bound * (1 - 1e-6):
+            outliers = int(np.sum(np.abs(x - np.median(x)) > 1e-9 * (1 + np.abs(x).max())))
+            hint = ""
+            if outliers > 1:
+                hint = (f" Your batch has {outliers} values away from the rest: put all the "
+                        f"spread in one value and keep the other {m - 1} equal.")
+            raise CheckFailed(
+                f"for m={m} the largest |xhat| of your batch is {largest:.4f}, but the bound "
+                f"sqrt(m-1) = {bound:.4f} is reachable.{hint}"
+            )
+    return "max |xhat| reaches sqrt(m - 1) for m = 2, 3, 5, 10, 64"
+
+
+@exercise("expected-std", chapter="01_what_batchnorm_does",
+          title="Predict what output.std() prints",
+          signature="expected_std(n, c) -> float")
+def _check_expected_std(expected_std: Callable[..., Any]) -> str:
+    for n, c in [(3, 10), (2, 1), (16, 4), (100, 3)]:
+        got = expected_std(n, c)
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"expected_std({n}, {c}) should be a number, got {got!r}") from None
+        right = math.sqrt(n * c / (n * c - 1))
+        if abs(got - right) > 1e-6 * right:
+            causes = {
+                1.0: "output.std() is not 1: torch.Tensor.std divides by (number of values - 1)",
+                math.sqrt(n / (n - 1)): "output.std() is taken over all N*C values at once, "
+                "not per column, so it divides by N*C - 1",
+            }
+            message = f"expected_std({n}, {c}) = {got:.6g}, expected {right:.6g}."
+            for value, cause in causes.items():
+                if abs(got - value) <= 1e-6 * value:
+                    message += f" Likely cause: {cause}."
+                    break
+            raise CheckFailed(message)
+    return "output.std() = sqrt(N*C / (N*C - 1)), e.g. 1.0171 for a (3, 10) batch"
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 2: the forward pass in NumPy
+# --------------------------------------------------------------------------------------------
+@exercise("numpy-batch-stats", chapter="02_numpy_forward", title="Per-channel batch statistics",
+          signature="batch_stats(x) -> (mean, var), each of shape (C,), for x of shape (N, C, *spatial)")
+def _check_batch_stats(batch_stats: Callable[..., Any]) -> str:
+    for case in forward_cases():
+        x = case["x"]
+        name = f"batch_stats(x) for x of shape {_shape_text(x.shape)} ({x.dtype})"
+        mean, var = _unpack(name, batch_stats(x.copy()), ("mean", "var"))
+        exp_mean, exp_var = numpy_bn.batch_stats(x)
+        tol = dict(rtol=1e-4, atol=1e-6) if x.dtype == np.float32 else {}
+        compare(f"the mean from {name}", mean, exp_mean,
+                mistakes=mis.stats_axes_mistakes(x, np.mean), **tol)
+        compare(f"the variance from {name}", var, exp_var,
+                mistakes={**mis.variance_mistakes(x), **mis.stats_axes_mistakes(x, np.var)}, **tol)
+    return "per-channel mean and biased variance over all axes but 1, for 2-4 dimensions"
+
+
+@exercise("numpy-forward", chapter="02_numpy_forward", title="The training forward pass",
+          signature="batchnorm_forward(x, gamma, beta, eps=1e-5) -> out or (out, cache)")
+def _check_forward(batchnorm_forward: Callable[..., Any]) -> str:
+    for case in forward_cases():
+        x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
+        name = f"batchnorm_forward output for x of shape {_shape_text(x.shape)} ({x.dtype}), eps={eps:g}"
+        got = _first_output(name, batchnorm_forward(x.copy(), gamma.copy(), beta.copy(), eps=eps))
+        expected, _ = numpy_bn.forward_train(x, gamma, beta, eps)
+        tol = dict(rtol=1e-4, atol=1e-5) if x.dtype == np.float32 else {}
+        compare(name, got, expected, mistakes=mis.forward_mistakes(x, gamma, beta, eps), **tol)
+    return "outputs match nn.BatchNorm's training forward for (N, C), (N, C, L), (N, C, H, W), float32/64"
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 3: the backward pass by hand
+# --------------------------------------------------------------------------------------------
+def backward_cases() -> list[dict[str, Any]]:
+    """Inputs for the backward exercise: a (N, C) and a (N, C, H, W) batch, float64."""
+    cases = []
+    for seed, shape in [(20, (8, 3)), (21, (4, 3, 2, 2))]:
+        rng = _rng(seed)
+        c = shape[1]
+        x = rng.normal(size=shape) * 2.0 + 1.0
+        gamma = rng.uniform(0.5, 2.0, size=c)
+        dout = rng.normal(size=shape)
+        cases.append(dict(x=x, gamma=gamma, dout=dout, eps=1e-5))
+    return cases
+
+
+@exercise("numpy-backward", chapter="03_backward_by_hand", title="The closed-form backward pass",
+          signature="batchnorm_backward(dout, x, gamma, eps=1e-5) -> (dx, dgamma, dbeta)")
+def _check_backward(batchnorm_backward: Callable[..., Any]) -> str:
+    for case in backward_cases():
+        x, gamma, dout, eps = case["x"], case["gamma"], case["dout"], case["eps"]
+        name = f"batchnorm_backward for x of shape {_shape_text(x.shape)}"
+        dx, dgamma, dbeta = _unpack(name, batchnorm_backward(dout.copy(), x.copy(), gamma.copy(), eps=eps),
+                                    ("dx", "dgamma", "dbeta"))
+        _, cache = numpy_bn.forward_train(x, gamma, None, eps)
+        exp_dx, exp_dgamma, exp_dbeta = numpy_bn.backward(dout, cache)
+        compare(f"dbeta from {name}", dbeta, exp_dbeta,
+                mistakes={"dgamma and dbeta are swapped": exp_dgamma,
+                          "dbeta should sum dout over every axis but 1": mis.sum_over_batch_only(dout)})
+        compare(f"dgamma from {name}", dgamma, exp_dgamma,
+                mistakes={"dgamma and dbeta are swapped": exp_dbeta,
+                          "dgamma should sum dout * xhat over every axis but 1":
+                          mis.sum_over_batch_only(dout * cache.xhat)})
+        compare(f"dx from {name}", dx, exp_dx,
+                mistakes=mis.backward_mistakes(dout, x, gamma, eps))
+    return "dx, dgamma, dbeta match the analytic gradients for (N, C) and (N, C, H, W)"
+
+
+@exercise("numerical-gradient", chapter="03_backward_by_hand",
+          title="Central differences",
+          signature="numerical_gradient(f, x, h=1e-5) -> array shaped like x")
+def _check_numerical_gradient(numerical_gradient: Callable[..., Any]) -> str:
+    rng = _rng(30)
+    x = rng.normal(size=(3, 4))
+    w = rng.normal(size=(3, 4))
+    calls = []
+
+    def f(v: np.ndarray) -> float:
+        calls.append(1)
+        return float(np.sum(np.sin(v) * w) + 0.5 * np.sum(v * v) ** 1.5 * 1e-2)
+
+    def exact(v: np.ndarray) -> np.ndarray:
+        return np.cos(v) * w + 1.5 * 1e-2 * np.sum(v * v) ** 0.5 * v
+
+    before = x.copy()
+    got = numerical_gradient(f, x, h=1e-5)
+    if not np.array_equal(x, before):
+        raise CheckFailed(
+            "numerical_gradient left x changed: restore each entry after nudging it "
+            "(x[i] = old value), or the later entries are measured at the wrong point"
+        )
+    if not calls:
+        raise CheckFailed("numerical_gradient never called f")
+    mistakes = {
+        "a one-sided (forward) difference (f(x+h) - f(x)) / h, whose error is O(h) instead "
+        "of O(h^2)": mis.one_sided_difference(f, x, 1e-5),
+        "dividing by h instead of 2h in (f(x+h) - f(x-h)) / (2h)": 2 * exact(x),
+    }
+    # Central differences with h=1e-5 are accurate to ~1e-10 here; a one-sided difference is
+    # off by ~1e-5, so atol=1e-8 tells them apart.
+    compare("numerical_gradient(f, x)", got, exact(x), rtol=1e-7, atol=1e-8, mistakes=mistakes)
+    return "central differences match the exact gradient to 1e-8"
