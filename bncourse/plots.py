@@ -1,0 +1,243 @@
+"""The figures of the book, one function each.
+
+Every function draws on a new figure (or on an ``ax`` it is given) and returns it; the notebook
+then calls ``plt.show()``.  Call :func:`use_course_style` once at the top of a notebook so all
+figures share one look.  Colours come from :data:`COLORS`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+__all__ = [
+    "COLORS",
+    "use_course_style",
+    "scaling_comparison",
+    "histograms_before_after",
+    "samuelson_bound",
+    "reduction_pattern",
+    "eps_gain",
+    "channel_stats",
+    "computational_graph",
+    "gradient_agreement",
+    "difference_error_vs_h",
+    "timing_bars",
+]
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def use_course_style() -> None:
+    """One look for every figure: size, resolution, grid, no top/right spines."""
+    plt.rcParams.update(
+        {
+            "figure.figsize": (8, 3.6),
+            "figure.dpi": 100,
+            "savefig.dpi": 100,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.prop_cycle": plt.cycler(color=COLORS),
+            "font.size": 10,
+            "legend.frameon": False,
+        }
+    )
+
+
+def _strip(ax: Axes, columns: np.ndarray, names: Sequence[str], title: str) -> None:
+    rng = np.random.default_rng(0)  # fixed jitter: the figure is the same on every run
+    for j, name in enumerate(names):
+        values = columns[:, j]
+        ax.scatter(j + rng.uniform(-0.15, 0.15, size=values.shape), values, s=14,
+                   color=COLORS[j % len(COLORS)], alpha=0.8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_title(title)
+
+
+def scaling_comparison(raw: np.ndarray, minmax: np.ndarray, zscore: np.ndarray,
+                       names: Sequence[str]) -> Figure:
+    """Three strip plots of a (N, C) batch: raw, min-max scaled, standardized."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    _strip(axes[0], raw, names, "raw features")
+    _strip(axes[1], minmax, names, "min-max: each feature in [0, 1]")
+    for level in (0, 1):
+        axes[1].axhline(level, color="gray", lw=0.8, ls="--")
+    _strip(axes[2], zscore, names, "z-score (BatchNorm): mean 0, std 1")
+    axes[2].axhline(0, color="gray", lw=0.8, ls="--")
+    fig.tight_layout()
+    return fig
+
+
+def histograms_before_after(before: np.ndarray, after: np.ndarray, names: Sequence[str],
+                            bins: int = 40) -> Figure:
+    """For each column of (N, C) ``before``/``after``: its histogram before and after BN."""
+    c = before.shape[1]
+    fig, axes = plt.subplots(c, 2, figsize=(9, 2.2 * c), squeeze=False)
+    for j in range(c):
+        color = COLORS[j % len(COLORS)]
+        axes[j, 0].hist(before[:, j], bins=bins, color=color, alpha=0.8)
+        axes[j, 1].hist(after[:, j], bins=bins, color=color, alpha=0.8)
+        axes[j, 0].set_ylabel(names[j])
+    axes[0, 0].set_title("before BatchNorm")
+    axes[0, 1].set_title("after BatchNorm (same shape, new axis)")
+    fig.tight_layout()
+    return fig
+
+
+def samuelson_bound(ms: Sequence[int], max_abs: Sequence[np.ndarray]) -> Figure:
+    """Largest |xhat| in random batches of size m (dots) against the bound sqrt(m - 1)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for m, values in zip(ms, max_abs):
+        rng = np.random.default_rng(m)
+        ax.scatter(m * np.exp(rng.uniform(-0.06, 0.06, size=len(values))), values, s=4,
+                   color=COLORS[0], alpha=0.25)
+    grid = np.geomspace(min(ms), max(ms), 200)
+    ax.plot(grid, np.sqrt(grid - 1), color=COLORS[3], lw=2, label=r"bound $\sqrt{m-1}$")
+    ax.axhline(1, color="gray", ls="--", lw=1, label="1")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size m")
+    ax.set_ylabel(r"largest $|\hat{x}|$ in the batch")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def reduction_pattern(ax: Axes, shape: tuple[int, int, int], highlight: np.ndarray,
+                      title: str) -> None:
+    """Draw an (N, C, H*W) block as cubes; the ``highlight`` mask (same shape) is coloured.
+
+    The cubes of one colour share one mean and one variance: for BatchNorm, one channel
+    across every sample and every spatial position.
+    """
+    n, c, hw = shape
+    filled = np.ones(shape, dtype=bool)
+    colors = np.empty(shape, dtype=object)
+    colors[...] = "#dddddd"
+    colors[highlight] = COLORS[0]
+    # voxel axes: x = channel, y = sample, z = spatial position
+    ax.voxels(np.transpose(filled, (1, 0, 2)), facecolors=np.transpose(colors, (1, 0, 2)),
+              edgecolor="white", linewidth=0.4)
+    ax.set_xlabel("C")
+    ax.set_ylabel("N")
+    ax.set_zlabel("H, W")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_zticks([])
+    ax.set_box_aspect((c, n, hw))
+    ax.set_title(title)
+    ax.grid(False)
+
+
+def eps_gain(variances: np.ndarray, eps: float) -> Figure:
+    """The factor BN multiplies a centred channel by, 1/sqrt(var + eps), against 1/sqrt(var)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.loglog(variances, 1 / np.sqrt(variances), ls="--", color="gray", label=r"$1/\sqrt{\sigma^2}$ (no eps)")
+    ax.loglog(variances, 1 / np.sqrt(variances + eps), color=COLORS[0], lw=2,
+              label=rf"$1/\sqrt{{\sigma^2 + \epsilon}}$, $\epsilon$ = {eps:g}")
+    ax.axhline(1 / np.sqrt(eps), color=COLORS[3], lw=1, ls=":", label=r"cap $1/\sqrt{\epsilon}$")
+    ax.axvline(eps, color=COLORS[3], lw=1, ls=":")
+    ax.set_xlabel(r"channel variance $\sigma^2$")
+    ax.set_ylabel("gain applied to x - mean")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def channel_stats(mean_before: np.ndarray, std_before: np.ndarray, mean_after: np.ndarray,
+                  std_after: np.ndarray) -> Figure:
+    """Per-channel mean and standard deviation before and after normalization, as bars."""
+    c = len(mean_before)
+    idx = np.arange(c)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, before, after, title in [(axes[0], mean_before, mean_after, "per-channel mean"),
+                                     (axes[1], std_before, std_after, "per-channel std")]:
+        ax.bar(idx - 0.2, before, width=0.4, label="before", color=COLORS[1])
+        ax.bar(idx + 0.2, after, width=0.4, label="after", color=COLORS[0])
+        ax.set_xticks(idx, [f"c={j}" for j in idx])
+        ax.set_title(title)
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def computational_graph() -> Figure:
+    """BatchNorm's forward pass as a graph of small nodes (per channel)."""
+    nodes = {
+        "x": (0.0, 1.0), "mu": (1.5, 2.0), "xc": (3.0, 1.0), "var": (4.5, 2.0),
+        "inv_std": (6.3, 2.0), "xhat": (7.8, 1.0), "y": (9.6, 1.0),
+        "gamma": (7.8, 0.0), "beta": (9.6, 0.0),
+    }
+    labels = {
+        "x": r"$x$", "mu": r"$\mu = \frac{1}{m}\sum x$", "xc": r"$x_c = x - \mu$",
+        "var": r"$\sigma^2 = \frac{1}{m}\sum x_c^2$",
+        "inv_std": r"$s = (\sigma^2+\epsilon)^{-1/2}$",
+        "xhat": r"$\hat{x} = x_c\, s$", "y": r"$y = \gamma \hat{x} + \beta$",
+        "gamma": r"$\gamma$", "beta": r"$\beta$",
+    }
+    edges = [("x", "mu"), ("x", "xc"), ("mu", "xc"), ("xc", "var"), ("var", "inv_std"),
+             ("xc", "xhat"), ("inv_std", "xhat"), ("xhat", "y"), ("gamma", "y"), ("beta", "y")]
+    fig, ax = plt.subplots(figsize=(10, 3.0))
+    boxes = {}
+    for name, (x, y) in nodes.items():
+        param = name in ("gamma", "beta")
+        boxes[name] = ax.text(
+            x, y, labels[name], ha="center", va="center", fontsize=11,
+            bbox=dict(boxstyle="round,pad=0.5", facecolor="#fdebd3" if param else "#dbe9f6",
+                      edgecolor=COLORS[1] if param else COLORS[0]))
+    for a, b in edges:
+        ax.annotate("", xy=nodes[b], xytext=nodes[a],
+                    arrowprops=dict(arrowstyle="-|>", color="gray", lw=1.2, shrinkA=2, shrinkB=2,
+                                    patchA=boxes[a].get_bbox_patch(),
+                                    patchB=boxes[b].get_bbox_patch()))
+    ax.set_xlim(-0.7, 10.5)
+    ax.set_ylim(-0.5, 2.5)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def gradient_agreement(analytic: np.ndarray, numeric: np.ndarray) -> Figure:
+    """Each entry of the analytic gradient against its central-difference estimate."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    a, b = np.ravel(analytic), np.ravel(numeric)
+    lim = 1.1 * max(np.abs(a).max(), np.abs(b).max())
+    ax.plot([-lim, lim], [-lim, lim], color="gray", lw=1, ls="--")
+    ax.scatter(a, b, s=12, color=COLORS[0])
+    ax.set_xlabel("analytic dx")
+    ax.set_ylabel("central difference")
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    return fig
+
+
+def difference_error_vs_h(hs: np.ndarray, central: np.ndarray, forward: np.ndarray) -> Figure:
+    """Error of central and one-sided differences against the step h (log-log)."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.loglog(hs, central, "o-", label="central (f(x+h) - f(x-h)) / 2h", color=COLORS[0])
+    ax.loglog(hs, forward, "s-", label="one-sided (f(x+h) - f(x)) / h", color=COLORS[1])
+    ax.set_xlabel("step h")
+    ax.set_ylabel("relative error")
+    ax.invert_xaxis()
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def timing_bars(labels: Sequence[str], seconds: Sequence[float], title: str) -> Figure:
+    """Horizontal bars of run times in milliseconds."""
+    fig, ax = plt.subplots(figsize=(7, 1.4 + 0.5 * len(labels)))
+    ms = np.asarray(seconds) * 1e3
+    ax.barh(range(len(labels)), ms, color=COLORS[: len(labels)])
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("time per call (ms)")
+    ax.set_title(title)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
