@@ -1,0 +1,356 @@
+"""Every checker passes a right answer and fails known-wrong ones with the right diagnosis.
+
+The wrong implementations below are written the way a learner would write them (not taken
+from bncourse.misconceptions), so a checker that stops recognising a mistake fails here.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bncourse import numpy_bn
+from bncourse.checks import EXERCISES, CheckFailed, NotAttempted, check
+
+
+def axes_of(x):
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def shape_of(x):
+    return (1, -1) + (1,) * (x.ndim - 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Right answers
+# --------------------------------------------------------------------------------------------
+def right_forward(x, gamma, beta, eps=1e-5):
+    out, cache = numpy_bn.forward_train(x, gamma, beta, eps)
+    return out, cache
+
+
+def right_backward(dout, x, gamma, eps=1e-5):
+    _, cache = numpy_bn.forward_train(x, gamma, None, eps)
+    return numpy_bn.backward(dout, cache)
+
+
+def right_numerical_gradient(f, x, h=1e-5):
+    from bncourse.gradcheck import numerical_gradient
+
+    return numerical_gradient(f, x, h)
+
+
+RIGHT = {
+    "standardize": lambda x: (x - x.mean(0)) / x.std(0),
+    "extreme-batch": lambda m: np.r_[np.zeros(m - 1), 5.0],
+    "expected-std": lambda n, c: math.sqrt(n * c / (n * c - 1)),
+    "numpy-batch-stats": numpy_bn.batch_stats,
+    "numpy-forward": right_forward,
+    "numpy-backward": right_backward,
+    "numerical-gradient": right_numerical_gradient,
+}
+
+
+def test_every_exercise_has_a_right_answer_here():
+    assert set(RIGHT) == set(EXERCISES)
+
+
+@pytest.mark.parametrize("exercise_id", sorted(RIGHT))
+def test_right_answers_pass_with_one_line(exercise_id, capsys):
+    check(exercise_id, RIGHT[exercise_id])
+    out = capsys.readouterr().out
+    assert out.startswith(f"✔ {exercise_id} passed: ") and out.count("\n") == 1
+
+
+def test_forward_may_return_only_the_output():
+    check("numpy-forward", lambda x, g, b, eps=1e-5: numpy_bn.forward_train(x, g, b, eps)[0])
+
+
+@pytest.mark.parametrize("exercise_id", sorted(RIGHT))
+def test_a_stub_is_not_attempted(exercise_id):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("write your solution here")
+
+    with pytest.raises(NotAttempted, match=f"^{exercise_id}: not attempted yet"):
+        check(exercise_id, stub)
+
+
+def test_check_failed_is_an_assertion_error():
+    assert issubclass(CheckFailed, AssertionError)
+    assert issubclass(NotAttempted, CheckFailed)
+
+
+def test_a_crash_is_reported_as_a_failure():
+    def crashes(x, gamma, beta, eps=1e-5):
+        return x.mean(axis=7)
+
+    with pytest.raises(CheckFailed, match="numpy-forward: your function raised AxisError"):
+        check("numpy-forward", crashes)
+
+
+def test_unknown_id_lists_the_known_ones():
+    with pytest.raises(KeyError, match="known ids: .*numpy-forward"):
+        check("numpy-forwards", right_forward)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward pass: one wrong implementation per misconception
+# --------------------------------------------------------------------------------------------
+def forward_unbiased(x, gamma, beta, eps=1e-5):
+    a = axes_of(x)
+    xhat = (x - x.mean(a, keepdims=True)) / np.sqrt(x.var(a, keepdims=True, ddof=1) + eps)
+    return gamma.reshape(shape_of(x)) * xhat + beta.reshape(shape_of(x))
+
+
+def forward_axis0(x, gamma, beta, eps=1e-5):
+    xhat = (x - x.mean(0, keepdims=True)) / np.sqrt(x.var(0, keepdims=True) + eps)
+    return gamma.reshape(shape_of(x)) * xhat + beta.reshape(shape_of(x))
+
+
+def forward_per_sample(x, gamma, beta, eps=1e-5):
+    a = tuple(range(1, x.ndim))  # LayerNorm's axes
+    xhat = (x - x.mean(a, keepdims=True)) / np.sqrt(x.var(a, keepdims=True) + eps)
+    return gamma.reshape(shape_of(x)) * xhat + beta.reshape(shape_of(x))
+
+
+def forward_eps_outside(x, gamma, beta, eps=1e-5):
+    a = axes_of(x)
+    xhat = (x - x.mean(a, keepdims=True)) / (np.sqrt(x.var(a, keepdims=True)) + eps)
+    return gamma.reshape(shape_of(x)) * xhat + beta.reshape(shape_of(x))
+
+
+def forward_no_eps(x, gamma, beta, eps=1e-5):
+    a = axes_of(x)
+    xhat = (x - x.mean(a, keepdims=True)) / np.sqrt(x.var(a, keepdims=True))
+    return gamma.reshape(shape_of(x)) * xhat + beta.reshape(shape_of(x))
+
+
+def forward_swapped(x, gamma, beta, eps=1e-5):
+    return right_forward(x, beta, gamma, eps)[0]
+
+
+def forward_no_affine(x, gamma, beta, eps=1e-5):
+    return right_forward(x, None, None, eps)[0]
+
+
+def forward_fixed_eps(x, gamma, beta, eps=1e-5):
+    return right_forward(x, gamma, beta, 1e-5)[0]
+
+
+def forward_always_float64(x, gamma, beta, eps=1e-5):
+    return right_forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64), eps)[0]
+
+
+def forward_flattened(x, gamma, beta, eps=1e-5):
+    return right_forward(x, gamma, beta, eps)[0].reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (forward_unbiased, "unbiased variance"),
+        (forward_axis0, r"wrong reduction axes: statistics over axes \(0\) instead of \(0, 2\)"),
+        (forward_per_sample, r"wrong reduction axes: statistics over axes \(1\) instead of \(0\); axis 1 holds the channels"),
+        (forward_eps_outside, "eps outside the square root"),
+        (forward_no_eps, "eps missing"),
+        (forward_swapped, "gamma and beta swapped"),
+        (forward_no_affine, "gamma and beta not applied"),
+        (forward_fixed_eps, "the eps argument is ignored"),
+        (forward_always_float64, "dtype float64, expected float32"),
+        (forward_flattened, r"has shape \(4, 15\), expected \(4, 3, 5\)"),
+    ],
+)
+def test_forward_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis) as failure:
+        check("numpy-forward", wrong)
+    assert str(failure.value).startswith("numpy-forward: ")
+
+
+def test_forward_failure_says_where_and_how_large():
+    with pytest.raises(CheckFailed) as failure:
+        check("numpy-forward", forward_unbiased)
+    message = str(failure.value)
+    assert "for x of shape (6, 4) (float64)" in message
+    assert "largest error" in message and "at index (" in message and "expected" in message
+
+
+def test_forward_unrecognised_mistake_still_fails_without_a_guess():
+    def off_by_a_bit(x, gamma, beta, eps=1e-5):
+        return right_forward(x, gamma, beta, eps)[0] + 0.01
+
+    with pytest.raises(CheckFailed) as failure:
+        check("numpy-forward", off_by_a_bit)
+    assert "Likely cause" not in str(failure.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch statistics
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda x: (x.mean(axes_of(x)), x.var(axes_of(x), ddof=1)), "the variance from .* unbiased variance"),
+        (lambda x: (x.mean(axes_of(x)), x.std(axes_of(x))), "standard deviation instead of variance"),
+        (lambda x: (x.mean(0), x.var(0)), r"shape \(3, 5\), expected \(3,\).*wrong reduction axes: statistics over axes \(0\)"),
+        (lambda x: (x.mean(axes_of(x), keepdims=True), x.var(axes_of(x), keepdims=True)), "keepdims=True"),
+        (lambda x: (x.mean(1), x.var(1)), r"shape \(6,\), expected \(4,\).*axes \(1\) instead of \(0\)"),
+        (lambda x: x.mean(axes_of(x)), r"should return a tuple \(mean, var\), got a ndarray"),
+    ],
+)
+def test_batch_stats_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("numpy-batch-stats", wrong)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward pass
+# --------------------------------------------------------------------------------------------
+def backward_parts(dout, x, gamma, eps):
+    a, s = axes_of(x), shape_of(x)
+    m = x.size // x.shape[1]
+    inv_std = 1 / np.sqrt(x.var(a, keepdims=True) + eps)
+    xhat = (x - x.mean(a, keepdims=True)) * inv_std
+    dbeta, dgamma = dout.sum(a), (dout * xhat).sum(a)
+    return a, s, m, inv_std, xhat, dbeta, dgamma
+
+
+def backward_no_mean_path(dout, x, gamma, eps=1e-5):
+    a, s, m, inv_std, xhat, dbeta, dgamma = backward_parts(dout, x, gamma, eps)
+    dx = gamma.reshape(s) * inv_std / m * (m * dout - xhat * dgamma.reshape(s))
+    return dx, dgamma, dbeta
+
+
+def backward_no_variance_path(dout, x, gamma, eps=1e-5):
+    a, s, m, inv_std, xhat, dbeta, dgamma = backward_parts(dout, x, gamma, eps)
+    dx = gamma.reshape(s) * inv_std / m * (m * dout - dbeta.reshape(s))
+    return dx, dgamma, dbeta
+
+
+def backward_like_a_constant_scale(dout, x, gamma, eps=1e-5):
+    a, s, m, inv_std, xhat, dbeta, dgamma = backward_parts(dout, x, gamma, eps)
+    return gamma.reshape(s) * inv_std * dout, dgamma, dbeta
+
+
+def backward_without_gamma(dout, x, gamma, eps=1e-5):
+    a, s, m, inv_std, xhat, dbeta, dgamma = backward_parts(dout, x, gamma, eps)
+    return inv_std / m * (m * dout - dbeta.reshape(s) - xhat * dgamma.reshape(s)), dgamma, dbeta
+
+
+def backward_swapped_parameters(dout, x, gamma, eps=1e-5):
+    dx, dgamma, dbeta = right_backward(dout, x, gamma, eps)
+    return dx, dbeta, dgamma
+
+
+def backward_sum_over_axis0(dout, x, gamma, eps=1e-5):
+    dx, dgamma, dbeta = right_backward(dout, x, gamma, eps)
+    return dx, dgamma, dout.sum(0)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (backward_no_mean_path, "mean path is missing"),
+        (backward_no_variance_path, "variance path is missing"),
+        (backward_like_a_constant_scale, "both the mean and the variance paths are missing"),
+        (backward_without_gamma, "gamma is missing from dx"),
+        (backward_swapped_parameters, "dgamma and dbeta are swapped"),
+        (backward_sum_over_axis0, "dbeta should sum dout over every axis but 1"),
+    ],
+)
+def test_backward_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("numpy-backward", wrong)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 1 and central differences
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda x: (x - x.mean(0)) / x.std(0, ddof=1), "unbiased standard deviation"),
+        (lambda x: (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True), "statistics per row"),
+        (lambda x: (x - x.min(0)) / (x.max(0) - x.min(0)), "min-max scaling"),
+        (lambda x: (x - x.mean()) / x.std(), "whole array"),
+        (lambda x: x - x.mean(0), "without dividing"),
+    ],
+)
+def test_standardize_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("standardize", wrong)
+
+
+def test_standardize_must_not_modify_its_input():
+    def in_place(x):
+        x -= x.mean(0)
+        x /= x.std(0)
+        return x
+
+    with pytest.raises(CheckFailed, match="changed its input"):
+        check("standardize", in_place)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda m: np.r_[np.zeros(m - 2), 1.0, 1.0] if m > 2 else np.array([0.0, 1.0]),
+         r"for m=5 the largest \|xhat\| of your batch is 1.2247.*put all the spread in one value"),
+        (lambda m: np.ones(m), "constant"),
+        (lambda m: np.zeros(m + 1), r"has shape \(3,\), expected \(2,\)"),
+    ],
+)
+def test_extreme_batch_mistakes(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("extreme-batch", wrong)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda n, c: 1.0, "torch.Tensor.std divides by"),
+        (lambda n, c: math.sqrt(n / (n - 1)), "over all N\\*C values at once"),
+        (lambda n, c: "1.0171", None),
+    ],
+)
+def test_expected_std_mistakes(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis or "expected_std"):
+        check("expected-std", wrong)
+
+
+def one_sided(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    base = f(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        grad[i] = (f(x) - base) / h
+        x[i] = old
+    return grad
+
+
+def divides_by_h(f, x, h=1e-5):
+    return 2 * right_numerical_gradient(f, x, h)
+
+
+def forgets_to_restore(f, x, h=1e-5):
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        x[i] += h
+        f_plus = f(x)
+        x[i] -= 2 * h
+        grad[i] = (f_plus - f(x)) / (2 * h)
+    return grad
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (one_sided, "one-sided"),
+        (divides_by_h, "dividing by h instead of 2h"),
+        (forgets_to_restore, "left x changed"),
+    ],
+)
+def test_numerical_gradient_mistakes(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("numerical-gradient", wrong)

@@ -1,0 +1,142 @@
+"""The project's conventions, checked: quick start, CI, pins, table of contents, notebooks.
+
+These tests keep the promises of README.md and COURSE.md true as chapters are added: every
+notebook is in the book, is committed executed, ends with exercises in the agreed format
+(exercise block, dropdown solution with BEGIN/END SOLUTION markers, check cell), and every
+exercise id it checks is registered in bncourse.checks.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from bncourse.checks import EXERCISES
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_readme_quick_start_is_two_commands_and_ci_runs_the_second():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1]
+    block = re.search(r"```\w*\n(.*?)```", quick_start, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+    assert commands == ["python3 course.py book", "python3 course.py test"]
+    first_block = re.search(r"```\w*\n(.*?)```", readme, re.S).group(1)
+    assert first_block == block, "the quick start must be the README's first code block"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "rm -rf .venv" in ci, ".ci/run must start from a fresh virtual environment"
+    assert commands[1] in ci
+
+
+def test_requirements_are_exact_pins():
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    pins = [line for line in lines if line]
+    assert pins, "requirements.txt is empty"
+    for pin in pins:
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9_.\-]*", pin), f"not an exact pin: {pin}"
+    names = {pin.split("==")[0].lower(): pin.split("==")[1] for pin in pins}
+    assert names["torch"] == "2.13.0"
+    assert names["jupyter-book"].startswith("1.")
+    for needed in ["numpy", "matplotlib", "pytest", "nbval", "hypothesis", "sphinx-exercise",
+                   "sphinx-proof", "sphinxcontrib-bibtex", "ipykernel"]:
+        assert needed in names, f"{needed} is not pinned"
+
+
+def _toc_files(entries):
+    for entry in entries:
+        if "file" in entry:
+            yield entry["file"]
+        for key in ("chapters", "sections", "parts"):
+            yield from _toc_files(entry.get(key, []))
+
+
+def test_toc_lists_every_notebook_and_only_existing_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"], *_toc_files(toc.get("parts", toc.get("chapters", [])))]
+    for name in files:
+        assert any((ROOT / f"{name}{ext}").exists() for ext in (".md", ".ipynb")), name
+    listed = {name for name in files if name.startswith("notebooks/")}
+    assert listed == {f"notebooks/{nb.stem}" for nb in NOTEBOOKS}
+
+
+def test_bibliography_has_the_paper():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    assert "@inproceedings{ioffe2015batch" in bib
+
+
+# --------------------------------------------------------------------------------------------
+# Notebook conventions
+# --------------------------------------------------------------------------------------------
+EXERCISE = re.compile(r"```\{exercise\}[^\n]*\n:label: (ex-[a-z0-9-]+)")
+SOLUTION_START = re.compile(r"```\{solution-start\} (ex-[a-z0-9-]+)\n:class: dropdown\n```")
+CHECK = re.compile(r'check\("([a-z0-9-]+)", ')
+
+
+def exercises_in(nb):
+    """[(label, [solution code cells], check id)] in notebook order, parsed strictly."""
+    found, cells, i = [], nb.cells, 0
+    while i < len(cells):
+        match = EXERCISE.search(cells[i].source) if cells[i].cell_type == "markdown" else None
+        if not match:
+            i += 1
+            continue
+        label = match.group(1)
+        start = SOLUTION_START.fullmatch(cells[i + 1].source.strip())
+        assert start and start.group(1) == label, f"{label}: the next cell must open its dropdown solution"
+        j = i + 2
+        code = []
+        while not cells[j].source.startswith("```{solution-end}"):
+            assert cells[j].cell_type == "code", f"{label}: only code between solution-start/end"
+            code.append(cells[j])
+            j += 1
+        checked = CHECK.search(cells[j + 1].source)
+        assert cells[j + 1].cell_type == "code" and checked, f"{label}: a check cell must follow"
+        found.append((label, code, checked.group(1)))
+        i = j + 2
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_structure(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    found = exercises_in(nb)
+    assert len(found) >= 2, "every chapter ends with at least two exercises"
+    for label, code, exercise_id in found:
+        assert exercise_id in EXERCISES, f"{label}: unknown exercise id {exercise_id}"
+        assert EXERCISES[exercise_id].chapter == path.stem
+        assert label == f"ex-{exercise_id}", "labels are ex-<exercise id>"
+        source = "\n".join(cell.source for cell in code)
+        assert source.count("### BEGIN SOLUTION") == source.count("### END SOLUTION") >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_executed_and_deterministic(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    counts = [cell.execution_count for cell in code]
+    assert counts == list(range(1, len(code) + 1)), "run top to bottom in a fresh kernel"
+    for cell in code:
+        for output in cell.outputs:
+            assert output.output_type != "error", cell.source[:80]
+            assert output.get("name") != "stderr", f"stderr output in: {cell.source[:80]}"
+        if "NBVAL_IGNORE_OUTPUT" in cell.source:
+            assert "perf_counter" in cell.source or "timeit" in cell.source, (
+                "NBVAL_IGNORE_OUTPUT is only for timings: " + cell.source[:80])
+        figures = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        if figures:
+            assert cell.source.rstrip().endswith("plt.show()"), "figures end with plt.show()"
+
+
+def test_every_exercise_is_in_exactly_one_notebook():
+    seen = {}
+    for path in NOTEBOOKS:
+        for _, _, exercise_id in exercises_in(nbformat.read(path, as_version=4)):
+            assert exercise_id not in seen, f"{exercise_id} in {seen.get(exercise_id)} and {path.stem}"
+            seen[exercise_id] = path.stem
+    assert set(seen) == set(EXERCISES)
