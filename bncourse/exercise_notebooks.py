@@ -1,0 +1,169 @@
+"""Learner notebooks: ``exercises/`` generated from the chapters in ``notebooks/``.
+
+A chapter notebook holds each exercise as (see CONTRIBUTING.md)::
+
+    markdown  ```{exercise} Title            <- kept: the statement
+              :label: ex-<exercise id>
+    markdown  ```{solution-start} ex-<id>    <- removed
+    code      def f(...):                     <- kept, with the region between
+                  \"\"\"docstring\"\"\"             ### BEGIN SOLUTION and ### END SOLUTION
+                  ### BEGIN SOLUTION              replaced by raise NotImplementedError(...)
+                  ...
+                  ### END SOLUTION
+    markdown  ```{solution-end}              <- removed
+    code      check("<id>", f)                <- kept
+
+Everything else (the chapter's prose and demonstrations) is kept, every output is cleared,
+and a short note on how to work and grade is put at the top. Markdown between
+``solution-start`` and ``solution-end`` (solution prose) and plain ``{solution}`` blocks are
+removed. The transformation is a pure function of the chapter notebook, so generating twice
+gives identical files, and a test fails when ``exercises/`` is out of sync.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+
+from .notebooks import KERNEL
+
+__all__ = ["BEGIN", "END", "stub_source", "make_exercise_notebook", "write_exercises", "out_of_sync"]
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+SOLUTION_START = re.compile(r"^\s*(```+|:::+)\{solution-start\}\s*(\S+)")
+SOLUTION_END = re.compile(r"^\s*(```+|:::+)\{solution-end\}")
+SOLUTION_BLOCK = re.compile(r"^(```+|:::+)\{solution\}.*?^\1\s*$\n?", re.S | re.M)
+NOTE_ID = "bncourse-exercise-note"
+
+
+def stub_source(source: str, exercise_id: str) -> str:
+    """Replace each BEGIN/END SOLUTION region of a code cell by a NotImplementedError stub.
+
+    The stub is indented like the ``### BEGIN SOLUTION`` line, so a region inside a function
+    body keeps the ``def`` line and the docstring above it intact.
+    """
+    out: list[str] = []
+    inside = False
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ValueError(f"{exercise_id}: nested '{BEGIN}'")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f'{indent}raise NotImplementedError("{exercise_id}: write your solution here")')
+        elif stripped == END:
+            if not inside:
+                raise ValueError(f"{exercise_id}: '{END}' without '{BEGIN}'")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{exercise_id}: '{BEGIN}' without '{END}'")
+    return "\n".join(out)
+
+
+def _note(chapter: str) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_markdown_cell(
+        f"> **Exercise notebook**, generated from `notebooks/{chapter}.ipynb` by "
+        f"`python -m bncourse make-exercises`. Each exercise's function raises "
+        f"`NotImplementedError`: replace that line with your code and run the check cell "
+        f"below it. Grade the whole notebook with "
+        f"`python -m bncourse grade exercises/{chapter}.ipynb`."
+    )
+    cell["id"] = NOTE_ID
+    return cell
+
+
+def make_exercise_notebook(nb: nbformat.NotebookNode, chapter: str) -> nbformat.NotebookNode:
+    """The learner version of chapter notebook ``nb`` (a new notebook; ``nb`` is unchanged)."""
+    cells = []
+    solution: str | None = None  # the exercise id whose solution we are inside
+    for cell in nb.cells:
+        source = cell.source
+        if cell.cell_type == "markdown":
+            start = SOLUTION_START.match(source)
+            if start:
+                if solution is not None:
+                    raise ValueError(f"{chapter}: solution-start inside the solution of {solution}")
+                solution = start.group(2).removeprefix("ex-")
+                continue
+            if SOLUTION_END.match(source):
+                if solution is None:
+                    raise ValueError(f"{chapter}: solution-end without solution-start")
+                solution = None
+                continue
+            if solution is not None:
+                continue  # solution prose
+            source = SOLUTION_BLOCK.sub("", source).strip()
+            if not source:
+                continue
+            new = nbformat.v4.new_markdown_cell(source)
+        elif cell.cell_type == "code":
+            if solution is not None:
+                source = stub_source(source, solution)
+            new = nbformat.v4.new_code_cell(source)
+        else:
+            new = nbformat.v4.new_raw_cell(source)
+        if "id" in cell:
+            new["id"] = cell["id"]
+        for key in ("tags",):
+            if key in cell.metadata:
+                new.metadata[key] = list(cell.metadata[key])
+        cells.append(new)
+    if solution is not None:
+        raise ValueError(f"{chapter}: the solution of {solution} is never closed")
+    out = nbformat.v4.new_notebook()
+    out.metadata = {"kernelspec": dict(KERNEL), "language_info": {"name": "python"}}
+    title = cells[:1]
+    out.cells = title + [_note(chapter)] + cells[1:]
+    return out
+
+
+def _render(nb: nbformat.NotebookNode) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def _expected(source_dir: Path) -> dict[str, str]:
+    """File name -> the exercise notebook's text, for every chapter in ``source_dir``."""
+    expected = {}
+    for path in sorted(Path(source_dir).glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        expected[path.name] = _render(make_exercise_notebook(nb, path.stem))
+    return expected
+
+
+def write_exercises(source_dir: Path, target_dir: Path) -> list[Path]:
+    """(Re)write ``target_dir`` from ``source_dir``; remove exercise notebooks with no chapter."""
+    target_dir = Path(target_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    expected = _expected(source_dir)
+    for stale in target_dir.glob("*.ipynb"):
+        if stale.name not in expected:
+            stale.unlink()
+    written = []
+    for name, text in expected.items():
+        path = target_dir / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        written.append(path)
+    return written
+
+
+def out_of_sync(source_dir: Path, target_dir: Path) -> list[str]:
+    """Names of exercise notebooks that are missing, stale or have no chapter any more."""
+    expected = _expected(source_dir)
+    target_dir = Path(target_dir)
+    problems = []
+    for name, text in expected.items():
+        path = target_dir / name
+        if not path.exists():
+            problems.append(f"{name}: missing")
+        elif path.read_text() != text:
+            problems.append(f"{name}: differs from what notebooks/{name} generates")
+    for path in sorted(target_dir.glob("*.ipynb")):
+        if path.name not in expected:
+            problems.append(f"{path.name}: has no chapter in notebooks/")
+    return problems
