@@ -26,7 +26,11 @@ are at least ~1e-2 on the chosen inputs.
 from __future__ import annotations
 
 import inspect
+import io
+import json
 import math
+import time
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,11 +39,17 @@ import numpy as np
 from . import misconceptions as mis
 from . import numpy_bn
 
-__all__ = ["CheckFailed", "NotAttempted", "Exercise", "EXERCISES", "check", "compare"]
+__all__ = ["CheckFailed", "NotAttempted", "Exercise", "EXERCISES", "check", "compare",
+           "grade_in_namespace"]
 
 
 class CheckFailed(AssertionError):
     """An exercise's answer is wrong; the message says how, for the learner."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the message is what the learner needs,
+        # the frames of the checker are not.
+        return [f"{type(self).__name__}: {self}"]
 
 
 class NotAttempted(CheckFailed):
@@ -55,6 +65,11 @@ class Exercise:
     title: str
     signature: str
     run: Callable[[Callable[..., Any]], str]
+
+    @property
+    def function(self) -> str:
+        """The name the learner's function (or class) must have: the signature's first word."""
+        return self.signature.split("(", 1)[0].strip()
 
 
 EXERCISES: dict[str, Exercise] = {}
@@ -104,6 +119,41 @@ def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
             f"{exercise_id}: your function raised {type(error).__name__}: {error}"
         ) from error
     print(f"✔ {exercise_id} passed: {detail}")
+
+
+RESULT_PREFIX = "BNCOURSE-RESULT "
+
+
+def grade_in_namespace(exercise_id: str, namespace: dict[str, Any]) -> None:
+    """Check the learner's function found by name in ``namespace``; print one JSON result line.
+
+    Used by the grader (``python -m bncourse grade``), which runs this in the learner's kernel
+    after the whole notebook, so a check cell edited or deleted by the learner changes nothing.
+    The line is ``BNCOURSE-RESULT {"exercise", "status", "message", "seconds"}`` with status
+    ``passed``, ``failed``, ``not attempted`` or ``error``.
+    """
+    start = time.perf_counter()
+    ex = EXERCISES.get(exercise_id)
+    output = io.StringIO()
+    if ex is None:
+        status, message = "error", f"unknown exercise id {exercise_id!r}"
+    elif ex.function not in namespace:
+        status, message = "error", (f"{ex.function} is not defined: run the cell that defines "
+                                    f"it, and check that it runs without an error")
+    else:
+        try:
+            with redirect_stdout(output):
+                check(exercise_id, namespace[ex.function])
+            status = "passed"
+            lines = [line for line in output.getvalue().splitlines() if line.startswith("✔")]
+            message = lines[-1].split("passed: ", 1)[-1] if lines else "passed"
+        except NotAttempted:
+            status, message = "not attempted", "not attempted yet"
+        except CheckFailed as failure:
+            status, message = "failed", str(failure).removeprefix(f"{exercise_id}: ")
+    result = dict(exercise=exercise_id, status=status, message=message,
+                  seconds=round(time.perf_counter() - start, 3))
+    print(RESULT_PREFIX + json.dumps(result))
 
 
 # --------------------------------------------------------------------------------------------

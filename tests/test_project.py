@@ -113,6 +113,9 @@ def test_notebook_structure(path):
         assert label == f"ex-{exercise_id}", "labels are ex-<exercise id>"
         source = "\n".join(cell.source for cell in code)
         assert source.count("### BEGIN SOLUTION") == source.count("### END SOLUTION") >= 1
+        function = EXERCISES[exercise_id].function
+        assert f"def {function}(" in source or f"class {function}" in source, (
+            f"{label}: the solution must define {function}, the name in the exercise's signature")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

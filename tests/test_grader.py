@@ -1,0 +1,235 @@
+"""The learner side: generated exercise notebooks and the grader.
+
+Small synthetic notebooks (two chapter-1 exercises, no torch import) keep the behavioural
+tests fast; the full chapters are graded once each way (solutions: all pass; generated
+exercises: all "not attempted yet", exit 1).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from bncourse import grader
+from bncourse.checks import EXERCISES
+from bncourse.exercise_notebooks import BEGIN, make_exercise_notebook, out_of_sync, stub_source, write_exercises
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_grade(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bncourse", "grade", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+
+
+def exercise_cells(exercise_id: str, code: str) -> list:
+    """An exercise as the chapters write it: statement, dropdown solution, check cell."""
+    function = EXERCISES[exercise_id].function
+    return [
+        nbformat.v4.new_markdown_cell(f"```{{exercise}} Title\n:label: ex-{exercise_id}\n\nWrite it.\n```"),
+        nbformat.v4.new_markdown_cell(f"```{{solution-start}} ex-{exercise_id}\n:class: dropdown\n```"),
+        nbformat.v4.new_code_cell(code),
+        nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
+        nbformat.v4.new_code_cell(f'check("{exercise_id}", {function})'),
+    ]
+
+
+STANDARDIZE = f'''def standardize(x):
+    """Z-score each column."""
+    {BEGIN}
+    return (x - x.mean(axis=0)) / x.std(axis=0)
+    ### END SOLUTION'''
+EXPECTED_STD = f'''def expected_std(n, c):
+    """What output.std() prints."""
+    {BEGIN}
+    return (n * c / (n * c - 1)) ** 0.5
+    ### END SOLUTION'''
+
+
+def small_chapter(standardize: str = STANDARDIZE, expected_std: str = EXPECTED_STD, extra=()) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# A small chapter"),
+        nbformat.v4.new_code_cell("import numpy as np\nfrom bncourse.checks import check"),
+        *extra,
+        *exercise_cells("standardize", standardize),
+        *exercise_cells("expected-std", expected_std),
+    ]
+    return nb
+
+
+def write(nb, path: Path) -> Path:
+    nbformat.write(nb, path)
+    return path
+
+
+def statuses(results) -> dict[str, str]:
+    return {r.exercise: r.status for r in results}
+
+
+# --------------------------------------------------------------------------------------------
+# Generating exercises/
+# --------------------------------------------------------------------------------------------
+def test_exercises_folder_is_in_sync_with_notebooks():
+    assert out_of_sync(ROOT / "notebooks", ROOT / "exercises") == [], (
+        "exercises/ is stale: run `python -m bncourse make-exercises`")
+
+
+def test_generation_is_idempotent(tmp_path):
+    first = [p.read_bytes() for p in write_exercises(ROOT / "notebooks", tmp_path / "a")]
+    write_exercises(ROOT / "notebooks", tmp_path / "a")
+    again = [p.read_bytes() for p in sorted((tmp_path / "a").glob("*.ipynb"))]
+    assert first == again
+    stray = tmp_path / "a" / "99_gone.ipynb"
+    stray.write_text("{}")
+    write_exercises(ROOT / "notebooks", tmp_path / "a")
+    assert not stray.exists(), "a notebook with no chapter is removed"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_generated_notebook_hides_solutions_and_keeps_the_rest(path):
+    chapter = nbformat.read(path, as_version=4)
+    learner = make_exercise_notebook(chapter, path.stem)
+    text = json.dumps(learner)
+    for hidden in ("BEGIN SOLUTION", "END SOLUTION", "solution-start", "solution-end"):
+        assert hidden not in text
+    for cell in learner.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+    ids = grader.exercise_ids(learner)
+    assert ids == grader.exercise_ids(chapter) and len(ids) >= 2
+    sources = "\n".join(c.source for c in learner.cells if c.cell_type == "code")
+    for exercise_id in ids:
+        function = EXERCISES[exercise_id].function
+        assert f'raise NotImplementedError("{exercise_id}: write your solution here")' in sources
+        assert f"def {function}(" in sources or f"class {function}" in sources
+        assert f'check("{exercise_id}", {function})' in sources
+    # the chapter's prose and demonstrations are all there
+    kept = {c.source for c in learner.cells}
+    for cell in chapter.cells:
+        if cell.cell_type == "markdown" and "solution-" not in cell.source:
+            assert cell.source in kept
+
+
+def test_stub_keeps_signature_docstring_and_indentation():
+    source = 'def f(x):\n    """Doc."""\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION'
+    assert stub_source(source, "demo") == (
+        'def f(x):\n    """Doc."""\n    raise NotImplementedError("demo: write your solution here")')
+    with pytest.raises(ValueError, match="without"):
+        stub_source("### BEGIN SOLUTION\nx = 1", "demo")
+
+
+def test_make_exercises_check_flag_reports_a_stale_folder(tmp_path):
+    write_exercises(ROOT / "notebooks", tmp_path)
+    victim = sorted(tmp_path.glob("*.ipynb"))[0]
+    victim.write_text(victim.read_text().replace("NotImplementedError", "NotImplementedErr"))
+    result = subprocess.run([sys.executable, "-m", "bncourse", "make-exercises", "--check",
+                             "--target", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1 and victim.name in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Grading
+# --------------------------------------------------------------------------------------------
+def test_grading_the_solution_chapters_passes_everything(tmp_path):
+    result = run_grade("notebooks", "--json", str(tmp_path / "g.json"), "--junit", str(tmp_path / "g.xml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((tmp_path / "g.json").read_text())
+    chapters = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    expected = {ex.id for ex in EXERCISES.values() if ex.chapter in chapters}
+    assert {r["exercise"] for r in data["results"]} == expected
+    assert data["passed"] and all(r["status"] == "passed" for r in data["results"])
+    suites = ET.parse(tmp_path / "g.xml").getroot()
+    assert int(suites.get("tests")) == len(expected) and suites.get("failures") == "0"
+
+
+def test_grading_the_generated_exercises_says_not_attempted_without_traceback(tmp_path):
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (ROOT / "exercises").glob("*.ipynb")}
+    result = run_grade("exercises", "--markdown", str(tmp_path / "summary.md"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if " TODO " in line]
+    expected = sum(len(grader.exercise_ids(nbformat.read(p, as_version=4))) for p in before)
+    assert len(rows) == expected
+    assert result.stdout.count("not attempted yet") == len(rows)
+    assert "0/" in result.stdout.splitlines()[-1]
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in before}
+    assert before == after, "grading must not modify the learner's notebooks"
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| exercise | notebook | status | message |" in summary and "⏳ not attempted" in summary
+
+
+def test_a_wrong_answer_fails_with_its_diagnosis_and_the_others_are_still_graded(tmp_path):
+    wrong = STANDARDIZE.replace("x.std(axis=0)", "x.std(axis=0, ddof=1)")
+    path = write(small_chapter(standardize=wrong), tmp_path / "nb.ipynb")
+    before = path.read_bytes()
+    results = grader.grade_notebook(path, timeout=60)
+    assert statuses(results) == {"standardize": "failed", "expected-std": "passed"}
+    assert "unbiased standard deviation" in results[0].message
+    assert path.read_bytes() == before
+
+
+def test_deleted_or_faked_check_cells_change_nothing(tmp_path):
+    nb = small_chapter(standardize=STANDARDIZE.replace("x.std(axis=0)", "1.0"))
+    for cell in nb.cells:  # the learner replaced the checks with fake success lines
+        if cell.cell_type == "code" and cell.source.startswith("check("):
+            cell.source = 'print("✔ standardize passed: trust me")'
+    results = grader.grade_notebook(write(nb, tmp_path / "nb.ipynb"), timeout=60)
+    assert statuses(results) == {"standardize": "failed", "expected-std": "passed"}
+
+
+def test_an_infinite_loop_is_graded_in_bounded_time(tmp_path):
+    looping = STANDARDIZE.replace(f"{BEGIN}\n", f"{BEGIN}\n    while True:\n        pass\n")
+    stuck_cell = nbformat.v4.new_code_cell("while True:\n    pass  # a demo cell that never ends")
+    path = write(small_chapter(standardize=looping, extra=[stuck_cell]), tmp_path / "nb.ipynb")
+    start = time.perf_counter()
+    results = grader.grade_notebook(path, timeout=4)
+    elapsed = time.perf_counter() - start
+    assert statuses(results) == {"standardize": "timed out", "expected-std": "passed"}
+    assert "did not finish within 4 s" in results[0].message
+    assert elapsed < 60, elapsed
+
+
+def test_a_dead_kernel_is_restarted_without_the_cell_that_killed_it(tmp_path):
+    killer = nbformat.v4.new_code_cell("import os\nos._exit(1)")
+    path = write(small_chapter(extra=[killer]), tmp_path / "nb.ipynb")
+    results = grader.grade_notebook(path, timeout=30)
+    assert statuses(results) == {"standardize": "passed", "expected-std": "passed"}
+
+
+def test_a_function_that_does_not_exist_is_an_error_that_says_so(tmp_path):
+    renamed = STANDARDIZE.replace("def standardize(", "def standardise(")
+    results = grader.grade_notebook(write(small_chapter(standardize=renamed), tmp_path / "nb.ipynb"), timeout=60)
+    assert statuses(results)["standardize"] == "error"
+    assert "standardize is not defined" in results[0].message
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("notes.txt", "hello", "is not a notebook: the grader takes .ipynb files"),
+        ("broken.ipynb", "{not json", "is not a valid Jupyter notebook"),
+        ("missing.ipynb", None, "does not exist"),
+    ],
+)
+def test_refuses_what_is_not_a_notebook(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    result = run_grade(str(path))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_notebook_without_exercises_does_not_pass(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    results = grader.grade_notebook(write(nb, tmp_path / "empty.ipynb"))
+    assert [r.status for r in results] == ["error"] and "no exercises found" in results[0].message
