@@ -1,0 +1,153 @@
+"""Folding BN into Linear/Conv for inference, and the normalization family, against torch.
+
+Tolerances: folding changes the order of float32 operations (one multiply-add instead of two
+affine maps), so folded and unfused outputs agree to ``atol=1e-5, rtol=1e-5`` in float32 and
+``1e-12`` in float64; the normalization family matches torch's modules to ``atol=1e-5`` in
+float32 (O(1) outputs, statistics over at most a few hundred values).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from bncourse import norm_family
+from bncourse.fold import fold_batchnorm, fold_sequential
+
+
+def trained_bn(bn: nn.Module, shape, steps=5, seed=0):
+    """A BN whose running statistics and parameters are not the defaults."""
+    g = torch.Generator().manual_seed(seed)
+    bn.train()
+    for _ in range(steps):
+        bn(torch.randn(shape, generator=g, dtype=bn.running_mean.dtype) * 3 + 1)
+    if bn.affine:
+        with torch.no_grad():
+            bn.weight.uniform_(-2, 2, generator=g)
+            bn.bias.uniform_(-1, 1, generator=g)
+    return bn.eval()
+
+
+CASES = [
+    (lambda bias: nn.Linear(6, 4, bias=bias), lambda affine: nn.BatchNorm1d(4, affine=affine), (5, 6), (5, 4)),
+    (lambda bias: nn.Conv1d(3, 4, 3, bias=bias), lambda affine: nn.BatchNorm1d(4, affine=affine), (2, 3, 9), (2, 4, 7)),
+    (lambda bias: nn.Conv2d(3, 4, 3, padding=1, bias=bias), lambda affine: nn.BatchNorm2d(4, affine=affine), (2, 3, 6, 6), (2, 4, 6, 6)),
+    (lambda bias: nn.Conv3d(2, 4, 2, bias=bias), lambda affine: nn.BatchNorm3d(4, affine=affine), (2, 2, 4, 4, 4), (2, 4, 3, 3, 3)),
+]
+
+
+@pytest.mark.parametrize("make_layer, make_bn, in_shape, out_shape", CASES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_folded_layer_equals_layer_then_bn_in_eval(make_layer, make_bn, in_shape, out_shape, bias, affine, dtype):
+    torch.manual_seed(1)
+    layer = make_layer(bias).to(dtype).eval()
+    bn = trained_bn(make_bn(affine).to(dtype), out_shape)
+    x = torch.randn(in_shape, dtype=dtype)
+    folded = fold_batchnorm(layer, bn)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), bn(layer(x)), **tol)
+        if isinstance(layer, nn.Linear):
+            # torch 2.13's fuse_linear_bn_eval multiplies by bn.weight without a None check,
+            # so it cannot fold a BatchNorm with affine=False; ours can (checked above).
+            if affine:
+                torch.testing.assert_close(folded(x), fuse_linear_bn_eval(layer, bn)(x), **tol)
+        else:
+            torch.testing.assert_close(folded(x), fuse_conv_bn_eval(layer, bn)(x), **tol)
+    assert folded.weight.dtype == dtype and folded.bias is not None
+    assert layer.bias is None if not bias else True, "the original layer is not modified"
+
+
+def test_fold_sequential_folds_every_pair_and_keeps_the_rest():
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
+        nn.Flatten(), nn.Linear(8 * 3 * 3, 10), nn.BatchNorm1d(10),
+    )
+    model.train()
+    for _ in range(4):
+        model(torch.randn(16, 1, 8, 8))
+    model.eval()
+    folded = fold_sequential(model)
+    kinds = [type(m).__name__ for m in folded.modules()]
+    assert "BatchNorm2d" not in kinds and "BatchNorm1d" not in kinds
+    assert kinds.count("Identity") == 3
+    x = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), "the original is unchanged"
+
+
+def test_fold_refuses_what_cannot_be_folded():
+    with pytest.raises(ValueError, match="track_running_stats=True"):
+        fold_batchnorm(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False))
+    with pytest.raises(ValueError, match=r"BatchNorm2d\(5\) cannot follow a layer with 4 output channels"):
+        fold_batchnorm(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(5))
+    with pytest.raises(TypeError, match="not ConvTranspose2d"):
+        fold_batchnorm(nn.ConvTranspose2d(3, 4, 1), nn.BatchNorm2d(4))
+
+
+# --------------------------------------------------------------------------------------------
+# The normalization family
+# --------------------------------------------------------------------------------------------
+@st.composite
+def inputs(draw, min_spatial=0):
+    ndim = draw(st.integers(2 + min_spatial, 5))
+    n = draw(st.integers(2, 4))
+    groups = draw(st.integers(1, 3))
+    c = groups * draw(st.integers(1, 3))
+    spatial = draw(st.lists(st.integers(2, 4), min_size=ndim - 2, max_size=ndim - 2))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    return torch.randn((n, c, *spatial), generator=g) * 2 + 1, groups
+
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+@given(inputs())
+def test_batch_norm_is_bn_in_training(case):
+    x, _ = case
+    module = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[x.dim()]
+    torch.testing.assert_close(norm_family.batch_norm(x), module(x.shape[1], affine=False)(x), **TOL)
+
+
+@given(inputs())
+def test_layer_norm(case):
+    x, _ = case
+    ref = nn.LayerNorm(x.shape[1:], elementwise_affine=False)(x)
+    torch.testing.assert_close(norm_family.layer_norm(x), ref, **TOL)
+
+
+@given(inputs(min_spatial=1))
+def test_instance_norm(case):
+    x, _ = case
+    module = {3: nn.InstanceNorm1d, 4: nn.InstanceNorm2d, 5: nn.InstanceNorm3d}[x.dim()]
+    torch.testing.assert_close(norm_family.instance_norm(x), module(x.shape[1])(x), **TOL)
+
+
+@given(inputs())
+def test_group_norm(case):
+    x, groups = case
+    ref = nn.GroupNorm(groups, x.shape[1], affine=False)(x)
+    torch.testing.assert_close(norm_family.group_norm(x, groups), ref, **TOL)
+
+
+def test_group_norm_extremes_are_layer_and_instance_norm():
+    x = torch.randn(3, 6, 4, 4)
+    torch.testing.assert_close(norm_family.group_norm(x, 1), norm_family.layer_norm(x), **TOL)
+    torch.testing.assert_close(norm_family.group_norm(x, 6), norm_family.instance_norm(x), **TOL)
+
+
+def test_family_errors():
+    with pytest.raises(ValueError, match="num_channels must be divisible by num_groups"):
+        norm_family.group_norm(torch.randn(2, 6, 3), 4)
+    with pytest.raises(ValueError, match="instance norm needs spatial axes"):
+        norm_family.instance_norm(torch.randn(2, 6))
+    with pytest.raises(ValueError, match="unknown normalization 'weight'"):
+        norm_family.reduced_axes("weight", 4)
