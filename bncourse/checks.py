@@ -428,3 +428,79 @@ def _check_numerical_gradient(numerical_gradient: Callable[..., Any]) -> str:
     # off by ~1e-5, so atol=1e-8 tells them apart.
     compare("numerical_gradient(f, x)", got, exact(x), rtol=1e-7, atol=1e-8, mistakes=mistakes)
     return "central differences match the exact gradient to 1e-8"
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 6: the identity-recovery argument
+# --------------------------------------------------------------------------------------------
+def _pair(name: str, result: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    first, second = _unpack(name, result, names)
+    return as_array(f"{names[0]} from {name}", first), as_array(f"{names[1]} from {name}", second)
+
+
+@exercise("identity-params", chapter="06_identity_recovery",
+          title="Parameters that make eval mode the identity",
+          signature="identity_params(running_mean, running_var, eps=1e-5) -> (gamma, beta), each (C,)")
+def _check_identity_params(identity_params: Callable[..., Any]) -> str:
+    # One low-variance channel (1e-4): there sqrt(var) and sqrt(var + eps) differ by 5%.
+    running_mean = np.array([2.0, -1.5, 0.3, 10.0, 0.0])
+    running_var = np.array([4.0, 0.25, 1e-4, 9.0, 1.0])
+    x = _rng(60).normal(size=(7, 5)) * np.sqrt(running_var) + running_mean
+    for eps in (1e-5, 1e-3):
+        name = f"identity_params(running_mean, running_var, eps={eps:g})"
+        gamma, beta = _pair(name, identity_params(running_mean.copy(), running_var.copy(), eps=eps),
+                            ("gamma", "beta"))
+        compare(f"gamma from {name}", gamma, np.sqrt(running_var + eps),
+                mistakes=mis.identity_params_mistakes(running_mean, running_var, eps))
+        compare(f"beta from {name}", beta, running_mean,
+                mistakes=mis.identity_beta_mistakes(running_mean, running_var, eps))
+        out = numpy_bn.forward_eval(x, running_mean, running_var, gamma, beta, eps)
+        compare(f"eval-mode BatchNorm with your gamma and beta (eps={eps:g}) on a batch x", out, x)
+    return "eval-mode BatchNorm with these gamma, beta returns its input, for eps = 1e-5 and 1e-3"
+
+
+@exercise("samuelson-bound", chapter="06_identity_recovery",
+          title="Samuelson's bound for either standard deviation",
+          signature="samuelson_bound(m, ddof=0) -> float")
+def _check_samuelson_bound(samuelson_bound: Callable[..., Any]) -> str:
+    for ddof in (0, 1):
+        for m in (3, 5, 10, 100, 2):  # m = 2 last: there sqrt(m - 1) = m - 1 hides mistakes
+            name = f"samuelson_bound({m}, ddof={ddof})"
+            got = samuelson_bound(m, ddof=ddof)
+            try:
+                got = float(got)
+            except (TypeError, ValueError):
+                raise CheckFailed(f"{name} should be a number, got {got!r}") from None
+            # The bound is reached by one value away from m - 1 equal ones: check it that way.
+            batch = np.r_[np.zeros(m - 1), 1.0]
+            reached = np.abs(batch - batch.mean()).max() / batch.std(ddof=ddof)
+            message = f"{name} = {got:.6g}, expected {reached:.6g}"
+            if abs(got - reached) > 1e-9 * reached:
+                for cause, value in mis.samuelson_bound_mistakes(m, ddof).items():
+                    if abs(got - value) <= 1e-9 * value:
+                        message += f". Likely cause: {cause}"
+                        break
+                raise CheckFailed(message + ".")
+    return "sqrt(m - 1) for the biased std, (m - 1) / sqrt(m) for the unbiased one"
+
+
+@exercise("output-range", chapter="06_identity_recovery",
+          title="Stretch the output onto any range",
+          signature="range_params(x, low, high, eps=1e-5) -> (gamma, beta), each (C,)")
+def _check_output_range(range_params: Callable[..., Any]) -> str:
+    low = np.array([-1.0, 0.0, 10.0])
+    high = np.array([1.0, 250.0, 10.5])
+    for case in forward_cases()[:2]:  # (6, 4) and (4, 3, 5); the last channel has variance ~1e-4
+        x = case["x"][:, [0, 1, -1]]
+        name = f"range_params(x, low, high) for x of shape {_shape_text(x.shape)}"
+        gamma, beta = _pair(name, range_params(x.copy(), low.copy(), high.copy(), eps=1e-5),
+                            ("gamma", "beta"))
+        for label, value in (("gamma", gamma), ("beta", beta)):
+            if value.shape != (3,):
+                raise CheckFailed(f"{label} from {name} has shape {value.shape}, expected (3,): "
+                                  f"one value per channel")
+        got = mis._range_from(x, gamma, beta, 1e-5)
+        compare(f"the (min, max) of each channel of BatchNorm's output with {name}", got,
+                np.stack([low, high]), mistakes=mis.output_range_mistakes(x, low, high, 1e-5))
+    return "training-mode BatchNorm maps each channel onto exactly [low, high]"
+
