@@ -504,3 +504,80 @@ def _check_output_range(range_params: Callable[..., Any]) -> str:
                 np.stack([low, high]), mistakes=mis.output_range_mistakes(x, low, high, 1e-5))
     return "training-mode BatchNorm maps each channel onto exactly [low, high]"
 
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7: BatchNorm in training
+# --------------------------------------------------------------------------------------------
+@exercise("values-per-statistic", chapter="07_bn_in_training",
+          title="How many values behind each statistic?",
+          signature="values_per_statistic(norm, shape, groups=1) -> int, norm in 'batch', 'layer', 'group'")
+def _check_values_per_statistic(values_per_statistic: Callable[..., Any]) -> str:
+    cases = [("batch", (2, 64), 1, 2), ("batch", (2, 8, 8, 8), 1, 128), ("batch", (5, 3, 7), 1, 35),
+             ("layer", (2, 64), 1, 64), ("layer", (4, 16, 4, 4), 1, 256),
+             ("group", (2, 64), 4, 16), ("group", (3, 16, 4, 4), 4, 64), ("group", (8, 6, 5), 2, 15)]
+    for norm, shape, groups, right in cases:
+        name = f"values_per_statistic({norm!r}, {shape}, groups={groups})"
+        got = values_per_statistic(norm, shape, groups=groups)
+        try:
+            number = float(got)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"{name} should be a number, got {got!r}") from None
+        if number != right:
+            message = f"{name} = {got}, expected {right}."
+            for cause, value in mis.values_per_statistic_mistakes(norm, shape, groups).items():
+                if number == value:
+                    message += f" Likely cause: {cause}."
+                    break
+            raise CheckFailed(message)
+    return "m for BatchNorm, LayerNorm and GroupNorm on (N, C), (N, C, L) and (N, C, H, W) inputs"
+
+
+@exercise("freeze-batchnorm", chapter="07_bn_in_training", title="Freeze the BatchNorm layers",
+          signature="freeze_batchnorm(model) -> None or model (changes model in place)")
+def _check_freeze_batchnorm(freeze_batchnorm: Callable[..., Any]) -> str:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 2),
+    )
+    norms = {"BatchNorm2d": model[1], "BatchNorm1d": model[5]}
+    others = {"Conv2d": model[0], "Linear": model[4]}
+    model.train()
+    freeze_batchnorm(model)
+    for name, layer in norms.items():
+        if layer.training:
+            raise CheckFailed(
+                f"the {name} layer is still in training mode, so it normalizes with batch "
+                f"statistics and keeps updating its running statistics: call .eval() on every "
+                f"BatchNorm layer (BatchNorm1d, 2d and 3d)")
+        if any(p.requires_grad for p in layer.parameters()):
+            raise CheckFailed(
+                f"gamma and beta of the {name} layer still get gradients, so fine-tuning "
+                f"changes them: eval mode only affects the statistics; also set requires_grad "
+                f"to False on its parameters")
+    if not model[7].training:
+        raise CheckFailed("the Dropout layer is in eval mode too: freeze only the BatchNorm "
+                          "layers, not the whole model (model.eval() switches every layer)")
+    for name, layer in others.items():
+        if not all(p.requires_grad for p in layer.parameters()):
+            raise CheckFailed(f"the {name} layer no longer gets gradients: freeze only the "
+                              f"BatchNorm layers")
+    # A fine-tuning step: the frozen layers must come out exactly as they went in.
+    saved = {name: {k: v.clone() for k, v in layer.state_dict().items()} for name, layer in norms.items()}
+    weight_before = model[4].weight.detach().clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x = torch.randn(4, 1, 4, 4) * 3 + 1
+    loss = model(x).square().mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    for name, layer in norms.items():
+        for key, value in layer.state_dict().items():
+            if not torch.equal(value, saved[name][key]):
+                raise CheckFailed(f"{name}.{key} changed during a fine-tuning step")
+    if torch.equal(model[4].weight, weight_before):
+        raise CheckFailed("a fine-tuning step no longer changes the Linear layer's weight")
+    return "BatchNorm1d/2d layers in eval mode with frozen gamma and beta; other layers still train"

@@ -29,6 +29,7 @@ __all__ = [
     "identity_beta_mistakes",
     "samuelson_bound_mistakes",
     "output_range_mistakes",
+    "values_per_statistic_mistakes",
 ]
 
 
@@ -264,3 +265,29 @@ def output_range_mistakes(
     mistakes["gamma and beta swapped"] = _range_from(x, right_beta, right_gamma, eps)
     return mistakes
 
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7: BatchNorm in training
+# --------------------------------------------------------------------------------------------
+def values_per_statistic_mistakes(norm: str, shape: tuple[int, ...], groups: int) -> dict[str, int]:
+    """Wrong counts of the values behind one mean and variance, for ``norm`` on ``shape``."""
+    n, c = shape[0], shape[1]
+    positions = int(np.prod(shape[2:]))
+    if norm == "batch":
+        return {
+            "BatchNorm also reduces over every spatial position: m = N * H * W (times any "
+            "other spatial axes), not N": n,
+            "BatchNorm keeps one statistic per channel: the channels are not pooled, "
+            "m = N * H * W, not N * C * H * W": n * c * positions,
+        }
+    if norm == "layer":
+        return {
+            "LayerNorm over (C, H, W) also reduces over the spatial positions: m = C * H * W": c,
+            "LayerNorm keeps one statistic per sample: the batch is not pooled": n * c * positions,
+        }
+    return {
+        "groups is the number of groups, not the channels per group: a group holds "
+        "C // groups channels": groups * positions,
+        "the groups were ignored: GroupNorm(groups, C) reduces over C // groups channels": c * positions,
+        "GroupNorm keeps statistics per sample: the batch is not pooled": n * (c // groups) * positions,
+    }

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from bncourse import numpy_bn
 from bncourse.checks import EXERCISES, CheckFailed, NotAttempted, check
@@ -48,6 +49,17 @@ def right_range_params(x, low, high, eps=1e-5):
     return gamma, low - gamma * out.min(a)
 
 
+def right_values_per_statistic(norm, shape, groups=1):
+    positions = math.prod(shape[2:])
+    return {"batch": shape[0], "layer": shape[1], "group": shape[1] // groups}[norm] * positions
+
+
+def right_freeze_batchnorm(model):
+    from bncourse.training import freeze_batchnorm
+
+    return freeze_batchnorm(model)
+
+
 RIGHT = {
     "standardize": lambda x: (x - x.mean(0)) / x.std(0),
     "extreme-batch": lambda m: np.r_[np.zeros(m - 1), 5.0],
@@ -59,6 +71,8 @@ RIGHT = {
     "identity-params": lambda running_mean, running_var, eps=1e-5: (np.sqrt(running_var + eps), running_mean),
     "samuelson-bound": lambda m, ddof=0: (m - 1) / math.sqrt(m) if ddof else math.sqrt(m - 1),
     "output-range": right_range_params,
+    "values-per-statistic": right_values_per_statistic,
+    "freeze-batchnorm": right_freeze_batchnorm,
 }
 
 
@@ -463,3 +477,88 @@ def test_output_range_accepts_the_mirrored_answer():
 
     check("output-range", mirrored)
 
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7: values per statistic, freezing BatchNorm
+# --------------------------------------------------------------------------------------------
+def per_statistic_with(norm_changed, value):
+    def values_per_statistic(norm, shape, groups=1):
+        if norm == norm_changed:
+            return value(shape, groups)
+        return right_values_per_statistic(norm, shape, groups)
+
+    return values_per_statistic
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (per_statistic_with("batch", lambda s, g: s[0]), r"\('batch', \(2, 8, 8, 8\).*= 2, expected 128.*not N"),
+        (per_statistic_with("batch", lambda s, g: math.prod(s)), "the channels are not pooled"),
+        (per_statistic_with("layer", lambda s, g: s[1]), "LayerNorm over \\(C, H, W\\) also reduces over the spatial"),
+        (per_statistic_with("layer", lambda s, g: math.prod(s)), "LayerNorm keeps one statistic per sample"),
+        (per_statistic_with("group", lambda s, g: g * math.prod(s[2:])), "groups is the number of groups"),
+        (per_statistic_with("group", lambda s, g: math.prod(s[1:])), "the groups were ignored"),
+        (per_statistic_with("group", lambda s, g: s[0] * s[1] // g * math.prod(s[2:])), "GroupNorm keeps statistics per sample"),
+        (per_statistic_with("batch", lambda s, g: None), "should be a number"),
+    ],
+)
+def test_values_per_statistic_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("values-per-statistic", wrong)
+
+
+def freeze_eval_only(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def freeze_gradients_only(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.weight.requires_grad = False
+            module.bias.requires_grad = False
+
+
+def freeze_batchnorm1d_only(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.eval()
+            module.weight.requires_grad = False
+            module.bias.requires_grad = False
+
+
+def freeze_with_model_eval(model):
+    model.eval()
+    freeze_gradients_only(model)
+
+
+def freeze_every_parameter(model):
+    freeze_eval_only(model)
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+
+
+def freeze_with_zero_momentum(model):
+    """Stops the running statistics from moving, but still normalizes with batch statistics."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.0
+    freeze_gradients_only(model)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (freeze_eval_only, "gamma and beta of the BatchNorm2d layer still get gradients"),
+        (freeze_gradients_only, "the BatchNorm2d layer is still in training mode"),
+        (freeze_batchnorm1d_only, "the BatchNorm2d layer is still in training mode"),
+        (freeze_with_model_eval, "the Dropout layer is in eval mode too"),
+        (freeze_every_parameter, "the Conv2d layer no longer gets gradients"),
+        (freeze_with_zero_momentum, "still in training mode, so it normalizes with batch statistics"),
+    ],
+)
+def test_freeze_batchnorm_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("freeze-batchnorm", wrong)
