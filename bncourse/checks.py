@@ -35,7 +35,7 @@ import numpy as np
 from . import misconceptions as mis
 from . import numpy_bn
 
-__all__ = ["CheckFailed", "NotAttempted", "Exercise", "EXERCISES", "check", "compare"]
+__all__ = ["CheckFailed", "NotAttempted", "Exercise", "EXERCISES", "check", "compare", "compare_number"]
 
 
 class CheckFailed(AssertionError):
@@ -191,6 +191,28 @@ def compare(
     raise CheckFailed(message)
 
 
+def compare_number(name: str, got: Any, expected: float, *, rtol: float = 1e-9,
+                   mistakes: dict[str, float] | None = None) -> float:
+    """Raise :class:`CheckFailed` unless ``got`` is a number within ``rtol`` of ``expected``.
+
+    ``mistakes`` maps a misconception's description to the number it would produce; when
+    ``got`` matches one of them (within ``rtol``), the message names it.  ``rtol=0`` asks for
+    an exact match (counts).  Returns ``got`` as a float.
+    """
+    try:
+        number = float(got)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{name} should be a number, got {got!r}") from None
+    if abs(number - expected) <= rtol * abs(expected):
+        return number
+    message = f"{name} = {number:.6g}, expected {expected:.6g}."
+    for cause, value in (mistakes or {}).items():
+        if abs(number - value) <= rtol * abs(value):
+            message += f" Likely cause: {cause}."
+            break
+    raise CheckFailed(message)
+
+
 def _first_output(name: str, result: Any) -> Any:
     """Accept ``out`` or ``(out, cache)`` from a forward function."""
     if isinstance(result, (tuple, list)) and len(result) >= 1:
@@ -303,24 +325,13 @@ def _check_extreme_batch(extreme_batch: Callable[..., Any]) -> str:
           signature="expected_std(n, c) -> float")
 def _check_expected_std(expected_std: Callable[..., Any]) -> str:
     for n, c in [(3, 10), (2, 1), (16, 4), (100, 3)]:
-        got = expected_std(n, c)
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise CheckFailed(f"expected_std({n}, {c}) should be a number, got {got!r}") from None
-        right = math.sqrt(n * c / (n * c - 1))
-        if abs(got - right) > 1e-6 * right:
-            causes = {
-                1.0: "output.std() is not 1: torch.Tensor.std divides by (number of values - 1)",
-                math.sqrt(n / (n - 1)): "output.std() is taken over all N*C values at once, "
-                "not per column, so it divides by N*C - 1",
-            }
-            message = f"expected_std({n}, {c}) = {got:.6g}, expected {right:.6g}."
-            for value, cause in causes.items():
-                if abs(got - value) <= 1e-6 * value:
-                    message += f" Likely cause: {cause}."
-                    break
-            raise CheckFailed(message)
+        causes = {
+            "output.std() is not 1: torch.Tensor.std divides by (number of values - 1)": 1.0,
+            "output.std() is taken over all N*C values at once, not per column, so it divides "
+            "by N*C - 1": math.sqrt(n / (n - 1)),
+        }
+        compare_number(f"expected_std({n}, {c})", expected_std(n, c), math.sqrt(n * c / (n * c - 1)),
+                       rtol=1e-6, mistakes=causes)
     return "output.std() = sqrt(N*C / (N*C - 1)), e.g. 1.0171 for a (3, 10) batch"
 
 
@@ -465,22 +476,11 @@ def _check_identity_params(identity_params: Callable[..., Any]) -> str:
 def _check_samuelson_bound(samuelson_bound: Callable[..., Any]) -> str:
     for ddof in (0, 1):
         for m in (3, 5, 10, 100, 2):  # m = 2 last: there sqrt(m - 1) = m - 1 hides mistakes
-            name = f"samuelson_bound({m}, ddof={ddof})"
-            got = samuelson_bound(m, ddof=ddof)
-            try:
-                got = float(got)
-            except (TypeError, ValueError):
-                raise CheckFailed(f"{name} should be a number, got {got!r}") from None
-            # The bound is reached by one value away from m - 1 equal ones: check it that way.
+            # The bound is reached by one value away from m - 1 equal ones: compute it that way.
             batch = np.r_[np.zeros(m - 1), 1.0]
             reached = np.abs(batch - batch.mean()).max() / batch.std(ddof=ddof)
-            message = f"{name} = {got:.6g}, expected {reached:.6g}"
-            if abs(got - reached) > 1e-9 * reached:
-                for cause, value in mis.samuelson_bound_mistakes(m, ddof).items():
-                    if abs(got - value) <= 1e-9 * value:
-                        message += f". Likely cause: {cause}"
-                        break
-                raise CheckFailed(message + ".")
+            compare_number(f"samuelson_bound({m}, ddof={ddof})", samuelson_bound(m, ddof=ddof),
+                           float(reached), mistakes=mis.samuelson_bound_mistakes(m, ddof))
     return "sqrt(m - 1) for the biased std, (m - 1) / sqrt(m) for the unbiased one"
 
 
@@ -516,19 +516,9 @@ def _check_values_per_statistic(values_per_statistic: Callable[..., Any]) -> str
              ("layer", (2, 64), 1, 64), ("layer", (4, 16, 4, 4), 1, 256),
              ("group", (2, 64), 4, 16), ("group", (3, 16, 4, 4), 4, 64), ("group", (8, 6, 5), 2, 15)]
     for norm, shape, groups, right in cases:
-        name = f"values_per_statistic({norm!r}, {shape}, groups={groups})"
-        got = values_per_statistic(norm, shape, groups=groups)
-        try:
-            number = float(got)
-        except (TypeError, ValueError):
-            raise CheckFailed(f"{name} should be a number, got {got!r}") from None
-        if number != right:
-            message = f"{name} = {got}, expected {right}."
-            for cause, value in mis.values_per_statistic_mistakes(norm, shape, groups).items():
-                if number == value:
-                    message += f" Likely cause: {cause}."
-                    break
-            raise CheckFailed(message)
+        compare_number(f"values_per_statistic({norm!r}, {shape}, groups={groups})",
+                       values_per_statistic(norm, shape, groups=groups), right, rtol=0.0,
+                       mistakes=mis.values_per_statistic_mistakes(norm, shape, groups))
     return "m for BatchNorm, LayerNorm and GroupNorm on (N, C), (N, C, L) and (N, C, H, W) inputs"
 
 
