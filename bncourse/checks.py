@@ -526,9 +526,17 @@ def _check_values_per_statistic(values_per_statistic: Callable[..., Any]) -> str
           signature="freeze_batchnorm(model) -> None or model (changes model in place)")
 def _check_freeze_batchnorm(freeze_batchnorm: Callable[..., Any]) -> str:
     import torch
+
+    with torch.random.fork_rng(devices=[]):  # the learner's random state is left as it was
+        torch.manual_seed(0)
+        return _freeze_batchnorm_checked(freeze_batchnorm)
+
+
+def _freeze_batchnorm_checked(freeze_batchnorm: Callable[..., Any]) -> str:
+    """The checks of ``freeze-batchnorm`` on a small conv + linear model with Dropout."""
+    import torch
     from torch import nn
 
-    torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
         nn.Linear(3 * 4 * 4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 2),

@@ -562,3 +562,12 @@ def freeze_with_zero_momentum(model):
 def test_freeze_batchnorm_mistakes_are_named(wrong, diagnosis):
     with pytest.raises(CheckFailed, match=diagnosis):
         check("freeze-batchnorm", wrong)
+
+
+def test_freeze_batchnorm_check_leaves_the_random_state_alone():
+    """The checker builds its model from its own seed without moving the learner's RNG."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check("freeze-batchnorm", right_freeze_batchnorm)
+    assert torch.equal(torch.rand(3), expected)
