@@ -6,6 +6,7 @@ Modules (each one small, read them alongside the chapters):
 * :mod:`bncourse.gradcheck` -- central-difference gradients and relative errors.
 * :mod:`bncourse.checks` -- exercise checkers (``check(id, candidate)``).
 * :mod:`bncourse.misconceptions` -- known mistakes, used by the checkers to name them.
+* :mod:`bncourse.training` -- the scikit-learn digits as tensors, small models, a seeded training loop.
 * :mod:`bncourse.display` -- rounded, deterministic printing for the notebooks.
 * :mod:`bncourse.plots` -- the figures of the book.
 """

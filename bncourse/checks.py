@@ -40,7 +40,7 @@ from . import misconceptions as mis
 from . import numpy_bn
 
 __all__ = ["CheckFailed", "NotAttempted", "Exercise", "EXERCISES", "check", "compare",
-           "grade_in_namespace"]
+           "compare_number", "grade_in_namespace"]
 
 
 class CheckFailed(AssertionError):
@@ -241,6 +241,28 @@ def compare(
     raise CheckFailed(message)
 
 
+def compare_number(name: str, got: Any, expected: float, *, rtol: float = 1e-9,
+                   mistakes: dict[str, float] | None = None) -> float:
+    """Raise :class:`CheckFailed` unless ``got`` is a number within ``rtol`` of ``expected``.
+
+    ``mistakes`` maps a misconception's description to the number it would produce; when
+    ``got`` matches one of them (within ``rtol``), the message names it.  ``rtol=0`` asks for
+    an exact match (counts).  Returns ``got`` as a float.
+    """
+    try:
+        number = float(got)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{name} should be a number, got {got!r}") from None
+    if abs(number - expected) <= rtol * abs(expected):
+        return number
+    message = f"{name} = {number:.6g}, expected {expected:.6g}."
+    for cause, value in (mistakes or {}).items():
+        if abs(number - value) <= rtol * abs(value):
+            message += f" Likely cause: {cause}."
+            break
+    raise CheckFailed(message)
+
+
 def _first_output(name: str, result: Any) -> Any:
     """Accept ``out`` or ``(out, cache)`` from a forward function."""
     if isinstance(result, (tuple, list)) and len(result) >= 1:
@@ -353,24 +375,13 @@ def _check_extreme_batch(extreme_batch: Callable[..., Any]) -> str:
           signature="expected_std(n, c) -> float")
 def _check_expected_std(expected_std: Callable[..., Any]) -> str:
     for n, c in [(3, 10), (2, 1), (16, 4), (100, 3)]:
-        got = expected_std(n, c)
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise CheckFailed(f"expected_std({n}, {c}) should be a number, got {got!r}") from None
-        right = math.sqrt(n * c / (n * c - 1))
-        if abs(got - right) > 1e-6 * right:
-            causes = {
-                1.0: "output.std() is not 1: torch.Tensor.std divides by (number of values - 1)",
-                math.sqrt(n / (n - 1)): "output.std() is taken over all N*C values at once, "
-                "not per column, so it divides by N*C - 1",
-            }
-            message = f"expected_std({n}, {c}) = {got:.6g}, expected {right:.6g}."
-            for value, cause in causes.items():
-                if abs(got - value) <= 1e-6 * value:
-                    message += f" Likely cause: {cause}."
-                    break
-            raise CheckFailed(message)
+        causes = {
+            "output.std() is not 1: torch.Tensor.std divides by (number of values - 1)": 1.0,
+            "output.std() is taken over all N*C values at once, not per column, so it divides "
+            "by N*C - 1": math.sqrt(n / (n - 1)),
+        }
+        compare_number(f"expected_std({n}, {c})", expected_std(n, c), math.sqrt(n * c / (n * c - 1)),
+                       rtol=1e-6, mistakes=causes)
     return "output.std() = sqrt(N*C / (N*C - 1)), e.g. 1.0171 for a (3, 10) batch"
 
 
@@ -478,3 +489,143 @@ def _check_numerical_gradient(numerical_gradient: Callable[..., Any]) -> str:
     # off by ~1e-5, so atol=1e-8 tells them apart.
     compare("numerical_gradient(f, x)", got, exact(x), rtol=1e-7, atol=1e-8, mistakes=mistakes)
     return "central differences match the exact gradient to 1e-8"
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 6: the identity-recovery argument
+# --------------------------------------------------------------------------------------------
+def _pair(name: str, result: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    first, second = _unpack(name, result, names)
+    return as_array(f"{names[0]} from {name}", first), as_array(f"{names[1]} from {name}", second)
+
+
+@exercise("identity-params", chapter="06_identity_recovery",
+          title="Parameters that make eval mode the identity",
+          signature="identity_params(running_mean, running_var, eps=1e-5) -> (gamma, beta), each (C,)")
+def _check_identity_params(identity_params: Callable[..., Any]) -> str:
+    # One low-variance channel (1e-4): there sqrt(var) and sqrt(var + eps) differ by 5%.
+    running_mean = np.array([2.0, -1.5, 0.3, 10.0, 0.0])
+    running_var = np.array([4.0, 0.25, 1e-4, 9.0, 1.0])
+    x = _rng(60).normal(size=(7, 5)) * np.sqrt(running_var) + running_mean
+    for eps in (1e-5, 1e-3):
+        name = f"identity_params(running_mean, running_var, eps={eps:g})"
+        gamma, beta = _pair(name, identity_params(running_mean.copy(), running_var.copy(), eps=eps),
+                            ("gamma", "beta"))
+        compare(f"gamma from {name}", gamma, np.sqrt(running_var + eps),
+                mistakes=mis.identity_params_mistakes(running_mean, running_var, eps))
+        compare(f"beta from {name}", beta, running_mean,
+                mistakes=mis.identity_beta_mistakes(running_mean, running_var, eps))
+        out = numpy_bn.forward_eval(x, running_mean, running_var, gamma, beta, eps)
+        compare(f"eval-mode BatchNorm with your gamma and beta (eps={eps:g}) on a batch x", out, x)
+    return "eval-mode BatchNorm with these gamma, beta returns its input, for eps = 1e-5 and 1e-3"
+
+
+@exercise("samuelson-bound", chapter="06_identity_recovery",
+          title="Samuelson's bound for either standard deviation",
+          signature="samuelson_bound(m, ddof=0) -> float")
+def _check_samuelson_bound(samuelson_bound: Callable[..., Any]) -> str:
+    for ddof in (0, 1):
+        for m in (3, 5, 10, 100, 2):  # m = 2 last: there sqrt(m - 1) = m - 1 hides mistakes
+            # The bound is reached by one value away from m - 1 equal ones: compute it that way.
+            batch = np.r_[np.zeros(m - 1), 1.0]
+            reached = np.abs(batch - batch.mean()).max() / batch.std(ddof=ddof)
+            compare_number(f"samuelson_bound({m}, ddof={ddof})", samuelson_bound(m, ddof=ddof),
+                           float(reached), mistakes=mis.samuelson_bound_mistakes(m, ddof))
+    return "sqrt(m - 1) for the biased std, (m - 1) / sqrt(m) for the unbiased one"
+
+
+@exercise("output-range", chapter="06_identity_recovery",
+          title="Stretch the output onto any range",
+          signature="range_params(x, low, high, eps=1e-5) -> (gamma, beta), each (C,)")
+def _check_output_range(range_params: Callable[..., Any]) -> str:
+    low = np.array([-1.0, 0.0, 10.0])
+    high = np.array([1.0, 250.0, 10.5])
+    for case in forward_cases()[:2]:  # (6, 4) and (4, 3, 5); the last channel has variance ~1e-4
+        x = case["x"][:, [0, 1, -1]]
+        name = f"range_params(x, low, high) for x of shape {_shape_text(x.shape)}"
+        gamma, beta = _pair(name, range_params(x.copy(), low.copy(), high.copy(), eps=1e-5),
+                            ("gamma", "beta"))
+        for label, value in (("gamma", gamma), ("beta", beta)):
+            if value.shape != (3,):
+                raise CheckFailed(f"{label} from {name} has shape {value.shape}, expected (3,): "
+                                  f"one value per channel")
+        got = mis._range_from(x, gamma, beta, 1e-5)
+        compare(f"the (min, max) of each channel of BatchNorm's output with {name}", got,
+                np.stack([low, high]), mistakes=mis.output_range_mistakes(x, low, high, 1e-5))
+    return "training-mode BatchNorm maps each channel onto exactly [low, high]"
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7: BatchNorm in training
+# --------------------------------------------------------------------------------------------
+@exercise("values-per-statistic", chapter="07_bn_in_training",
+          title="How many values behind each statistic?",
+          signature="values_per_statistic(norm, shape, groups=1) -> int, norm in 'batch', 'layer', 'group'")
+def _check_values_per_statistic(values_per_statistic: Callable[..., Any]) -> str:
+    cases = [("batch", (2, 64), 1, 2), ("batch", (2, 8, 8, 8), 1, 128), ("batch", (5, 3, 7), 1, 35),
+             ("layer", (2, 64), 1, 64), ("layer", (4, 16, 4, 4), 1, 256),
+             ("group", (2, 64), 4, 16), ("group", (3, 16, 4, 4), 4, 64), ("group", (8, 6, 5), 2, 15)]
+    for norm, shape, groups, right in cases:
+        compare_number(f"values_per_statistic({norm!r}, {shape}, groups={groups})",
+                       values_per_statistic(norm, shape, groups=groups), right, rtol=0.0,
+                       mistakes=mis.values_per_statistic_mistakes(norm, shape, groups))
+    return "m for BatchNorm, LayerNorm and GroupNorm on (N, C), (N, C, L) and (N, C, H, W) inputs"
+
+
+@exercise("freeze-batchnorm", chapter="07_bn_in_training", title="Freeze the BatchNorm layers",
+          signature="freeze_batchnorm(model) -> None or model (changes model in place)")
+def _check_freeze_batchnorm(freeze_batchnorm: Callable[..., Any]) -> str:
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # the learner's random state is left as it was
+        torch.manual_seed(0)
+        return _freeze_batchnorm_checked(freeze_batchnorm)
+
+
+def _freeze_batchnorm_checked(freeze_batchnorm: Callable[..., Any]) -> str:
+    """The checks of ``freeze-batchnorm`` on a small conv + linear model with Dropout."""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 2),
+    )
+    norms = {"BatchNorm2d": model[1], "BatchNorm1d": model[5]}
+    others = {"Conv2d": model[0], "Linear": model[4]}
+    model.train()
+    freeze_batchnorm(model)
+    for name, layer in norms.items():
+        if layer.training:
+            raise CheckFailed(
+                f"the {name} layer is still in training mode, so it normalizes with batch "
+                f"statistics and keeps updating its running statistics: call .eval() on every "
+                f"BatchNorm layer (BatchNorm1d, 2d and 3d)")
+        if any(p.requires_grad for p in layer.parameters()):
+            raise CheckFailed(
+                f"gamma and beta of the {name} layer still get gradients, so fine-tuning "
+                f"changes them: eval mode only affects the statistics; also set requires_grad "
+                f"to False on its parameters")
+    if not model[7].training:
+        raise CheckFailed("the Dropout layer is in eval mode too: freeze only the BatchNorm "
+                          "layers, not the whole model (model.eval() switches every layer)")
+    for name, layer in others.items():
+        if not all(p.requires_grad for p in layer.parameters()):
+            raise CheckFailed(f"the {name} layer no longer gets gradients: freeze only the "
+                              f"BatchNorm layers")
+    # A fine-tuning step: the frozen layers must come out exactly as they went in.
+    saved = {name: {k: v.clone() for k, v in layer.state_dict().items()} for name, layer in norms.items()}
+    weight_before = model[4].weight.detach().clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x = torch.randn(4, 1, 4, 4) * 3 + 1
+    loss = model(x).square().mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    for name, layer in norms.items():
+        for key, value in layer.state_dict().items():
+            if not torch.equal(value, saved[name][key]):
+                raise CheckFailed(f"{name}.{key} changed during a fine-tuning step")
+    if torch.equal(model[4].weight, weight_before):
+        raise CheckFailed("a fine-tuning step no longer changes the Linear layer's weight")
+    return "BatchNorm1d/2d layers in eval mode with frozen gamma and beta; other layers still train"

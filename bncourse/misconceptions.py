@@ -25,6 +25,11 @@ __all__ = [
     "backward_mistakes",
     "sum_over_batch_only",
     "one_sided_difference",
+    "identity_params_mistakes",
+    "identity_beta_mistakes",
+    "samuelson_bound_mistakes",
+    "output_range_mistakes",
+    "values_per_statistic_mistakes",
 ]
 
 
@@ -172,3 +177,117 @@ def one_sided_difference(f: Callable[[np.ndarray], float], x: np.ndarray, h: flo
         grad[index] = (f(x) - base) / h
         x[index] = old
     return grad
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 6: the identity-recovery argument
+# --------------------------------------------------------------------------------------------
+def identity_params_mistakes(
+    running_mean: np.ndarray, running_var: np.ndarray, eps: float
+) -> dict[str, Any]:
+    """Wrong ``gamma`` for eval-mode identity parameters (``beta`` has its own, see below)."""
+    mistakes: dict[str, Any] = {
+        "eps missing: gamma = sqrt(running_var) only shrinks the output by "
+        "sqrt(var / (var + eps)); eval mode divides by sqrt(running_var + eps), so gamma must "
+        "be exactly that": np.sqrt(running_var),
+        "gamma and beta swapped: gamma scales (a standard deviation), beta shifts (a mean)":
+            running_mean,
+        "gamma should be a standard deviation, sqrt(running_var + eps), not a variance":
+            running_var + eps,
+        "gamma is the inverse of what it should be: BatchNorm divides by sqrt(running_var + eps), "
+        "so gamma multiplies by it": 1.0 / np.sqrt(running_var + eps),
+    }
+    if eps != 1e-5:
+        mistakes[f"the eps argument is ignored (1e-5 used instead of eps={eps:g})"] = np.sqrt(
+            running_var + 1e-5)
+    return mistakes
+
+
+def identity_beta_mistakes(running_mean: np.ndarray, running_var: np.ndarray, eps: float) -> dict[str, Any]:
+    """Wrong ``beta`` for eval-mode identity parameters."""
+    return {
+        "gamma and beta swapped: beta shifts back by the mean, gamma scales by the standard "
+        "deviation": np.sqrt(running_var + eps),
+        "beta has the wrong sign: BatchNorm subtracts running_mean, and y = gamma * xhat + beta "
+        "adds beta, so beta = +running_mean": -running_mean,
+        "beta = 0 does not put the mean back": np.zeros_like(running_mean),
+    }
+
+
+def samuelson_bound_mistakes(m: int, ddof: int) -> dict[str, float]:
+    """Wrong answers for the largest ``|x_i - mean| / x.std(ddof=ddof)`` over batches of ``m``."""
+    biased, unbiased = np.sqrt(m - 1), (m - 1) / np.sqrt(m)
+    mistakes: dict[str, float] = {}
+    if ddof == 1:
+        mistakes["ddof is ignored: the unbiased std (ddof=1) is larger than the biased one by "
+                 "sqrt(m / (m - 1)), so the bound is smaller, (m - 1) / sqrt(m)"] = float(biased)
+        mistakes["the correction goes the other way: the unbiased std is the larger one, so "
+                 "divide by sqrt(m / (m - 1)), do not multiply"] = float(np.sqrt(m))
+    else:
+        mistakes["ddof=0 is the biased std (divide by m), whose bound is sqrt(m - 1); "
+                 "(m - 1) / sqrt(m) belongs to the unbiased std"] = float(unbiased)
+        mistakes["sqrt(m) is never reached: the other m - 1 values must balance the extreme "
+                 "one, which gives sqrt(m - 1) for the biased std"] = float(np.sqrt(m))
+    mistakes["m - 1 bounds the squared value, (x_i - mean)^2 / var <= m - 1; take the square "
+             "root"] = float(m - 1)
+    return mistakes
+
+
+def _range_from(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    """Per-channel ``(min, max)`` of training-mode BatchNorm's output, shape ``(2, C)``."""
+    out, _ = forward_train(x, gamma, beta, eps)
+    axes = reduce_axes(x.ndim)
+    return np.stack([out.min(axis=axes), out.max(axis=axes)])
+
+
+def output_range_mistakes(
+    x: np.ndarray, low: np.ndarray, high: np.ndarray, eps: float
+) -> dict[str, Any]:
+    """The output range ``(2, C)`` that each wrong ``(gamma, beta)`` gives for ``range_params``."""
+    axes = reduce_axes(x.ndim)
+
+    def params(xhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        smallest, largest = xhat.min(axis=axes), xhat.max(axis=axes)
+        gamma = (high - low) / (largest - smallest)
+        return gamma, low - gamma * smallest
+
+    mean = x.mean(axis=axes, keepdims=True)
+    wrong = {
+        "gamma and beta were computed from the range of x, not of the normalized xhat; "
+        "BatchNorm applies them to xhat": params(x),
+        "xhat computed with the unbiased variance (ddof=1); BatchNorm normalizes with the "
+        "biased one": params((x - mean) / np.sqrt(x.var(axis=axes, keepdims=True, ddof=1) + eps)),
+        "eps missing from xhat: BatchNorm divides by sqrt(var + eps)":
+            params((x - mean) / np.sqrt(x.var(axis=axes, keepdims=True))),
+    }
+    mistakes = {cause: _range_from(x, g, b, eps) for cause, (g, b) in wrong.items()}
+    right_gamma, right_beta = params(normalize_over(x, axes, eps))
+    mistakes["gamma and beta swapped"] = _range_from(x, right_beta, right_gamma, eps)
+    return mistakes
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7: BatchNorm in training
+# --------------------------------------------------------------------------------------------
+def values_per_statistic_mistakes(norm: str, shape: tuple[int, ...], groups: int) -> dict[str, int]:
+    """Wrong counts of the values behind one mean and variance, for ``norm`` on ``shape``."""
+    n, c = shape[0], shape[1]
+    positions = int(np.prod(shape[2:]))
+    if norm == "batch":
+        return {
+            "BatchNorm also reduces over every spatial position: m = N * H * W (times any "
+            "other spatial axes), not N": n,
+            "BatchNorm keeps one statistic per channel: the channels are not pooled, "
+            "m = N * H * W, not N * C * H * W": n * c * positions,
+        }
+    if norm == "layer":
+        return {
+            "LayerNorm over (C, H, W) also reduces over the spatial positions: m = C * H * W": c,
+            "LayerNorm keeps one statistic per sample: the batch is not pooled": n * c * positions,
+        }
+    return {
+        "groups is the number of groups, not the channels per group: a group holds "
+        "C // groups channels": groups * positions,
+        "the groups were ignored: GroupNorm(groups, C) reduces over C // groups channels": c * positions,
+        "GroupNorm keeps statistics per sample: the batch is not pooled": n * (c // groups) * positions,
+    }

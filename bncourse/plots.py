@@ -27,6 +27,13 @@ __all__ = [
     "gradient_agreement",
     "difference_error_vs_h",
     "timing_bars",
+    "identity_error_vs_batch_size",
+    "parameter_trajectories",
+    "accuracy_grids",
+    "loss_curves",
+    "activation_scale",
+    "activation_histograms",
+    "batch_size_sweep",
 ]
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -239,5 +246,189 @@ def timing_bars(labels: Sequence[str], seconds: Sequence[float], title: str) -> 
     ax.set_xlabel("time per call (ms)")
     ax.set_title(title)
     ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 6: the identity-recovery argument
+# --------------------------------------------------------------------------------------------
+def identity_error_vs_batch_size(ms: Sequence[int], train_error: Sequence[float],
+                                 predicted: Sequence[float], eval_error: float) -> Figure:
+    """How far BN with gamma = sqrt(var + eps), beta = mean is from the identity (log-log).
+
+    ``train_error``: the measured RMS of ``y - x`` (relative to the population std) in
+    training mode for each batch size in ``ms``; ``predicted``: the first-order prediction;
+    ``eval_error``: the same measure in eval mode (float32 rounding), drawn as a level line.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    ax.loglog(ms, train_error, "o", color=COLORS[0], label="training mode (batch statistics), measured")
+    ax.loglog(ms, predicted, "-", color=COLORS[0], lw=1, alpha=0.7,
+              label=r"prediction $\sqrt{3/(2m)}$: slope $-1/2$")
+    ax.axhline(eval_error, color=COLORS[2], lw=2, ls="--",
+               label="eval mode (running statistics), float32")
+    ax.set_xlabel("batch size m")
+    ax.set_ylabel(r"RMS of $y - x$, relative to $\sigma$")
+    ax.legend(loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def parameter_trajectories(gamma: np.ndarray, beta: np.ndarray, gamma_target: np.ndarray,
+                           beta_target: np.ndarray, title: str,
+                           gamma_reference: np.ndarray | None = None) -> Figure:
+    """gamma and beta during training (shape ``(steps, C)``), one colour per channel.
+
+    The targets (shape ``(C,)``) are dashed lines; ``gamma_reference``, if given, is drawn
+    dotted (for example the population std when the target is the mean batch std).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), sharex=True)
+    for ax, values, target, name in [(axes[0], gamma, gamma_target, r"$\gamma$"),
+                                     (axes[1], beta, beta_target, r"$\beta$")]:
+        for c in range(values.shape[1]):
+            color = COLORS[c % len(COLORS)]
+            ax.plot(np.arange(len(values)), values[:, c], color=color, lw=1.5, label=f"channel {c}")
+            ax.axhline(target[c], color=color, ls="--", lw=1)
+            if gamma_reference is not None and name == r"$\gamma$":
+                ax.axhline(gamma_reference[c], color=color, ls=":", lw=1)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7: BatchNorm in training
+# --------------------------------------------------------------------------------------------
+def accuracy_grids(grids: dict[tuple[str, str], np.ndarray], scales: Sequence[float],
+                   lrs: Sequence[float]) -> Figure:
+    """Heatmaps of final test accuracy, one per ``(model, variant)`` key, in rows by model.
+
+    Each grid has shape ``(len(scales), len(lrs))``: rows are weight-initialisation scales,
+    columns learning rates; every cell is annotated with its accuracy.
+    """
+    models = list(dict.fromkeys(key[0] for key in grids))
+    variants = list(dict.fromkeys(key[1] for key in grids))
+    fig, axes = plt.subplots(len(models), len(variants), figsize=(3.4 * len(variants), 2.9 * len(models)),
+                             squeeze=False)
+    for i, model in enumerate(models):
+        for j, variant in enumerate(variants):
+            ax = axes[i, j]
+            grid = grids[(model, variant)]
+            ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+            for (r, c), value in np.ndenumerate(grid):
+                ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=9,
+                        color="black" if value > 0.6 else "white")
+            ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+            ax.set_yticks(range(len(scales)), [f"{s:g}" for s in scales])
+            ax.grid(False)
+            ax.set_title(f"{model}, {variant}")
+            if i == len(models) - 1:
+                ax.set_xlabel("learning rate")
+            if j == 0:
+                ax.set_ylabel("init scale")
+    fig.tight_layout()
+    return fig
+
+
+def _smooth(values: Sequence[float], window: int) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < window:
+        return values
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def loss_curves(curves: dict[tuple[str, str, float], Sequence[float]], scales: Sequence[float],
+                title: str, diverged: Sequence[tuple[str, str, float]] = (),
+                window: int = 10) -> Figure:
+    """Training loss per step (moving average over ``window`` steps), log scale.
+
+    ``curves`` maps ``(model, variant, init scale)`` to the per-step losses; one panel per
+    model (rows) and scale (columns), one line per variant.  Runs whose key is in
+    ``diverged`` stopped early; their panel says at which step.
+    """
+    models = list(dict.fromkeys(key[0] for key in curves))
+    variants = list(dict.fromkeys(key[1] for key in curves))
+    fig, axes = plt.subplots(len(models), len(scales), figsize=(2.3 * len(scales), 2.4 * len(models)),
+                             sharex=True, sharey=True, squeeze=False)
+    for i, model in enumerate(models):
+        for j, scale in enumerate(scales):
+            ax = axes[i, j]
+            notes = []
+            for k, variant in enumerate(variants):
+                key = (model, variant, scale)
+                losses = curves[key]
+                smooth = _smooth(losses, window)
+                steps = np.arange(len(smooth)) + (len(losses) - len(smooth))
+                ax.plot(steps, smooth, color=COLORS[k], lw=1.3, label=variant)
+                if key in diverged:
+                    notes.append((f"{variant}: diverged at step {len(losses)}", COLORS[k]))
+            for n, (note, color) in enumerate(notes):
+                ax.text(0.97, 0.95 - 0.11 * n, note, transform=ax.transAxes, ha="right", va="top",
+                        fontsize=7, color=color)
+            ax.set_yscale("log")
+            ax.set_ylim(0.02, 30)
+            ax.set_title(f"{model}, init scale {scale:g}", fontsize=9)
+            if i == len(models) - 1:
+                ax.set_xlabel("step")
+        axes[i, 0].set_ylabel("training loss")
+    axes[-1, 0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def activation_scale(stds: dict[str, Sequence[float]]) -> Figure:
+    """Standard deviation of each hidden layer's pre-activations (log scale), one line per key."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for k, (label, values) in enumerate(stds.items()):
+        layers = np.arange(1, len(values) + 1)
+        style = "-o" if "with BN" in label else "--s"
+        ax.semilogy(layers, values, style, color=COLORS[k % len(COLORS)], label=label)
+    ax.set_xticks(np.arange(1, len(next(iter(stds.values()))) + 1))
+    ax.set_xlabel("hidden layer")
+    ax.set_ylabel("std of the ReLU inputs")
+    ax.legend(fontsize=8, loc="upper left", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def activation_histograms(values: dict[str, Sequence[np.ndarray]], bins: int = 60) -> Figure:
+    """Histograms of each hidden layer's pre-activations: one row per key, one column per layer.
+
+    Each panel's title gives the fraction of values below 0 (ReLU outputs 0 for them).
+    """
+    labels = list(values)
+    layers = len(values[labels[0]])
+    fig, axes = plt.subplots(len(labels), layers, figsize=(2.5 * layers, 2.2 * len(labels)),
+                             squeeze=False)
+    for i, label in enumerate(labels):
+        for j, layer_values in enumerate(values[label]):
+            ax = axes[i, j]
+            flat = np.ravel(layer_values)
+            ax.hist(flat, bins=bins, color=COLORS[i % len(COLORS)], alpha=0.85)
+            ax.axvline(0, color="gray", lw=0.8)
+            ax.set_yticks([])
+            ax.set_title(f"layer {j + 1}: {np.mean(flat < 0):.0%} below 0", fontsize=9)
+        axes[i, 0].set_ylabel(label)
+    fig.tight_layout()
+    return fig
+
+
+def batch_size_sweep(batch_sizes: Sequence[int], accuracies: dict[str, Sequence[float]],
+                     ylabel: str = "test accuracy (eval mode)") -> Figure:
+    """Accuracy against batch size (log scale), one line per normalization."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for k, (label, values) in enumerate(accuracies.items()):
+        ax.plot(batch_sizes, values, "-o", color=COLORS[k % len(COLORS)], label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("batch size during training")
+    ax.set_ylabel(ylabel)
+    ax.legend()
     fig.tight_layout()
     return fig

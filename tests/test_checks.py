@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from bncourse import numpy_bn
 from bncourse.checks import EXERCISES, CheckFailed, NotAttempted, check
@@ -41,6 +42,24 @@ def right_numerical_gradient(f, x, h=1e-5):
     return numerical_gradient(f, x, h)
 
 
+def right_range_params(x, low, high, eps=1e-5):
+    out, _ = numpy_bn.forward_train(x, eps=eps)
+    a = axes_of(x)
+    gamma = (high - low) / (out.max(a) - out.min(a))
+    return gamma, low - gamma * out.min(a)
+
+
+def right_values_per_statistic(norm, shape, groups=1):
+    positions = math.prod(shape[2:])
+    return {"batch": shape[0], "layer": shape[1], "group": shape[1] // groups}[norm] * positions
+
+
+def right_freeze_batchnorm(model):
+    from bncourse.training import freeze_batchnorm
+
+    return freeze_batchnorm(model)
+
+
 RIGHT = {
     "standardize": lambda x: (x - x.mean(0)) / x.std(0),
     "extreme-batch": lambda m: np.r_[np.zeros(m - 1), 5.0],
@@ -49,6 +68,11 @@ RIGHT = {
     "numpy-forward": right_forward,
     "numpy-backward": right_backward,
     "numerical-gradient": right_numerical_gradient,
+    "identity-params": lambda running_mean, running_var, eps=1e-5: (np.sqrt(running_var + eps), running_mean),
+    "samuelson-bound": lambda m, ddof=0: (m - 1) / math.sqrt(m) if ddof else math.sqrt(m - 1),
+    "output-range": right_range_params,
+    "values-per-statistic": right_values_per_statistic,
+    "freeze-batchnorm": right_freeze_batchnorm,
 }
 
 
@@ -354,3 +378,196 @@ def forgets_to_restore(f, x, h=1e-5):
 def test_numerical_gradient_mistakes(wrong, diagnosis):
     with pytest.raises(CheckFailed, match=diagnosis):
         check("numerical-gradient", wrong)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 6: identity parameters, Samuelson's bound, any output range
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda rm, rv, eps=1e-5: (np.sqrt(rv), rm), "gamma from .* eps missing"),
+        (lambda rm, rv, eps=1e-5: (rm, np.sqrt(rv + eps)), "gamma from .* gamma and beta swapped"),
+        (lambda rm, rv, eps=1e-5: (rv + eps, rm), "not a variance"),
+        (lambda rm, rv, eps=1e-5: (1 / np.sqrt(rv + eps), rm), "gamma is the inverse"),
+        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + 1e-5), rm), r"eps=0.001.*the eps argument is ignored"),
+        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps), -rm), "beta from .* wrong sign"),
+        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps), np.zeros_like(rm)), "beta = 0 does not put the mean back"),
+        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps), rm, None), r"should return a tuple \(gamma, beta\), got a tuple of 3"),
+        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps).astype(np.float32), rm), "dtype float32, expected float64"),
+    ],
+)
+def test_identity_params_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("identity-params", wrong)
+
+
+def test_identity_params_checks_the_identity_itself():
+    """A gamma off by a tiny relative error that no misconception explains still fails."""
+    with pytest.raises(CheckFailed) as failure:
+        check("identity-params", lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps) * (1 + 1e-3), rm))
+    assert "Likely cause" not in str(failure.value)
+
+
+def samuelson_ignoring_ddof(m, ddof=0):
+    return math.sqrt(m - 1)
+
+
+def samuelson_correcting_the_wrong_way(m, ddof=0):
+    bound = math.sqrt(m - 1)
+    return bound * math.sqrt(m / (m - 1)) if ddof == 1 else bound
+
+
+def samuelson_swapped(m, ddof=0):
+    return math.sqrt(m - 1) if ddof else (m - 1) / math.sqrt(m)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (samuelson_ignoring_ddof, r"samuelson_bound\(3, ddof=1\).*ddof is ignored"),
+        (samuelson_correcting_the_wrong_way, "the correction goes the other way"),
+        (samuelson_swapped, r"ddof=0 is the biased std"),
+        (lambda m, ddof=0: math.sqrt(m), "sqrt\\(m\\) is never reached"),
+        (lambda m, ddof=0: m - 1, "take the square root"),
+        (lambda m, ddof=0: "sqrt(m - 1)", "should be a number"),
+    ],
+)
+def test_samuelson_bound_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("samuelson-bound", wrong)
+
+
+def range_params_from(xhat_of):
+    def range_params(x, low, high, eps=1e-5):
+        a = axes_of(x)
+        xhat = xhat_of(x, a, eps)
+        gamma = (high - low) / (xhat.max(a) - xhat.min(a))
+        return gamma, low - gamma * xhat.min(a)
+
+    return range_params
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (range_params_from(lambda x, a, eps: x), "range of x, not of the normalized xhat"),
+        (range_params_from(lambda x, a, eps: (x - x.mean(a, keepdims=True)) / np.sqrt(x.var(a, keepdims=True, ddof=1) + eps)),
+         "unbiased variance"),
+        (range_params_from(lambda x, a, eps: (x - x.mean(a, keepdims=True)) / x.std(a, keepdims=True)), "eps missing"),
+        (lambda x, low, high, eps=1e-5: right_range_params(x, low, high, eps)[::-1], "gamma and beta swapped"),
+        (lambda x, low, high, eps=1e-5: (high - low, low), "is wrong"),
+        (lambda x, low, high, eps=1e-5: tuple(v.reshape(1, -1) for v in right_range_params(x, low, high, eps)),
+         r"gamma from .* has shape \(1, 3\), expected \(3,\)"),
+    ],
+)
+def test_output_range_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("output-range", wrong)
+
+
+def test_output_range_accepts_the_mirrored_answer():
+    """A negative gamma maps the largest value to low and the smallest to high: also right."""
+
+    def mirrored(x, low, high, eps=1e-5):
+        out, _ = numpy_bn.forward_train(x, eps=eps)
+        a = axes_of(x)
+        gamma = -(high - low) / (out.max(a) - out.min(a))
+        return gamma, high - gamma * out.min(a)
+
+    check("output-range", mirrored)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7: values per statistic, freezing BatchNorm
+# --------------------------------------------------------------------------------------------
+def per_statistic_with(norm_changed, value):
+    def values_per_statistic(norm, shape, groups=1):
+        if norm == norm_changed:
+            return value(shape, groups)
+        return right_values_per_statistic(norm, shape, groups)
+
+    return values_per_statistic
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (per_statistic_with("batch", lambda s, g: s[0]), r"\('batch', \(2, 8, 8, 8\).*= 2, expected 128.*not N"),
+        (per_statistic_with("batch", lambda s, g: math.prod(s)), "the channels are not pooled"),
+        (per_statistic_with("layer", lambda s, g: s[1]), "LayerNorm over \\(C, H, W\\) also reduces over the spatial"),
+        (per_statistic_with("layer", lambda s, g: math.prod(s)), "LayerNorm keeps one statistic per sample"),
+        (per_statistic_with("group", lambda s, g: g * math.prod(s[2:])), "groups is the number of groups"),
+        (per_statistic_with("group", lambda s, g: math.prod(s[1:])), "the groups were ignored"),
+        (per_statistic_with("group", lambda s, g: s[0] * s[1] // g * math.prod(s[2:])), "GroupNorm keeps statistics per sample"),
+        (per_statistic_with("batch", lambda s, g: None), "should be a number"),
+    ],
+)
+def test_values_per_statistic_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("values-per-statistic", wrong)
+
+
+def freeze_eval_only(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def freeze_gradients_only(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.weight.requires_grad = False
+            module.bias.requires_grad = False
+
+
+def freeze_batchnorm1d_only(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.eval()
+            module.weight.requires_grad = False
+            module.bias.requires_grad = False
+
+
+def freeze_with_model_eval(model):
+    model.eval()
+    freeze_gradients_only(model)
+
+
+def freeze_every_parameter(model):
+    freeze_eval_only(model)
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+
+
+def freeze_with_zero_momentum(model):
+    """Stops the running statistics from moving, but still normalizes with batch statistics."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.0
+    freeze_gradients_only(model)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (freeze_eval_only, "gamma and beta of the BatchNorm2d layer still get gradients"),
+        (freeze_gradients_only, "the BatchNorm2d layer is still in training mode"),
+        (freeze_batchnorm1d_only, "the BatchNorm2d layer is still in training mode"),
+        (freeze_with_model_eval, "the Dropout layer is in eval mode too"),
+        (freeze_every_parameter, "the Conv2d layer no longer gets gradients"),
+        (freeze_with_zero_momentum, "still in training mode, so it normalizes with batch statistics"),
+    ],
+)
+def test_freeze_batchnorm_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("freeze-batchnorm", wrong)
+
+
+def test_freeze_batchnorm_check_leaves_the_random_state_alone():
+    """The checker builds its model from its own seed without moving the learner's RNG."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check("freeze-batchnorm", right_freeze_batchnorm)
+    assert torch.equal(torch.rand(3), expected)

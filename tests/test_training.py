@@ -1,0 +1,228 @@
+"""bncourse.training: the digits split, the models, the training loop and its helpers.
+
+Tolerances: the models run in float32, so comparisons between two float32 computations of
+the same function in a different order (a BatchNorm layer folded into the Linear before it)
+use ``atol=1e-5`` on outputs of size ~1-10 (float32 resolution ~1e-7 relative, a few dozen
+roundings deep); reproducibility is checked bit for bit (same seed, same thread count).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bncourse import training
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Bitwise reproducibility needs one thread (the order of additions then never changes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return training.load_digits()
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def test_digits_shapes_types_and_range(data):
+    assert data.train_x.shape == (1258, 1, 8, 8) and data.test_x.shape == (539, 1, 8, 8)
+    assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
+    assert data.train_y.shape == (1258,) and data.test_y.shape == (539,)
+    for x in (data.train_x, data.test_x):
+        assert x.min() == 0.0 and x.max() == 1.0
+    assert set(data.train_y.tolist()) == set(data.test_y.tolist()) == set(range(10))
+
+
+def test_digits_split_is_disjoint_complete_and_stratified(data):
+    from sklearn.datasets import load_digits
+
+    images = torch.from_numpy(load_digits().images.astype("float32") / 16).flatten(1)
+    labels = torch.from_numpy(load_digits().target)
+    # Every image lands in exactly one of the two sets (images can repeat, so compare counts).
+    together = torch.cat([data.train_x.flatten(1), data.test_x.flatten(1)])
+    assert len(together) == len(images) == 1797
+    assert torch.equal(torch.sort(together.sum(1)).values, torch.sort(images.sum(1)).values)
+    for digit in range(10):
+        total = int((labels == digit).sum())
+        assert int((data.test_y == digit).sum()) == round(0.3 * total)
+
+
+def test_digits_split_depends_only_on_the_seed():
+    a, b, c = training.load_digits(seed=0), training.load_digits(seed=0), training.load_digits(seed=1)
+    assert torch.equal(a.test_x, b.test_x) and torch.equal(a.train_y, b.train_y)
+    assert not torch.equal(a.test_x, c.test_x)
+
+
+# --------------------------------------------------------------------------------------------
+# Models and initialisation
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("norm", training.NORMS)
+def test_every_model_maps_images_to_ten_logits(kind, norm):
+    model = training.make_model(kind, norm)
+    assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
+
+
+@pytest.mark.parametrize(
+    "kind, norm, expected",
+    [("mlp", "batch", nn.BatchNorm1d), ("mlp", "layer", nn.LayerNorm), ("mlp", "group", nn.GroupNorm),
+     ("cnn", "batch", nn.BatchNorm2d), ("cnn", "layer", nn.GroupNorm), ("cnn", "group", nn.GroupNorm)],
+)
+def test_one_normalization_before_every_relu(kind, norm, expected):
+    layers = list(training.make_model(kind, norm))
+    relus = [i for i, layer in enumerate(layers) if isinstance(layer, nn.ReLU)]
+    assert len(relus) == (4 if kind == "mlp" else 2)
+    for i in relus:
+        assert isinstance(layers[i - 1], expected) and isinstance(layers[i - 2], (nn.Linear, nn.Conv2d))
+    if kind == "cnn" and norm == "layer":
+        assert all(layers[i - 1].num_groups == 1 for i in relus)
+
+
+def test_norm_after_activation_moves_it_behind_the_relu():
+    layers = list(training.mlp("batch", norm_after_activation=True))
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.BatchNorm1d):
+            assert isinstance(layers[i - 1], nn.ReLU) and isinstance(layers[i - 2], nn.Linear)
+
+
+def test_unknown_names_are_errors():
+    with pytest.raises(ValueError, match="norm should be one of"):
+        training.mlp("instance")
+    with pytest.raises(ValueError, match="kind should be 'mlp' or 'cnn'"):
+        training.make_model("resnet")
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0])
+def test_init_is_he_normal_times_scale(scale):
+    """4096 weights per hidden layer: their std is within 5% of the target (its sampling error
+    is about 1/sqrt(2 * 4096) = 1.1%); biases are 0 and BatchNorm keeps gamma=1, beta=0."""
+    model = training.make_model("mlp", "batch", init_scale=scale, seed=3)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            target = scale * math.sqrt(2 / layer.in_features)
+            assert float(layer.weight.detach().std()) == pytest.approx(target, rel=0.05)
+            assert torch.count_nonzero(layer.bias) == 0
+        if isinstance(layer, nn.BatchNorm1d):
+            assert torch.equal(layer.weight, torch.ones(64)) and torch.equal(layer.bias, torch.zeros(64))
+
+
+def test_init_depends_only_on_the_seed():
+    a, b, c = (training.make_model("cnn", "batch", seed=s) for s in (0, 0, 1))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a[0].weight, c[0].weight)
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation
+# --------------------------------------------------------------------------------------------
+def test_training_is_reproducible_bit_for_bit(data):
+    runs = []
+    for _ in range(2):
+        model = training.make_model("mlp", "batch", seed=0)
+        history = training.train(model, data, epochs=2, batch_size=64, lr=0.1, seed=5)
+        runs.append((history, model.state_dict()))
+    (h1, s1), (h2, s2) = runs
+    assert h1.step_loss == h2.step_loss and h1.test_accuracy == h2.test_accuracy
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    other = training.train(training.make_model("mlp", "batch", seed=0), data, epochs=2,
+                           batch_size=64, lr=0.1, seed=6)
+    assert other.step_loss != h1.step_loss
+
+
+def test_training_learns_and_records_every_step(data):
+    model = training.make_model("cnn", "batch", seed=0)
+    history = training.train(model, data, epochs=2, batch_size=32, lr=0.1)
+    assert len(history.step_loss) == 2 * (1258 // 32)  # the last partial batch is dropped
+    assert len(history.test_accuracy) == len(history.test_loss) == 2
+    assert history.final_accuracy > 0.8 and not history.diverged
+    assert model.training
+
+
+def test_divergence_stops_training_and_pads_the_history(data):
+    model = training.make_model("mlp", "none", init_scale=10.0)
+    history = training.train(model, data, epochs=3, batch_size=32, lr=1.0)
+    assert history.diverged
+    assert len(history.step_loss) < 3 * (1258 // 32)
+    assert history.test_accuracy == [0.1, 0.1, 0.1] and all(math.isnan(v) for v in history.test_loss)
+
+
+def fold_batchnorm(model: nn.Sequential) -> nn.Sequential:
+    """The same network with each eval-mode BatchNorm1d folded into the Linear before it."""
+    folded = copy.deepcopy(model)
+    layers = list(folded)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.BatchNorm1d):
+            linear = layers[i - 1]
+            scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+            with torch.no_grad():
+                linear.weight.mul_(scale[:, None])
+                linear.bias.copy_(scale * (linear.bias - layer.running_mean) + layer.bias)
+            layers[i] = nn.Identity()
+    return nn.Sequential(*layers)
+
+
+def test_batchnorm_in_eval_mode_is_the_folded_affine_map(data):
+    model = training.make_model("mlp", "batch", seed=0)
+    training.train(model, data, epochs=1, batch_size=32, lr=0.1)
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(data.test_x), fold_batchnorm(model)(data.test_x), atol=1e-5)
+        # ... and in training mode it is not (batch statistics differ from running ones)
+        assert not torch.allclose(model.train()(data.test_x[:8]), fold_batchnorm(model)(data.test_x[:8]), atol=1e-2)
+
+
+def test_evaluate_never_changes_the_model(data):
+    model = training.make_model("mlp", "batch", seed=0)
+    training.train(model, data, epochs=1, batch_size=32, lr=0.1)
+    before = copy.deepcopy(model.state_dict())
+    loss, accuracy = training.evaluate(model, data.test_x, data.test_y, train_mode=True, batch_size=2)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert 0.0 <= accuracy <= 1.0 and loss > 0
+    model.eval()
+    logits = model(data.test_x)
+    expected = float((logits.argmax(1) == data.test_y).float().mean())
+    assert training.evaluate(model, data.test_x, data.test_y)[1] == pytest.approx(expected)
+    assert not model.training
+
+
+def test_evaluate_in_train_mode_uses_the_batch_statistics(data):
+    """A batch that holds one digit only is normalized with that digit's statistics."""
+    model = training.make_model("mlp", "batch", seed=0)
+    training.train(model, data, epochs=2, batch_size=32, lr=0.1)
+    order = torch.argsort(data.test_y, stable=True)
+    mixed = training.evaluate(model, data.test_x, data.test_y, train_mode=True)[1]
+    by_digit = training.evaluate(model, data.test_x[order], data.test_y[order], train_mode=True,
+                                 batch_size=32)[1]
+    assert mixed > 0.8 and by_digit < 0.5
+
+
+def test_freeze_batchnorm_keeps_statistics_and_parameters(data):
+    model = training.make_model("mlp", "batch", seed=0)
+    training.train(model, data, epochs=1, batch_size=32, lr=0.1)
+    before = copy.deepcopy(model.state_dict())
+    training.train(model, data, epochs=1, batch_size=4, lr=0.01, frozen_batchnorm=True)
+    after = model.state_dict()
+    for key in before:
+        if key.startswith(("2.", "5.", "8.", "11.")):  # the BatchNorm layers
+            assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["1.weight"], after["1.weight"])
+
+
+def test_activations_are_the_relu_inputs():
+    model = training.make_model("mlp", "batch", seed=0)
+    found = training.activations(model, torch.rand(50, 1, 8, 8))
+    assert len(found) == 4 and all(a.shape == (50, 64) for a in found)
+    for a in found:  # training mode, gamma = 1, beta = 0: each feature standardized
+        assert torch.allclose(a.mean(0), torch.zeros(64), atol=1e-5)
+        assert torch.allclose(a.var(0, unbiased=False), torch.ones(64), atol=1e-3)
+    assert not any(m._forward_hooks for m in model.modules()), "hooks are removed"
