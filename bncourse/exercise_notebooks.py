@@ -97,9 +97,11 @@ def make_exercise_notebook(nb: nbformat.NotebookNode, chapter: str) -> nbformat.
                 continue
             if solution is not None:
                 continue  # solution prose
-            source = SOLUTION_BLOCK.sub("", source).strip()
-            if not source:
-                continue
+            without = SOLUTION_BLOCK.sub("", source)
+            if without != source:  # a plain {solution} block: drop it, and the cell if empty
+                source = without.strip()
+                if not source:
+                    continue
             new = nbformat.v4.new_markdown_cell(source)
         elif cell.cell_type == "code":
             if solution is not None:
