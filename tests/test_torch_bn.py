@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
+import math
 
 import numpy as np
 import pytest
@@ -31,6 +33,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from bncourse import numpy_bn, torch_bn
+from bncourse.__main__ import main as cli
 
 F64 = dict(out=dict(rtol=1e-9, atol=1e-10), grad=dict(rtol=1e-9, atol=1e-10),
            stats=dict(rtol=1e-10, atol=1e-12))
@@ -682,3 +685,36 @@ def test_cuda_matches_torch_nn(dtype, layout):
         out_theirs.backward(dy)
         assert_close(xs[0].grad, xs[1].grad, **tol["grad"])
         assert_same_state(ours, theirs, tol["stats"])
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark command (it must run and report; speed itself is not tested)
+# --------------------------------------------------------------------------------------------
+def test_bench_runs_on_tiny_shapes_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    status = cli(["bench", "--shape", "4x3x2x2", "--shape", "6x5", "--repeats", "2",
+                  "--warmup", "1", "--json", str(path)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "ours/native" in printed and "(4, 3, 2, 2)" in printed and "BatchNorm1d" in printed
+    report = json.loads(path.read_text())
+    assert report["device"] == "cpu" and report["repeats"] == 2
+    assert [r["shape"] for r in report["results"]] == [[4, 3, 2, 2], [6, 5]]
+    assert [r["module"] for r in report["results"]] == ["BatchNorm2d", "BatchNorm1d"]
+    for r in report["results"]:
+        for key in ("ours_ms", "native_ms", "copy_ms", "ours_median_ms", "native_median_ms",
+                    "copy_median_ms", "ours_over_native", "native_over_copy"):
+            assert math.isfinite(r[key]) and r[key] > 0, key
+        assert r["ours_over_native"] == pytest.approx(r["ours_ms"] / r["native_ms"])
+        assert r["native_over_copy"] == pytest.approx(r["native_ms"] / r["copy_ms"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shape", "64x"], "a shape is sizes joined by 'x'"),
+    (["--shape", "64"], "2 to 5 positive sizes"),
+    (["--device", "cuda"] if not torch.cuda.is_available() else ["--shape", "0x3"],
+     "CUDA is not available" if not torch.cuda.is_available() else "2 to 5 positive sizes"),
+])
+def test_bench_rejects_bad_arguments(argv, message, capsys):
+    assert cli(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
