@@ -25,8 +25,6 @@ __all__ = [
     "backward_mistakes",
     "sum_over_batch_only",
     "one_sided_difference",
-    "running_stats_mistakes",
-    "module_forward_mistakes",
 ]
 
 
@@ -179,6 +177,8 @@ def one_sided_difference(f: Callable[[np.ndarray], float], x: np.ndarray, h: flo
 # --------------------------------------------------------------------------------------------
 # Chapters 4 and 5: running statistics, training and evaluation, the module's forward
 # --------------------------------------------------------------------------------------------
+__all__ += ["running_stats_mistakes", "module_forward_mistakes"]
+
 # The descriptions are shared by several exercises, so that one mistake has one name.
 TF_MOMENTUM = (
     "TF/Keras-style momentum: PyTorch computes running = (1 - momentum) * running + "
