@@ -594,8 +594,8 @@ def _eval_eps_outside(x: np.ndarray, rm: np.ndarray, rv: np.ndarray, gamma: np.n
 # --------------------------------------------------------------------------------------------
 @exercise("autograd-function", chapter="05_pytorch_module",
           title="BatchNorm as a torch.autograd.Function",
-          signature="class BatchNormTrain(torch.autograd.Function) with forward(ctx, x, weight, "
-                    "bias, eps) and backward(ctx, grad_output) -> (dx, dweight, dbias, None)")
+          signature="BatchNormTrain(torch.autograd.Function): forward(ctx, x, weight, bias, "
+                    "eps) and backward(ctx, grad_output) -> (dx, dweight, dbias, None)")
 def _check_autograd_function(candidate: Callable[..., Any]) -> str:
     import torch
 
