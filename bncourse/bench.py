@@ -67,7 +67,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.replace(",", "x").split("x"))
     except ValueError:
-        raise ValueError(f"a shape is sizes joined by 'x', like 64x64x32x32, got {text!r}") from None
+        raise ValueError(
+            f"a shape is sizes joined by 'x', like 64x64x32x32, got {text!r}") from None
     if not 2 <= len(shape) <= 5 or min(shape) < 1:
         raise ValueError(f"a BatchNorm input has 2 to 5 positive sizes (N, C, ...), got {text!r}")
     return shape

@@ -31,8 +31,11 @@ Conventions (the same as :mod:`bncourse.numpy_bn` and PyTorch):
 
 Deliberate differences from PyTorch, all on input PyTorch rejects less clearly: an input of
 fewer than 2 dimensions raises a ``ValueError`` that says so (PyTorch raises an
-``IndexError`` about a dimension out of range), mismatched dtypes raise one message on every
-device, and per-channel tensors only need ``C`` elements whatever their shape.  These modules
+``IndexError`` about a dimension out of range); mismatched dtypes raise one message on every
+device (each parameter and buffer may have the input's dtype, or float32 for a
+float16/bfloat16 input); running statistics that require grad are refused in the words of
+PyTorch's ``native_batch_norm`` error, naming ``batch_norm``; and per-channel tensors only need
+``C`` elements whatever their shape.  These modules
 are not subclasses of ``torch.nn.modules.batchnorm._BatchNorm``, so helpers that look for that
 class (``nn.SyncBatchNorm.convert_sync_batchnorm``, quantization fusers) pass them by.
 """
@@ -124,10 +127,12 @@ def update_running_stats(
     """
     with torch.no_grad():
         if running_mean is not None:
-            running_mean.copy_(((1 - momentum) * running_mean + momentum * mean).view_as(running_mean))
+            new_mean = (1 - momentum) * running_mean + momentum * mean.view_as(running_mean)
+            running_mean.copy_(new_mean)
         if running_var is not None:
             unbiased = var * (m / (m - 1))
-            running_var.copy_(((1 - momentum) * running_var + momentum * unbiased).view_as(running_var))
+            new_var = (1 - momentum) * running_var + momentum * unbiased.view_as(running_var)
+            running_var.copy_(new_var)
 
 
 def batch_norm_backward(
@@ -333,8 +338,8 @@ def batch_norm(
     value per channel when training, got input size torch.Size([1, 3])"), ``eps <= 0`` in
     training, per-channel tensors with the wrong number of elements ("running_mean should
     contain 3 elements not 4"), missing running statistics in evaluation, only one of the two
-    running statistics, a non-floating input.  An empty input (``input.numel() == 0``) gives what PyTorch gives:
-    ``input * weight[0] + bias[0]`` and no update.
+    running statistics, a non-floating input.  An empty input (``input.numel() == 0``) gives
+    what PyTorch gives: ``input * weight[0] + bias[0]`` and no update.
     """
     _check_arguments(input, training, momentum, eps)
     if input.numel() == 0:
