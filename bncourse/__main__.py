@@ -6,6 +6,8 @@ Commands:
 * ``grade PATH...`` -- grade learner notebooks (or folders of them); exit 0 only if all pass.
 * ``make-exercises`` -- (re)generate exercises/ from notebooks/ (``--check``: only compare).
 * ``run-notebooks PATH...`` -- execute notebooks in place (what is committed in notebooks/).
+* ``bench [--device cpu|cuda] [--shape 64x64x32x32 ...] [--repeats N] [--json FILE]`` --
+  forward+backward time of ``bncourse.torch_bn`` against ``torch.nn`` and a plain copy.
 """
 from __future__ import annotations
 
@@ -55,6 +57,24 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main, parse_shape
+
+    import torch
+
+    try:
+        shapes = [parse_shape(text) for text in args.shape] if args.shape else None
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda asked for, but CUDA is not available here", file=sys.stderr)
+        return 2
+    bench_main(shapes, device=args.device, repeats=args.repeats, warmup=args.warmup,
+               json_path=args.json)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bncourse", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("paths", nargs="+")
     run.add_argument("--timeout", type=int, default=300, help="seconds per cell")
     run.set_defaults(func=_cmd_run_notebooks)
+    bench = commands.add_parser(
+        "bench", help="time forward+backward: bncourse.torch_bn vs torch.nn vs a copy")
+    bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    bench.add_argument("--shape", action="append", metavar="NxCx...",
+                       help="input shape, e.g. 64x64x32x32; repeat for several "
+                            "(default: 64x64x32x32, 256x256x14x14, 8192x512)")
+    bench.add_argument("--repeats", type=int, default=20, help="timed runs per shape")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.set_defaults(func=_cmd_bench)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -492,6 +492,302 @@ def _check_numerical_gradient(numerical_gradient: Callable[..., Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Chapter 4: running statistics, training and evaluation (inputs are float64 torch tensors)
+# --------------------------------------------------------------------------------------------
+def _tensor(array: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.array(array, dtype=np.float64))
+
+
+def _numpy(name: str, value: Any) -> np.ndarray:
+    """A learner's tensor (or array) as float64 NumPy, for :func:`compare`."""
+    return as_array(name, value).astype(np.float64, copy=False)
+
+
+@exercise("state-sizes", chapter="04_running_stats",
+          title="How many numbers BatchNorm learns and how many it stores",
+          signature="state_sizes(num_features, affine, track_running_stats) -> "
+                    "(learnable, buffer_values)")
+def _check_state_sizes(state_sizes: Callable[..., Any]) -> str:
+    for c, affine, track in [(3, True, True), (64, True, True), (3, False, True),
+                             (3, True, False), (5, False, False)]:
+        call = f"state_sizes({c}, affine={affine}, track_running_stats={track})"
+        got = _unpack(call, state_sizes(c, affine, track), ("learnable", "buffer_values"))
+        try:
+            got = tuple(int(v) for v in got)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"{call} should return two integers, got {got!r}") from None
+        right = (2 * c if affine else 0, 2 * c + 1 if track else 0)
+        if got == right:
+            continue
+        as_parameters = (right[0] + (2 * c if track else 0), 1 if track else 0)
+        causes = [  # in this order: the cases before this one passed
+            ((2 * c, 2 * c + 1), "affine=False has no weight and bias and "
+                                 "track_running_stats=False no buffers (they are None)"),
+            (as_parameters, "running_mean and running_var counted as learnable: they are "
+                            "buffers, updated by the forward pass, never by the optimizer"),
+            ((as_parameters[0], right[1]), "running_mean and running_var counted as learnable "
+                                           "(and as buffers): they are buffers only"),
+            ((right[0], 2 * c if track else 0), "num_batches_tracked forgotten: a third buffer, "
+                                                "one int64 that counts the training batches"),
+            ((2 if affine else 0, 3 if track else 0), "tensors counted, not numbers: weight and "
+                                                      "bias hold C numbers each"),
+        ]
+        message = f"{call} = {got}, expected {right}."
+        for answer, cause in causes:
+            if got == answer:
+                message += f" Likely cause: {cause}."
+                break
+        raise CheckFailed(message)
+    return "2*C learnable numbers with affine=True; 2*C + 1 buffer values with tracking"
+
+
+def running_stats_cases() -> list[dict[str, Any]]:
+    """Batches for the running-statistics exercises: small (m and m - 1 differ), running
+    statistics far from the batch's (so either momentum convention shows), (N, C) and
+    (N, C, L), a fixed momentum and momentum=None after a few batches and on the first one."""
+    cases = []
+    for seed, shape, momentum, tracked in [(40, (4, 3), 0.1, 1), (41, (3, 2, 4), 0.3, 5),
+                                           (42, (5, 3), None, 3), (43, (3, 2, 2), None, 1)]:
+        rng = _rng(seed)
+        c = shape[1]
+        x = rng.normal(loc=rng.uniform(-3, 3, size=c).reshape(numpy_bn.channel_shape(len(shape))),
+                       scale=rng.uniform(0.5, 2.0, size=c).reshape(numpy_bn.channel_shape(len(shape))),
+                       size=shape)
+        cases.append(dict(x=x, running_mean=rng.uniform(-1, 1, size=c),
+                          running_var=rng.uniform(0.5, 3.0, size=c), momentum=momentum,
+                          num_batches_tracked=tracked))
+    return cases
+
+
+@exercise("running-stats-update", chapter="04_running_stats",
+          title="One update of the running statistics",
+          signature="update_running_stats(running_mean, running_var, x, momentum, "
+                    "num_batches_tracked) -> (new_mean, new_var), float64 tensors")
+def _check_running_stats_update(update_running_stats: Callable[..., Any]) -> str:
+    for case in running_stats_cases():
+        x, rm, rv = case["x"], case["running_mean"], case["running_var"]
+        momentum, tracked = case["momentum"], case["num_batches_tracked"]
+        name = (f"update_running_stats for x of shape {_shape_text(x.shape)}, momentum={momentum}, "
+                f"num_batches_tracked={tracked}")
+        result = update_running_stats(_tensor(rm), _tensor(rv), _tensor(x), momentum, tracked)
+        got_mean, got_var = _unpack(name, result, ("new_mean", "new_var"))
+        mean, var = numpy_bn.batch_stats(x)
+        factor = 1.0 / tracked if momentum is None else momentum
+        exp_mean, exp_var = numpy_bn.update_running_stats(
+            rm, rv, mean, var, numpy_bn.num_per_channel(x.shape), factor, tracked)
+        wrong = mis.running_stats_mistakes(rm, rv, x, momentum, tracked)
+        compare(f"the running mean from {name}", _numpy("new_mean", got_mean), exp_mean,
+                mistakes={cause: answer[0] for cause, answer in wrong.items()})
+        compare(f"the running variance from {name}", _numpy("new_var", got_var), exp_var,
+                mistakes={cause: answer[1] for cause, answer in wrong.items()})
+    return ("running = (1 - momentum) * running + momentum * batch, unbiased variance, "
+            "momentum=None as a cumulative average")
+
+
+@exercise("batchnorm-modes", chapter="04_running_stats",
+          title="BatchNorm in training and in evaluation mode",
+          signature="batch_norm(x, running_mean, running_var, weight, bias, training, "
+                    "momentum=0.1, eps=1e-5) -> out, updating the running statistics in place")
+def _check_batchnorm_modes(batch_norm: Callable[..., Any]) -> str:
+    for case in running_stats_cases()[:2]:
+        x, rm, rv, momentum = case["x"], case["running_mean"], case["running_var"], case["momentum"]
+        rng = _rng(44)
+        c = x.shape[1]
+        # a low-variance channel, in the batch and in the running statistics: eps matters
+        x[:, -1] = 0.5 + 0.01 * rng.normal(size=x[:, -1].shape)
+        rm[-1], rv[-1] = 0.5, 1e-4
+        gamma, beta = rng.uniform(0.5, 2.0, size=c), rng.uniform(-1.0, 1.0, size=c)
+        m = numpy_bn.num_per_channel(x.shape)
+        trained, _ = numpy_bn.forward_train(x, gamma, beta, 1e-5)
+        evaluated = numpy_bn.forward_eval(x, rm, rv, gamma, beta, 1e-5)
+        new_mean, new_var = numpy_bn.update_running_stats(
+            rm, rv, *numpy_bn.batch_stats(x), m, momentum, 1)
+        for training in (True, False):
+            mode = "training" if training else "evaluation"
+            name = f"batch_norm in {mode} mode for x of shape {_shape_text(x.shape)}"
+            rm_t, rv_t = _tensor(rm), _tensor(rv)
+            out = batch_norm(_tensor(x), rm_t, rv_t, _tensor(gamma), _tensor(beta), training,
+                             momentum=momentum, eps=1e-5)
+            if training:
+                mistakes = {mis.RUNNING_STATS_IN_TRAINING: evaluated,
+                            mis.RUNNING_STATS_IN_TRAINING + " (here the freshly updated ones)":
+                                numpy_bn.forward_eval(x, new_mean, new_var, gamma, beta, 1e-5),
+                            **mis.forward_mistakes(x, gamma, beta, 1e-5)}
+                compare(f"the output of {name}", _numpy("out", out), trained, mistakes=mistakes)
+                if np.array_equal(rm_t.numpy(), rm) and np.array_equal(rv_t.numpy(), rv):
+                    raise CheckFailed(
+                        f"{name} left running_mean and running_var unchanged: update them in "
+                        f"place (running_mean.mul_(1 - momentum).add_(momentum * mean), or "
+                        f"running_mean.copy_(...)); `running_mean = ...` only rebinds a local "
+                        f"name, the caller's tensor stays as it was")
+                wrong = mis.running_stats_mistakes(rm, rv, x, momentum, 1)
+                compare(f"running_mean after {name}", rm_t, new_mean,
+                        mistakes={cause: answer[0] for cause, answer in wrong.items()})
+                compare(f"running_var after {name}", rv_t, new_var,
+                        mistakes={cause: answer[1] for cause, answer in wrong.items()})
+            else:
+                compare(f"the output of {name}", _numpy("out", out), evaluated,
+                        mistakes={mis.BATCH_STATS_IN_EVAL: trained,
+                                  "eps outside the square root: use (x - running_mean) / "
+                                  "sqrt(running_var + eps)":
+                                      _eval_eps_outside(x, rm, rv, gamma, beta),
+                                  "running_var used as a standard deviation: divide by "
+                                  "sqrt(running_var + eps)":
+                                      numpy_bn.forward_eval(x, rm, rv**2, gamma, beta, 1e-5)})
+                if not (np.array_equal(rm_t.numpy(), rm) and np.array_equal(rv_t.numpy(), rv)):
+                    raise CheckFailed(
+                        f"{name} changed running_mean or running_var: in evaluation mode they "
+                        f"are read, never updated. Likely cause: {mis.BATCH_STATS_IN_EVAL}.")
+    return "batch statistics and an in-place update in training, running statistics in evaluation"
+
+
+def _eval_eps_outside(x: np.ndarray, rm: np.ndarray, rv: np.ndarray, gamma: np.ndarray,
+                      beta: np.ndarray) -> np.ndarray:
+    shape = numpy_bn.channel_shape(x.ndim)
+    xhat = (x - rm.reshape(shape)) / (np.sqrt(rv.reshape(shape)) + 1e-5)
+    return gamma.reshape(shape) * xhat + beta.reshape(shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 5: an autograd.Function with the closed-form backward; the module's forward
+# --------------------------------------------------------------------------------------------
+@exercise("autograd-function", chapter="05_pytorch_module",
+          title="BatchNorm as a torch.autograd.Function",
+          signature="BatchNormTrain(torch.autograd.Function): forward(ctx, x, weight, bias, "
+                    "eps) and backward(ctx, grad_output) -> (dx, dweight, dbias, None)")
+def _check_autograd_function(candidate: Callable[..., Any]) -> str:
+    import torch
+
+    is_function = isinstance(candidate, type) and issubclass(candidate, torch.autograd.Function)
+    apply = candidate.apply if is_function else candidate
+    for case in backward_cases() + forward_cases()[2:3]:
+        x, gamma, eps = case["x"], case["gamma"], case["eps"]
+        beta = case.get("beta", _rng(45).uniform(-1, 1, size=gamma.shape))
+        dout = case.get("dout", _rng(46).normal(size=x.shape))
+        name = f"BatchNormTrain for x of shape {_shape_text(x.shape)}"
+        xt, gt, bt = (_tensor(a).requires_grad_() for a in (x, gamma, beta))
+        out = apply(xt, gt, bt, eps)
+        expected, cache = numpy_bn.forward_train(x, gamma, beta, eps)
+        compare(f"the output of {name}", _numpy("output", out), expected,
+                mistakes=mis.forward_mistakes(x, gamma, beta, eps))
+        node = type(out.grad_fn).__name__ if out.grad_fn is not None else None
+        if node != f"{getattr(candidate, '__name__', '?')}Backward":
+            raise CheckFailed(
+                f"the output of {name} has grad_fn {node}: autograd recorded the forward's "
+                f"operations instead of one node of your Function. Write a subclass of "
+                f"torch.autograd.Function, call it with .apply, and pass the class to check")
+        try:
+            dx, dgamma, dbeta = torch.autograd.grad(out, (xt, gt, bt), _tensor(dout),
+                                                    allow_unused=True)
+        except RuntimeError as error:
+            hint = ""
+            if "incorrect number of gradients" in str(error):
+                hint = (" Likely cause: backward returns one gradient per input of forward, in "
+                        "order: (dx, dweight, dbias, None), None for eps.")
+            raise CheckFailed(f"backward of {name} raised RuntimeError: {error}{hint}") from None
+        exp_dx, exp_dgamma, exp_dbeta = numpy_bn.backward(dout, cache)
+        for label, got, right, other in [("dbias", dbeta, exp_dbeta, exp_dgamma),
+                                         ("dweight", dgamma, exp_dgamma, exp_dbeta)]:
+            if got is None:
+                raise CheckFailed(f"{label} from {name} is None: return the gradient of every "
+                                  f"tensor input")
+            compare(f"{label} from {name}", _numpy(label, got), right,
+                    mistakes={"dweight and dbias swapped: return (dx, dweight, dbias, None) in "
+                              "the order of forward's inputs": other})
+        if dx is None:
+            raise CheckFailed(f"dx from {name} is None: return the gradient of every tensor input")
+        compare(f"dx from {name}", _numpy("dx", dx), exp_dx,
+                mistakes=mis.backward_mistakes(dout, x, gamma, eps))
+    return "training forward and closed-form backward in one autograd node, (N, C) to (N, C, H, W)"
+
+
+# The module-forward exercise walks these configurations through training and evaluation
+# steps (True = module.train(), False = module.eval()); each starts from random parameters
+# and running statistics, momentum=None after two batches already counted.
+MODULE_SCRIPT: list[tuple[dict[str, Any], list[bool]]] = [
+    (dict(momentum=0.1), [True, True, False, True]),
+    (dict(momentum=None), [True, True, False, True]),
+    (dict(momentum=0.3, track_running_stats=False), [True, False]),
+    (dict(momentum=0.5, affine=False), [True, False]),
+]
+
+
+def _module_hint(error: Exception) -> str:
+    text = str(error)
+    if isinstance(error, TypeError) and "momentum" in text and "NoneType" in text:
+        return (" Likely cause: momentum=None reached batch_norm; the module turns it into "
+                "1 / num_batches_tracked (a cumulative average).")
+    if isinstance(error, ZeroDivisionError):
+        return f" Likely cause: {mis.NONE_COUNT_BEFORE_BATCH}."
+    if "must be defined in evaluation mode" in text:
+        return (" Likely cause: without running statistics (track_running_stats=False) "
+                "evaluation normalizes with the batch's statistics: pass training=True when "
+                "running_mean is None.")
+    return ""
+
+
+@exercise("module-forward", chapter="05_pytorch_module",
+          title="The forward of nn.BatchNorm: which statistics, which momentum",
+          signature="module_forward(module, x) -> out, using torch_bn.batch_norm and updating "
+                    "module's buffers like nn.BatchNorm*d")
+def _check_module_forward(module_forward: Callable[..., Any]) -> str:
+    import copy
+
+    import torch
+
+    from . import torch_bn
+
+    steps = 0
+    for index, (options, modes) in enumerate(MODULE_SCRIPT):
+        generator = torch.Generator().manual_seed(50 + index)
+        module = torch_bn.BatchNorm1d(3, dtype=torch.float64, **options)
+        with torch.no_grad():
+            if module.affine:
+                module.weight.uniform_(0.5, 2.0, generator=generator)
+                module.bias.uniform_(-1.0, 1.0, generator=generator)
+            if module.track_running_stats:
+                module.running_mean.uniform_(-1.0, 1.0, generator=generator)
+                module.running_var.uniform_(0.5, 3.0, generator=generator)
+                module.num_batches_tracked.fill_(2)
+        described = ", ".join(f"{k}={v}" for k, v in options.items())
+        for training in modes:
+            steps += 1
+            module.train(training)
+            x = (torch.randn(3, 3, 2, generator=generator, dtype=torch.float64) * 2
+                 + torch.tensor([-2.0, 0.5, 3.0], dtype=torch.float64).view(1, 3, 1))
+            mode = "training" if training else "evaluation"
+            name = f"module_forward for BatchNorm1d(3, {described}) in {mode} mode (step {steps})"
+            reference = copy.deepcopy(module)
+            mistakes = mis.module_forward_mistakes(module, x)
+            with torch.no_grad():
+                expected = reference(x)
+            try:
+                out = module_forward(module, x.clone())
+            except NotImplementedError:
+                raise
+            except (TypeError, ZeroDivisionError, RuntimeError, ValueError) as error:
+                raise CheckFailed(f"{name} raised {type(error).__name__}: {error}"
+                                  f"{_module_hint(error)}") from None
+            got = {"num_batches_tracked": module.num_batches_tracked,
+                   "running_mean": module.running_mean, "running_var": module.running_var}
+            wanted = {"num_batches_tracked": reference.num_batches_tracked,
+                      "running_mean": reference.running_mean, "running_var": reference.running_var}
+            compare(f"the output of {name}", _numpy("out", out), expected.detach().numpy(),
+                    mistakes={cause: answer[0] for cause, answer in mistakes.items()})
+            for slot, key in [(3, "num_batches_tracked"), (1, "running_mean"), (2, "running_var")]:
+                if wanted[key] is None:
+                    continue
+                compare(f"{key} after {name}", np.atleast_1d(_numpy(key, got[key])),
+                        np.atleast_1d(_numpy(key, wanted[key])), check_dtype=False,
+                        mistakes={cause: np.atleast_1d(np.asarray(answer[slot], dtype=np.float64))
+                                  for cause, answer in mistakes.items()})
+    return ("momentum=None, train/eval and track_running_stats handled like nn.BatchNorm1d "
+            f"over {steps} steps")
+
+
+# --------------------------------------------------------------------------------------------
 # Chapter 6: the identity-recovery argument
 # --------------------------------------------------------------------------------------------
 def _pair(name: str, result: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:

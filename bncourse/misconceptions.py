@@ -30,6 +30,8 @@ __all__ = [
     "samuelson_bound_mistakes",
     "output_range_mistakes",
     "values_per_statistic_mistakes",
+    "running_stats_mistakes",
+    "module_forward_mistakes",
 ]
 
 
@@ -177,6 +179,144 @@ def one_sided_difference(f: Callable[[np.ndarray], float], x: np.ndarray, h: flo
         grad[index] = (f(x) - base) / h
         x[index] = old
     return grad
+
+
+# --------------------------------------------------------------------------------------------
+# Chapters 4 and 5: running statistics, training and evaluation, the module's forward
+# --------------------------------------------------------------------------------------------
+# The descriptions are shared by several exercises, so that one mistake has one name.
+TF_MOMENTUM = (
+    "TF/Keras-style momentum: PyTorch computes running = (1 - momentum) * running + "
+    "momentum * batch, so momentum=0.1 is the weight of the NEW batch (Keras' momentum=0.99 and "
+    "CS231n's 0.9 weigh the OLD value: the opposite convention)")
+BIASED_RUNNING_VAR = (
+    "running_var fed the biased batch variance (divide by m); PyTorch normalizes with the "
+    "biased one but stores the unbiased one, var * m / (m - 1), in running_var")
+UNBIASED_WITH_BATCH_SIZE = (
+    "the unbiased correction m / (m - 1) uses m = N, the batch size; m counts every value of "
+    "a channel, N * prod(spatial)")
+NONE_AS_DEFAULT = (
+    "momentum=None treated as the default 0.1; None means a cumulative average: "
+    "momentum = 1 / num_batches_tracked")
+NONE_COUNT_BEFORE_BATCH = (
+    "momentum=None: 1 / num_batches_tracked must count this batch too (add 1 first), so the "
+    "first batch gets weight 1 and batch k gets weight 1/k")
+NONE_COUNT_TWICE = (
+    "momentum=None: num_batches_tracked already counts this batch, so the factor is "
+    "1 / num_batches_tracked, not 1 / (num_batches_tracked + 1)")
+NONE_NO_UPDATE = (
+    "momentum=None treated as 'no update'; None means a cumulative average: "
+    "momentum = 1 / num_batches_tracked")
+BATCH_STATS_IN_EVAL = (
+    "batch statistics used in eval mode: after model.eval() BatchNorm normalizes with "
+    "running_mean and running_var (and leaves them alone)")
+RUNNING_STATS_IN_TRAINING = (
+    "running statistics used in training mode: training normalizes with the batch's own "
+    "mean and biased variance (the running statistics are only updated)")
+
+
+def running_stats_mistakes(
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    x: np.ndarray,
+    momentum: float | None,
+    num_batches_tracked: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Wrong ``(new_running_mean, new_running_var)`` after one batch ``x`` (``(N, C, *)``).
+
+    ``num_batches_tracked`` counts the batches including ``x`` (as the module has it when it
+    calls ``batch_norm``).  Mistakes that do not apply to ``momentum`` are left out.
+    """
+    from .numpy_bn import batch_stats, update_running_stats
+
+    mean, var = batch_stats(x)
+    m = num_per_channel(x.shape)
+
+    def update(factor: float, batch_var: np.ndarray = var, m_: int = m) -> tuple[np.ndarray, np.ndarray]:
+        return update_running_stats(running_mean, running_var, mean, batch_var, m_, factor, 1)
+
+    factor = 1.0 / num_batches_tracked if momentum is None else momentum
+    mistakes = {
+        TF_MOMENTUM: update(1 - factor),
+        BIASED_RUNNING_VAR: update(factor, batch_var=var * (m - 1) / m),
+        "running_var fed the standard deviation instead of the variance":
+            update(factor, batch_var=np.sqrt(var * m / (m - 1)) * (m - 1) / m),
+    }
+    if x.shape[0] != m:
+        n = x.shape[0]  # the learner's unbiased value is var * n / (n - 1)
+        mistakes[UNBIASED_WITH_BATCH_SIZE] = update(factor, batch_var=var * n / (n - 1) * (m - 1) / m)
+    if momentum is None:
+        mistakes[NONE_AS_DEFAULT] = update(0.1)
+        mistakes[NONE_COUNT_TWICE] = update(1.0 / (num_batches_tracked + 1))
+        mistakes[NONE_NO_UPDATE] = (running_mean.copy(), running_var.copy())
+    return mistakes
+
+
+def module_forward_mistakes(module: Any, x: Any) -> dict[str, tuple[Any, ...]]:
+    """What a wrong ``nn.BatchNorm*d.forward`` leaves behind after one call on ``x``.
+
+    ``module`` is a :class:`bncourse.torch_bn.BatchNormNd`; each mistake runs on a deep copy
+    (the module is not touched).  Answers are ``(output, running_mean, running_var,
+    num_batches_tracked)`` as NumPy arrays and an int (``None`` where there is no buffer).
+    A wrong logic that raises on this input is left out: the checker names those from the
+    exception.
+    """
+    import copy
+
+    import torch
+
+    from .torch_bn import batch_norm
+
+    def run(*, factor: Any = "right", count: bool = True, count_in_eval: bool = False,
+            use_batch_stats: Any = "right") -> tuple[Any, ...]:
+        m = copy.deepcopy(module)
+        tracking = m.training and m.track_running_stats
+        if tracking and count or (count_in_eval and not m.training and m.track_running_stats):
+            m.num_batches_tracked.add_(1)
+        if factor == "right":
+            factor = m.momentum
+            if m.momentum is None:
+                factor = 1.0 / float(m.num_batches_tracked) if tracking else 0.0
+        if use_batch_stats == "right":
+            use_batch_stats = m.training or m.running_mean is None
+        passing = not m.training or m.track_running_stats
+        with torch.no_grad():
+            out = batch_norm(x, m.running_mean if passing else None,
+                             m.running_var if passing else None, m.weight, m.bias,
+                             use_batch_stats, factor, m.eps)
+
+        def arr(t: Any) -> Any:
+            return None if t is None else t.detach().cpu().numpy()
+
+        tracked = None if m.num_batches_tracked is None else int(m.num_batches_tracked)
+        return arr(out), arr(m.running_mean), arr(m.running_var), tracked
+
+    attempts: dict[str, dict[str, Any]] = {}
+    if module.training and module.track_running_stats:
+        # (first the momentum mistakes: "not incremented" gives the same running statistics
+        # as "1 / count before this batch", and the checker compares the count before them)
+        if module.momentum is None:
+            n = int(module.num_batches_tracked)
+            attempts[NONE_AS_DEFAULT] = dict(factor=0.1)
+            attempts[NONE_NO_UPDATE] = dict(factor=0.0)
+            if n > 0:
+                attempts[NONE_COUNT_BEFORE_BATCH] = dict(factor=1.0 / n)
+        else:
+            attempts[TF_MOMENTUM] = dict(factor=1.0 - module.momentum)
+        attempts["num_batches_tracked not incremented: the module counts every training "
+                 "batch (and momentum=None divides by that count)"] = dict(count=False)
+        attempts[RUNNING_STATS_IN_TRAINING] = dict(use_batch_stats=False)
+    if not module.training and module.running_mean is not None:
+        attempts[BATCH_STATS_IN_EVAL] = dict(use_batch_stats=True)
+        attempts["num_batches_tracked incremented in eval mode: it counts training batches "
+                 "only"] = dict(count_in_eval=True)
+    mistakes = {}
+    for cause, options in attempts.items():
+        try:
+            mistakes[cause] = run(**options)
+        except (RuntimeError, ValueError, TypeError, ZeroDivisionError):
+            continue
+    return mistakes
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,10 @@ __all__ = [
     "activation_scale",
     "activation_histograms",
     "batch_size_sweep",
+    "running_stats_trace",
+    "variance_bias",
+    "agreement_over_steps",
+    "bench_bars",
 ]
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -248,6 +252,80 @@ def timing_bars(labels: Sequence[str], seconds: Sequence[float], title: str) -> 
     ax.invert_yaxis()
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Chapters 4 and 5: running statistics; the PyTorch module
+# --------------------------------------------------------------------------------------------
+
+def running_stats_trace(batch_values: np.ndarray, traces: dict[str, np.ndarray],
+                        target: float, ylabel: str) -> Figure:
+    """A running statistic step by step: one line per update rule in ``traces`` (each as long
+    as ``batch_values``), the batches' own values as dots and the population value dashed."""
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    steps = np.arange(1, len(batch_values) + 1)
+    ax.scatter(steps, batch_values, s=10, color="gray", alpha=0.6, label="this batch's value")
+    for (label, values), color in zip(traces.items(), COLORS):
+        ax.plot(steps, values, lw=2, color=color, label=label)
+    ax.axhline(target, color="black", ls="--", lw=1, label="population value")
+    ax.set_xlabel("training step (batches seen)")
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def variance_bias(ms: np.ndarray, biased: np.ndarray, unbiased: np.ndarray,
+                  true_var: float) -> Figure:
+    """Average over many batches of the biased and the unbiased batch variance, against the
+    batch size m, with the population variance and the predicted (m - 1) / m * variance."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(ms, biased, "o-", color=COLORS[1], label="average biased variance (divide by m)")
+    ax.plot(ms, unbiased, "s-", color=COLORS[0], label="average unbiased variance (divide by m - 1)")
+    grid = np.linspace(ms.min(), ms.max(), 200)
+    ax.plot(grid, true_var * (grid - 1) / grid, color=COLORS[1], lw=1, ls=":",
+            label=r"prediction $\frac{m-1}{m}\sigma^2$")
+    ax.axhline(true_var, color="black", ls="--", lw=1, label=r"population $\sigma^2$")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("values per channel in a batch, m")
+    ax.set_ylabel("variance")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def agreement_over_steps(errors: dict[str, np.ndarray], title: str) -> Figure:
+    """Largest difference between two implementations at every step, one line per quantity
+    (log scale; exact zeros are drawn on the bottom line, labelled 0)."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    floor = 1e-18
+    for (label, values), color in zip(errors.items(), COLORS):
+        values = np.maximum(np.asarray(values, dtype=np.float64), floor)
+        ax.semilogy(np.arange(1, len(values) + 1), values, "o-", ms=3, color=color, label=label)
+    ax.set_ylim(floor / 2, 1)
+    ticks = [floor, 1e-15, 1e-12, 1e-9, 1e-6, 1e-3, 1.0]
+    ax.set_yticks(ticks, ["0 (equal)"] + [f"{t:.0e}" for t in ticks[1:]])
+    ax.set_xlabel("step")
+    ax.set_ylabel("largest |ours - torch.nn|")
+    ax.set_title(title)
+    ax.legend(fontsize=9, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def bench_bars(labels: Sequence[str], ours: Sequence[float], native: Sequence[float],
+               copy: Sequence[float]) -> Figure:
+    """Forward+backward times (ms) per input shape: ours, torch.nn's and one plain copy."""
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.9 * len(labels)))
+    y = np.arange(len(labels))
+    for offset, values, name, color in [(-0.27, ours, "ours (torch_bn)", COLORS[0]),
+                                        (0.0, native, "torch.nn (ATen)", COLORS[1]),
+                                        (0.27, copy, "x.clone()", COLORS[2])]:
+        ax.barh(y + offset, values, height=0.25, color=color, label=name)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("time per forward+backward (ms)")
+    ax.legend(fontsize=9)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bncourse import numpy_bn
+from bncourse import numpy_bn, torch_bn
 from bncourse.checks import EXERCISES, CheckFailed, NotAttempted, check
 
 
@@ -60,6 +60,51 @@ def right_freeze_batchnorm(model):
     return freeze_batchnorm(model)
 
 
+def right_running_stats_update(running_mean, running_var, x, momentum, num_batches_tracked):
+    dims = axes_of(x)
+    factor = 1 / num_batches_tracked if momentum is None else momentum
+    mean, var = x.mean(dims), x.var(dims, correction=1)
+    return (1 - factor) * running_mean + factor * mean, (1 - factor) * running_var + factor * var
+
+
+def right_batchnorm_modes(x, running_mean, running_var, weight, bias, training, momentum=0.1,
+                          eps=1e-5):
+    return torch_bn.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+class RightBatchNormTrain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps=1e-5):
+        dims, s = axes_of(x), shape_of(x)
+        mean = x.mean(dims, keepdim=True)
+        inv_std = 1 / torch.sqrt(x.var(dims, keepdim=True, correction=0) + eps)
+        xhat = (x - mean) * inv_std
+        ctx.save_for_backward(xhat, inv_std, weight)
+        return weight.view(s) * xhat + bias.view(s)
+
+    @staticmethod
+    def backward(ctx, dout):
+        xhat, inv_std, weight = ctx.saved_tensors
+        dims, s = axes_of(xhat), shape_of(xhat)
+        m = xhat.numel() // xhat.shape[1]
+        dbias, dweight = dout.sum(dims), (dout * xhat).sum(dims)
+        dx = weight.view(s) * inv_std / m * (m * dout - dbias.view(s) - xhat * dweight.view(s))
+        return dx, dweight, dbias, None
+
+
+def right_module_forward(module, x):
+    factor = 0.0 if module.momentum is None else module.momentum
+    if module.training and module.track_running_stats:
+        module.num_batches_tracked.add_(1)
+        if module.momentum is None:
+            factor = 1.0 / float(module.num_batches_tracked)
+    use_batch_stats = module.training or module.running_mean is None
+    hand_over = not module.training or module.track_running_stats
+    return torch_bn.batch_norm(x, module.running_mean if hand_over else None,
+                               module.running_var if hand_over else None, module.weight,
+                               module.bias, use_batch_stats, factor, module.eps)
+
+
 RIGHT = {
     "standardize": lambda x: (x - x.mean(0)) / x.std(0),
     "extreme-batch": lambda m: np.r_[np.zeros(m - 1), 5.0],
@@ -73,6 +118,11 @@ RIGHT = {
     "output-range": right_range_params,
     "values-per-statistic": right_values_per_statistic,
     "freeze-batchnorm": right_freeze_batchnorm,
+    "state-sizes": lambda c, affine, track: (2 * c if affine else 0, 2 * c + 1 if track else 0),
+    "running-stats-update": right_running_stats_update,
+    "batchnorm-modes": right_batchnorm_modes,
+    "autograd-function": RightBatchNormTrain,
+    "module-forward": right_module_forward,
 }
 
 
@@ -378,6 +428,295 @@ def forgets_to_restore(f, x, h=1e-5):
 def test_numerical_gradient_mistakes(wrong, diagnosis):
     with pytest.raises(CheckFailed, match=diagnosis):
         check("numerical-gradient", wrong)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 4: parameters and buffers, running statistics, train and eval
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (lambda c, a, t: (2 * c * a + 2 * c * t, int(t)), "running_mean and running_var counted as learnable"),
+        (lambda c, a, t: (2 * c * a, 2 * c * t), "num_batches_tracked forgotten"),
+        (lambda c, a, t: (2 * a, 3 * t), "tensors counted, not numbers"),
+        (lambda c, a, t: (2 * c, 2 * c + 1), "affine=False has no weight and bias"),
+        (lambda c, a, t: 2 * c, r"should return a tuple \(learnable, buffer_values\)"),
+    ],
+)
+def test_state_sizes_mistakes(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("state-sizes", wrong)
+
+
+def stats_update(running_mean, running_var, mean, var, factor, tf_style=False):
+    if tf_style:
+        return factor * running_mean + (1 - factor) * mean, factor * running_var + (1 - factor) * var
+    return (1 - factor) * running_mean + factor * mean, (1 - factor) * running_var + factor * var
+
+
+def update_tf_style(running_mean, running_var, x, momentum, num_batches_tracked):
+    factor = 1 / num_batches_tracked if momentum is None else momentum
+    return stats_update(running_mean, running_var, x.mean(axes_of(x)), x.var(axes_of(x)),
+                        factor, tf_style=True)
+
+
+def update_biased(running_mean, running_var, x, momentum, num_batches_tracked):
+    factor = 1 / num_batches_tracked if momentum is None else momentum
+    return stats_update(running_mean, running_var, x.mean(axes_of(x)),
+                        x.var(axes_of(x), unbiased=False), factor)
+
+
+def update_unbiased_with_batch_size(running_mean, running_var, x, momentum, num_batches_tracked):
+    factor = 1 / num_batches_tracked if momentum is None else momentum
+    n = x.shape[0]
+    var = x.var(axes_of(x), unbiased=False) * n / (n - 1)
+    return stats_update(running_mean, running_var, x.mean(axes_of(x)), var, factor)
+
+
+def update_std(running_mean, running_var, x, momentum, num_batches_tracked):
+    factor = 1 / num_batches_tracked if momentum is None else momentum
+    return stats_update(running_mean, running_var, x.mean(axes_of(x)), x.std(axes_of(x)), factor)
+
+
+def update_none_as_default(running_mean, running_var, x, momentum, num_batches_tracked):
+    factor = 0.1 if momentum is None else momentum
+    return stats_update(running_mean, running_var, x.mean(axes_of(x)), x.var(axes_of(x)), factor)
+
+
+def update_none_counts_twice(running_mean, running_var, x, momentum, num_batches_tracked):
+    factor = 1 / (num_batches_tracked + 1) if momentum is None else momentum
+    return stats_update(running_mean, running_var, x.mean(axes_of(x)), x.var(axes_of(x)), factor)
+
+
+def update_none_no_update(running_mean, running_var, x, momentum, num_batches_tracked):
+    if momentum is None:
+        return running_mean, running_var
+    return stats_update(running_mean, running_var, x.mean(axes_of(x)), x.var(axes_of(x)), momentum)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (update_tf_style, "TF/Keras-style momentum"),
+        (update_biased, "running_var fed the biased batch variance"),
+        (update_unbiased_with_batch_size, "uses m = N, the batch size"),
+        (update_std, "standard deviation instead of the variance"),
+        (update_none_as_default, "momentum=None treated as the default 0.1"),
+        (update_none_counts_twice, r"not 1 / \(num_batches_tracked \+ 1\)"),
+        (update_none_no_update, "momentum=None treated as 'no update'"),
+    ],
+)
+def test_running_stats_update_mistakes(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("running-stats-update", wrong)
+
+
+def test_batchnorm_modes_accepts_torchs_own_function():
+    check("batchnorm-modes", torch.nn.functional.batch_norm)
+
+
+def normalize(x, mean, var, weight, bias, eps):
+    s = shape_of(x)
+    return (x - mean.view(s)) / torch.sqrt(var.view(s) + eps) * weight.view(s) + bias.view(s)
+
+
+def update_in_place(running_mean, running_var, x, momentum, tf_style=False, biased=False):
+    mean, var = x.mean(axes_of(x)), x.var(axes_of(x), unbiased=not biased)
+    keep = momentum if tf_style else 1 - momentum
+    running_mean.mul_(keep).add_((1 - keep) * mean)
+    running_var.mul_(keep).add_((1 - keep) * var)
+
+
+def modes_batch_stats_always(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    if training:
+        update_in_place(running_mean, running_var, x, momentum)
+    return normalize(x, x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False), weight, bias, eps)
+
+
+def modes_running_stats_always(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    out = normalize(x, running_mean, running_var, weight, bias, eps)
+    if training:
+        update_in_place(running_mean, running_var, x, momentum)
+    return out
+
+
+def modes_rebinds_instead_of_updating(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    mean, var = x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False)
+    if training:
+        running_mean = (1 - momentum) * running_mean + momentum * mean  # a new local tensor
+        running_var = (1 - momentum) * running_var + momentum * x.var(axes_of(x))
+        return normalize(x, mean, var, weight, bias, eps)
+    return normalize(x, running_mean, running_var, weight, bias, eps)
+
+
+def modes_updates_in_eval(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    out = right_batchnorm_modes(x, running_mean.clone(), running_var.clone(), weight, bias,
+                                training, momentum, eps)
+    update_in_place(running_mean, running_var, x, momentum)
+    return out
+
+
+def modes_tf_momentum(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    if not training:
+        return normalize(x, running_mean, running_var, weight, bias, eps)
+    update_in_place(running_mean, running_var, x, momentum, tf_style=True)
+    return normalize(x, x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False), weight, bias, eps)
+
+
+def modes_biased_running_var(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    if not training:
+        return normalize(x, running_mean, running_var, weight, bias, eps)
+    update_in_place(running_mean, running_var, x, momentum, biased=True)
+    return normalize(x, x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False), weight, bias, eps)
+
+
+def modes_eps_outside_in_eval(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    if training:
+        return right_batchnorm_modes(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    s = shape_of(x)
+    return (x - running_mean.view(s)) / (torch.sqrt(running_var.view(s)) + eps) * weight.view(s) + bias.view(s)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (modes_batch_stats_always, "batch statistics used in eval mode"),
+        (modes_running_stats_always, "running statistics used in training mode"),
+        (modes_rebinds_instead_of_updating, "left running_mean and running_var unchanged"),
+        (modes_updates_in_eval, "changed running_mean or running_var: in evaluation mode"),
+        (modes_tf_momentum, "running_mean after .*TF/Keras-style momentum"),
+        (modes_biased_running_var, "running_var after .*biased batch variance"),
+        (modes_eps_outside_in_eval, "eps outside the square root"),
+    ],
+)
+def test_batchnorm_modes_mistakes(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("batchnorm-modes", wrong)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 5: the autograd.Function and the module's forward
+# --------------------------------------------------------------------------------------------
+def function_with_backward(dx_of):
+    """A Function whose backward computes dx with ``dx_of(dout, xhat, inv_std, weight)``."""
+
+    class BatchNormTrain(RightBatchNormTrain):
+        @staticmethod
+        def backward(ctx, dout):
+            xhat, inv_std, weight = ctx.saved_tensors
+            dims = axes_of(xhat)
+            dbias, dweight = dout.sum(dims), (dout * xhat).sum(dims)
+            return dx_of(dout, xhat, inv_std, weight), dweight, dbias, None
+
+    return BatchNormTrain
+
+
+def mean_of(a):
+    return a.mean(axes_of(a), keepdim=True)
+
+
+NoMeanPath = function_with_backward(
+    lambda dout, xhat, inv_std, w: w.view(shape_of(xhat)) * inv_std * (dout - xhat * mean_of(dout * xhat)))
+NoVariancePath = function_with_backward(
+    lambda dout, xhat, inv_std, w: w.view(shape_of(xhat)) * inv_std * (dout - mean_of(dout)))
+
+
+class SwappedGradients(RightBatchNormTrain):
+    @staticmethod
+    def backward(ctx, dout):
+        dx, dweight, dbias, _ = RightBatchNormTrain.backward(ctx, dout)
+        return dx, dbias, dweight, None
+
+
+class ForgetsEps(RightBatchNormTrain):
+    @staticmethod
+    def backward(ctx, dout):
+        return RightBatchNormTrain.backward(ctx, dout)[:3]
+
+
+class UnbiasedForward(RightBatchNormTrain):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps=1e-5):
+        dims, s = axes_of(x), shape_of(x)
+        inv_std = 1 / torch.sqrt(x.var(dims, keepdim=True) + eps)  # torch's default: unbiased
+        xhat = (x - x.mean(dims, keepdim=True)) * inv_std
+        ctx.save_for_backward(xhat, inv_std, weight)
+        return weight.view(s) * xhat + bias.view(s)
+
+
+def with_autograd(x, weight, bias, eps=1e-5):
+    return torch.nn.functional.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (NoMeanPath, "dx from .* the mean path is missing"),
+        (NoVariancePath, "dx from .* the variance path is missing"),
+        (SwappedGradients, "dweight and dbias swapped"),
+        (ForgetsEps, r"incorrect number of gradients.*\(dx, dweight, dbias, None\)"),
+        (UnbiasedForward, "the output of .*unbiased variance"),
+        (with_autograd, "has grad_fn NativeBatchNormBackward0: autograd recorded"),
+    ],
+)
+def test_autograd_function_mistakes(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("autograd-function", wrong)
+
+
+def module_forward_with(*, factor_of=None, count=True, count_always=False, batch_stats_of=None,
+                        hand_over_of=None):
+    """The right module forward with one decision replaced, the way a learner gets it wrong."""
+
+    def forward(module, x):
+        if count_always or (count and module.training and module.track_running_stats):
+            module.num_batches_tracked.add_(1)
+        if factor_of is not None:
+            factor = factor_of(module)
+        else:
+            factor = module.momentum
+            if module.momentum is None:
+                factor = 1.0 / float(module.num_batches_tracked) if module.training else 0.0
+        use_batch_stats = (batch_stats_of or (lambda m: m.training or m.running_mean is None))(module)
+        hand_over = (hand_over_of or (lambda m: not m.training or m.track_running_stats))(module)
+        return torch_bn.batch_norm(x, module.running_mean if hand_over else None,
+                                   module.running_var if hand_over else None, module.weight,
+                                   module.bias, use_batch_stats, factor, module.eps)
+
+    return forward
+
+
+def count_after_factor(module, x):
+    factor = module.momentum
+    if module.training and module.track_running_stats:
+        if module.momentum is None:
+            factor = 1.0 / float(module.num_batches_tracked)  # before counting this batch
+        module.num_batches_tracked.add_(1)
+    return torch_bn.batch_norm(x, module.running_mean, module.running_var, module.weight,
+                               module.bias, module.training or module.running_mean is None,
+                               factor or 0.0, module.eps)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (module_forward_with(factor_of=lambda m: m.momentum), "momentum=None reached batch_norm"),
+        (module_forward_with(factor_of=lambda m: 0.1 if m.momentum is None else m.momentum),
+         "momentum=None treated as the default 0.1"),
+        (count_after_factor, "must count this batch too"),
+        (module_forward_with(count=False), "num_batches_tracked not incremented"),
+        (module_forward_with(count_always=True), "num_batches_tracked incremented in eval mode"),
+        (module_forward_with(batch_stats_of=lambda m: True), "batch statistics used in eval mode"),
+        (module_forward_with(batch_stats_of=lambda m: False), "running statistics used in training mode"),
+        (module_forward_with(batch_stats_of=lambda m: m.training),
+         "evaluation normalizes with the batch's statistics: pass training=True"),
+        (module_forward_with(factor_of=lambda m: 1 - m.momentum if m.momentum else 0.0),
+         "TF/Keras-style momentum"),
+    ],
+)
+def test_module_forward_mistakes(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("module-forward", wrong)
 
 
 # --------------------------------------------------------------------------------------------
