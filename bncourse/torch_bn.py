@@ -55,6 +55,7 @@ __all__ = [
     "batch_stats",
     "update_running_stats",
     "batch_norm_backward",
+    "grad_input_from_sums",
     "BatchNormFunction",
     "batch_norm",
     "BatchNormNd",
@@ -177,17 +178,42 @@ def batch_norm_backward(
 
     grad_input = None
     if full_dx:
-        # dx = a * dy + k * xc + c per channel: c carries the mean path, k the variance path
-        k = -scale * invstd * invstd * sum_dy_xc / m
-        c = -scale * sum_dy / m
-        centered = torch.sub(input, mean.view(shape), out=out)
-        grad_input = torch.addcmul(c.view(shape), centered, k.view(shape), out=out)
-        grad_input = grad_input.addcmul_(grad_output, scale.view(shape))
+        grad_input = grad_input_from_sums(grad_output, input, mean, invstd, weight,
+                                          sum_dy, sum_dy_xc, m, out=out)
     elif need_input:
         grad_input = grad_output * scale.view(shape)
     grad_weight = sum_dy_xc * invstd if need_weight else None
     grad_bias = sum_dy if need_bias else None
     return grad_input, grad_weight, grad_bias
+
+
+def grad_input_from_sums(
+    grad_output: Tensor,
+    input: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    sum_dy: Tensor,
+    sum_dy_xc: Tensor,
+    m: int,
+    out: Tensor | None = None,
+) -> Tensor:
+    """Training-mode ``dx`` from the two per-channel sums over the ``m`` values that share
+    the statistics: ``sum_dy = sum(dy)`` and ``sum_dy_xc = sum(dy * (x - mean))``, ``(C,)``.
+
+    ``dx = a * dy + k * xc + c`` per channel, with ``a = weight * invstd``: ``c = -a *
+    sum_dy / m`` carries the mean path and ``k = -a * invstd**2 * sum_dy_xc / m`` the variance
+    path. Taking the sums as arguments is what lets SyncBatchNorm
+    (:mod:`bncourse.distributed`) reuse this with sums over every process's values. ``out``,
+    if given, is an input-sized buffer to write into.
+    """
+    shape = channel_shape(input.ndim)
+    scale = invstd if weight is None else invstd * weight
+    k = -scale * invstd * invstd * sum_dy_xc / m
+    c = -scale * sum_dy / m
+    centered = torch.sub(input, mean.view(shape), out=out)
+    grad_input = torch.addcmul(c.view(shape), centered, k.view(shape), out=out)
+    return grad_input.addcmul_(grad_output, scale.view(shape))
 
 
 class BatchNormFunction(torch.autograd.Function):
