@@ -77,9 +77,10 @@ def _worker(rank: int, world_size: int, port: int, backend: str, timeout: float,
 _PEER_FAILURE = ("Connection reset", "Connection closed", "Gloo", "gloo", "NCCL")
 
 
-def _failure(first: tuple[int, str], results: Any) -> DistributedError:
-    """The error to raise: the rank that failed first on its own, before those that only
-    lost their peer (a collective waiting for a dead rank fails with a connection error)."""
+def _failure(first: tuple[int, str], results: Any, processes: list) -> DistributedError:
+    """The error to raise: a rank that failed on its own (raised, or died without a word)
+    before those that only lost their peer (a collective waiting for a dead rank fails with a
+    connection error)."""
     errors = [first]
     grace = time.monotonic() + 1.0
     while time.monotonic() < grace:
@@ -89,10 +90,15 @@ def _failure(first: tuple[int, str], results: Any) -> DistributedError:
             continue
         if status == "error":
             errors.append((rank, payload))
-    errors.sort(key=lambda e: any(word in e[1].splitlines()[-1] for word in _PEER_FAILURE))
+    reported = {rank for rank, _ in errors}
+    for rank, process in enumerate(processes):
+        if rank not in reported and process.exitcode not in (None, 0):
+            errors.append((rank, f"rank {rank} exited with code {process.exitcode} without a result"))
+    errors.sort(key=lambda e: any(word in e[1].strip().splitlines()[-1] for word in _PEER_FAILURE))
     rank, text = errors[0]
     others = "".join(f"\n(rank {r} failed too: {t.strip().splitlines()[-1]})" for r, t in errors[1:])
-    return DistributedError(f"rank {rank} raised:\n{text.rstrip()}{others}")
+    head = "" if text.startswith(f"rank {rank} exited") else f"rank {rank} raised:\n"
+    return DistributedError(f"{head}{text.rstrip()}{others}")
 
 
 def _stop(processes: list) -> None:
@@ -143,14 +149,14 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, backend
                         try:
                             rank2, status, payload = results.get(timeout=1.0)
                         except queue_module.Empty:
-                            raise DistributedError(
-                                f"rank {rank} exited with code {process.exitcode} without a result") from None
+                            raise _failure((rank, f"rank {rank} exited with code {process.exitcode} "
+                                                  "without a result"), results, processes) from None
                         if status == "error":
-                            raise _failure((rank2, payload), results)
+                            raise _failure((rank2, payload), results, processes)
                         done[rank2] = payload
                 continue
             if status == "error":
-                raise _failure((rank, payload), results)
+                raise _failure((rank, payload), results, processes)
             done[rank] = payload
         for process in processes:
             process.join(timeout=max(1.0, deadline - time.monotonic()))

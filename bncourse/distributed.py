@@ -1,0 +1,242 @@
+"""SyncBatchNorm on ``torch.distributed``: BatchNorm over the global batch of all processes.
+
+With data parallelism each process sees only its own slice of the batch, so plain BatchNorm
+normalizes every slice with its own, noisier, statistics. SyncBatchNorm makes every process
+normalize with the statistics of the **global** batch, exactly as one BatchNorm over the
+concatenated batch would, at the price of two small collectives per layer:
+
+* forward: every process computes its per-channel ``(count, mean, M2)`` (``M2`` = sum of
+  squared deviations from its own mean), the triples are all-gathered, and each process merges
+  them with Chan's formula::
+
+      N = sum n_k,   mean = sum n_k mean_k / N,   M2 = sum M2_k + sum n_k (mean_k - mean)^2
+
+  We merge ``(count, mean, M2)`` rather than all-reducing ``(count, sum, sum of squares)``:
+  ``E[x^2] - E[x]^2`` subtracts two nearly equal numbers when the mean is large compared with
+  the spread and loses every digit in float32 (chapter 7), while every term of Chan's merge is
+  a sum of non-negative numbers. The price is an all-gather of ``1 + 2C`` numbers per process
+  instead of an all-reduce of ``1 + 2C``: the same tiny message, and one round trip either way.
+* backward: the closed form of chapter 3 needs two per-channel sums over the global batch,
+  ``sum(dy)`` and ``sum(dy * (x - mean))``; each process computes its part and one all-reduce
+  adds them up. ``grad_weight`` and ``grad_bias`` stay per process, as in
+  ``torch.nn.SyncBatchNorm``: ``DistributedDataParallel`` averages parameter gradients itself.
+
+Processes may hold different numbers of samples (even none). In evaluation mode, or outside an
+initialized process group of more than one process, SyncBatchNorm is plain BatchNorm.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .numpy_bn import channel_shape, reduce_axes
+from .torch_bn import (
+    BatchNormNd,
+    accumulation_dtype,
+    grad_input_from_sums,
+    update_running_stats,
+)
+
+__all__ = ["local_stats", "merge_stats", "SyncBatchNormFunction", "SyncBatchNorm",
+           "convert_sync_batchnorm"]
+
+
+def local_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """This process's per-channel ``(count, mean, M2)``: a 0-d count and two ``(C,)`` tensors.
+
+    ``M2`` is the sum of squared deviations from this process's own mean (two passes, in the
+    accumulation dtype). An empty slice gives count 0, mean 0 and M2 0.
+    """
+    x = x.to(accumulation_dtype(x.dtype))
+    dims = reduce_axes(x.ndim)
+    count = x.numel() // x.shape[1]
+    if count == 0:
+        zeros = x.new_zeros(x.shape[1])
+        return x.new_tensor(0.0), zeros, zeros.clone()
+    mean = x.mean(dims)
+    m2 = (x - mean.view(channel_shape(x.ndim))).square().sum(dims)
+    return x.new_tensor(float(count)), mean, m2
+
+
+def merge_stats(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Chan's formula for many parts: ``counts`` ``(P,)``, ``means`` and ``m2s`` ``(P, C)``.
+
+    Returns the ``(count, mean, M2)`` of the union of the parts, as if computed on all the
+    values at once (a 0-d count, two ``(C,)`` tensors).
+    """
+    total = counts.sum()
+    weights = (counts / total).unsqueeze(1)  # (P, 1); a part with count 0 has weight 0
+    mean = (weights * means).sum(0)
+    m2 = m2s.sum(0) + (counts.unsqueeze(1) * (means - mean).square()).sum(0)
+    return total, mean, m2
+
+
+def _gather_stats(count: Tensor, mean: Tensor, m2: Tensor, group: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """All-gather every process's ``(count, mean, M2)`` as one ``(1 + 2C,)`` message each."""
+    packed = torch.cat([count.view(1), mean, m2])
+    parts = [torch.empty_like(packed) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, packed, group=group)
+    stacked = torch.stack(parts)  # (P, 1 + 2C)
+    c = mean.numel()
+    return stacked[:, 0], stacked[:, 1:1 + c], stacked[:, 1 + c:]
+
+
+class SyncBatchNormFunction(torch.autograd.Function):
+    """Training-mode BatchNorm with global statistics; backward by the closed form with
+    all-reduced sums. ``apply(input, weight, bias, running_mean, running_var, momentum, eps,
+    group)``."""
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None,
+                running_mean: Tensor | None, running_var: Tensor | None, momentum: float,
+                eps: float, group: Any) -> Tensor:
+        count, mean, m2 = _gather_stats(*local_stats(input), group)
+        total, mean, m2 = merge_stats(count, mean, m2)
+        m = int(round(total.item()))
+        if m <= 1:
+            raise ValueError("Expected more than 1 value per channel when training, "
+                             f"got {m} value(s) per channel over all processes")
+        var = m2 / m
+        update_running_stats(running_mean, running_var, mean, var, m, momentum)
+        invstd = torch.rsqrt(var + eps)
+        scale = invstd if weight is None else invstd * weight
+        shape = channel_shape(input.ndim)
+        x = input.to(accumulation_dtype(input.dtype))
+        output = (x - mean.view(shape)) * scale.view(shape)
+        if bias is not None:
+            output = output + bias.view(shape)
+        ctx.save_for_backward(input, weight, mean, invstd)
+        ctx.m, ctx.group = m, group
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return output.to(input.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        input, weight, mean, invstd = ctx.saved_tensors
+        acc = accumulation_dtype(input.dtype)
+        dims, shape = reduce_axes(input.ndim), channel_shape(input.ndim)
+        dy, x = grad_output.to(acc), input.to(acc)
+        local_sum_dy = dy.sum(dims)
+        local_sum_dy_xc = (dy * (x - mean.view(shape))).sum(dims)
+        sums = torch.cat([local_sum_dy, local_sum_dy_xc])
+        dist.all_reduce(sums, group=ctx.group)  # the global sums, on every process
+        c = mean.numel()
+        grad_input = grad_input_from_sums(dy, x, mean, invstd, weight, sums[:c], sums[c:], ctx.m)
+        need_weight, need_bias = ctx.needs_input_grad[1:3]
+        grad_weight = (local_sum_dy_xc * invstd).to(weight.dtype) if need_weight else None
+        grad_bias = local_sum_dy.to(ctx.bias_dtype) if need_bias else None
+        return grad_input.to(input.dtype), grad_weight, grad_bias, None, None, None, None, None
+
+
+class SyncBatchNorm(BatchNormNd):
+    """Drop-in for ``torch.nn.SyncBatchNorm(num_features, eps, momentum, affine,
+    track_running_stats, process_group, device, dtype)``; any input ``(N, C, *spatial)``.
+
+    Parameters, buffers, ``state_dict`` keys and the running-statistics update are those of
+    BatchNorm; the running variance is fed the unbiased variance of the *global* batch.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 process_group: Any | None = None, device: Any = None, dtype: Any = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.process_group = process_group
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def _world_size(self) -> int:
+        if not (dist.is_available() and dist.is_initialized()):
+            return 1
+        return dist.get_world_size(self.process_group or dist.group.WORLD)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not (self.training and self._world_size() > 1):
+            return super().forward(input)  # evaluation, or nothing to synchronize with
+        self._check_input_dim(input)
+        if input.shape[1] != self.num_features:
+            raise RuntimeError(f"running_mean should contain {input.shape[1]} elements not "
+                               f"{self.num_features}")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        return SyncBatchNormFunction.apply(
+            input, self.weight, self.bias, self.running_mean, self.running_var, factor, self.eps,
+            self.process_group or dist.group.WORLD)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any | None = None) -> nn.Module:
+        """``module`` with every BatchNorm (torch.nn's or bncourse's) replaced by SyncBatchNorm,
+        parameters and buffers carried over (shared, not copied), like torch's helper."""
+        converted = module
+        is_bn = isinstance(module, (nn.modules.batchnorm._BatchNorm, BatchNormNd))
+        if is_bn and not isinstance(module, cls):
+            converted = cls(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats, process_group)
+            if module.affine:
+                with torch.no_grad():
+                    converted.weight = module.weight
+                    converted.bias = module.bias
+            converted.running_mean = module.running_mean
+            converted.running_var = module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+            converted.train(module.training)
+        for name, child in module.named_children():
+            converted.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return converted
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group: Any | None = None) -> nn.Module:
+    """Function form of :meth:`SyncBatchNorm.convert_sync_batchnorm`."""
+    return SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+
+
+# --------------------------------------------------------------------------------------------
+# A worker for bncourse.launch.run_distributed: SyncBatchNorm on this process's shard
+# --------------------------------------------------------------------------------------------
+def global_batches(shape: tuple[int, ...], steps: int, seed: int,
+                   dtype: torch.dtype = torch.float32) -> list[tuple[Tensor, Tensor]]:
+    """``steps`` pairs ``(x, dy)`` of the global batch shape, the same in every process."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(steps):
+        x = torch.randn(shape, generator=generator, dtype=torch.float64) * 2 + 3
+        dy = torch.randn(shape, generator=generator, dtype=torch.float64)
+        batches.append((x.to(dtype), dy.to(dtype)))
+    return batches
+
+
+def sync_bn_worker(rank: int, world_size: int, sizes: list[int], shape: tuple[int, ...],
+                   steps: int = 3, seed: int = 0, momentum: float | None = 0.1,
+                   affine: bool = True) -> dict[str, Any]:
+    """Train a SyncBatchNorm for ``steps`` steps on this rank's shard of shared global batches.
+
+    ``sizes[k]`` is rank ``k``'s number of samples; ``shape`` is ``(C, *spatial)``. Returns the
+    last step's output and input gradient (this rank's rows), the per-rank ``grad_weight`` and
+    ``grad_bias`` summed over the steps, and the final buffers. Compare with one BatchNorm on
+    the concatenated batch: :func:`global_batches` gives the same data in the caller.
+    """
+    from .launch import shard
+
+    bn = SyncBatchNorm(shape[0], momentum=momentum, affine=affine)
+    if affine:
+        with torch.no_grad():
+            bn.weight.copy_(torch.linspace(0.5, 1.5, shape[0]))
+            bn.bias.copy_(torch.linspace(-1.0, 1.0, shape[0]))
+    for x, dy in global_batches((sum(sizes), *shape), steps, seed):
+        x = shard(x, sizes, rank).clone().requires_grad_(True)
+        out = bn(x)
+        out.backward(shard(dy, sizes, rank))
+    return {
+        "out": out.detach(), "grad_input": x.grad,
+        "grad_weight": bn.weight.grad if affine else None,
+        "grad_bias": bn.bias.grad if affine else None,
+        "running_mean": bn.running_mean, "running_var": bn.running_var,
+        "num_batches_tracked": int(bn.num_batches_tracked),
+    }

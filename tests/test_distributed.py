@@ -1,0 +1,184 @@
+"""SyncBatchNorm on real gloo process groups (127.0.0.1), against one BN on the global batch.
+
+Every test that starts processes goes through bncourse.launch.run_distributed, which picks a
+free port, kills every rank on an error or after a timeout, and leaves no process behind (each
+test checks that no child process survives).
+
+Tolerances (float32): outputs and input gradients within atol=1e-5, rtol=1e-4 of
+torch.nn.BatchNorm on the concatenated batch; parameter gradients (sums over up to 3 ranks
+and 3 steps of per-rank sums over up to ~100 values) within atol=1e-4, rtol=1e-4; buffers
+within atol=1e-5, rtol=1e-5. The merged statistics differ from single-process ones only by
+float32 rounding in a different order.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from bncourse.distributed import (
+    SyncBatchNorm,
+    convert_sync_batchnorm,
+    global_batches,
+    local_stats,
+    merge_stats,
+    sync_bn_worker,
+)
+from bncourse.launch import DistributedError, run_distributed
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    yield
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == [], "a rank process outlived its test"
+
+
+def reference(sizes, shape, steps=3, seed=0, momentum=0.1, affine=True):
+    """One torch.nn BatchNorm trained on the concatenated batches, as sync_bn_worker does."""
+    module = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d, 4: nn.BatchNorm3d}[len(shape)]
+    bn = module(shape[0], momentum=momentum, affine=affine)
+    if affine:
+        with torch.no_grad():
+            bn.weight.copy_(torch.linspace(0.5, 1.5, shape[0]))
+            bn.bias.copy_(torch.linspace(-1.0, 1.0, shape[0]))
+    for x, dy in global_batches((sum(sizes), *shape), steps, seed):
+        x = x.clone().requires_grad_(True)
+        out = bn(x)
+        out.backward(dy)
+    return bn, out.detach().numpy(), x.grad.numpy()
+
+
+@pytest.mark.parametrize(
+    "sizes, shape, momentum, affine",
+    [
+        ([4, 4], (3,), 0.1, True),                 # world size 2, (N, C)
+        ([3, 5], (2, 6), None, True),              # unequal sizes, (N, C, L), cumulative average
+        ([2, 1, 4], (3, 4, 4), 0.3, True),         # world size 3, images, a rank with one sample
+        ([5, 0, 2], (2, 3), 0.1, False),           # a rank with no sample at all, affine=False
+    ],
+)
+def test_sync_bn_equals_one_bn_over_the_global_batch(sizes, shape, momentum, affine):
+    results = run_distributed(sync_bn_worker, len(sizes), sizes, shape, 3, 0, momentum, affine,
+                              timeout=120)
+    bn, out, grad_input = reference(sizes, shape, momentum=momentum, affine=affine)
+    np.testing.assert_allclose(np.concatenate([r["out"] for r in results]), out, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(np.concatenate([r["grad_input"] for r in results]), grad_input,
+                               atol=1e-5, rtol=1e-4)
+    if affine:  # per-rank parameter gradients add up to the global ones (DDP averages them)
+        np.testing.assert_allclose(sum(r["grad_weight"] for r in results), bn.weight.grad.numpy(),
+                                   atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(sum(r["grad_bias"] for r in results), bn.bias.grad.numpy(),
+                                   atol=1e-4, rtol=1e-4)
+    for r in results:  # every rank holds the same buffers, those of the global BN
+        np.testing.assert_allclose(r["running_mean"], bn.running_mean.numpy(), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(r["running_var"], bn.running_var.numpy(), atol=1e-5, rtol=1e-5)
+        assert r["num_batches_tracked"] == int(bn.num_batches_tracked) == 3
+
+
+def test_chan_merge_equals_statistics_of_the_union():
+    torch.manual_seed(0)
+    parts = [torch.randn(n, 3, dtype=torch.float64) * 5 + 100 for n in (1, 4, 0, 7)]
+    stats = [local_stats(p) for p in parts]
+    count, mean, m2 = merge_stats(torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats]),
+                                  torch.stack([s[2] for s in stats]))
+    union = torch.cat(parts)
+    assert int(count) == 12
+    torch.testing.assert_close(mean, union.mean(0))
+    torch.testing.assert_close(m2 / 12, union.var(0, correction=0))
+
+
+def test_chan_merge_keeps_float32_accuracy_where_sum_of_squares_fails():
+    """Mean 1e4, std 1, in float32: the merged variance is right to 1e-3 relative, the
+    E[x^2] - E[x]^2 formula from all-reduced sums is off by far more."""
+    generator = torch.Generator().manual_seed(1)
+    parts = [(torch.randn(512, 2, generator=generator, dtype=torch.float64) + 1e4).float() for _ in range(3)]
+    union = torch.cat(parts).double()
+    exact = union.var(0, correction=0)
+    stats = [local_stats(p) for p in parts]
+    _, _, m2 = merge_stats(torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats]),
+                           torch.stack([s[2] for s in stats]))
+    assert torch.allclose(m2.double() / union.shape[0], exact, rtol=1e-3)
+    n = union.shape[0]
+    sums = sum(p.sum(0) for p in parts)
+    squares = sum((p * p).sum(0) for p in parts)
+    naive = squares / n - (sums / n) ** 2
+    assert not torch.allclose(naive.double(), exact, rtol=1e-1)
+
+
+def test_eval_mode_and_no_process_group_are_plain_batchnorm():
+    assert not dist.is_initialized()
+    torch.manual_seed(2)
+    ours, theirs = SyncBatchNorm(3), nn.BatchNorm1d(3)
+    for _ in range(3):
+        x = torch.randn(8, 3, 5)
+        torch.testing.assert_close(ours(x), theirs(x))
+    ours.eval(), theirs.eval()
+    x = torch.randn(2, 3, 5)
+    torch.testing.assert_close(ours(x), theirs(x))
+    torch.testing.assert_close(ours.running_var, theirs.running_var)
+
+
+def test_convert_sync_batchnorm_replaces_and_shares_state():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, momentum=None)))
+    model[1].running_mean.fill_(0.5)
+    converted = convert_sync_batchnorm(model)
+    assert isinstance(converted[1], SyncBatchNorm) and isinstance(converted[3][1], SyncBatchNorm)
+    assert converted[3][1].momentum is None
+    assert converted[1].weight is model[1].weight
+    assert float(converted[1].running_mean[0]) == 0.5
+    assert set(converted.state_dict()) == set(model.state_dict())
+
+
+def test_sync_bn_errors_like_torch():
+    with pytest.raises(ValueError, match=r"expected at least 2D input \(got 1D input\)"):
+        SyncBatchNorm(3)(torch.randn(3))
+
+
+# --------------------------------------------------------------------------------------------
+# The launcher: failures are prompt and leave nothing behind
+# --------------------------------------------------------------------------------------------
+def fails_on_rank_1(rank, world_size):
+    if rank == 1:
+        raise ValueError("rank 1 fails on purpose")
+    dist.barrier()  # rank 0 would wait here forever for rank 1
+
+
+def hangs_on_rank_0(rank, world_size):
+    if rank == 0:
+        time.sleep(3600)
+    dist.barrier()
+
+
+def exits_on_rank_1(rank, world_size):
+    if rank == 1:
+        os._exit(3)
+    dist.barrier()
+
+
+def test_a_rank_that_raises_fails_the_run_promptly():
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match=r"rank 1 raised:(.|\n)*ValueError: rank 1 fails on purpose"):
+        run_distributed(fails_on_rank_1, 2, timeout=120)
+    assert time.monotonic() - start < 60
+
+
+def test_a_hang_is_a_timeout():
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not finish within 8 s"):
+        run_distributed(hangs_on_rank_0, 2, timeout=8)
+    assert time.monotonic() - start < 40
+
+
+def test_a_rank_that_dies_fails_the_run():
+    with pytest.raises(DistributedError, match="rank 1 exited with code 3"):
+        run_distributed(exits_on_rank_1, 2, timeout=60)
