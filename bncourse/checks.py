@@ -223,8 +223,9 @@ def compare(
         )
     if np.allclose(got, expected, rtol=rtol, atol=atol):
         return
-    error = np.abs(got.astype(np.float64) - expected.astype(np.float64))
+    error = np.atleast_1d(np.abs(got.astype(np.float64) - expected.astype(np.float64)))
     error[~np.isfinite(error)] = np.inf
+    error = error.reshape(got.shape)
     index = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
     message = (
         f"{name} is wrong: largest error {float(error[index]):.3g} at index "
@@ -925,3 +926,85 @@ def _freeze_batchnorm_checked(freeze_batchnorm: Callable[..., Any]) -> str:
     if torch.equal(model[4].weight, weight_before):
         raise CheckFailed("a fine-tuning step no longer changes the Linear layer's weight")
     return "BatchNorm1d/2d layers in eval mode with frozen gamma and beta; other layers still train"
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 9: beyond one device and beyond BatchNorm
+# --------------------------------------------------------------------------------------------
+def _merge_cases() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per-process ``(counts, means, m2s)`` made from real data, one case with an empty process."""
+    cases = []
+    for seed, counts in [(70, [2, 5, 3]), (71, [4, 0, 6, 1])]:
+        rng = _rng(seed)
+        parts = [rng.normal(loc=rng.uniform(-5, 5), scale=rng.uniform(0.5, 2), size=(n, 3)) for n in counts]
+        means = np.array([p.mean(0) if len(p) else np.zeros(3) for p in parts])
+        m2s = np.array([((p - p.mean(0)) ** 2).sum(0) if len(p) else np.zeros(3) for p in parts])
+        cases.append((np.array(counts, dtype=np.float64), means, m2s))
+    return cases
+
+
+@exercise("chan-merge", chapter="09_beyond_one_device",
+          title="Merge per-process statistics with Chan's formula",
+          signature="merge_stats(counts, means, m2s) -> (count, mean, m2); counts (P,), means and m2s (P, C)")
+def _check_chan_merge(merge_stats: Callable[..., Any]) -> str:
+    for counts, means, m2s in _merge_cases():
+        name = f"merge_stats for counts {counts.astype(int).tolist()}"
+        count, mean, m2 = _unpack(name, merge_stats(counts.copy(), means.copy(), m2s.copy()),
+                                  ("count", "mean", "m2"))
+        total = counts.sum()
+        exp_mean = (counts[:, None] * means).sum(0) / total
+        exp_m2 = m2s.sum(0) + (counts[:, None] * (means - exp_mean) ** 2).sum(0)
+        wrong = mis.merge_stats_mistakes(counts, means, m2s)
+        compare_number(f"the count from {name}", count, float(total), rtol=0, mistakes=wrong["count"])
+        compare(f"the mean from {name}", mean, exp_mean, mistakes=wrong["mean"])
+        compare(f"M2 from {name}", m2, exp_m2, mistakes=wrong["m2"])
+    return "count, mean and M2 of the union, also with a process that holds no values"
+
+
+def _fold_cases() -> list[dict[str, np.ndarray]]:
+    """A square Linear (so a wrong axis does not fail by shape alone) and a Conv2d weight."""
+    cases = []
+    for seed, shape in [(72, (4, 4)), (73, (4, 3, 3, 3))]:
+        rng = _rng(seed)
+        out = shape[0]
+        cases.append(dict(weight=rng.normal(size=shape), bias=rng.normal(size=out),
+                          running_mean=rng.normal(size=out) * 2,
+                          running_var=np.array([4.0, 0.25, 1e-4, 1.0]),  # 1e-4: eps matters
+                          gamma=rng.uniform(0.5, 2.0, size=out), beta=rng.normal(size=out)))
+    return cases
+
+
+@exercise("fold-batchnorm", chapter="09_beyond_one_device",
+          title="Fold BatchNorm into the layer before it",
+          signature="fold_bn(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5) -> (weight, bias)")
+def _check_fold_batchnorm(fold_bn: Callable[..., Any]) -> str:
+    for case in _fold_cases():
+        name = f"fold_bn for a weight of shape {_shape_text(case['weight'].shape)}"
+        copies = {k: v.copy() for k, v in case.items()}
+        weight, bias = _unpack(name, fold_bn(**copies, eps=1e-5), ("weight", "bias"))
+        a = case["gamma"] / np.sqrt(case["running_var"] + 1e-5)
+        exp_weight = case["weight"] * a.reshape((-1,) + (1,) * (case["weight"].ndim - 1))
+        exp_bias = a * (case["bias"] - case["running_mean"]) + case["beta"]
+        wrong = mis.fold_mistakes(**case, eps=1e-5)
+        compare(f"the weight from {name}", weight, exp_weight, mistakes=wrong["weight"])
+        compare(f"the bias from {name}", bias, exp_bias, mistakes=wrong["bias"])
+    return "one scale per output channel, bias a * (b - running_mean) + beta, for Linear and Conv2d weights"
+
+
+@exercise("group-norm", chapter="09_beyond_one_device", title="GroupNorm in NumPy",
+          signature="group_norm(x, groups, eps=1e-5) -> array shaped like x, for x of shape (N, C, *spatial)")
+def _check_group_norm(group_norm: Callable[..., Any]) -> str:
+    cases = [(74, (3, 6, 4), 2), (75, (2, 4, 3, 3), 2), (76, (2, 6, 5), 3), (77, (2, 4, 3), 1), (78, (2, 4, 3), 4)]
+    for seed, shape, groups in cases:
+        rng = _rng(seed)
+        x = rng.normal(size=shape) * rng.uniform(0.5, 3, size=(1, shape[1]) + (1,) * (len(shape) - 2)) \
+            + rng.uniform(-3, 3, size=(1, shape[1]) + (1,) * (len(shape) - 2))
+        name = f"group_norm(x, groups={groups}) for x of shape {_shape_text(shape)}"
+        got = group_norm(x.copy(), groups, eps=1e-5)
+        n, c = shape[:2]
+        view = x.reshape(n, groups, c // groups, *shape[2:])
+        axes = tuple(range(2, view.ndim))
+        expected = ((view - view.mean(axis=axes, keepdims=True))
+                    / np.sqrt(view.var(axis=axes, keepdims=True) + 1e-5)).reshape(shape)
+        compare(name, got, expected, mistakes=mis.group_norm_mistakes(x, groups, 1e-5))
+    return "statistics per sample and group of C // G neighbouring channels; 1 group = LayerNorm, C groups = InstanceNorm"

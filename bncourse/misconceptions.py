@@ -32,6 +32,9 @@ __all__ = [
     "values_per_statistic_mistakes",
     "running_stats_mistakes",
     "module_forward_mistakes",
+    "merge_stats_mistakes",
+    "fold_mistakes",
+    "group_norm_mistakes",
 ]
 
 
@@ -430,4 +433,87 @@ def values_per_statistic_mistakes(norm: str, shape: tuple[int, ...], groups: int
         "C // groups channels": groups * positions,
         "the groups were ignored: GroupNorm(groups, C) reduces over C // groups channels": c * positions,
         "GroupNorm keeps statistics per sample: the batch is not pooled": n * (c // groups) * positions,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 9: SyncBatchNorm's merge, folding BatchNorm, GroupNorm
+# --------------------------------------------------------------------------------------------
+def merge_stats_mistakes(counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Wrong merges of per-process ``(count, mean, M2)``, keyed by the output they spoil."""
+    total = counts.sum()
+    mean = (counts[:, None] * means).sum(0) / total
+    between = (counts[:, None] * (means - mean) ** 2).sum(0)
+    return {
+        "count": {
+            "the merged count is the number of processes; it is the number of values, sum(counts)":
+                float(len(counts)),
+        },
+        "mean": {
+            "the means are averaged without weights: a process with more values must weigh "
+            "more, mean = sum(n_k * mean_k) / N": means.mean(0),
+        },
+        "m2": {
+            "M2 misses the between-process term sum(n_k * (mean_k - mean)^2): the parts' "
+            "means differ from the global mean": m2s.sum(0),
+            "M2 is the merged sum of squared deviations, not the variance M2 / N":
+                (m2s.sum(0) + between) / total,
+            "the between-process term needs the weights n_k: sum(n_k * (mean_k - mean)^2)":
+                m2s.sum(0) + ((means - mean) ** 2).sum(0),
+        },
+    }
+
+
+def fold_mistakes(weight: np.ndarray, bias: np.ndarray, running_mean: np.ndarray,
+                  running_var: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                  eps: float) -> dict[str, dict[str, Any]]:
+    """Wrong folded ``(weight, bias)`` of a Linear/Conv followed by an eval-mode BatchNorm."""
+    a = gamma / np.sqrt(running_var + eps)
+    out_axis = (-1,) + (1,) * (weight.ndim - 1)
+    in_axis = (1, -1) + (1,) * (weight.ndim - 2)
+    no_eps = gamma / np.sqrt(running_var)
+    weight_mistakes: dict[str, Any] = {}
+    if weight.shape[1] == a.shape[0]:  # a square weight: scaling the wrong axis raises no error
+        weight_mistakes["the weights are scaled along the input channels (axis 1); BatchNorm "
+                        "scales each output channel, the rows of the weight (axis 0)"] = weight * a.reshape(in_axis)
+    return {
+        "weight": {
+            **weight_mistakes,
+            "eps missing: the scale is gamma / sqrt(running_var + eps)": weight * no_eps.reshape(out_axis),
+            "the scale divides by the variance; it is gamma / sqrt(running_var + eps)":
+                weight * (gamma / (running_var + eps)).reshape(out_axis),
+        },
+        "bias": {
+            "the layer's own bias is not scaled: b' = a * (b - running_mean) + beta":
+                bias - a * running_mean + beta,
+            "running_mean is not subtracted: b' = a * (b - running_mean) + beta": a * bias + beta,
+            "eps missing: the scale is gamma / sqrt(running_var + eps)":
+                no_eps * (bias - running_mean) + beta,
+            "beta is missing: b' = a * (b - running_mean) + beta": a * (bias - running_mean),
+        },
+    }
+
+
+def group_norm_mistakes(x: np.ndarray, groups: int, eps: float) -> dict[str, Any]:
+    """Wrong GroupNorm outputs for ``x`` of shape ``(N, C, *spatial)``."""
+    n, c = x.shape[:2]
+    spatial = x.shape[2:]
+
+    def grouped(view_shape, axes, ddof=0):
+        v = x.reshape(view_shape)
+        out = (v - v.mean(axis=axes, keepdims=True)) / np.sqrt(v.var(axis=axes, keepdims=True, ddof=ddof) + eps)
+        return out.reshape(x.shape)
+
+    rest = tuple(range(3, 3 + len(spatial)))
+    return {
+        "the groups interleave the channels: reshape to (N, G, C // G, ...) so that a group is "
+        "C // G neighbouring channels": grouped((n, c // groups, groups, *spatial), (1, *rest)),
+        "the batch axis is reduced too: GroupNorm's statistics are per sample":
+            grouped((n, groups, c // groups, *spatial), (0, 2, *rest)),
+        "statistics per channel (InstanceNorm): a group holds C // G channels":
+            grouped(x.shape, tuple(range(2, x.ndim))),
+        "the groups are ignored (LayerNorm): reduce over each group of C // G channels, not all C":
+            grouped(x.shape, tuple(range(1, x.ndim))),
+        "unbiased variance (ddof=1); normalization uses the biased variance":
+            grouped((n, groups, c // groups, *spatial), (2, *rest), ddof=1),
     }

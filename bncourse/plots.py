@@ -38,6 +38,8 @@ __all__ = [
     "variance_bias",
     "agreement_over_steps",
     "bench_bars",
+    "statistic_noise_vs_batch",
+    "normalization_family",
 ]
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -509,4 +511,49 @@ def batch_size_sweep(batch_sizes: Sequence[int], accuracies: dict[str, Sequence[
     ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 9: beyond one device and beyond BatchNorm
+# --------------------------------------------------------------------------------------------
+def statistic_noise_vs_batch(ms: Sequence[int], noise: Sequence[float], marks: dict[str, int]) -> Figure:
+    """Spread (std over many batches) of a channel's batch mean against the batch size ``m``,
+    log-log, with the prediction ``1/sqrt(m)`` and vertical marks at named batch sizes."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ms = np.asarray(ms)
+    ax.loglog(ms, noise, "o", color=COLORS[0], label="measured")
+    ax.loglog(ms, 1 / np.sqrt(ms), "-", color=COLORS[0], lw=1, alpha=0.7, label=r"$1/\sqrt{m}$")
+    for k, (label, m) in enumerate(marks.items()):
+        ax.axvline(m, color=COLORS[1 + k], ls="--", lw=1.2, label=label)
+    ax.set_xlabel("values per channel in the batch, m")
+    ax.set_ylabel("std of the batch mean\n(population std = 1)")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def normalization_family(shape: tuple[int, int, int] = (4, 6, 4), groups: int = 2) -> Figure:
+    """The four members of the family on one (N, C, H*W) block: the blue cubes share one
+    mean and variance (after the figure of Wu and He's Group Normalization paper)."""
+    n, c, hw = shape
+    patterns = {}
+    batch = np.zeros(shape, dtype=bool)
+    batch[:, 0, :] = True
+    patterns["BatchNorm\nover (N, H, W), per channel"] = batch
+    layer = np.zeros(shape, dtype=bool)
+    layer[0] = True
+    patterns["LayerNorm\nover (C, H, W), per sample"] = layer
+    instance = np.zeros(shape, dtype=bool)
+    instance[0, 0, :] = True
+    patterns["InstanceNorm\nover (H, W), per sample, channel"] = instance
+    group = np.zeros(shape, dtype=bool)
+    group[0, : c // groups, :] = True
+    patterns[f"GroupNorm ({groups} groups)\nover (C/G, H, W), per group"] = group
+    fig = plt.figure(figsize=(13, 3.6))
+    for k, (title, mask) in enumerate(patterns.items()):
+        ax = fig.add_subplot(1, 4, k + 1, projection="3d")
+        reduction_pattern(ax, shape, mask, "")
+        ax.set_title(title, fontsize=9, pad=12)
+    fig.subplots_adjust(left=0.0, right=0.98, top=0.88, bottom=0.02, wspace=0.05)
     return fig
