@@ -37,11 +37,12 @@ from .torch_bn import (
     BatchNormNd,
     accumulation_dtype,
     grad_input_from_sums,
+    normalize,
     update_running_stats,
 )
 
 __all__ = ["local_stats", "merge_stats", "SyncBatchNormFunction", "SyncBatchNorm",
-           "convert_sync_batchnorm"]
+           "convert_sync_batchnorm", "global_batches", "set_demo_parameters", "sync_bn_worker"]
 
 
 def local_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -102,12 +103,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
         var = m2 / m
         update_running_stats(running_mean, running_var, mean, var, m, momentum)
         invstd = torch.rsqrt(var + eps)
-        scale = invstd if weight is None else invstd * weight
-        shape = channel_shape(input.ndim)
-        x = input.to(accumulation_dtype(input.dtype))
-        output = (x - mean.view(shape)) * scale.view(shape)
-        if bias is not None:
-            output = output + bias.view(shape)
+        output = normalize(input.to(accumulation_dtype(input.dtype)), mean, invstd, weight, bias)
         ctx.save_for_backward(input, weight, mean, invstd)
         ctx.m, ctx.group = m, group
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -212,6 +208,16 @@ def global_batches(shape: tuple[int, ...], steps: int, seed: int,
     return batches
 
 
+def set_demo_parameters(bn: nn.Module) -> nn.Module:
+    """Give a BatchNorm's gamma and beta distinct values per channel (if it has them), so that
+    the demonstrations compare more than the defaults 1 and 0; returns ``bn``."""
+    if bn.weight is not None:
+        with torch.no_grad():
+            bn.weight.copy_(torch.linspace(0.5, 1.5, bn.num_features))
+            bn.bias.copy_(torch.linspace(-1.0, 1.0, bn.num_features))
+    return bn
+
+
 def sync_bn_worker(rank: int, world_size: int, sizes: list[int], shape: tuple[int, ...],
                    steps: int = 3, seed: int = 0, momentum: float | None = 0.1,
                    affine: bool = True) -> dict[str, Any]:
@@ -224,11 +230,7 @@ def sync_bn_worker(rank: int, world_size: int, sizes: list[int], shape: tuple[in
     """
     from .launch import shard
 
-    bn = SyncBatchNorm(shape[0], momentum=momentum, affine=affine)
-    if affine:
-        with torch.no_grad():
-            bn.weight.copy_(torch.linspace(0.5, 1.5, shape[0]))
-            bn.bias.copy_(torch.linspace(-1.0, 1.0, shape[0]))
+    bn = set_demo_parameters(SyncBatchNorm(shape[0], momentum=momentum, affine=affine))
     for x, dy in global_batches((sum(sizes), *shape), steps, seed):
         x = shard(x, sizes, rank).clone().requires_grad_(True)
         out = bn(x)

@@ -55,6 +55,7 @@ __all__ = [
     "batch_stats",
     "update_running_stats",
     "batch_norm_backward",
+    "normalize",
     "grad_input_from_sums",
     "BatchNormFunction",
     "batch_norm",
@@ -187,6 +188,21 @@ def batch_norm_backward(
     return grad_input, grad_weight, grad_bias
 
 
+def normalize(x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None,
+              bias: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """``y = (x - mean) * (weight * invstd) + bias`` per channel, in two passes over ``out``.
+
+    ``mean``, ``invstd``, ``weight``, ``bias``: ``(C,)`` (``weight``/``bias`` may be ``None``);
+    ``out``, if given, is an input-sized buffer to write into.
+    """
+    shape = channel_shape(x.ndim)
+    scale = invstd if weight is None else invstd * weight
+    output = torch.sub(x, mean.view(shape), out=out)
+    if bias is None:
+        return output.mul_(scale.view(shape))
+    return torch.addcmul(bias.view(shape), output, scale.view(shape), out=output)
+
+
 def grad_input_from_sums(
     grad_output: Tensor,
     input: Tensor,
@@ -238,7 +254,6 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None,
                 running_mean: Tensor | None, running_var: Tensor | None, training: bool,
                 momentum: float, eps: float) -> Tensor:
-        shape = channel_shape(input.ndim)
         x = input.to(accumulation_dtype(input.dtype))
         output = torch.empty_like(x)  # the one input-sized tensor: squares, then the output
         if training:
@@ -249,13 +264,7 @@ class BatchNormFunction(torch.autograd.Function):
             mean = running_mean.view(-1).to(x.dtype)
             var = running_var.view(-1).to(x.dtype)
         invstd = torch.rsqrt(var + eps)
-        scale = invstd if weight is None else invstd * weight
-        # y = (x - mean) * (weight * invstd) + bias, in two passes over `output`
-        torch.sub(x, mean.view(shape), out=output)
-        if bias is None:
-            output.mul_(scale.view(shape))
-        else:
-            torch.addcmul(bias.view(shape), output, scale.view(shape), out=output)
+        normalize(x, mean, invstd, weight, bias, out=output)
         ctx.save_for_backward(input, weight, mean, invstd)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype

@@ -28,6 +28,7 @@ from bncourse.distributed import (
     global_batches,
     local_stats,
     merge_stats,
+    set_demo_parameters,
     sync_bn_worker,
 )
 from bncourse.launch import DistributedError, run_distributed
@@ -45,11 +46,7 @@ def no_process_left_behind():
 def reference(sizes, shape, steps=3, seed=0, momentum=0.1, affine=True):
     """One torch.nn BatchNorm trained on the concatenated batches, as sync_bn_worker does."""
     module = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d, 4: nn.BatchNorm3d}[len(shape)]
-    bn = module(shape[0], momentum=momentum, affine=affine)
-    if affine:
-        with torch.no_grad():
-            bn.weight.copy_(torch.linspace(0.5, 1.5, shape[0]))
-            bn.bias.copy_(torch.linspace(-1.0, 1.0, shape[0]))
+    bn = set_demo_parameters(module(shape[0], momentum=momentum, affine=affine))
     for x, dy in global_batches((sum(sizes), *shape), steps, seed):
         x = x.clone().requires_grad_(True)
         out = bn(x)
