@@ -9,6 +9,11 @@ installed into the Python you call this with (only the standard library is neede
 The environment is (re)installed whenever ``requirements.txt`` or ``pyproject.toml`` change:
 their hash is stored in ``.venv/.installed``. Extra arguments after ``test`` go to pytest,
 extra arguments after ``book`` go to ``jupyter-book build``.
+
+The test suite includes browser tests of the built book, which need a Chromium-based
+browser. ``test`` looks for one (:data:`BROWSERS`) and, if there is none, installs Debian's
+``chromium`` with apt-get when it can (as root, or with password-less sudo). Where it cannot,
+the browser tests are skipped and say why.
 """
 from __future__ import annotations
 
@@ -29,6 +34,45 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 # The strict build of the book: every warning is an error (-W), every broken reference is a
 # warning (-n), and all problems are reported before failing (--keep-going).
 BOOK_BUILD = ["build", str(ROOT), "-W", "-n", "--keep-going"]
+
+
+# Browsers the browser tests can drive through Playwright, first found wins (Debian's
+# chromium, Ubuntu's chromium-browser, Google Chrome as on GitHub's runners).
+BROWSERS = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+
+
+def find_browser() -> str | None:
+    """Path of the first browser of :data:`BROWSERS` on the PATH, or ``None``."""
+    for name in BROWSERS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def ensure_browser() -> None:
+    """Install Debian's chromium for the browser tests if no browser is there and we may.
+
+    An install that is attempted and fails is an error (it would otherwise silently turn the
+    browser tests into skips); not being allowed to install is only a note.
+    """
+    if find_browser():
+        return
+    if os.name != "posix" or not shutil.which("apt-get"):
+        print("note: no Chromium and no apt-get: the browser tests will be skipped", flush=True)
+        return
+    if os.geteuid() == 0:
+        sudo: list[str] = []
+    elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        sudo = ["sudo", "-n"]
+    else:
+        print("note: no Chromium, and installing it needs root: the browser tests will be "
+              "skipped (install the 'chromium' package to run them)", flush=True)
+        return
+    print("Installing Debian's chromium for the browser tests", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _run(sudo + ["apt-get", "update", "-qq"], env=env)
+    _run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env)
 
 
 def _requirements_hash() -> str:
@@ -93,6 +137,7 @@ def main(argv: list[str]) -> int:
             _run([BIN / "jupyter-book", *BOOK_BUILD, *extra], env=env)
             print(f"\nThe book is at {ROOT / '_build' / 'html' / 'index.html'}")
         else:
+            ensure_browser()
             _run([PYTHON, "-m", "pytest", *extra], env=env)
     except subprocess.CalledProcessError as error:
         return error.returncode or 1

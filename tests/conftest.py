@@ -1,11 +1,26 @@
-"""Shared test configuration.
+"""Shared test configuration and fixtures.
 
-Hypothesis runs derandomized (the same examples on every run, so CI is reproducible) with
-enough examples to cover shapes of 2 to 5 dimensions and every option combination.
+* Hypothesis runs derandomized (the same examples on every run, so CI is reproducible) with
+  enough examples to cover shapes of 2 to 5 dimensions and every option combination.
+* ``built_book``: the book built once per test session, strictly, into a temporary folder
+  (an empty execution cache, so every notebook really runs); used by the build test and the
+  browser tests. While developing the browser tests, ``BNCOURSE_REUSE_BOOK=DIR`` points the
+  fixture at a book already built into ``DIR/_build`` instead (CI never sets it).
 """
-import os
+from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from course import BOOK_BUILD  # noqa: E402  (the one definition of the strict build)
 
 settings.register_profile(
     "course",
@@ -15,3 +30,26 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "course"))
+
+
+@dataclass
+class BuiltBook:
+    """The result of ``jupyter-book build . -W -n --keep-going`` into a fresh folder."""
+
+    returncode: int
+    log: str
+    html: Path
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
+    reuse = os.environ.get("BNCOURSE_REUSE_BOOK")  # development only: a folder holding _build/html
+    if reuse:
+        return BuiltBook(0, "(reused)", Path(reuse) / "_build" / "html")
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    result = subprocess.run(
+        [str(jupyter_book), *BOOK_BUILD, "--path-output", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )
+    return BuiltBook(result.returncode, result.stdout + result.stderr, out / "_build" / "html")

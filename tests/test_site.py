@@ -1,0 +1,257 @@
+"""The published book, tested as a reader sees it: in a real browser.
+
+The book is built once per session (``built_book`` in conftest), served from 127.0.0.1 on a
+free port by a server this module starts and stops, and driven through Playwright with a
+Chromium-based browser found on the PATH (``course.py test`` installs Debian's ``chromium``
+when it can; Playwright's own browser download is not used). Without a browser these tests
+are skipped, with the reason in pytest's summary.
+
+Screenshots of the introduction and a chapter, at desktop and phone widths, are written to
+``reports/screenshots/`` for a person to look at.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from course import find_browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "reports" / "screenshots"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+pytestmark = pytest.mark.slow
+
+
+def toc_pages() -> list[str]:
+    """The book's pages in reading order (paths relative to the site, ``.html``)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            if "file" in entry:
+                pages.append(entry["file"])
+            for key in ("chapters", "sections"):
+                walk(entry.get(key, []))
+
+    walk(toc["parts"])
+    return [f"{page}.html" for page in pages]
+
+
+PAGES = toc_pages()
+# The page's prose as a reader sees it: without code, outputs and the rendered math itself.
+PROSE = """() => {
+    const main = document.querySelector('main').cloneNode(true);
+    main.querySelectorAll('pre, code, .cell_output, script, mjx-container').forEach(e => e.remove());
+    return main.innerText;
+}"""
+NOTEBOOK_PAGES = [page for page in PAGES if page.startswith("notebooks/")]
+# Display equations that do not fit the text column (the start of their text, for the message).
+WIDE_MATH = """() => Array.from(document.querySelectorAll('main mjx-container[display="true"]'))
+    .filter(m => m.scrollWidth > m.parentElement.clientWidth + 2)
+    .map(m => m.textContent.slice(0, 60))"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(built_book):
+    """Base URL of the built book, served from 127.0.0.1 for the duration of the module."""
+    assert built_book.returncode == 0, "the book did not build:\n" + built_book.log[-3000:]
+    handler = functools.partial(_QuietHandler, directory=str(built_book.html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = find_browser()
+    if path is None:
+        pytest.skip("no Chromium-based browser on the PATH (install Debian's 'chromium'; "
+                    "`python3 course.py test` does so when run as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=path, args=BROWSER_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Visit:
+    """A page opened in a fresh browser context, with everything that went wrong recorded:
+    console errors, uncaught exceptions, failed requests and HTTP errors for local URLs."""
+
+    def __init__(self, browser, base: str, viewport=DESKTOP):
+        self.base = base
+        self.context = browser.new_context(viewport=viewport)
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", self._failed)
+        self.page.on("response", self._response)
+
+    def _local(self, url: str) -> bool:
+        return url.startswith(self.base)
+
+    def _failed(self, request) -> None:
+        if self._local(request.url):
+            self.problems.append(f"request failed: {request.url} ({request.failure})")
+
+    def _response(self, response) -> None:
+        if self._local(response.url) and response.status >= 400:
+            self.problems.append(f"HTTP {response.status}: {response.url}")
+
+    def open(self, path: str) -> None:
+        self.page.goto(self.base + path, wait_until="networkidle")
+
+    def wait_for_math(self) -> None:
+        """Wait until MathJax has typeset the page (if the page loads MathJax)."""
+        if self.page.evaluate("() => typeof window.MathJax === 'object' && !!window.MathJax.startup"):
+            self.page.evaluate("() => window.MathJax.startup.promise")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture()
+def visit(browser, site):
+    visits = []
+
+    def open_visit(path: str, viewport=DESKTOP) -> Visit:
+        v = Visit(browser, site, viewport)
+        visits.append(v)
+        v.open(path)
+        return v
+
+    yield open_visit
+    for v in visits:
+        v.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Every page
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", PAGES)
+def test_page_loads_renders_math_and_every_figure(visit, built_book, path):
+    v = visit(path)
+    v.wait_for_math()
+    page = v.page
+    assert page.title().strip(), "every page has a title"
+    prose = page.evaluate(PROSE)
+    assert "$$" not in prose, "display math left raw"
+    source = (built_book.html / path).read_text()
+    if 'class="math' in source:
+        assert page.locator("main mjx-container").count() > 0, "math not rendered by MathJax"
+        for tex in ("\\frac", "\\sqrt", "\\hat", "\\sum"):
+            assert tex not in prose, f"TeX left raw: {tex}"
+        cut = page.evaluate(WIDE_MATH)
+        assert not cut, f"display math wider than the text column at {DESKTOP['width']}px: {cut}"
+    images = page.evaluate(
+        """() => Array.from(document.querySelectorAll('main img')).map(
+               img => ({src: img.currentSrc, ok: img.complete && img.naturalWidth > 0}))""")
+    broken = [image["src"] for image in images if not image["ok"]]
+    assert not broken, f"images that did not load: {broken}"
+    if path in NOTEBOOK_PAGES:
+        assert images, "every chapter has figures"
+    assert not v.problems, "\n".join(v.problems)
+
+
+def test_mathjax_is_served_by_the_site_itself(visit):
+    """The site works offline: MathJax comes with it, not from a CDN."""
+    v = visit(NOTEBOOK_PAGES[0])
+    sources = v.page.evaluate("() => Array.from(document.scripts).map(s => s.src).filter(Boolean)")
+    mathjax = [src for src in sources if "mathjax" in src.lower()]
+    assert mathjax and all(src.startswith(v.base) for src in mathjax), mathjax
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a chapter
+# --------------------------------------------------------------------------------------------
+def test_solution_dropdown_opens_on_click(visit):
+    v = visit("notebooks/02_numpy_forward.html")
+    solution = v.page.locator("div.solution.dropdown").first
+    content = solution.locator("section").first
+    assert not content.is_visible(), "a solution starts folded"
+    solution.locator(".admonition-title").first.click()
+    content.wait_for(state="visible", timeout=5000)
+    assert "batch_stats" in content.inner_text()
+
+
+def test_search_finds_running_var(visit):
+    v = visit("search.html?q=running_var")
+    results = v.page.locator("#search-results ul.search li")
+    results.first.wait_for(timeout=20000)
+    links = [urlparse(href).path for href in results.locator("a").evaluate_all("as => as.map(a => a.href)")]
+    assert any(link.endswith("notebooks/04_running_stats.html") for link in links), links
+    assert not v.problems, "\n".join(v.problems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PAGES)
+def test_notebook_pages_offer_the_ipynb_download(visit, path):
+    v = visit(path)
+    link = v.page.locator("a.btn-download-source-button")
+    assert link.count() == 1
+    href = link.get_attribute("href")
+    assert href.endswith(Path(path).stem + ".ipynb"), href
+    response = v.page.request.get(v.page.url.rsplit("/", 1)[0] + "/" + href)
+    assert response.ok and response.json()["nbformat"] == 4
+
+
+def test_launch_buttons_point_at_the_notebook(visit):
+    v = visit("notebooks/02_numpy_forward.html")
+    hrefs = v.page.locator(".dropdown-launch-buttons a").evaluate_all("as => as.map(a => a.href)")
+    assert any("colab.research.google.com" in h and h.endswith("notebooks/02_numpy_forward.ipynb") for h in hrefs), hrefs
+    assert any("mybinder.org" in h and "notebooks/02_numpy_forward.ipynb" in h for h in hrefs), hrefs
+
+
+def test_next_and_previous_walk_the_whole_book(visit):
+    v = visit("index.html")
+    v.page.wait_for_url("**/" + PAGES[0])
+    forward = [PAGES[0]]
+    while v.page.locator("a.right-next").count():
+        v.page.locator("a.right-next").first.click()
+        v.page.wait_for_load_state("networkidle")
+        forward.append(v.page.url.split(v.base, 1)[1].split("#")[0])
+    assert forward == PAGES
+    backward = [forward[-1]]
+    while v.page.locator("a.left-prev").count():
+        v.page.locator("a.left-prev").first.click()
+        v.page.wait_for_load_state("networkidle")
+        backward.append(v.page.url.split(v.base, 1)[1].split("#")[0])
+    assert backward == PAGES[::-1]
+    assert not v.problems, "\n".join(v.problems)
+
+
+@pytest.mark.parametrize("name, viewport", [("desktop", DESKTOP), ("phone", PHONE)])
+@pytest.mark.parametrize("path", [PAGES[0], "notebooks/02_numpy_forward.html"])
+def test_screenshots_and_no_sideways_scrolling(visit, path, name, viewport):
+    v = visit(path, viewport)
+    v.wait_for_math()
+    width = v.page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= viewport["width"] + 1, f"the page scrolls sideways: {width}px > {viewport['width']}px"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    target = SCREENSHOTS / f"{Path(path).stem}-{name}.png"
+    v.page.screenshot(path=str(target))
+    assert target.stat().st_size > 10_000
