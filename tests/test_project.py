@@ -8,6 +8,8 @@ exercise id it checks is registered in bncourse.checks.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -143,3 +145,74 @@ def test_every_exercise_is_in_exactly_one_notebook():
             assert exercise_id not in seen, f"{exercise_id} in {seen.get(exercise_id)} and {path.stem}"
             seen[exercise_id] = path.stem
     assert set(seen) == set(EXERCISES)
+
+
+# --------------------------------------------------------------------------------------------
+# The published site: figures, launch buttons, workflows
+# --------------------------------------------------------------------------------------------
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_is_numbered_with_a_caption(path):
+    nb = nbformat.read(path, as_version=4)
+    names = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and any("image/png" in o.get("data", {}) for o in cell.outputs):
+            figure = cell.metadata.get("mystnb", {}).get("figure", {})
+            assert figure.get("caption", "").strip(), f"figure without a caption: {cell.source[:60]}"
+            assert figure.get("name", "").startswith("fig-"), f"figure without a name: {cell.source[:60]}"
+            names.append(figure["name"])
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_install_the_course_package_on_colab(path):
+    """Colab opens a notebook alone: its first code cell installs bncourse from the book's
+    repository when it is missing (and does nothing where it is installed)."""
+    cell = nbformat.read(path, as_version=4).cells[1]
+    assert cell.cell_type == "code" and 'find_spec("bncourse") is None' in cell.source
+    assert f'git+{CONFIG["repository"]["url"]}"' in cell.source, "the URL must match _config.yml"
+
+
+def test_launch_buttons_and_binder_environment():
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
+    assert CONFIG["only_build_toc_files"] is True
+    assert CONFIG["execute"]["timeout"] > 0
+    binder = (ROOT / "binder" / "requirements.txt").read_text()
+    assert "-r ../requirements.txt" in binder
+    assert "pip install --no-deps -e ." in (ROOT / "binder" / "postBuild").read_text()
+
+
+def check_workflows(*paths: Path) -> subprocess.CompletedProcess:
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    return subprocess.run([str(checker), "--builtin-schema", "vendor.github-workflows", *map(str, paths)],
+                          capture_output=True, text=True)
+
+
+def test_workflows_are_valid_github_actions():
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+    assert {p.name for p in workflows} >= {"ci.yml", "publish.yml", "grade.yml"}
+    result = check_workflows(*workflows)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_workflow_check_can_fail(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("name: broken\non: push\njobs:\n  test:\n    steps:\n      - run: true\n")
+    assert check_workflows(broken).returncode != 0, "a job without runs-on must be rejected"
+
+
+def test_workflows_run_the_readme_commands():
+    ci = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    publish = yaml.safe_load((ROOT / ".github/workflows/publish.yml").read_text())
+    grade = yaml.safe_load((ROOT / ".github/workflows/grade.yml").read_text())
+
+    def runs(workflow):
+        return [step.get("run", "") for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+    assert "python3 course.py test" in runs(ci)
+    assert "python3 course.py book" in runs(publish)
+    assert any("actions/deploy-pages" in step.get("uses", "") for step in publish["jobs"]["deploy"]["steps"])
+    assert any("python -m bncourse grade exercises" in run for run in runs(grade))
