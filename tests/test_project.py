@@ -216,3 +216,32 @@ def test_workflows_run_the_readme_commands():
     assert "python3 course.py book" in runs(publish)
     assert any("actions/deploy-pages" in step.get("uses", "") for step in publish["jobs"]["deploy"]["steps"])
     assert any("python -m bncourse grade exercises" in run for run in runs(grade))
+
+
+def test_execution_cache_is_cleared_when_the_package_or_pins_change(tmp_path, monkeypatch):
+    """Jupyter Book re-executes a notebook when its code changes; course.py also makes a
+    change to bncourse/ or requirements.txt count, so the book never shows stale outputs."""
+    import course
+
+    monkeypatch.setattr(course, "ROOT", tmp_path)
+    (tmp_path / "bncourse").mkdir()
+    (tmp_path / "bncourse" / "numpy_bn.py").write_text("x = 1\n")
+    (tmp_path / "requirements.txt").write_text("numpy==2.4.6\n")
+    cache = tmp_path / "_build" / ".jupyter_cache"
+
+    def cached() -> bool:
+        return cache.exists()
+
+    cache.mkdir(parents=True)
+    course.invalidate_stale_execution_cache()  # first run: nothing recorded, start clean
+    assert not cached()
+    cache.mkdir()
+    course.invalidate_stale_execution_cache()
+    assert cached(), "nothing changed: the cache stays"
+    (tmp_path / "bncourse" / "numpy_bn.py").write_text("x = 2\n")
+    course.invalidate_stale_execution_cache()
+    assert not cached(), "bncourse changed: the cache goes"
+    cache.mkdir()
+    (tmp_path / "requirements.txt").write_text("numpy==2.4.7\n")
+    course.invalidate_stale_execution_cache()
+    assert not cached(), "the pins changed: the cache goes"
