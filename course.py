@@ -106,10 +106,13 @@ def invalidate_stale_execution_cache() -> None:
     """Drop the book's execution cache when code the notebooks import has changed.
 
     Jupyter Book re-executes a notebook when its code cells change, but not when
-    ``bncourse/`` or the pinned requirements do; this makes those changes count too.
+    ``bncourse/`` or the pinned requirements do; this makes those changes count too. Sphinx's
+    saved environment (``_build/.doctrees``) goes as well: otherwise Sphinx sees unchanged
+    notebooks, never reads them again, and the pages keep their old outputs.
     """
-    cache = ROOT / "_build" / ".jupyter_cache"
-    stamp = ROOT / "_build" / ".jupyter_cache.inputs"
+    build = ROOT / "_build"
+    caches = [build / ".jupyter_cache", build / ".doctrees"]
+    stamp = build / ".jupyter_cache.inputs"
     digest = hashlib.sha256()
     for path in sorted([ROOT / "requirements.txt", *(ROOT / "bncourse").rglob("*.py")]):
         digest.update(path.relative_to(ROOT).as_posix().encode())
@@ -117,9 +120,10 @@ def invalidate_stale_execution_cache() -> None:
     wanted = digest.hexdigest()
     if stamp.exists() and stamp.read_text() == wanted:
         return
-    if cache.exists():
+    if any(cache.exists() for cache in caches):
         print("bncourse/ or requirements.txt changed: clearing the notebook execution cache")
-        shutil.rmtree(cache)
+        for cache in caches:
+            shutil.rmtree(cache, ignore_errors=True)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(wanted)
 

@@ -227,21 +227,27 @@ def test_execution_cache_is_cleared_when_the_package_or_pins_change(tmp_path, mo
     (tmp_path / "bncourse").mkdir()
     (tmp_path / "bncourse" / "numpy_bn.py").write_text("x = 1\n")
     (tmp_path / "requirements.txt").write_text("numpy==2.4.6\n")
-    cache = tmp_path / "_build" / ".jupyter_cache"
+    # Jupyter Book's execution cache, and Sphinx's saved environment, which would otherwise
+    # tell Sphinx the notebooks are unchanged so that it never reads (executes) them again
+    caches = [tmp_path / "_build" / ".jupyter_cache", tmp_path / "_build" / ".doctrees"]
 
-    def cached() -> bool:
-        return cache.exists()
+    def fill() -> None:
+        for cache in caches:
+            cache.mkdir(parents=True, exist_ok=True)
 
-    cache.mkdir(parents=True)
+    def cached() -> list[bool]:
+        return [cache.exists() for cache in caches]
+
+    fill()
     course.invalidate_stale_execution_cache()  # first run: nothing recorded, start clean
-    assert not cached()
-    cache.mkdir()
+    assert cached() == [False, False]
+    fill()
     course.invalidate_stale_execution_cache()
-    assert cached(), "nothing changed: the cache stays"
+    assert cached() == [True, True], "nothing changed: the caches stay"
     (tmp_path / "bncourse" / "numpy_bn.py").write_text("x = 2\n")
     course.invalidate_stale_execution_cache()
-    assert not cached(), "bncourse changed: the cache goes"
-    cache.mkdir()
+    assert cached() == [False, False], "bncourse changed: the caches go"
+    fill()
     (tmp_path / "requirements.txt").write_text("numpy==2.4.7\n")
     course.invalidate_stale_execution_cache()
-    assert not cached(), "the pins changed: the cache goes"
+    assert cached() == [False, False], "the pins changed: the caches go"
