@@ -53,13 +53,19 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["FORMAT", "RESULTS_PATH", "IMPLEMENTATIONS", "PASSES", "Case", "DEFAULT_CASES",
-           "minimal_bytes", "run", "environment", "load_results", "validate", "format_results",
-           "main"]
+__all__ = ["FORMAT", "RESULTS_PATH", "NO_RESULTS_NOTE", "IMPLEMENTATIONS", "PASSES", "Case", "DEFAULT_CASES",
+           "minimal_bytes", "memory_passes", "run", "environment", "load_results", "validate",
+           "format_results", "main"]
 
 FORMAT = "bncourse-gpu-bench/1"
 RESULTS_PATH = Path(__file__).resolve().parent / "data" / "gpu_bench.json"
 """Where the recorded results are committed (chapter 8 reads them from here)."""
+
+NO_RESULTS_NOTE = (
+    "No GPU results have been recorded yet. On a machine with an NVIDIA GPU, run\n"
+    "    python -m bncourse bench --device cuda --json bncourse/data/gpu_bench.json\n"
+    "then commit that file and re-run this notebook to see them here.")
+"""What chapter 8 shows where the figures would be, until :data:`RESULTS_PATH` exists."""
 
 IMPLEMENTATIONS = ["triton", "cudnn", "native", "torch_bn", "copy"]
 PASSES = {"forward": 3, "forward+backward": 8}
@@ -96,6 +102,51 @@ def minimal_bytes(case: Case, pass_name: str) -> int:
     """Bytes BatchNorm must move without keeping the tensor on chip (see the module docstring)."""
     numel = math.prod(case.shape)
     return PASSES[pass_name] * numel * _DTYPES[case.dtype].itemsize
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    return []
+
+
+_ALLOCATIONS = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "set_"}
+
+
+def memory_passes(function: Callable[..., Any], *args: Any) -> list[tuple[str, int, int]]:
+    """The operations ``function(*args)`` runs below autograd, each one a kernel on a GPU:
+    ``(name, reads, writes)``, counting the tensors of the first argument's size it reads and
+    writes (views and allocations cost nothing and are left out).  What a kernel does inside
+    is not seen, nor are Triton's kernels (they are not torch operations): one
+    fused operation counts 1 read and 1 write even if it reads its input twice."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    size = args[0].numel()
+    log: list[tuple[str, int, int]] = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            reads = [t for t in _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
+                     if t.numel() == size]
+            writes = [t for t in _tensors(out) if t.numel() == size]
+            mutates = any(a.alias_info is not None and a.alias_info.is_write
+                          for a in func._schema.arguments)
+            storages = {t.untyped_storage().data_ptr() for t in reads}
+            is_view = not mutates and writes and all(
+                t.untyped_storage().data_ptr() in storages for t in writes)
+            if (reads or writes) and not is_view and func.overloadpacket.__name__ not in _ALLOCATIONS:
+                log.append((func.overloadpacket.__name__, len(reads), len(writes)))
+            return out
+
+    with Recorder():
+        function(*args)
+    return log
 
 
 def _make_inputs(case: Case, device: torch.device, seed: int) -> dict[str, torch.Tensor]:

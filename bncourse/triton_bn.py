@@ -59,9 +59,12 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     # No GPU: run the kernels in Triton's interpreter, on CPU tensors. Triton reads this when
@@ -376,6 +379,16 @@ class Tiling:
     @property
     def grid(self) -> tuple[int, int]:
         return (self.programs, self.channel_blocks)
+
+    def program_ids(self) -> "np.ndarray":
+        """For every element of the ``view`` (an ``(N', C, S')`` array), the program that
+        reads it, numbered ``pid_t * channel_blocks + pid_c`` (for pictures of the tiling)."""
+        import numpy as np
+
+        n, c, s = (np.arange(k).reshape(shape) for k, shape in
+                   zip(self.view, [(-1, 1, 1), (1, -1, 1), (1, 1, -1)]))
+        tile = n * self.s_blocks + s // self.block_s
+        return (tile // self.tiles_per_program) * self.channel_blocks + c // self.block_c
 
     def kernel_args(self) -> tuple[int, ...]:
         """``C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles`` as the kernels take them."""
