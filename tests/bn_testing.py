@@ -67,7 +67,33 @@ def make_input(shape, dtype, layout, generator, loc=0.0, scale=1.0):
     return x
 
 
+def compare_step(ours, theirs, x, dy, tol, layout, widen=False):
+    """One forward and backward of both modules on ``x`` and ``dy``: outputs (and their
+    memory format), input gradients, weight and bias gradients (then cleared) and buffers,
+    within ``tol`` (keys "out", "grad", "param", "stats").  ``widen``: ``theirs`` is a float64
+    reference, fed the same numbers in float64."""
+    convert = (lambda t: t.double()) if widen else (lambda t: t.clone())  # keeps the layout
+    xs = [x.clone().requires_grad_(), convert(x).requires_grad_()]
+    out_ours, out_theirs = ours(xs[0]), theirs(xs[1])
+    assert_close(out_ours, out_theirs, **tol["out"])
+    if layout == "channels_last":
+        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        assert out_ours.is_contiguous(memory_format=fmt) == out_theirs.is_contiguous(memory_format=fmt)
+    out_ours.backward(dy)
+    out_theirs.backward(convert(dy))
+    assert_close(xs[0].grad, xs[1].grad, **tol["grad"])
+    for name in ("weight", "bias"):
+        p_ours, p_theirs = getattr(ours, name), getattr(theirs, name)
+        if p_theirs is None:
+            assert p_ours is None
+            continue
+        assert_close(p_ours.grad, p_theirs.grad, **tol["param"])
+        p_ours.grad = p_theirs.grad = None
+    assert_same_state(ours, theirs, tol["stats"])
+
+
 def raised(call):
+    """``(type, message)`` of what ``call()`` raises, or ``None``."""
     try:
         call()
     except Exception as error:  # noqa: BLE001 - we compare whatever was raised

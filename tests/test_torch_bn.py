@@ -35,7 +35,7 @@ from torch import nn
 from bncourse import numpy_bn, torch_bn
 from bncourse.__main__ import main as cli
 from bn_testing import (F32, F64, FUNCTIONAL_ERRORS, HALF, NAMES, RM, RV, TOL, X, assert_close,
-                        assert_same_state, make_input, randomize, raised)
+                        assert_same_state, compare_step, make_input, randomize, raised)
 
 CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -158,25 +158,7 @@ def run_steps(cfg, ours, theirs, steps, input_dtype, tol, reference=False):
         x = make_input(shape, input_dtype, cfg["layout"], g, loc=float(rng.uniform(-3, 3)),
                        scale=float(rng.uniform(0.1, 3)))
         dy = make_input(shape, input_dtype, cfg["layout"], g)
-        widen = (lambda t: t.double()) if reference else (lambda t: t.clone())  # keeps layout
-        xs = [x.clone().requires_grad_(), widen(x).requires_grad_()]
-        out_ours, out_theirs = ours(xs[0]), theirs(xs[1])
-        assert_close(out_ours, out_theirs, **tol["out"])
-        if cfg["layout"] == "channels_last":
-            fmt = torch.channels_last if cfg["ndim"] == 4 else torch.channels_last_3d
-            assert (out_ours.is_contiguous(memory_format=fmt)
-                    == out_theirs.is_contiguous(memory_format=fmt))
-        out_ours.backward(dy)
-        out_theirs.backward(widen(dy))
-        assert_close(xs[0].grad, xs[1].grad, **tol["grad"])
-        for name in ("weight", "bias"):
-            p_ours, p_theirs = getattr(ours, name), getattr(theirs, name)
-            if p_theirs is None:
-                assert p_ours is None
-                continue
-            assert_close(p_ours.grad, p_theirs.grad, **tol["param"])
-            p_ours.grad = p_theirs.grad = None
-        assert_same_state(ours, theirs, tol["stats"])
+        compare_step(ours, theirs, x, dy, tol, cfg["layout"], widen=reference)
 
 
 @given(configurations())

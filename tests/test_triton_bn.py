@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from bncourse import distributed, torch_bn, triton_bn
-from bn_testing import (F32, F64, FUNCTIONAL_ERRORS, HALF, NAMES, assert_close,
-                        assert_same_state, make_input, randomize, raised)
+from bn_testing import (F32, F64, FUNCTIONAL_ERRORS, HALF, NAMES, assert_close, compare_step,
+                        make_input, randomize, raised)
 
 INTERPRETER = pytest.param(
     "interpreter",
@@ -89,24 +89,7 @@ def steps(ours, reference, shape, layout, device, dtype, tol, schedule, seed, wi
         reference.train(mode == "t")
         x = make_input(shape, dtype, layout, g, loc=1.0 + step, scale=2.0).to(device)
         dy = make_input(shape, dtype, layout, g).to(device)
-        convert = (lambda t: t.double()) if widen else (lambda t: t.clone())
-        xs = [x.clone().requires_grad_(), convert(x).requires_grad_()]
-        out_ours, out_ref = ours(xs[0]), reference(xs[1])
-        assert_close(out_ours, out_ref, **tol["out"])
-        if layout == "channels_last":
-            fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
-            assert out_ours.is_contiguous(memory_format=fmt)
-        out_ours.backward(dy)
-        out_ref.backward(convert(dy))
-        assert_close(xs[0].grad, xs[1].grad, **tol["grad"])
-        for name in ("weight", "bias"):
-            p_ours, p_ref = getattr(ours, name), getattr(reference, name)
-            if p_ref is None:
-                assert p_ours is None
-                continue
-            assert_close(p_ours.grad, p_ref.grad, **tol["param"])
-            p_ours.grad = p_ref.grad = None
-        assert_same_state(ours, reference, tol["stats"])
+        compare_step(ours, reference, x, dy, tol, layout, widen=widen)
 
 
 # --------------------------------------------------------------------------------------------
