@@ -12,6 +12,9 @@ Two backends, one set of tests (the ``backend`` parameter):
 * ``cuda`` (marked ``cuda``): the compiled kernels on CUDA tensors at full size.  Skipped,
   with the reason printed, where there is no GPU.
 
+Without a GPU, the kernels are also compiled for one (Triton's compiler and ptxas need no
+device): every launch triton_bn makes, for an H100, by tests/triton_compile_check.py.
+
 Tolerances: those of tests/test_torch_bn.py (``bn_testing``), with one addition: float64
 running statistics agree to float32's relative precision (``rtol=1e-6``), because Triton
 passes Python floats (momentum) to a kernel as float32.  Half-precision inputs are compared
@@ -20,6 +23,11 @@ input's dtype, since the kernels compute in float32 and round once (to nearest o
 interpreter rounds float32 to bfloat16 by truncation, one unit at most).
 """
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -424,3 +432,19 @@ def test_empty_batch_is_torch_bns():
     w = torch.full((3,), 2.0)
     assert torch.equal(triton_bn.batch_norm(x, None, None, w, w, training=True),
                        torch_bn.batch_norm(x, None, None, w, w, training=True))
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled kernels, without a GPU: Triton's compiler and ptxas for an H100
+# --------------------------------------------------------------------------------------------
+def test_every_launch_compiles_for_an_h100(tmp_path):
+    """The interpreter does not run Triton's compiler: tests/triton_compile_check.py records
+    every launch triton_bn makes (each dtype, layout and mode) and compiles it for sm_90, in a
+    fresh process with the interpreter off and an empty kernel cache."""
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
+    script = Path(__file__).with_name("triton_compile_check.py")
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "launches compiled for sm_90" in result.stdout
+
