@@ -5,7 +5,11 @@ Modules (each one small, read them alongside the chapters):
 * :mod:`bncourse.numpy_bn` -- the reference NumPy BatchNorm: forward, running statistics, backward.
 * :mod:`bncourse.torch_bn` -- PyTorch BatchNorm with a hand-written backward: ``batch_norm`` and
   drop-in ``BatchNorm1d/2d/3d``.
-* :mod:`bncourse.bench` -- forward+backward timings against ``torch.nn`` and a plain copy.
+* :mod:`bncourse.triton_bn` -- BatchNorm as Triton kernels (compiled for a GPU, or run by
+  Triton's interpreter on CPU tensors): ``batch_norm`` and ``BatchNorm1d/2d/3d``.
+* :mod:`bncourse.bench` -- forward+backward timings against ``torch.nn`` and a plain copy;
+  :mod:`bncourse.gpu_bench` -- the GPU benchmark (Triton, cuDNN, ATen, a copy) and its
+  results file.
 * :mod:`bncourse.gradcheck` -- central-difference gradients and relative errors.
 * :mod:`bncourse.checks` -- exercise checkers (``check(id, candidate)``).
 * :mod:`bncourse.misconceptions` -- known mistakes, used by the checkers to name them.

@@ -6,8 +6,12 @@ Commands:
 * ``grade PATH...`` -- grade learner notebooks (or folders of them); exit 0 only if all pass.
 * ``make-exercises`` -- (re)generate exercises/ from notebooks/ (``--check``: only compare).
 * ``run-notebooks PATH...`` -- execute notebooks in place (what is committed in notebooks/).
-* ``bench [--device cpu|cuda] [--shape 64x64x32x32 ...] [--repeats N] [--json FILE]`` --
+* ``bench [--shape 64x64x32x32 ...] [--repeats N] [--json FILE]`` -- on the CPU:
   forward+backward time of ``bncourse.torch_bn`` against ``torch.nn`` and a plain copy.
+* ``bench --device cuda [--shape ... --dtype bfloat16 --channels-last] [--json FILE]`` -- on a
+  GPU: chapter 8's benchmark (:mod:`bncourse.gpu_bench`): the Triton kernels, cuDNN, ATen
+  without cuDNN, torch_bn and a copy, forward and forward+backward; ``--json
+  bncourse/data/gpu_bench.json`` records the results the chapter shows.
 """
 from __future__ import annotations
 
@@ -67,11 +71,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda asked for, but CUDA is not available here", file=sys.stderr)
+    if torch.device(args.device).type == "cuda":
+        if not torch.cuda.is_available():
+            print("error: --device cuda asked for, but CUDA is not available here", file=sys.stderr)
+            return 2
+        from .gpu_bench import Case, main as gpu_main
+
+        layout = "channels_last" if args.channels_last else "contiguous"
+        if shapes and args.channels_last and any(len(s) not in (4, 5) for s in shapes):
+            print("error: --channels-last needs 4-d or 5-d shapes", file=sys.stderr)
+            return 2
+        cases = [Case(s, args.dtype, layout) for s in shapes] if shapes else None
+        report = gpu_main(cases, device=args.device, json_path=args.json)
+        return 0 if all(r["checked"] for r in report["results"]) else 1
+    if args.dtype != "float32" or args.channels_last:
+        print("error: --dtype and --channels-last are for --device cuda (the CPU benchmark "
+              "times float32 contiguous inputs)", file=sys.stderr)
         return 2
     bench_main(shapes, device=args.device, repeats=args.repeats, warmup=args.warmup,
                json_path=args.json)
+    print("(the Triton kernels are timed with --device cuda only: on the CPU they run in "
+          "Triton's interpreter, which checks them but is not meant to be fast)")
     return 0
 
 
@@ -98,13 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--timeout", type=int, default=300, help="seconds per cell")
     run.set_defaults(func=_cmd_run_notebooks)
     bench = commands.add_parser(
-        "bench", help="time forward+backward: bncourse.torch_bn vs torch.nn vs a copy")
+        "bench", help="time BatchNorm: torch_bn vs torch.nn vs a copy (CPU); with the Triton "
+                      "kernels and cuDNN (--device cuda)")
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     bench.add_argument("--shape", action="append", metavar="NxCx...",
-                       help="input shape, e.g. 64x64x32x32; repeat for several "
-                            "(default: 64x64x32x32, 256x256x14x14, 8192x512)")
+                       help="input shape, e.g. 64x64x32x32; repeat for several (default: "
+                            "64x64x32x32, 256x256x14x14, 8192x512 on the CPU; on CUDA ResNet-50's "
+                            "BatchNorm layers at batch 256 and two BatchNorm1d inputs)")
     bench.add_argument("--repeats", type=int, default=20, help="timed runs per shape")
     bench.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                       help="input dtype of the --shape cases (--device cuda only)")
+    bench.add_argument("--channels-last", action="store_true",
+                       help="channels_last layout for the --shape cases (--device cuda only)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_cmd_bench)
     args = parser.parse_args(argv)

@@ -1008,3 +1008,70 @@ def _check_group_norm(group_norm: Callable[..., Any]) -> str:
                     / np.sqrt(view.var(axis=axes, keepdims=True) + 1e-5)).reshape(shape)
         compare(name, got, expected, mistakes=mis.group_norm_mistakes(x, groups, 1e-5))
     return "statistics per sample and group of C // G neighbouring channels; 1 group = LayerNorm, C groups = InstanceNorm"
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 8: BatchNorm on the GPU
+# --------------------------------------------------------------------------------------------
+@exercise("bn-bytes", chapter="08_gpu_triton", title="Bytes a BatchNorm layer moves in training",
+          signature="bn_bytes(shape, itemsize) -> (forward_bytes, backward_bytes)")
+def _check_bn_bytes(bn_bytes: Callable[..., Any]) -> str:
+    for shape, itemsize in [((256, 64, 56, 56), 4), ((65536, 256), 4), ((32, 128, 28, 28), 2),
+                            ((8, 3, 5), 2)]:
+        name = f"bn_bytes({_shape_text(shape)}, itemsize={itemsize})"
+        forward, backward = _unpack(name, bn_bytes(shape, itemsize), ("forward_bytes", "backward_bytes"))
+        size = math.prod(shape) * itemsize
+        wrong = mis.bn_bytes_mistakes(shape, itemsize)
+        compare_number(f"the forward's bytes from {name}", forward, 3 * size, rtol=0,
+                       mistakes=wrong["forward"])
+        compare_number(f"the backward's bytes from {name}", backward, 5 * size, rtol=0,
+                       mistakes=wrong["backward"])
+    return "forward 2 reads + 1 write, backward 4 reads + 1 write of N * C * (spatial) values of itemsize bytes"
+
+
+@exercise("welford-update", chapter="08_gpu_triton",
+          title="Welford's update: one more value into (count, mean, M2)",
+          signature="welford_update(count, mean, m2, x) -> (count, mean, m2); mean, m2 and x of shape (C,)")
+def _check_welford_update(welford_update: Callable[..., Any]) -> str:
+    rng = _rng(80)
+    values = rng.normal(loc=[5.0, -3.0, 1e4], scale=[2.0, 0.5, 1.0], size=(9, 3))
+    # Later steps first: from an empty or one-value start several mistakes coincide (with
+    # count 0, x^2 is (x - mean)^2), so a wrong update is named where they differ.
+    for i in [*range(3, len(values)), 0, 1, 2]:
+        seen = values[:i]
+        count = i
+        mean = seen.mean(0) if i else np.zeros(3)
+        m2 = ((seen - mean) ** 2).sum(0) if i else np.zeros(3)
+        x = values[i]
+        name = f"welford_update after {i} value{'s' if i != 1 else ''}"
+        result = welford_update(count, mean.copy(), m2.copy(), x.copy())
+        new_count, new_mean, new_m2 = _unpack(name, result, ("count", "mean", "m2"))
+        whole = values[: i + 1]
+        wrong = mis.welford_mistakes(count, mean, m2, x)
+        compare_number(f"the count from {name}", new_count, float(i + 1), rtol=0, mistakes=wrong["count"])
+        compare(f"the mean from {name}", new_mean, whole.mean(0), rtol=1e-9, atol=1e-9,
+                mistakes=wrong["mean"])
+        compare(f"M2 from {name}", new_m2, ((whole - whole.mean(0)) ** 2).sum(0), rtol=1e-7,
+                atol=1e-9, mistakes=wrong["m2"])
+    return "count, mean and M2 after every value, from an empty start, also for a channel near 1e4"
+
+
+@exercise("tile-partials", chapter="08_gpu_triton", title="Per-tile partial statistics",
+          signature="tile_partials(values, tile) -> (counts, means, m2s), each of shape (T,), "
+                    "T = ceil(len(values) / tile)")
+def _check_tile_partials(tile_partials: Callable[..., Any]) -> str:
+    rng = _rng(81)
+    for n, tile in [(23, 5), (16, 4), (7, 10), (30, 7)]:
+        values = rng.normal(loc=3.0, scale=2.0, size=n) + np.repeat(rng.uniform(-4, 4, size=-(-n // tile)), tile)[:n]
+        name = f"tile_partials(values of length {n}, tile={tile})"
+        counts, means, m2s = _unpack(name, tile_partials(values.copy(), tile), ("counts", "means", "m2s"))
+        tiles = [values[i:i + tile] for i in range(0, n, tile)]
+        wrong = mis.tile_partials_mistakes(values, tile)
+        compare(f"the counts from {name}", counts, np.array([len(t) for t in tiles], dtype=float),
+                mistakes=wrong["counts"], check_dtype=False)
+        compare(f"the means from {name}", means, np.array([t.mean() for t in tiles]),
+                mistakes=wrong["means"], check_dtype=False)
+        compare(f"the M2s from {name}", m2s, np.array([((t - t.mean()) ** 2).sum() for t in tiles]),
+                mistakes=wrong["m2s"], check_dtype=False)
+    return "count, mean and M2 of every tile, the last one shorter when len(values) % tile != 0"
+

@@ -35,6 +35,9 @@ __all__ = [
     "merge_stats_mistakes",
     "fold_mistakes",
     "group_norm_mistakes",
+    "bn_bytes_mistakes",
+    "welford_mistakes",
+    "tile_partials_mistakes",
 ]
 
 
@@ -517,3 +520,93 @@ def group_norm_mistakes(x: np.ndarray, groups: int, eps: float) -> dict[str, Any
         "unbiased variance (ddof=1); normalization uses the biased variance":
             grouped((n, groups, c // groups, *spatial), (2, *rest), ddof=1),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 8: BatchNorm on the GPU
+# --------------------------------------------------------------------------------------------
+def bn_bytes_mistakes(shape: tuple[int, ...], itemsize: int) -> dict[str, dict[str, float]]:
+    """Wrong counts of the bytes a training BatchNorm moves, keyed by ``forward``/``backward``."""
+    numel = int(np.prod(shape))
+    size = numel * itemsize
+    per_sample = shape[0] * shape[1] * itemsize  # spatial positions forgotten
+    forward = {
+        "the forward reads the input twice (once for the statistics, once to normalize) and "
+        "writes the output once: 3 passes over the tensor": 2 * size,
+        "a count of values, not of bytes: multiply by the itemsize (4 for float32, 2 for "
+        "bfloat16)": 3 * numel,
+        "bits, not bytes: the itemsize is already in bytes": 3 * size * 8,
+    }
+    backward = {
+        "dx is written too: the backward reads x and dy twice each and writes dx, 5 passes":
+            4 * size,
+        "x and dy are each read twice: once for the two per-channel sums, and again for dx, "
+        "which needs the finished sums": 3 * size,
+        "that counts the forward too: the backward alone is 4 reads and 1 write": 8 * size,
+        "a count of values, not of bytes: multiply by the itemsize (4 for float32, 2 for "
+        "bfloat16)": 5 * numel,
+        "bits, not bytes: the itemsize is already in bytes": 5 * size * 8,
+    }
+    if per_sample != size:
+        cause = ("every value of the tensor moves, all N * C * H * W of them, not one per "
+                 "sample and channel")
+        forward[cause], backward[cause] = 3 * per_sample, 5 * per_sample
+    return {"forward": forward, "backward": backward}
+
+
+def welford_mistakes(count: int, mean: np.ndarray, m2: np.ndarray,
+                     x: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Wrong one-value updates of a running ``(count, mean, M2)``, keyed by the output they spoil."""
+    new_count = count + 1
+    delta = x - mean
+    new_mean = mean + delta / new_count
+    right_m2 = m2 + delta * (x - new_mean)
+    mean_mistakes: dict[str, Any] = {
+        "the new mean is not the average of the old mean and x: it moves by "
+        "(x - mean) / count with the new count": (mean + x) / 2,
+    }
+    if count > 0:
+        mean_mistakes["the step divides by the new count (count + 1), the number of values "
+                      "including x"] = mean + delta / count
+    return {
+        "count": {"the count must grow by one with every value": float(count)},
+        "mean": mean_mistakes,
+        "m2": {
+            "M2 grows by (x - old mean) * (x - new mean), one factor from before the update "
+            "and one from after, not (x - old mean)^2": m2 + delta ** 2,
+            "M2 grows by (x - old mean) * (x - new mean), not (x - new mean)^2":
+                m2 + (x - new_mean) ** 2,
+            "M2 is a sum of squared deviations from the mean, not a sum of squares "
+            "(E[x^2] - E[x]^2 is what Welford's update avoids)": m2 + x ** 2,
+            "M2 is the sum, not the variance: M2 / count is the variance": right_m2 / new_count,
+        },
+    }
+
+
+def tile_partials_mistakes(values: np.ndarray, tile: int) -> dict[str, dict[str, Any]]:
+    """Wrong per-tile ``(counts, means, m2s)`` of a 1-d array cut into tiles of ``tile``
+    values, keyed by the output they spoil."""
+    tiles = [values[i:i + tile] for i in range(0, len(values), tile)]
+    full = len(values) // tile
+    counts = np.array([len(t) for t in tiles], dtype=float)
+    means = np.array([t.mean() for t in tiles])
+    whole = values.mean()
+    mistakes: dict[str, dict[str, Any]] = {"counts": {}, "means": {}, "m2s": {}}
+    if full != len(tiles):  # a ragged last tile
+        dropped = "the last, shorter tile was dropped: it holds the len(values) % tile values that are left"
+        for key in mistakes:
+            mistakes[key][dropped] = (full,)
+        mistakes["counts"]["the last tile is shorter: count the values it really holds"] = \
+            np.full(len(tiles), float(tile))
+        mistakes["means"]["the last tile's sum was divided by the tile size, not by its count"] = \
+            np.r_[means[:-1], tiles[-1].sum() / tile]
+    mistakes["means"]["every tile got the mean of all values: each tile has its own"] = \
+        np.full(len(tiles), whole)
+    mistakes["m2s"].update({
+        "M2 is the sum of squared deviations, not the variance (do not divide by the count)":
+            np.array([t.var() for t in tiles]),
+        "the deviations are from the mean of all values; M2 of a tile uses the tile's own mean":
+            np.array([((t - whole) ** 2).sum() for t in tiles]),
+    })
+    return {key: value for key, value in mistakes.items()}
+

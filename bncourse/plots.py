@@ -40,6 +40,10 @@ __all__ = [
     "bench_bars",
     "statistic_noise_vs_batch",
     "normalization_family",
+    "variance_error_by_method",
+    "tiles_in_memory",
+    "gpu_bench_times",
+    "gpu_bench_bandwidth",
 ]
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -557,3 +561,125 @@ def normalization_family(shape: tuple[int, int, int] = (4, 6, 4), groups: int = 
         ax.set_title(title, fontsize=9, pad=12)
     fig.subplots_adjust(left=0.0, right=0.98, top=0.88, bottom=0.02, wspace=0.05)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 8: BatchNorm on the GPU
+# --------------------------------------------------------------------------------------------
+def variance_error_by_method(means: Sequence[float], errors: dict[str, Sequence[float]]) -> Figure:
+    """Relative error of a float32 variance (vs float64) against the data's mean, one line per
+    method; errors of 0 are drawn at the bottom of the axis."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    floor = 1e-9
+    for k, (name, values) in enumerate(errors.items()):
+        shown = np.maximum(np.asarray(values, dtype=float), floor)
+        ax.plot(means, shown, marker="o", color=COLORS[k % len(COLORS)], label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.text(means[0], 1.3, "100% error", fontsize=8, color="gray")
+    ax.set_xlabel("mean of the data (standard deviation 1)")
+    ax.set_ylabel("relative error of the variance")
+    ax.set_ylim(floor / 2, None)
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def tiles_in_memory(layouts: dict[str, tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> Figure:
+    """One strip per layout: the tensor's elements in memory order, coloured by channel
+    (top row) and by the program that reads them (bottom row, numbered by tile).
+
+    ``layouts`` maps a title to ``(channel, program)`` arrays in memory order.
+    """
+    fig, axes = plt.subplots(len(layouts), 1, figsize=(10, 1.5 * len(layouts) + 0.3))
+    axes = np.atleast_1d(axes)
+    tile_colors = plt.get_cmap("tab20")
+    for ax, (title, (channel, program)) in zip(axes, layouts.items()):
+        size = len(channel)
+        for i in range(size):
+            ax.add_patch(plt.Rectangle((i, 1), 1, 1, facecolor=COLORS[int(channel[i]) % len(COLORS)],
+                                       edgecolor="white", lw=0.5))
+            ax.add_patch(plt.Rectangle((i, 0), 1, 1, facecolor=tile_colors(int(program[i]) % 20),
+                                       edgecolor="white", lw=0.5))
+            ax.text(i + 0.5, 1.5, f"c{int(channel[i])}", ha="center", va="center", fontsize=6, color="white")
+            ax.text(i + 0.5, 0.5, str(int(program[i])), ha="center", va="center", fontsize=6)
+        ax.set_xlim(0, size)
+        ax.set_ylim(0, 2)
+        ax.set_yticks([0.5, 1.5], ["program", "channel"])
+        ax.set_xticks([])
+        ax.grid(False)
+        for side in ("left", "bottom"):
+            ax.spines[side].set_visible(False)
+        ax.set_title(title, fontsize=9, loc="left")
+    axes[-1].set_xlabel(f"memory address (elements) of a tensor of shape {tuple(shape)}")
+    fig.tight_layout()
+    return fig
+
+
+def _bench_rows(report: dict, pass_name: str) -> list[dict]:
+    return [r for r in report["results"] if r["pass"] == pass_name]
+
+
+def _case_label(r: dict) -> str:
+    layout = " CL" if r["layout"] == "channels_last" else ""
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["dtype"]]
+    return f"{'x'.join(map(str, r['shape']))} {dtype}{layout}"
+
+
+def gpu_bench_times(report: dict) -> Figure:
+    """Time of each implementation in copies' worth (time / time of ``x.clone()``), per case,
+    forward and forward+backward; the dashed line is the minimal traffic in copies (1.5 and
+    4): a kernel on it moves no more bytes than it must, at a copy's speed."""
+    names = {"triton": "Triton (triton_bn)", "cudnn": "F.batch_norm (cuDNN)",
+             "native": "F.batch_norm, cuDNN off", "torch_bn": "torch_bn (torch ops)"}
+    passes = [("forward", 1.5), ("forward+backward", 4.0)]
+    rows = _bench_rows(report, "forward")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.4 + 0.55 * len(rows)), sharey=True)
+    for ax, (pass_name, floor) in zip(axes, passes):
+        rows = _bench_rows(report, pass_name)
+        y = np.arange(len(rows))
+        height = 0.8 / len(names)
+        for k, (key, label) in enumerate(names.items()):
+            values = [r["ms"][key] / r["ms"]["copy"] for r in rows]
+            ax.barh(y - 0.4 + (k + 0.5) * height, values, height=height, color=COLORS[k], label=label)
+        ax.axvline(floor, color="black", ls="--", lw=1)
+        ax.set_xscale("log")
+        ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+                 if t <= 1.2 * max(r["ms"][key] / r["ms"]["copy"] for r in rows for key in names)]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_yticks(y, [_case_label(r) for r in rows])
+        ax.set_title(f"{pass_name} (floor: {floor:g} copies)")
+        ax.set_xlabel("time / time of x.clone()")
+    axes[0].invert_yaxis()  # (shared: once for both)
+    env = report["environment"]
+    fig.suptitle(f"{env['gpu']}, torch {env['torch']}, triton {env['triton']}, {report['date']}",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8)
+    return fig
+
+
+def gpu_bench_bandwidth(report: dict, target: float = 0.8) -> Figure:
+    """The Triton kernels' bandwidth (minimal traffic / time) as a fraction of a copy's, per
+    case, forward and forward+backward, with the 80% target line."""
+    forward = _bench_rows(report, "forward")
+    both = _bench_rows(report, "forward+backward")
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(forward)))
+    y = np.arange(len(forward))
+    for offset, rows, label, color in [(-0.2, forward, "forward", COLORS[0]),
+                                       (0.2, both, "forward+backward", COLORS[1])]:
+        ax.barh(y + offset, [r["gbps"]["triton"] / r["gbps"]["copy"] for r in rows], height=0.38,
+                color=color, label=label)
+    ax.axvline(target, color="black", ls="--", lw=1)
+    ax.text(target, -0.9, f" target {target:.0%}", fontsize=8)
+    ax.set_yticks(y, [_case_label(r) for r in forward])
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.set_xlabel("Triton: bandwidth of its minimal traffic / bandwidth of x.clone()")
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2)
+    fig.tight_layout()
+    return fig
+

@@ -59,6 +59,7 @@ __all__ = [
     "grad_input_from_sums",
     "BatchNormFunction",
     "batch_norm",
+    "apply_checked",
     "BatchNormNd",
     "BatchNorm1d",
     "BatchNorm2d",
@@ -374,8 +375,29 @@ def batch_norm(
     training, per-channel tensors with the wrong number of elements ("running_mean should
     contain 3 elements not 4"), missing running statistics in evaluation, only one of the two
     running statistics, a non-floating input.  An empty input (``input.numel() == 0``) gives
-    what PyTorch gives: ``input * weight[0] + bias[0]`` and no update.
+    what PyTorch gives: ``input * weight[0] + bias[0]`` and no update.  (The checks and the
+    empty batch are :func:`apply_checked`'s, which triton_bn shares.)
     """
+    return apply_checked(BatchNormFunction, input, running_mean, running_var, weight, bias,
+                         training, momentum, eps)
+
+
+def apply_checked(
+    function: type[torch.autograd.Function],
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> Tensor:
+    """What :func:`batch_norm` does around the computation: check the arguments and tensors
+    (PyTorch's errors), answer an empty batch, then ``function.apply(input, weight, bias,
+    running_mean, running_var, training, momentum, eps)``.  ``function`` is
+    :class:`BatchNormFunction` here; :mod:`bncourse.triton_bn` passes its Triton one, so both
+    share one set of checks."""
     _check_arguments(input, training, momentum, eps)
     if input.numel() == 0:
         # ATen's answer for an empty batch: no statistics, but an output connected to weight
@@ -387,8 +409,8 @@ def batch_norm(
             output = output + bias[0]
         return output
     _check_tensors(input, running_mean, running_var, weight, bias, training)
-    return BatchNormFunction.apply(input, weight, bias, running_mean, running_var, training,
-                                   float(momentum), float(eps))
+    return function.apply(input, weight, bias, running_mean, running_var, training,
+                          float(momentum), float(eps))
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,10 +431,13 @@ class BatchNormNd(nn.Module):
 
     ``forward`` follows ``torch.nn.modules.batchnorm._BatchNorm.forward`` line for line:
     count the batch, turn ``momentum=None`` into ``1 / num_batches_tracked``, choose batch or
-    running statistics, and call :func:`batch_norm`.
+    running statistics, and call :attr:`functional` (:func:`batch_norm`; triton_bn sets its own).
     """
 
     _version = 2  # version 2 added num_batches_tracked; older state_dicts lack it
+    # The function forward calls, with F.batch_norm's signature: bncourse.triton_bn's modules
+    # are these modules with their own function here.
+    functional = staticmethod(batch_norm)
 
     def __init__(
         self,
@@ -488,7 +513,7 @@ class BatchNormNd(nn.Module):
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         # Hand over the buffers to be updated (training and tracking) or used (evaluation).
         pass_buffers = not self.training or self.track_running_stats
-        return batch_norm(
+        return self.functional(
             input,
             self.running_mean if pass_buffers else None,
             self.running_var if pass_buffers else None,

@@ -1,7 +1,9 @@
 """Shared test configuration and fixtures.
 
 * Hypothesis runs derandomized (the same examples on every run, so CI is reproducible) with
-  enough examples to cover shapes of 2 to 5 dimensions and every option combination.
+  enough examples to cover shapes of 2 to 5 dimensions and every option combination. (A
+  machine without hypothesis can still run the tests that do not use it, such as
+  tests/test_triton_bn.py on a GPU machine.)
 * ``built_book``: the book built once per test session, strictly, into a temporary folder
   (an empty execution cache, so every notebook really runs); used by the build test and the
   browser tests. While developing the browser tests, ``BNCOURSE_REUSE_BOOK=DIR`` points the
@@ -16,20 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from course import BOOK_BUILD  # noqa: E402  (the one definition of the strict build)
 
-settings.register_profile(
-    "course",
-    derandomize=True,
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "course"))
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - the course's environment always has it
+    settings = None
+
+if settings is not None:
+    settings.register_profile(
+        "course",
+        derandomize=True,
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "course"))
 
 
 @dataclass

@@ -1,0 +1,377 @@
+"""The GPU benchmark of chapter 8, and the results file the chapter renders.
+
+``python -m bncourse bench --device cuda --json bncourse/data/gpu_bench.json`` times, for each
+case (shape, dtype, memory layout) and for the training forward and forward+backward:
+
+* ``triton``: :func:`bncourse.triton_bn.batch_norm`, the course's Triton kernels;
+* ``cudnn``: ``F.batch_norm`` as PyTorch runs it (cuDNN where PyTorch picks it);
+* ``native``: ``F.batch_norm`` with cuDNN disabled (``torch.backends.cudnn.flags(enabled=False)``):
+  ATen's own CUDA kernels;
+* ``torch_bn``: :func:`bncourse.torch_bn.batch_norm`, chapter 5's module written with torch
+  operations, each one a kernel and a pass over memory;
+* ``copy``: ``x.clone()``, one read and one write: what memory bandwidth allows.
+
+All in the same run, in training mode with running statistics (momentum 0.1), float32
+parameters and buffers.  Each time is the median of ``triton.testing.do_bench`` (CUDA events,
+the L2 cache flushed before every call).  Before timing, the Triton results are compared with
+``F.batch_norm``'s (outputs and the three gradients); the file records the largest difference
+(relative to each tensor's largest magnitude) and whether it is within about two units in the
+last place of the input's dtype (``checked``).
+
+Bandwidth: BatchNorm must at least read the input twice and write the output once in the
+forward (statistics, then normalization: 3 passes) and read ``x`` and ``dy`` twice and write
+``dx`` once in the backward (5 passes), unless it keeps the tensor on chip.  ``bytes`` is that
+minimal traffic (``passes * numel * itemsize``; per-channel vectors are negligible) and
+``gbps`` divides it by each implementation's time; ``copy`` moves ``2 * numel * itemsize``.
+``gbps / gbps["copy"]`` is the fraction of a copy's bandwidth an implementation reaches.
+
+The results file (``FORMAT``)::
+
+    {"format": "bncourse-gpu-bench/1", "date": "2026-01-31",
+     "environment": {"gpu", "driver", "cuda", "cudnn", "torch", "triton", "python"},
+     "timing": {"method", "statistic", "warmup_ms", "rep_ms", "l2_flushed"},
+     "results": [{"shape", "dtype", "layout", "module", "pass", "bytes",
+                  "ms": {name: median ms}, "gbps": {name: GB/s}, "ratios": {"triton/cudnn", ...},
+                  "max_error": float, "checked": bool}, ...]}
+
+:func:`load_results` reads and validates it (``None`` when there is none), :func:`format_results`
+makes the text table; :func:`bncourse.plots.gpu_bench_times` and
+:func:`bncourse.plots.gpu_bench_bandwidth` draw it.
+"""
+from __future__ import annotations
+
+import ctypes
+import datetime
+import json
+import math
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["FORMAT", "RESULTS_PATH", "NO_RESULTS_NOTE", "IMPLEMENTATIONS", "PASSES", "Case", "DEFAULT_CASES",
+           "minimal_bytes", "memory_passes", "run", "environment", "load_results", "validate",
+           "format_results", "main"]
+
+FORMAT = "bncourse-gpu-bench/1"
+RESULTS_PATH = Path(__file__).resolve().parent / "data" / "gpu_bench.json"
+"""Where the recorded results are committed (chapter 8 reads them from here)."""
+
+NO_RESULTS_NOTE = (
+    "No GPU results have been recorded yet. On a machine with an NVIDIA GPU, run\n"
+    "    python -m bncourse bench --device cuda --json bncourse/data/gpu_bench.json\n"
+    "then commit that file and re-run this notebook to see them here.")
+"""What chapter 8 shows where the figures would be, until :data:`RESULTS_PATH` exists."""
+
+IMPLEMENTATIONS = ["triton", "cudnn", "native", "torch_bn", "copy"]
+PASSES = {"forward": 3, "forward+backward": 8}
+"""Minimal passes over the tensor: forward 2 reads + 1 write; backward 4 reads + 1 write."""
+
+_MODULES = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input: ``shape``, ``dtype`` (a name in ``_DTYPES``) and ``layout``
+    (``"contiguous"`` or ``"channels_last"``, the latter for 4-d and 5-d inputs)."""
+
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    layout: str = "contiguous"
+
+    def __str__(self) -> str:
+        layout = ", channels_last" if self.layout == "channels_last" else ""
+        return f"{tuple(self.shape)} {self.dtype}{layout}"
+
+
+_RESNET50 = [(256, 64, 56, 56), (256, 128, 28, 28), (256, 256, 14, 14), (256, 512, 7, 7)]
+DEFAULT_CASES: list[Case] = (
+    [Case(s, "float32", "contiguous") for s in _RESNET50]
+    + [Case(s, "bfloat16", "channels_last") for s in _RESNET50]
+    + [Case((65536, 256)), Case((100000, 32))])
+"""ResNet-50's BatchNorm layers at batch 256 (float32 NCHW, bfloat16 channels_last) and two
+BatchNorm1d inputs with many rows and few channels."""
+
+
+def minimal_bytes(case: Case, pass_name: str) -> int:
+    """Bytes BatchNorm must move without keeping the tensor on chip (see the module docstring)."""
+    numel = math.prod(case.shape)
+    return PASSES[pass_name] * numel * _DTYPES[case.dtype].itemsize
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    return []
+
+
+_ALLOCATIONS = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "set_"}
+
+
+def memory_passes(function: Callable[..., Any], *args: Any) -> list[tuple[str, int, int]]:
+    """The operations ``function(*args)`` runs below autograd, each one a kernel on a GPU:
+    ``(name, reads, writes)``, counting the tensors of the first argument's size it reads and
+    writes (views and allocations cost nothing and are left out).  What a kernel does inside
+    is not seen, nor are Triton's kernels (they are not torch operations): one
+    fused operation counts 1 read and 1 write even if it reads its input twice."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    size = args[0].numel()
+    log: list[tuple[str, int, int]] = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            reads = [t for t in _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
+                     if t.numel() == size]
+            writes = [t for t in _tensors(out) if t.numel() == size]
+            mutates = any(a.alias_info is not None and a.alias_info.is_write
+                          for a in func._schema.arguments)
+            storages = {t.untyped_storage().data_ptr() for t in reads}
+            is_view = not mutates and writes and all(
+                t.untyped_storage().data_ptr() in storages for t in writes)
+            if (reads or writes) and not is_view and func.overloadpacket.__name__ not in _ALLOCATIONS:
+                log.append((func.overloadpacket.__name__, len(reads), len(writes)))
+            return out
+
+    with Recorder():
+        function(*args)
+    return log
+
+
+def _make_inputs(case: Case, device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator(device=device).manual_seed(seed)
+    dtype = _DTYPES[case.dtype]
+    x = torch.randn(case.shape, generator=generator, device=device, dtype=torch.float32)
+    x = (x * 2 + 1).to(dtype)
+    dy = torch.randn(case.shape, generator=generator, device=device, dtype=torch.float32).to(dtype)
+    if case.layout == "channels_last":
+        fmt = torch.channels_last if len(case.shape) == 4 else torch.channels_last_3d
+        x, dy = x.to(memory_format=fmt), dy.to(memory_format=fmt)
+    c = case.shape[1]
+    return dict(x=x.requires_grad_(), dy=dy,
+                weight=torch.linspace(0.5, 1.5, c, device=device).requires_grad_(),
+                bias=torch.linspace(-1, 1, c, device=device).requires_grad_())
+
+
+def _calls(inputs: dict[str, torch.Tensor], pass_name: str) -> dict[str, Callable[[], Any]]:
+    """One zero-argument call per implementation; each has its own running statistics."""
+    from . import torch_bn, triton_bn
+
+    x, dy, weight, bias = inputs["x"], inputs["dy"], inputs["weight"], inputs["bias"]
+    c = x.shape[1]
+
+    def timed(function: Callable[..., torch.Tensor], cudnn: bool = True) -> Callable[[], Any]:
+        running_mean = torch.zeros(c, device=x.device)
+        running_var = torch.ones(c, device=x.device)
+
+        def forward() -> torch.Tensor:
+            with torch.backends.cudnn.flags(enabled=cudnn):
+                return function(x, running_mean, running_var, weight, bias, True, 0.1, 1e-5)
+
+        if pass_name == "forward":
+            return lambda: forward().detach()
+
+        def forward_backward() -> tuple[torch.Tensor, ...]:
+            with torch.backends.cudnn.flags(enabled=cudnn):
+                return torch.autograd.grad(forward(), (x, weight, bias), dy)
+
+        return forward_backward
+
+    return {"triton": timed(triton_bn.batch_norm),
+            "cudnn": timed(torch.nn.functional.batch_norm),
+            "native": timed(torch.nn.functional.batch_norm, cudnn=False),
+            "torch_bn": timed(torch_bn.batch_norm),
+            "copy": lambda: x.detach().clone()}
+
+
+# Largest difference allowed between triton_bn and F.batch_norm, relative to the largest
+# magnitude of each compared tensor: about two units in the last place of the input's dtype
+# (both compute in float32 and round once; the gradients' sums add in different orders).
+_CHECK_TOLERANCE = {"float32": 1e-4, "bfloat16": 2 * 2**-7, "float16": 2 * 2**-10}
+
+
+def _check(inputs: dict[str, torch.Tensor]) -> float:
+    """The largest difference between triton_bn's and F.batch_norm's output, ``dx``,
+    ``grad_weight`` and ``grad_bias`` (one forward+backward), each relative to the largest
+    magnitude of F.batch_norm's (at least 1)."""
+    from . import triton_bn
+
+    results = []
+    for function in (triton_bn.batch_norm, torch.nn.functional.batch_norm):
+        x, weight, bias = (inputs[k].detach().clone().requires_grad_() for k in ("x", "weight", "bias"))
+        y = function(x, None, None, weight, bias, True, 0.1, 1e-5)
+        results.append([y.detach(), *torch.autograd.grad(y, (x, weight, bias), inputs["dy"])])
+    errors = []
+    for ours, theirs in zip(*results):
+        ours, theirs = ours.double(), theirs.double()
+        errors.append((ours - theirs).abs().max().item() / max(theirs.abs().max().item(), 1.0))
+    return max(errors)
+
+
+def _cuda_timer(call: Callable[[], Any]) -> float:
+    """Median milliseconds of ``call`` by ``triton.testing.do_bench`` (L2 flushed each call)."""
+    import triton.testing
+
+    return float(triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median"))
+
+
+TIMING = {"method": "triton.testing.do_bench", "statistic": "median", "warmup_ms": 25,
+          "rep_ms": 100, "l2_flushed": True}
+
+
+def run(cases: list[Case] | None = None, device: str = "cuda", seed: int = 0,
+        timer: Callable[[Callable[[], Any]], float] = _cuda_timer,
+        progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Check, then time every implementation on every case and pass; one dict per (case, pass)
+    in the results file's format.  ``timer`` returns milliseconds per call (the tests pass a
+    stand-in to run this on the CPU, under Triton's interpreter, without timing anything)."""
+    dev = torch.device(device)
+    results = []
+    for case in cases or DEFAULT_CASES:
+        inputs = _make_inputs(case, dev, seed)
+        max_error = _check(inputs)
+        checked = max_error <= _CHECK_TOLERANCE[case.dtype]
+        for pass_name in PASSES:
+            ms = {name: timer(call) for name, call in _calls(inputs, pass_name).items()}
+            nbytes = minimal_bytes(case, pass_name)
+            copy_bytes = 2 * math.prod(case.shape) * _DTYPES[case.dtype].itemsize
+            gbps = {name: (copy_bytes if name == "copy" else nbytes) / (t * 1e-3) / 1e9
+                    for name, t in ms.items()}
+            results.append(dict(
+                shape=list(case.shape), dtype=case.dtype, layout=case.layout,
+                module=_MODULES[len(case.shape)], **{"pass": pass_name}, bytes=nbytes,
+                ms=ms, gbps=gbps,
+                ratios={"triton/cudnn": ms["triton"] / ms["cudnn"],
+                        "triton/native": ms["triton"] / ms["native"],
+                        "triton/copy": ms["triton"] / ms["copy"],
+                        "torch_bn/cudnn": ms["torch_bn"] / ms["cudnn"]},
+                max_error=max_error, checked=checked))
+            if progress:
+                progress(_row(results[-1]))
+        del inputs
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    return results
+
+
+def _driver_version() -> str:
+    """The NVIDIA driver's version, from nvidia-smi or NVML; ``"unknown"`` if neither answers."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout
+            if out.strip():
+                return out.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        buffer = ctypes.create_string_buffer(96)
+        if nvml.nvmlInit_v2() == 0 and nvml.nvmlSystemGetDriverVersion(buffer, 96) == 0:
+            return buffer.value.decode()
+    except (OSError, AttributeError):
+        pass
+    return "unknown"
+
+
+def environment(device: str = "cuda") -> dict[str, Any]:
+    """What the numbers depend on: the GPU, driver, CUDA, cuDNN, torch, triton and Python."""
+    import triton
+
+    cuda = torch.device(device).type == "cuda"
+    return {
+        "gpu": torch.cuda.get_device_name(torch.device(device)) if cuda else
+        f"none: {platform.processor() or platform.machine()} CPU, Triton interpreter",
+        "driver": _driver_version() if cuda else "none",
+        "cuda": torch.version.cuda if cuda else None,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def validate(report: Any) -> dict[str, Any]:
+    """``report`` if it is a results file in ``FORMAT``; otherwise a ``ValueError`` saying what
+    is missing."""
+    if not isinstance(report, dict) or report.get("format") != FORMAT:
+        raise ValueError(f"not a results file of format {FORMAT!r}")
+    for key in ("date", "environment", "timing", "results"):
+        if key not in report:
+            raise ValueError(f"the results file has no {key!r}")
+    for key in ("gpu", "driver", "torch", "triton"):
+        if key not in report["environment"]:
+            raise ValueError(f"the results file's environment does not name the {key}")
+    if not report["results"]:
+        raise ValueError("the results file has no results")
+    for row in report["results"]:
+        missing = {"shape", "dtype", "layout", "pass", "bytes", "ms", "gbps", "checked"} - set(row)
+        missing |= {f"ms[{name!r}]" for name in IMPLEMENTATIONS if name not in row.get("ms", {})}
+        if missing:
+            raise ValueError(f"a result lacks {', '.join(sorted(missing))}")
+        if row["pass"] not in PASSES:
+            raise ValueError(f"unknown pass {row['pass']!r}")
+    return report
+
+
+def load_results(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The recorded results (validated), or ``None`` when no file has been recorded yet.
+    ``path`` defaults to :data:`RESULTS_PATH`."""
+    path = Path(path) if path is not None else RESULTS_PATH
+    if not path.exists():
+        return None
+    return validate(json.loads(path.read_text()))
+
+
+def _row(r: dict[str, Any]) -> str:
+    ms, copy_gbps = r["ms"], r["gbps"]["copy"]
+    case = str(Case(tuple(r["shape"]), r["dtype"], r["layout"]))
+    return (f"{case:<42} {r['pass']:<17} {r['bytes'] / 1e6:>8.0f} "
+            + " ".join(f"{ms[name]:>8.3f}" for name in IMPLEMENTATIONS)
+            + f" {ms['triton'] / ms['cudnn']:>8.2f} {ms['triton'] / ms['native']:>8.2f}"
+            + f" {r['gbps']['triton']:>7.0f} {r['gbps']['triton'] / copy_gbps:>6.0%}"
+            + ("" if r["checked"] else "  CHECK FAILED"))
+
+
+def format_results(report: dict[str, Any]) -> str:
+    """The results as a text table: milliseconds per implementation, the Triton kernel's
+    ratios to cuDNN and to ATen without cuDNN, its GB/s of minimal traffic and that as a
+    fraction of a copy's bandwidth."""
+    env = report["environment"]
+    header = (f"{'case':<42} {'pass':<17} {'MB':>8} "
+              + " ".join(f"{name:>8}" for name in IMPLEMENTATIONS)
+              + f" {'/cudnn':>8} {'/native':>8} {'GB/s':>7} {'%copy':>6}")
+    lines = [f"{env['gpu']}, driver {env['driver']}, torch {env['torch']}, triton {env['triton']}, "
+             f"{report['date']}; median ms ({report['timing']['method']})", header, "-" * len(header)]
+    lines += [_row(r) for r in report["results"]]
+    return "\n".join(lines)
+
+
+def main(cases: list[Case] | None = None, device: str = "cuda",
+         json_path: str | None = None) -> dict[str, Any]:
+    """Run the suite, print the table as it goes, and write the results file if asked."""
+    env = environment(device)
+    print(f"{env['gpu']}, driver {env['driver']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, "
+          f"torch {env['torch']}, triton {env['triton']}", flush=True)
+    print("training mode; median ms per call (L2 flushed); /cudnn, /native: triton's time "
+          "over theirs; GB/s and %copy: triton's minimal traffic", flush=True)
+    results = run(cases, device, progress=lambda line: print(line, flush=True))
+    report = {"format": FORMAT, "date": datetime.date.today().isoformat(), "environment": env,
+              "timing": TIMING, "results": results}
+    validate(report)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {json_path}")
+    return report

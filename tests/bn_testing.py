@@ -1,0 +1,127 @@
+"""Test helpers shared by tests/test_torch_bn.py and tests/test_triton_bn.py.
+
+Tolerances (used by both; the reasons are in tests/test_torch_bn.py's docstring), comparisons
+of tensors and module states, random inputs in every layout, and the table of erroneous
+``F.batch_norm`` calls.  Needs only torch and pytest (no hypothesis), so that the Triton tests
+also run on a GPU machine that has just those.
+"""
+from __future__ import annotations
+
+import torch
+
+F64 = dict(out=dict(rtol=1e-9, atol=1e-10), grad=dict(rtol=1e-9, atol=1e-10),
+           stats=dict(rtol=1e-10, atol=1e-12))
+F32 = dict(out=dict(rtol=1e-5, atol=2e-5), grad=dict(rtol=1e-4, atol=2e-4),
+           stats=dict(rtol=1e-5, atol=1e-6))
+HALF = {torch.float16: dict(rtol=2 * 2**-10, atol=2 * 2**-10),
+        torch.bfloat16: dict(rtol=2 * 2**-7, atol=2 * 2**-7)}
+TOL = {torch.float64: F64, torch.float32: F32}
+NAMES = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
+
+
+def assert_close(ours, theirs, **tol):
+    """Same shape and dtype, values within ``tol`` (``None`` only where theirs is ``None``).
+    Against a float64 reference (``theirs`` float64, ``ours`` not), ours is widened first."""
+    if theirs is None:
+        assert ours is None
+        return
+    if theirs.dtype == torch.float64 and ours.dtype != torch.float64:
+        ours = ours.double()
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    torch.testing.assert_close(ours, theirs, **tol)
+
+
+def assert_same_state(ours, theirs, tol):
+    for name in ("running_mean", "running_var"):
+        assert_close(getattr(ours, name), getattr(theirs, name), **tol)
+    if theirs.num_batches_tracked is None:
+        assert ours.num_batches_tracked is None
+    else:
+        assert ours.num_batches_tracked.dtype == torch.long
+        assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked)
+
+
+def randomize(module, generator):
+    """Random affine parameters and running statistics (positive variances), in place."""
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean"):
+            value = getattr(module, name)
+            if value is not None:
+                value.copy_(torch.randn(value.shape, generator=generator) * 1.5)
+        if module.running_var is not None:
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+
+
+def make_input(shape, dtype, layout, generator, loc=0.0, scale=1.0):
+    """A random tensor of ``shape`` laid out ``contiguous``, ``channels_last`` (4 and 5
+    dimensions) or ``strided`` (a non-contiguous view: every other element of a bigger one)."""
+    if layout == "strided":
+        big = torch.randn((*shape[:-1], 2 * shape[-1]), generator=generator, dtype=torch.float64)
+        x = big[..., ::2]
+        assert not x.is_contiguous()
+    else:
+        x = torch.randn(shape, generator=generator, dtype=torch.float64)
+    x = (x * scale + loc).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+    return x
+
+
+def compare_step(ours, theirs, x, dy, tol, layout, widen=False):
+    """One forward and backward of both modules on ``x`` and ``dy``: outputs (and their
+    memory format), input gradients, weight and bias gradients (then cleared) and buffers,
+    within ``tol`` (keys "out", "grad", "param", "stats").  ``widen``: ``theirs`` is a float64
+    reference, fed the same numbers in float64."""
+    convert = (lambda t: t.double()) if widen else (lambda t: t.clone())  # keeps the layout
+    xs = [x.clone().requires_grad_(), convert(x).requires_grad_()]
+    out_ours, out_theirs = ours(xs[0]), theirs(xs[1])
+    assert_close(out_ours, out_theirs, **tol["out"])
+    if layout == "channels_last":
+        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        assert out_ours.is_contiguous(memory_format=fmt) == out_theirs.is_contiguous(memory_format=fmt)
+    out_ours.backward(dy)
+    out_theirs.backward(convert(dy))
+    assert_close(xs[0].grad, xs[1].grad, **tol["grad"])
+    for name in ("weight", "bias"):
+        p_ours, p_theirs = getattr(ours, name), getattr(theirs, name)
+        if p_theirs is None:
+            assert p_ours is None
+            continue
+        assert_close(p_ours.grad, p_theirs.grad, **tol["param"])
+        p_ours.grad = p_theirs.grad = None
+    assert_same_state(ours, theirs, tol["stats"])
+
+
+def raised(call):
+    """``(type, message)`` of what ``call()`` raises, or ``None``."""
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - we compare whatever was raised
+        return type(error), str(error)
+    return None
+
+
+X = torch.randn(4, 3)
+RM, RV = torch.zeros(3), torch.ones(3)
+FUNCTIONAL_ERRORS = {
+    "one value per channel": ((torch.randn(1, 3), None, None), dict(training=True)),
+    "one value per channel, 3d": ((torch.randn(1, 3, 1), None, None), dict(training=True)),
+    "running_mean size": ((X, torch.zeros(4), RV), dict(training=True)),
+    "running_var size": ((X, RM, torch.ones(2)), dict(training=False)),
+    "weight size": ((X, RM, RV, torch.ones(4)), {}),
+    "bias size": ((X, RM, RV, None, torch.ones(4)), {}),
+    "eval without running_mean": ((X, None, None), dict(training=False)),
+    "eval without running_var": ((X, RM, None), dict(training=False)),
+    "running_mean without running_var": ((X, RM, None), dict(training=True)),
+    "running_var without running_mean": ((X, None, RV), dict(training=True)),
+    "wrong size before one missing": ((X, torch.zeros(4), None), dict(training=True)),
+    "wrong size before integer input": ((torch.ones(4, 3, dtype=torch.long), torch.zeros(4),
+                                         torch.ones(4)), dict(training=True)),
+    "eps 0 in training": ((X, None, None), dict(training=True, eps=0.0)),
+    "eps < 0 in training": ((X, None, None), dict(training=True, eps=-1.0)),
+    "eps < 0 in eval": ((X, RM, RV), dict(training=False, eps=-1.0)),
+    "momentum None": ((X, RM, RV), dict(training=True, momentum=None)),
+    "training not a bool": ((X, RM, RV), dict(training=1)),
+    "integer input": ((torch.ones(4, 3, dtype=torch.long), None, None), dict(training=True)),
+    "complex input": ((torch.ones(4, 3, dtype=torch.complex64), None, None), dict(training=True)),
+}

@@ -1,0 +1,450 @@
+"""bncourse.triton_bn against torch.nn.BatchNorm1d/2d/3d, bncourse.torch_bn and float64.
+
+Two backends, one set of tests (the ``backend`` parameter):
+
+* ``interpreter``: without a GPU, ``bncourse.triton_bn`` runs its kernels in Triton's
+  interpreter on CPU tensors (it sets ``TRITON_INTERPRET=1`` when imported on a machine
+  without CUDA).  Every line of every kernel runs, one program after another, so the inputs
+  are small ragged shapes of about 10^4 values, and some tests shrink the tiles so that a
+  program handles several tiles, some tiles are padding and the reductions take several
+  chunks.  Skipped, with the reason printed, where the kernels are compiled for a GPU (run
+  ``TRITON_INTERPRET=1 pytest tests/test_triton_bn.py`` there for this half).
+* ``cuda`` (marked ``cuda``): the compiled kernels on CUDA tensors at full size.  Skipped,
+  with the reason printed, where there is no GPU.
+
+Without a GPU, the kernels are also compiled for one (Triton's compiler and ptxas need no
+device): every launch triton_bn makes, for an H100, by tests/triton_compile_check.py.
+
+Tolerances: those of tests/test_torch_bn.py (``bn_testing``), with one addition: float64
+running statistics agree to float32's relative precision (``rtol=1e-6``), because Triton
+passes Python floats (momentum) to a kernel as float32.  Half-precision inputs are compared
+with float64 torch.nn fed the same numbers: within two units in the last place of the
+input's dtype, since the kernels compute in float32 and round once (to nearest on a GPU; the
+interpreter rounds float32 to bfloat16 by truncation, one unit at most).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bncourse import distributed, torch_bn, triton_bn
+from bn_testing import (F32, F64, FUNCTIONAL_ERRORS, HALF, NAMES, assert_close, compare_step,
+                        make_input, randomize, raised)
+
+INTERPRETER = pytest.param(
+    "interpreter",
+    marks=pytest.mark.skipif(not triton_bn.INTERPRETED,
+                             reason="the Triton kernels are compiled for the GPU in this process; "
+                                    "run with TRITON_INTERPRET=1 for the interpreter tests"))
+CUDA = pytest.param(
+    "cuda",
+    marks=[pytest.mark.cuda,
+           pytest.mark.skipif(triton_bn.INTERPRETED or not torch.cuda.is_available(),
+                              reason="no CUDA GPU here (or TRITON_INTERPRET=1): the kernels run "
+                                     "in Triton's interpreter, tested by the interpreter cases")])
+BACKENDS = [INTERPRETER, CUDA]
+DEVICE = {"interpreter": "cpu", "cuda": "cuda"}
+
+# Shapes for each backend: (shape, layout). Ragged sizes, about 10^4 values in the interpreter.
+SHAPES = {
+    "interpreter": [((700, 14), "contiguous"), ((9, 7, 131), "contiguous"),
+                    ((5, 6, 17, 19), "contiguous"), ((5, 6, 17, 19), "channels_last"),
+                    ((3, 4, 7, 9, 11), "contiguous")],
+    "cuda": [((65536, 96), "contiguous"), ((100000, 32), "contiguous"),
+             ((64, 48, 333), "contiguous"), ((32, 64, 28, 28), "contiguous"),
+             ((32, 64, 28, 28), "channels_last"), ((16, 512, 7, 7), "channels_last"),
+             ((8, 16, 9, 17, 19), "contiguous"), ((8, 16, 9, 17, 19), "channels_last")],
+}
+# float64 buffers: the momentum reaches the kernel as float32 (see the module docstring).
+F64_TRITON = dict(F64, stats=dict(rtol=1e-6, atol=1e-9))
+TOL = {torch.float64: F64_TRITON, torch.float32: F32}
+
+
+def shape_id(case):
+    shape, layout = case
+    return "x".join(map(str, shape)) + ("-cl" if layout == "channels_last" else "")
+
+
+ALL_CASES = [pytest.param(b.values[0], case, id=f"{b.values[0]}-{shape_id(case)}", marks=b.marks)
+             for b in BACKENDS for case in SHAPES[b.values[0]]]
+
+
+def module_pair(ndim, *args, device="cpu", **kwargs):
+    """(triton_bn's module, torch.nn's) for an input of ``ndim`` dimensions, same state."""
+    name = NAMES[ndim]
+    ours = getattr(triton_bn, name)(*args, **kwargs).to(device)
+    theirs = getattr(nn, name)(*args, **kwargs).to(device)
+    return ours, theirs
+
+
+def steps(ours, reference, shape, layout, device, dtype, tol, schedule, seed, widen=False):
+    """Run both modules over ``schedule`` (a string of 't' train / 'e' eval steps) and compare
+    outputs, every gradient and the buffers after each step.  ``widen``: the reference is a
+    float64 module fed the same numbers."""
+    g = torch.Generator().manual_seed(seed)
+    for step, mode in enumerate(schedule):
+        if widen and mode == "e":
+            # Evaluate with ours' buffers, rounded to their dtype by the updates: this checks
+            # the normalization; the updates were checked after each training step.
+            reference.load_state_dict(ours.state_dict())
+        ours.train(mode == "t")
+        reference.train(mode == "t")
+        x = make_input(shape, dtype, layout, g, loc=1.0 + step, scale=2.0).to(device)
+        dy = make_input(shape, dtype, layout, g).to(device)
+        compare_step(ours, reference, x, dy, tol, layout, widen=widen)
+
+
+# --------------------------------------------------------------------------------------------
+# Parity with torch.nn: outputs, all gradients, buffers; every layout and option
+# --------------------------------------------------------------------------------------------
+OPTIONS = {
+    "affine-momentum": dict(momentum=0.1),
+    "momentum-None": dict(momentum=None),
+    "no-affine-no-stats": dict(affine=False, track_running_stats=False),
+}
+
+
+# Every option on the first shape, one option each (in turn) on the others.
+CASES_WITH_OPTIONS = [
+    pytest.param(b.values[0], case, option, marks=b.marks,
+                 id=f"{b.values[0]}-{shape_id(case)}-{option}")
+    for b in BACKENDS for i, case in enumerate(SHAPES[b.values[0]])
+    for option in (list(OPTIONS) if i == 0 else [list(OPTIONS)[i % len(OPTIONS)]])]
+
+
+@pytest.mark.parametrize("backend, case, options", CASES_WITH_OPTIONS)
+def test_modules_match_torch_nn(backend, case, options):
+    """Four steps (train, train, eval, train) from a randomized state: float32 outputs, the
+    gradients of input, weight and bias, and the buffers agree with torch.nn's module."""
+    shape, layout = case
+    device = DEVICE[backend]
+    ours, theirs = module_pair(len(shape), shape[1], device=device, **OPTIONS[options])
+    randomize(theirs, torch.Generator().manual_seed(1))
+    ours.load_state_dict(theirs.state_dict())
+    tol = dict(F32, param=F32["grad"])
+    steps(ours, theirs, shape, layout, device, torch.float32, tol, "ttet", seed=2)
+
+
+HALF_CASES = [pytest.param(b.values[0], case, id=f"{b.values[0]}-{shape_id(case)}", marks=b.marks)
+              for b in BACKENDS for case in SHAPES[b.values[0]]
+              if len(case[0]) in (2, 4)]  # (N, C), NCHW and channels last
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("half_module", [False, True], ids=["float32-params", "half-params"])
+@pytest.mark.parametrize("backend, case", HALF_CASES)
+def test_half_precision_inputs_match_float64(backend, case, dtype, half_module):
+    """float16/bfloat16 inputs with float32 parameters and buffers (mixed precision) or with
+    the module converted (``module.to(dtype)``), against float64 torch.nn on the same numbers."""
+    shape, layout = case
+    device = DEVICE[backend]
+    ours, reference = module_pair(len(shape), shape[1], device=device)
+    randomize(ours, torch.Generator().manual_seed(3))
+    if half_module:
+        ours.to(dtype)
+    reference.load_state_dict(ours.state_dict())
+    reference.double()
+    half = HALF[dtype]
+    tol = (dict(out=half, grad=half, param=half, stats=half) if half_module
+           else dict(out=half, grad=half, param=F32["grad"], stats=F32["stats"]))
+    steps(ours, reference, shape, layout, device, dtype, tol, "tte", seed=4, widen=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_inputs_match_torch_nn(backend):
+    shape, layout = SHAPES[backend][2]
+    device = DEVICE[backend]
+    ours, theirs = module_pair(len(shape), shape[1], device=device, dtype=torch.float64)
+    randomize(theirs, torch.Generator().manual_seed(5))
+    ours.load_state_dict(theirs.state_dict())
+    steps(ours, theirs, shape, layout, device, torch.float64, dict(F64_TRITON, param=F64["grad"]),
+          "tet", seed=6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_gradcheck_float64(backend, training):
+    """The kernels' backward against finite differences, in float64 on tiny shapes (both
+    layouts), with weight and bias.  (First derivatives: the backward is once-differentiable.)"""
+    device = DEVICE[backend]
+    g = torch.Generator().manual_seed(7)
+    for shape, layout in [((5, 3), "contiguous"), ((2, 3, 2, 2), "channels_last")]:
+        x = make_input(shape, torch.float64, layout, g, loc=1.0, scale=2.0).to(device)
+        weight, bias = torch.randn(2, shape[1], generator=g, dtype=torch.float64).to(device)
+        running_mean = torch.randn(shape[1], generator=g, dtype=torch.float64).to(device)
+        running_var = (torch.rand(shape[1], generator=g, dtype=torch.float64) + 0.5).to(device)
+
+        def f(x, weight, bias):
+            rm, rv = (None, None) if training else (running_mean, running_var)
+            return triton_bn.batch_norm(x, rm, rv, weight, bias, training=training, eps=1e-3)
+
+        inputs = tuple(t.clone().requires_grad_() for t in (x, weight, bias))
+        assert torch.autograd.gradcheck(f, inputs, fast_mode=backend == "interpreter")
+
+
+# --------------------------------------------------------------------------------------------
+# Numerics: a large mean, a constant channel, float32 accumulation
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_large_mean_in_float32_matches_float64(backend, layout):
+    """Mean 1e4, std 1, float32: the statistics, the output and the input gradient stay
+    within the float32 floor of the float64 result on the same input (float32 numbers near
+    1e4 are 9.8e-4 apart: the mean itself can only be known to 4.9e-4, and so the output)."""
+    device = DEVICE[backend]
+    shape = (40, 4, 8, 8) if backend == "interpreter" else (256, 16, 32, 32)
+    g = torch.Generator().manual_seed(8)
+    x = make_input(shape, torch.float32, layout, g, loc=1e4, scale=1.0).to(device)
+    dy = torch.randn(shape, generator=g).to(device)
+    mean, var = triton_bn.batch_stats(x)
+    exact = x.double().transpose(0, 1).reshape(shape[1], -1)
+    torch.testing.assert_close(mean.double(), exact.mean(1), rtol=0, atol=1e-3)
+    torch.testing.assert_close(var.double(), exact.var(1, correction=0), rtol=1e-3, atol=0)
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        xs = x.to(dtype).detach().clone().requires_grad_()
+        y = triton_bn.batch_norm(xs, None, None, training=True)
+        y.backward(dy.to(dtype))
+        results[dtype] = (y.detach().double(), xs.grad.double())
+    for ours, exact in zip(results[torch.float32], results[torch.float64]):
+        torch.testing.assert_close(ours, exact, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_constant_channel(backend):
+    """A channel whose values are all equal has variance 0: its output is ``bias`` (the
+    normalized values are 0, not NaN), as torch.nn gives, and its gradients are finite."""
+    device = DEVICE[backend]
+    shape = SHAPES[backend][2][0]
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(shape, generator=g)
+    x[:, 1] = 0.3  # not exactly representable: the mean's rounding must not create variance
+    x = x.to(device)
+    ours, theirs = module_pair(len(shape), shape[1], device=device)
+    randomize(theirs, g)
+    ours.load_state_dict(theirs.state_dict())
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    out_ours, out_theirs = ours(xs[0]), theirs(xs[1])
+    assert_close(out_ours, out_theirs, **F32["out"])
+    torch.testing.assert_close(out_ours[:, 1], torch.full_like(out_ours[:, 1], ours.bias[1].item()),
+                               **F32["out"])
+    dy = torch.randn(shape, generator=g).to(device)
+    out_ours.backward(dy)
+    out_theirs.backward(dy)
+    assert torch.isfinite(xs[0].grad).all()
+    assert_close(ours.running_var, theirs.running_var, **F32["stats"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_input_and_expanded_gradient(backend):
+    """A non-contiguous input (every other element of a bigger tensor) is copied to a dense
+    one first; an expanded ``dy`` (from ``y.sum()``) is copied to the input's layout."""
+    device = DEVICE[backend]
+    g = torch.Generator().manual_seed(10)
+    for shape in [(64, 5, 30), (6, 3, 10, 16)]:
+        x = make_input(shape, torch.float32, "strided", g).to(device)
+        results = []
+        for fn in (triton_bn.batch_norm, nn.functional.batch_norm):
+            xs = x.clone().requires_grad_()
+            weight = torch.linspace(0.5, 2.0, shape[1], device=device).requires_grad_()
+            y = fn(xs, None, None, weight, None, training=True)
+            (y.sum() + (y * y).sum()).backward()  # an expanded and a dense gradient, added
+            results.append((y, xs.grad, weight.grad))
+        for ours, theirs in zip(*results):
+            assert_close(ours.detach(), theirs.detach(), **F32["grad"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_only_some_gradients_and_evaluation_backward(backend):
+    """The backward's branches: evaluation mode (``dx = weight * invstd * dy``), no sums
+    needed when neither weight nor bias wants a gradient, and weight without bias."""
+    device = DEVICE[backend]
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(24, 6, 7, generator=g, dtype=torch.float64).to(device) * 3 + 1
+    dy = torch.randn(x.shape, generator=g, dtype=torch.float64).to(device)
+    rm = torch.randn(6, generator=g, dtype=torch.float64).to(device)
+    rv = (torch.rand(6, generator=g, dtype=torch.float64) + 0.5).to(device)
+    w = torch.randn(6, generator=g, dtype=torch.float64).to(device)
+    b = torch.randn(6, generator=g, dtype=torch.float64).to(device)
+    for training, wants in [(True, (True, False, False)), (True, (False, True, False)),
+                            (False, (True, False, False)), (False, (True, True, True))]:
+        grads = []
+        for fn in (triton_bn.batch_norm, nn.functional.batch_norm):
+            leaves = [t.clone().requires_grad_(want) for t, want in zip((x, w, b), wants)]
+            y = fn(leaves[0], rm.clone(), rv.clone(), leaves[1], leaves[2], training=training)
+            grads.append(torch.autograd.grad(y, [t for t in leaves if t.requires_grad], dy))
+        for ours, theirs in zip(*grads):
+            assert_close(ours, theirs, **F64["grad"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deterministic(backend):
+    """No atomics: two runs give bitwise identical outputs, gradients and buffers."""
+    device = DEVICE[backend]
+    shape, layout = SHAPES[backend][3]
+    g = torch.Generator().manual_seed(12)
+    x = make_input(shape, torch.float32, layout, g, loc=3.0).to(device)
+    dy = make_input(shape, torch.float32, layout, g).to(device)
+    runs = []
+    for _ in range(2):
+        module = getattr(triton_bn, NAMES[len(shape)])(shape[1]).to(device)
+        xs = x.clone().requires_grad_()
+        y = module(xs)
+        y.backward(dy)
+        runs.append([y, xs.grad, module.weight.grad, module.bias.grad, module.running_mean,
+                     module.running_var])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# The tiling: small tiles exercise every path of the kernels; the merge is distributed's
+# --------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Tiles of 64 values and about 8 programs: several tiles per program, padding tiles,
+    ragged channel blocks, and reductions over partials in several chunks."""
+    monkeypatch.setattr(triton_bn, "TILE_ELEMENTS", 64)
+    monkeypatch.setattr(triton_bn, "TARGET_PROGRAMS", 8)
+
+
+SMALL_TILE_CASES = {"interpreter": [((300, 14), "contiguous"), ((3, 5, 9, 13), "contiguous"),
+                                     ((3, 5, 9, 13), "channels_last")],
+                    "cuda": SHAPES["cuda"][:3]}
+SMALL_TILES = [pytest.param(b.values[0], case, id=f"{b.values[0]}-{shape_id(case)}", marks=b.marks)
+               for b in BACKENDS for case in SMALL_TILE_CASES[b.values[0]]]
+
+
+@pytest.mark.parametrize("backend, case", SMALL_TILES)
+def test_small_tiles_match_torch_nn(backend, case, small_tiles):
+    shape, layout = case
+    device = DEVICE[backend]
+    x = make_input(shape, torch.float32, layout, torch.Generator().manual_seed(13)).to(device)
+    plan = triton_bn.tiling(triton_bn._dense(x))
+    assert plan.tiles_per_program > 1 and plan.programs > 1
+    assert plan.block_c * plan.block_s <= 64
+    ours, theirs = module_pair(len(shape), shape[1], device=device)
+    randomize(theirs, torch.Generator().manual_seed(14))
+    ours.load_state_dict(theirs.state_dict())
+    steps(ours, theirs, shape, layout, device, torch.float32, dict(F32, param=F32["grad"]),
+          "te", seed=15)
+
+
+def test_small_tiles_cover_every_path(small_tiles):
+    """The small-tile shapes really take the paths the small tiles are for."""
+    plans = [triton_bn.tiling(triton_bn._dense(make_input(shape, torch.float32, layout,
+                                                          torch.Generator())))
+             for shape, layout in SMALL_TILE_CASES["interpreter"]]
+    assert {p.layout for p in plans} == {"planes", "channels last"}
+    assert any(p.num_tiles % p.tiles_per_program for p in plans), "a program with padding tiles"
+    assert any(p.view[1] % p.block_c for p in plans), "a ragged block of channels"
+    assert any(triton_bn._reduce_options(p.programs, p.view[1])["NUM_CHUNKS"] > 1 for p in plans)
+
+
+@pytest.mark.parametrize("backend, case", SMALL_TILES)
+def test_partials_merge_with_distributed_merge_stats(backend, case, small_tiles):
+    """Pass 1's partial (count, mean, M2) rows, merged by bncourse.distributed.merge_stats
+    (the same formula in torch), give pass 2's statistics and the float64 truth."""
+    shape, layout = case
+    device = DEVICE[backend]
+    x = make_input(shape, torch.float32, layout, torch.Generator().manual_seed(16), loc=50.0).to(device)
+    counts, means, m2s = triton_bn.partial_stats(x)
+    assert torch.all(counts == counts[:, :1])  # a program's count is the same for every channel
+    m = x.numel() // shape[1]
+    assert int(counts.sum(0)[0]) == m
+    total, mean, m2 = distributed.merge_stats(counts[:, 0], means, m2s)
+    kernel_mean, kernel_var = triton_bn.batch_stats(x)
+    exact = x.double().transpose(0, 1).reshape(shape[1], -1)
+    torch.testing.assert_close(mean, kernel_mean, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(m2 / total, kernel_var, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kernel_mean.double(), exact.mean(1), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(kernel_var.double(), exact.var(1, correction=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, layout, expected", [
+    ((256, 64, 56, 56), "contiguous", ("planes", (256, 64, 3136), 1, 4096)),
+    ((256, 512, 7, 7), "contiguous", ("planes", (256, 512, 49), 64, 64)),
+    ((256, 64, 56, 56), "channels_last", ("channels last", (1, 64, 802816), 64, 64)),
+    ((65536, 256), "contiguous", ("channels last", (1, 256, 65536), 64, 64)),
+    ((100000, 32), "contiguous", ("channels last", (1, 32, 100000), 32, 128)),
+])
+def test_tiling_reads_along_memory(shape, layout, expected):
+    """The tile's long side runs along the contiguous axis, for the benchmark's shapes
+    (planned on the meta device: no memory, no kernel)."""
+    x = torch.empty(shape, device="meta")
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    plan = triton_bn.tiling(x)
+    assert (plan.layout, plan.view, plan.block_c, plan.block_s) == expected
+    contiguous_axis = 2 if plan.layout == "planes" else 1
+    assert plan.strides[contiguous_axis] == 1
+    assert 1 <= plan.channel_blocks <= 65535 and plan.programs * plan.channel_blocks >= 512
+
+
+# --------------------------------------------------------------------------------------------
+# The interface: torch_bn's checks and modules, shared
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", sorted(FUNCTIONAL_ERRORS))
+def test_errors_are_torch_bns(case):
+    """The same exception type and words as torch_bn (and so as PyTorch), for every bad call."""
+    args, kwargs = FUNCTIONAL_ERRORS[case]
+    copies = [[a.clone() if isinstance(a, torch.Tensor) else a for a in args] for _ in range(2)]
+    theirs = raised(lambda: torch_bn.batch_norm(*copies[1], **kwargs))
+    assert theirs is not None
+    assert raised(lambda: triton_bn.batch_norm(*copies[0], **kwargs)) == theirs
+
+
+@pytest.mark.parametrize("name, bad_ndims", [("BatchNorm1d", [1, 4]), ("BatchNorm2d", [3, 5]),
+                                             ("BatchNorm3d", [4, 6])])
+def test_module_errors_are_torch_nns(name, bad_ndims):
+    for ndim in bad_ndims:
+        x = torch.randn((2, 3, 2, 2, 2, 2)[:ndim])
+        theirs = raised(lambda: getattr(nn, name)(3)(x))
+        assert theirs is not None and raised(lambda: getattr(triton_bn, name)(3)(x)) == theirs
+
+
+def test_wrong_device_is_a_clear_error():
+    where = "meta"  # neither the interpreter's CPU nor a GPU
+    error = raised(lambda: triton_bn.batch_norm(torch.empty(4, 3, device=where), None, None,
+                                                training=True))
+    assert error[0] is RuntimeError and "triton_bn: got an input on meta" in error[1]
+
+
+@pytest.mark.parametrize("name", ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"])
+def test_modules_are_torch_bns_with_the_triton_function(name):
+    ours, base = getattr(triton_bn, name), getattr(torch_bn, name)
+    assert issubclass(ours, base) and ours.functional is triton_bn.batch_norm
+    assert base.functional is torch_bn.batch_norm
+    module = ours(5, momentum=None, affine=False)
+    assert repr(module) == repr(getattr(nn, name)(5, momentum=None, affine=False))
+    state = getattr(nn, name)(5).state_dict()
+    ours(5).load_state_dict(state)  # keys and shapes are torch.nn's
+
+
+def test_empty_batch_is_torch_bns():
+    x = torch.randn(0, 3, 4)
+    w = torch.full((3,), 2.0)
+    assert torch.equal(triton_bn.batch_norm(x, None, None, w, w, training=True),
+                       torch_bn.batch_norm(x, None, None, w, w, training=True))
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled kernels, without a GPU: Triton's compiler and ptxas for an H100
+# --------------------------------------------------------------------------------------------
+def test_every_launch_compiles_for_an_h100(tmp_path):
+    """The interpreter does not run Triton's compiler: tests/triton_compile_check.py records
+    every launch triton_bn makes (each dtype, layout and mode) and compiles it for sm_90, in a
+    fresh process with the interpreter off and an empty kernel cache."""
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
+    script = Path(__file__).with_name("triton_compile_check.py")
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "launches compiled for sm_90" in result.stdout
+
