@@ -26,6 +26,9 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from bncourse.reproducible import reproducible_env  # noqa: E402  (standard library only)
+
 VENV = ROOT / ".venv"
 STAMP = VENV / ".installed"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
@@ -134,7 +137,7 @@ def main(argv: list[str]) -> int:
         return 2
     command, extra = argv[0], argv[1:]
     ensure_environment()
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = reproducible_env()  # the same CPU code paths on every machine: see bncourse/reproducible.py
     try:
         if command == "book":
             invalidate_stale_execution_cache()

@@ -34,6 +34,7 @@ from nbclient.exceptions import DeadKernelError
 
 from .checks import RESULT_PREFIX
 from .notebooks import KERNEL
+from .reproducible import reproducible_env
 
 __all__ = ["Result", "GradingError", "exercise_ids", "grade_notebook", "grade", "main"]
 
@@ -91,9 +92,8 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
 
 def _kernel_env() -> dict[str, str]:
     """The learner's kernel imports the same bncourse as the grader, installed or not."""
-    env = dict(os.environ)
+    env = reproducible_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONHASHSEED", "0")
     return env
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from .reproducible import reproducible_env
+
 __all__ = ["KERNEL", "execute_in_place", "normalize"]
 
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -39,5 +41,5 @@ def execute_in_place(path: Path, timeout: int = 300) -> None:
         nb, timeout=timeout, kernel_name=KERNEL["name"],
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
-    client.execute()
+    client.execute(env=reproducible_env())  # kernel environment: see bncourse/reproducible.py
     nbformat.write(normalize(nb), path)
