@@ -75,7 +75,9 @@ def ensure_browser() -> None:
     print("Installing Debian's chromium for the browser tests", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     _run(sudo + ["apt-get", "update", "-qq"], env=env)
-    _run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"], env=env)
+    # (a font too: a minimal system may have none, and the screenshots would show boxes)
+    _run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                 "chromium", "fonts-dejavu-core"], env=env)
 
 
 def _requirements_hash() -> str:
@@ -105,30 +107,56 @@ def ensure_environment() -> None:
     STAMP.write_text(wanted)
 
 
-def invalidate_stale_execution_cache() -> None:
-    """Drop the book's execution cache when code the notebooks import has changed.
-
-    Jupyter Book re-executes a notebook when its code cells change, but not when
-    ``bncourse/`` or the pinned requirements do; this makes those changes count too. Sphinx's
-    saved environment (``_build/.doctrees``) goes as well: otherwise Sphinx sees unchanged
-    notebooks, never reads them again, and the pages keep their old outputs.
-    """
-    build = ROOT / "_build"
-    caches = [build / ".jupyter_cache", build / ".doctrees"]
-    stamp = build / ".jupyter_cache.inputs"
+def _digest(paths: list[Path]) -> str:
     digest = hashlib.sha256()
-    for path in sorted([ROOT / "requirements.txt", *(ROOT / "bncourse").rglob("*.py")]):
+    for path in sorted(paths):
         digest.update(path.relative_to(ROOT).as_posix().encode())
         digest.update(path.read_bytes())
-    wanted = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def _clear_when_changed(stamp: Path, inputs: list[Path], caches: list[Path], why: str) -> None:
+    """Remove ``caches`` when the content of ``inputs`` differs from what ``stamp`` records."""
+    wanted = _digest(inputs)
     if stamp.exists() and stamp.read_text() == wanted:
         return
     if any(cache.exists() for cache in caches):
-        print("bncourse/ or requirements.txt changed: clearing the notebook execution cache")
+        print(f"{why}: clearing {', '.join(c.relative_to(ROOT).as_posix() for c in caches)}")
         for cache in caches:
             shutil.rmtree(cache, ignore_errors=True)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     stamp.write_text(wanted)
+
+
+def invalidate_stale_execution_cache() -> None:
+    """Drop what a build saved when it no longer matches what the book is built from.
+
+    * Jupyter Book re-executes a notebook when its code cells change, but not when
+      ``bncourse/`` or the pinned requirements do; this makes those changes count too. Sphinx's
+      saved environment (``_build/.doctrees``) goes as well: otherwise Sphinx sees unchanged
+      notebooks, never reads them again, and the pages keep their old outputs.
+    * Sphinx rewrites only the pages whose source changed, so a chapter added to ``_toc.yml``
+      would leave its neighbours' next/previous links pointing past it, and an edited
+      ``_config.yml`` or ``book/static``, ``book/_ext``, ``book/site_root`` would not reach
+      unchanged pages: those
+      changes clear the saved environment and the HTML (not the execution cache).
+    """
+    build = ROOT / "_build"
+    _clear_when_changed(
+        build / ".jupyter_cache.inputs",
+        [ROOT / "requirements.txt", *(ROOT / "bncourse").rglob("*.py")],
+        [build / ".jupyter_cache", build / ".doctrees"],
+        "bncourse/ or requirements.txt changed",
+    )
+    site = [ROOT / "_toc.yml", ROOT / "_config.yml"]
+    for folder in ("book/static", "book/_ext", "book/site_root"):
+        site += [p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    _clear_when_changed(
+        build / ".site.inputs",
+        [p for p in site if p.exists()],
+        [build / ".doctrees", build / "html"],
+        "the table of contents, _config.yml or the site's assets changed",
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -254,3 +254,35 @@ def test_execution_cache_is_cleared_when_the_package_or_pins_change(tmp_path, mo
     (tmp_path / "requirements.txt").write_text("numpy==2.4.7\n")
     course.invalidate_stale_execution_cache()
     assert cached() == [False, False], "the pins changed: the caches go"
+
+
+def test_site_layout_changes_rewrite_every_page(tmp_path, monkeypatch):
+    """A chapter added to the toc changes its neighbours' next/previous links, which Sphinx
+    alone would not rewrite: such changes clear the saved environment and the HTML, while the
+    notebooks' execution cache stays (their outputs did not change)."""
+    import course
+
+    monkeypatch.setattr(course, "ROOT", tmp_path)
+    (tmp_path / "bncourse").mkdir()
+    (tmp_path / "requirements.txt").write_text("numpy==2.4.6\n")
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    (tmp_path / "_config.yml").write_text("title: a\n")
+    (tmp_path / "book" / "static").mkdir(parents=True)
+    (tmp_path / "book" / "static" / "course.css").write_text("a {}\n")
+    build = tmp_path / "_build"
+    execution, doctrees, html = build / ".jupyter_cache", build / ".doctrees", build / "html"
+
+    def fill() -> None:
+        for cache in (execution, doctrees, html):
+            cache.mkdir(parents=True, exist_ok=True)
+
+    course.invalidate_stale_execution_cache()
+    fill()
+    course.invalidate_stale_execution_cache()
+    assert [execution.exists(), doctrees.exists(), html.exists()] == [True, True, True]
+    for path, text in [("_toc.yml", "root: intro\nchapters: []\n"), ("_config.yml", "title: b\n"),
+                       ("book/static/course.css", "a { color: red }\n")]:
+        (tmp_path / path).write_text(text)
+        course.invalidate_stale_execution_cache()
+        assert [execution.exists(), doctrees.exists(), html.exists()] == [True, False, False], path
+        fill()
