@@ -332,6 +332,7 @@ def bench_bars(labels: Sequence[str], ours: Sequence[float], native: Sequence[fl
     ax.invert_yaxis()
     ax.set_xlabel("time per forward+backward (ms)")
     ax.legend(fontsize=9)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------
