@@ -35,7 +35,9 @@ from torch import Tensor, nn
 from .numpy_bn import channel_shape, reduce_axes
 from .torch_bn import (
     BatchNormNd,
+    _check_tensors,
     accumulation_dtype,
+    batch_stats,
     grad_input_from_sums,
     normalize,
     update_running_stats,
@@ -48,18 +50,16 @@ __all__ = ["local_stats", "merge_stats", "SyncBatchNormFunction", "SyncBatchNorm
 def local_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """This process's per-channel ``(count, mean, M2)``: a 0-d count and two ``(C,)`` tensors.
 
-    ``M2`` is the sum of squared deviations from this process's own mean (two passes, in the
-    accumulation dtype). An empty slice gives count 0, mean 0 and M2 0.
+    ``M2`` is the sum of squared deviations from this process's own mean: ``count`` times the
+    variance of :func:`bncourse.torch_bn.batch_stats` (two passes, in the accumulation dtype).
+    An empty slice gives count 0, mean 0 and M2 0.
     """
-    x = x.to(accumulation_dtype(x.dtype))
-    dims = reduce_axes(x.ndim)
     count = x.numel() // x.shape[1]
     if count == 0:
-        zeros = x.new_zeros(x.shape[1])
-        return x.new_tensor(0.0), zeros, zeros.clone()
-    mean = x.mean(dims)
-    m2 = (x - mean.view(channel_shape(x.ndim))).square().sum(dims)
-    return x.new_tensor(float(count)), mean, m2
+        zeros = x.new_zeros(x.shape[1], dtype=accumulation_dtype(x.dtype))
+        return zeros.new_tensor(0.0), zeros, zeros.clone()
+    mean, var = batch_stats(x)  # in the accumulation dtype
+    return mean.new_tensor(float(count)), mean, var * count
 
 
 def merge_stats(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -154,16 +154,11 @@ class SyncBatchNorm(BatchNormNd):
         if not (self.training and self._world_size() > 1):
             return super().forward(input)  # evaluation, or nothing to synchronize with
         self._check_input_dim(input)
-        if input.shape[1] != self.num_features:
-            raise RuntimeError(f"running_mean should contain {input.shape[1]} elements not "
-                               f"{self.num_features}")
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
+        # batch_norm's checks of the per-channel tensors and dtypes; not the batch size, which
+        # only the global batch decides (a process may hold one sample, or none)
+        _check_tensors(input, self.running_mean, self.running_var, self.weight, self.bias, True)
         return SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, self.running_mean, self.running_var, factor, self.eps,
+            input, self.weight, self.bias, self.running_mean, self.running_var, self._count_batch(), self.eps,
             self.process_group or dist.group.WORLD)
 
     @classmethod

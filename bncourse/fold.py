@@ -78,10 +78,8 @@ def fold_sequential(model: nn.Sequential) -> nn.Sequential:
     layers = list(model.children())
     out = []
     for i, layer in enumerate(layers):
-        previous = out[-1] if out else None
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and isinstance(previous, FOLDABLE) \
-                and isinstance(layers[i - 1], FOLDABLE):
-            out[-1] = fold_batchnorm(previous, layer)
+        if i > 0 and isinstance(layer, nn.modules.batchnorm._BatchNorm) and isinstance(layers[i - 1], FOLDABLE):
+            out[-1] = fold_batchnorm(out[-1], layer)  # out[-1] is the copy of layers[i - 1]
             out.append(nn.Identity())
         elif isinstance(layer, nn.Sequential):
             out.append(fold_sequential(layer))

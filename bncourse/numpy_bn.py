@@ -171,7 +171,6 @@ class Cache:
     var: np.ndarray
     inv_std: np.ndarray
     gamma: np.ndarray
-    eps: float
 
 
 def _affine(xhat: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None) -> np.ndarray:
@@ -202,7 +201,7 @@ def forward_train(
     xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
     out = _affine(xhat, gamma, beta)
     g = np.ones_like(mean) if gamma is None else np.asarray(gamma, dtype=x.dtype)
-    return out, Cache(x=x, xhat=xhat, mean=mean, var=var, inv_std=inv_std, gamma=g, eps=eps)
+    return out, Cache(x=x, xhat=xhat, mean=mean, var=var, inv_std=inv_std, gamma=g)
 
 
 def forward_eval(

@@ -1,8 +1,8 @@
 """The figures of the book, one function each.
 
-Every function draws on a new figure (or on an ``ax`` it is given) and returns it; the notebook
-then calls ``plt.show()``.  Call :func:`use_course_style` once at the top of a notebook so all
-figures share one look.  Colours come from :data:`COLORS`.
+Every function draws on a new figure and returns it (:func:`reduction_pattern` draws on an
+``ax`` it is given); the notebook then calls ``plt.show()``.  Call :func:`use_course_style`
+once at the top of a notebook so all figures share one look.  Colours come from :data:`COLORS`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch
 
 __all__ = [
     "COLORS",

@@ -501,14 +501,19 @@ class BatchNormNd(nn.Module):
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
-    def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        # The momentum handed to batch_norm: the module's, or 1 / (batches so far) for None.
+    def _count_batch(self) -> float:
+        """Count a training batch in ``num_batches_tracked`` (when tracking) and return the
+        momentum to hand to batch_norm: the module's, or 1 / (batches so far) for ``None``."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative average of all batches so far
                 factor = 1.0 / float(self.num_batches_tracked)
+        return factor
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        factor = self._count_batch()
         # Batch statistics in training, and in evaluation when there are no running ones.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         # Hand over the buffers to be updated (training and tracking) or used (evaluation).

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from bncourse.bench import MODULE_NAMES
+
 F64 = dict(out=dict(rtol=1e-9, atol=1e-10), grad=dict(rtol=1e-9, atol=1e-10),
            stats=dict(rtol=1e-10, atol=1e-12))
 F32 = dict(out=dict(rtol=1e-5, atol=2e-5), grad=dict(rtol=1e-4, atol=2e-4),
@@ -16,7 +18,7 @@ F32 = dict(out=dict(rtol=1e-5, atol=2e-5), grad=dict(rtol=1e-4, atol=2e-4),
 HALF = {torch.float16: dict(rtol=2 * 2**-10, atol=2 * 2**-10),
         torch.bfloat16: dict(rtol=2 * 2**-7, atol=2 * 2**-7)}
 TOL = {torch.float64: F64, torch.float32: F32}
-NAMES = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
+NAMES = MODULE_NAMES  # torch.nn's class name for each number of dimensions
 
 
 def assert_close(ours, theirs, **tol):
