@@ -25,7 +25,6 @@ are at least ~1e-2 on the chosen inputs.
 """
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import math
@@ -101,24 +100,26 @@ def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
     if exercise_id not in EXERCISES:
         known = ", ".join(sorted(EXERCISES))
         raise KeyError(f"unknown exercise id {exercise_id!r}; known ids: {known}")
-    ex = EXERCISES[exercise_id]
-    if not callable(candidate):
-        raise CheckFailed(
-            f"{exercise_id}: expected a function {ex.signature}, got {type(candidate).__name__}"
-        )
     try:
-        detail = ex.run(candidate)
-    except NotImplementedError:
-        raise NotAttempted(
-            f"{exercise_id}: not attempted yet (the function still raises NotImplementedError)"
-        ) from None
-    except CheckFailed as failure:
-        raise type(failure)(f"{exercise_id}: {failure}") from None
-    except Exception as error:  # the learner's code crashed: report it as a failed check
-        raise CheckFailed(
-            f"{exercise_id}: your function raised {type(error).__name__}: {error}"
-        ) from error
+        detail = _judge(EXERCISES[exercise_id], candidate)
+    except CheckFailed as failure:  # NotAttempted included
+        raise type(failure)(f"{exercise_id}: {failure}") from failure.__cause__
     print(f"✔ {exercise_id} passed: {detail}")
+
+
+def _judge(ex: Exercise, candidate: Any) -> str:
+    """Run ``ex``'s checker on ``candidate``: the one-line detail of a pass, or
+    :class:`NotAttempted` / :class:`CheckFailed` (without the exercise id) otherwise."""
+    if not callable(candidate):
+        raise CheckFailed(f"expected a function {ex.signature}, got {type(candidate).__name__}")
+    try:
+        return ex.run(candidate)
+    except NotImplementedError:
+        raise NotAttempted("not attempted yet (the function still raises NotImplementedError)") from None
+    except CheckFailed:
+        raise
+    except Exception as error:  # the learner's code crashed: report it as a failed check
+        raise CheckFailed(f"your function raised {type(error).__name__}: {error}") from error
 
 
 RESULT_PREFIX = "BNCOURSE-RESULT "
@@ -134,7 +135,6 @@ def grade_in_namespace(exercise_id: str, namespace: dict[str, Any]) -> None:
     """
     start = time.perf_counter()
     ex = EXERCISES.get(exercise_id)
-    output = io.StringIO()
     if ex is None:
         status, message = "error", f"unknown exercise id {exercise_id!r}"
     elif ex.function not in namespace:
@@ -142,15 +142,12 @@ def grade_in_namespace(exercise_id: str, namespace: dict[str, Any]) -> None:
                                     f"it, and check that it runs without an error")
     else:
         try:
-            with redirect_stdout(output):
-                check(exercise_id, namespace[ex.function])
-            status = "passed"
-            lines = [line for line in output.getvalue().splitlines() if line.startswith("✔")]
-            message = lines[-1].split("passed: ", 1)[-1] if lines else "passed"
+            with redirect_stdout(io.StringIO()):  # what the learner's function prints
+                status, message = "passed", _judge(ex, namespace[ex.function])
         except NotAttempted:
             status, message = "not attempted", "not attempted yet"
         except CheckFailed as failure:
-            status, message = "failed", str(failure).removeprefix(f"{exercise_id}: ")
+            status, message = "failed", str(failure)
     result = dict(exercise=exercise_id, status=status, message=message,
                   seconds=round(time.perf_counter() - start, 3))
     print(RESULT_PREFIX + json.dumps(result))
@@ -159,10 +156,6 @@ def grade_in_namespace(exercise_id: str, namespace: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 # Comparing answers
 # --------------------------------------------------------------------------------------------
-def _fmt_index(index: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(int(i)) for i in index) + ")"
-
-
 def as_array(name: str, value: Any) -> np.ndarray:
     """``value`` as a NumPy array, or a :class:`CheckFailed` naming what it was instead."""
     if isinstance(value, np.ndarray):
@@ -218,7 +211,7 @@ def compare(
     if bad.any():
         index = tuple(np.argwhere(bad)[0])
         raise CheckFailed(
-            f"{name} contains {got[index]} at index {_fmt_index(index)} where "
+            f"{name} contains {got[index]} at index {mis.tuple_text(index)} where "
             f"{expected[index]:.6g} was expected ({int(bad.sum())} non-finite values in all)."
         )
     if np.allclose(got, expected, rtol=rtol, atol=atol):
@@ -229,7 +222,7 @@ def compare(
     index = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
     message = (
         f"{name} is wrong: largest error {float(error[index]):.3g} at index "
-        f"{_fmt_index(index)} (got {float(got[index]):.6g}, expected "
+        f"{mis.tuple_text(index)} (got {float(got[index]):.6g}, expected "
         f"{float(expected[index]):.6g}; tolerance rtol={rtol:g}, atol={atol:g})."
     )
     for cause, answer in mistakes.items():
@@ -264,11 +257,16 @@ def compare_number(name: str, got: Any, expected: float, *, rtol: float = 1e-9,
     raise CheckFailed(message)
 
 
-def _first_output(name: str, result: Any) -> Any:
+def _first_output(result: Any) -> Any:
     """Accept ``out`` or ``(out, cache)`` from a forward function."""
     if isinstance(result, (tuple, list)) and len(result) >= 1:
         return result[0]
     return result
+
+
+def _part(mistakes: dict[str, tuple[Any, ...]], index: int) -> dict[str, Any]:
+    """``{cause: answer[index]}`` for mistakes whose answers are tuples of several outputs."""
+    return {cause: answer[index] for cause, answer in mistakes.items()}
 
 
 def _unpack(name: str, result: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
@@ -278,13 +276,6 @@ def _unpack(name: str, result: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
             what += f" of {len(result)} items"
         raise CheckFailed(f"{name} should return a tuple ({', '.join(names)}), got {what}")
     return tuple(result)
-
-
-def _call_signature(candidate: Callable[..., Any]) -> str:
-    try:
-        return f"{candidate.__name__}{inspect.signature(candidate)}"
-    except (TypeError, ValueError, AttributeError):
-        return repr(candidate)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,10 +307,6 @@ def forward_cases() -> list[dict[str, Any]]:
     return cases
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
-
-
 # --------------------------------------------------------------------------------------------
 # Chapter 1: what BatchNorm does to a batch
 # --------------------------------------------------------------------------------------------
@@ -335,7 +322,7 @@ def _check_standardize(standardize: Callable[..., Any]) -> str:
         if not np.array_equal(x, before):
             raise CheckFailed("standardize changed its input x in place; return a new array")
         expected = (x - x.mean(0)) / x.std(0)
-        compare(f"standardize(x) for x of shape {_shape_text(shape)}", got, expected,
+        compare(f"standardize(x) for x of shape {mis.tuple_text(shape)}", got, expected,
                 rtol=1e-4, atol=1e-6, mistakes=mis.standardize_mistakes(x))
     return "z-scores per feature, with the biased (divide by N) standard deviation"
 
@@ -394,7 +381,7 @@ def _check_expected_std(expected_std: Callable[..., Any]) -> str:
 def _check_batch_stats(batch_stats: Callable[..., Any]) -> str:
     for case in forward_cases():
         x = case["x"]
-        name = f"batch_stats(x) for x of shape {_shape_text(x.shape)} ({x.dtype})"
+        name = f"batch_stats(x) for x of shape {mis.tuple_text(x.shape)} ({x.dtype})"
         mean, var = _unpack(name, batch_stats(x.copy()), ("mean", "var"))
         exp_mean, exp_var = numpy_bn.batch_stats(x)
         tol = dict(rtol=1e-4, atol=1e-6) if x.dtype == np.float32 else {}
@@ -410,8 +397,8 @@ def _check_batch_stats(batch_stats: Callable[..., Any]) -> str:
 def _check_forward(batchnorm_forward: Callable[..., Any]) -> str:
     for case in forward_cases():
         x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
-        name = f"batchnorm_forward output for x of shape {_shape_text(x.shape)} ({x.dtype}), eps={eps:g}"
-        got = _first_output(name, batchnorm_forward(x.copy(), gamma.copy(), beta.copy(), eps=eps))
+        name = f"batchnorm_forward output for x of shape {mis.tuple_text(x.shape)} ({x.dtype}), eps={eps:g}"
+        got = _first_output(batchnorm_forward(x.copy(), gamma.copy(), beta.copy(), eps=eps))
         expected, _ = numpy_bn.forward_train(x, gamma, beta, eps)
         tol = dict(rtol=1e-4, atol=1e-5) if x.dtype == np.float32 else {}
         compare(name, got, expected, mistakes=mis.forward_mistakes(x, gamma, beta, eps), **tol)
@@ -439,7 +426,7 @@ def backward_cases() -> list[dict[str, Any]]:
 def _check_backward(batchnorm_backward: Callable[..., Any]) -> str:
     for case in backward_cases():
         x, gamma, dout, eps = case["x"], case["gamma"], case["dout"], case["eps"]
-        name = f"batchnorm_backward for x of shape {_shape_text(x.shape)}"
+        name = f"batchnorm_backward for x of shape {mis.tuple_text(x.shape)}"
         dx, dgamma, dbeta = _unpack(name, batchnorm_backward(dout.copy(), x.copy(), gamma.copy(), eps=eps),
                                     ("dx", "dgamma", "dbeta"))
         _, cache = numpy_bn.forward_train(x, gamma, None, eps)
@@ -570,7 +557,7 @@ def _check_running_stats_update(update_running_stats: Callable[..., Any]) -> str
     for case in running_stats_cases():
         x, rm, rv = case["x"], case["running_mean"], case["running_var"]
         momentum, tracked = case["momentum"], case["num_batches_tracked"]
-        name = (f"update_running_stats for x of shape {_shape_text(x.shape)}, momentum={momentum}, "
+        name = (f"update_running_stats for x of shape {mis.tuple_text(x.shape)}, momentum={momentum}, "
                 f"num_batches_tracked={tracked}")
         result = update_running_stats(_tensor(rm), _tensor(rv), _tensor(x), momentum, tracked)
         got_mean, got_var = _unpack(name, result, ("new_mean", "new_var"))
@@ -580,9 +567,9 @@ def _check_running_stats_update(update_running_stats: Callable[..., Any]) -> str
             rm, rv, mean, var, numpy_bn.num_per_channel(x.shape), factor, tracked)
         wrong = mis.running_stats_mistakes(rm, rv, x, momentum, tracked)
         compare(f"the running mean from {name}", _numpy("new_mean", got_mean), exp_mean,
-                mistakes={cause: answer[0] for cause, answer in wrong.items()})
+                mistakes=_part(wrong, 0))
         compare(f"the running variance from {name}", _numpy("new_var", got_var), exp_var,
-                mistakes={cause: answer[1] for cause, answer in wrong.items()})
+                mistakes=_part(wrong, 1))
     return ("running = (1 - momentum) * running + momentum * batch, unbiased variance, "
             "momentum=None as a cumulative average")
 
@@ -607,7 +594,7 @@ def _check_batchnorm_modes(batch_norm: Callable[..., Any]) -> str:
             rm, rv, *numpy_bn.batch_stats(x), m, momentum, 1)
         for training in (True, False):
             mode = "training" if training else "evaluation"
-            name = f"batch_norm in {mode} mode for x of shape {_shape_text(x.shape)}"
+            name = f"batch_norm in {mode} mode for x of shape {mis.tuple_text(x.shape)}"
             rm_t, rv_t = _tensor(rm), _tensor(rv)
             out = batch_norm(_tensor(x), rm_t, rv_t, _tensor(gamma), _tensor(beta), training,
                              momentum=momentum, eps=1e-5)
@@ -625,30 +612,17 @@ def _check_batchnorm_modes(batch_norm: Callable[..., Any]) -> str:
                         f"name, the caller's tensor stays as it was")
                 wrong = mis.running_stats_mistakes(rm, rv, x, momentum, 1)
                 compare(f"running_mean after {name}", rm_t, new_mean,
-                        mistakes={cause: answer[0] for cause, answer in wrong.items()})
+                        mistakes=_part(wrong, 0))
                 compare(f"running_var after {name}", rv_t, new_var,
-                        mistakes={cause: answer[1] for cause, answer in wrong.items()})
+                        mistakes=_part(wrong, 1))
             else:
                 compare(f"the output of {name}", _numpy("out", out), evaluated,
-                        mistakes={mis.BATCH_STATS_IN_EVAL: trained,
-                                  "eps outside the square root: use (x - running_mean) / "
-                                  "sqrt(running_var + eps)":
-                                      _eval_eps_outside(x, rm, rv, gamma, beta),
-                                  "running_var used as a standard deviation: divide by "
-                                  "sqrt(running_var + eps)":
-                                      numpy_bn.forward_eval(x, rm, rv**2, gamma, beta, 1e-5)})
+                        mistakes=mis.eval_mistakes(x, rm, rv, gamma, beta, 1e-5))
                 if not (np.array_equal(rm_t.numpy(), rm) and np.array_equal(rv_t.numpy(), rv)):
                     raise CheckFailed(
                         f"{name} changed running_mean or running_var: in evaluation mode they "
                         f"are read, never updated. Likely cause: {mis.BATCH_STATS_IN_EVAL}.")
     return "batch statistics and an in-place update in training, running statistics in evaluation"
-
-
-def _eval_eps_outside(x: np.ndarray, rm: np.ndarray, rv: np.ndarray, gamma: np.ndarray,
-                      beta: np.ndarray) -> np.ndarray:
-    shape = numpy_bn.channel_shape(x.ndim)
-    xhat = (x - rm.reshape(shape)) / (np.sqrt(rv.reshape(shape)) + 1e-5)
-    return gamma.reshape(shape) * xhat + beta.reshape(shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -667,7 +641,7 @@ def _check_autograd_function(candidate: Callable[..., Any]) -> str:
         x, gamma, eps = case["x"], case["gamma"], case["eps"]
         beta = case.get("beta", _rng(45).uniform(-1, 1, size=gamma.shape))
         dout = case.get("dout", _rng(46).normal(size=x.shape))
-        name = f"BatchNormTrain for x of shape {_shape_text(x.shape)}"
+        name = f"BatchNormTrain for x of shape {mis.tuple_text(x.shape)}"
         xt, gt, bt = (_tensor(a).requires_grad_() for a in (x, gamma, beta))
         out = apply(xt, gt, bt, eps)
         expected, cache = numpy_bn.forward_train(x, gamma, beta, eps)
@@ -776,7 +750,7 @@ def _check_module_forward(module_forward: Callable[..., Any]) -> str:
             wanted = {"num_batches_tracked": reference.num_batches_tracked,
                       "running_mean": reference.running_mean, "running_var": reference.running_var}
             compare(f"the output of {name}", _numpy("out", out), expected.detach().numpy(),
-                    mistakes={cause: answer[0] for cause, answer in mistakes.items()})
+                    mistakes=_part(mistakes, 0))
             for slot, key in [(3, "num_batches_tracked"), (1, "running_mean"), (2, "running_var")]:
                 if wanted[key] is None:
                     continue
@@ -839,14 +813,14 @@ def _check_output_range(range_params: Callable[..., Any]) -> str:
     high = np.array([1.0, 250.0, 10.5])
     for case in forward_cases()[:2]:  # (6, 4) and (4, 3, 5); the last channel has variance ~1e-4
         x = case["x"][:, [0, 1, -1]]
-        name = f"range_params(x, low, high) for x of shape {_shape_text(x.shape)}"
+        name = f"range_params(x, low, high) for x of shape {mis.tuple_text(x.shape)}"
         gamma, beta = _pair(name, range_params(x.copy(), low.copy(), high.copy(), eps=1e-5),
                             ("gamma", "beta"))
         for label, value in (("gamma", gamma), ("beta", beta)):
             if value.shape != (3,):
                 raise CheckFailed(f"{label} from {name} has shape {value.shape}, expected (3,): "
                                   f"one value per channel")
-        got = mis._range_from(x, gamma, beta, 1e-5)
+        got = mis.output_range(x, gamma, beta, 1e-5)
         compare(f"the (min, max) of each channel of BatchNorm's output with {name}", got,
                 np.stack([low, high]), mistakes=mis.output_range_mistakes(x, low, high, 1e-5))
     return "training-mode BatchNorm maps each channel onto exactly [low, high]"
@@ -979,7 +953,7 @@ def _fold_cases() -> list[dict[str, np.ndarray]]:
           signature="fold_bn(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5) -> (weight, bias)")
 def _check_fold_batchnorm(fold_bn: Callable[..., Any]) -> str:
     for case in _fold_cases():
-        name = f"fold_bn for a weight of shape {_shape_text(case['weight'].shape)}"
+        name = f"fold_bn for a weight of shape {mis.tuple_text(case['weight'].shape)}"
         copies = {k: v.copy() for k, v in case.items()}
         weight, bias = _unpack(name, fold_bn(**copies, eps=1e-5), ("weight", "bias"))
         a = case["gamma"] / np.sqrt(case["running_var"] + 1e-5)
@@ -999,13 +973,11 @@ def _check_group_norm(group_norm: Callable[..., Any]) -> str:
         rng = _rng(seed)
         x = rng.normal(size=shape) * rng.uniform(0.5, 3, size=(1, shape[1]) + (1,) * (len(shape) - 2)) \
             + rng.uniform(-3, 3, size=(1, shape[1]) + (1,) * (len(shape) - 2))
-        name = f"group_norm(x, groups={groups}) for x of shape {_shape_text(shape)}"
+        name = f"group_norm(x, groups={groups}) for x of shape {mis.tuple_text(shape)}"
         got = group_norm(x.copy(), groups, eps=1e-5)
         n, c = shape[:2]
         view = x.reshape(n, groups, c // groups, *shape[2:])
-        axes = tuple(range(2, view.ndim))
-        expected = ((view - view.mean(axis=axes, keepdims=True))
-                    / np.sqrt(view.var(axis=axes, keepdims=True) + 1e-5)).reshape(shape)
+        expected = mis.normalize_over(view, tuple(range(2, view.ndim)), 1e-5).reshape(shape)
         compare(name, got, expected, mistakes=mis.group_norm_mistakes(x, groups, 1e-5))
     return "statistics per sample and group of C // G neighbouring channels; 1 group = LayerNorm, C groups = InstanceNorm"
 
@@ -1018,7 +990,7 @@ def _check_group_norm(group_norm: Callable[..., Any]) -> str:
 def _check_bn_bytes(bn_bytes: Callable[..., Any]) -> str:
     for shape, itemsize in [((256, 64, 56, 56), 4), ((65536, 256), 4), ((32, 128, 28, 28), 2),
                             ((8, 3, 5), 2)]:
-        name = f"bn_bytes({_shape_text(shape)}, itemsize={itemsize})"
+        name = f"bn_bytes({mis.tuple_text(shape)}, itemsize={itemsize})"
         forward, backward = _unpack(name, bn_bytes(shape, itemsize), ("forward_bytes", "backward_bytes"))
         size = math.prod(shape) * itemsize
         wrong = mis.bn_bytes_mistakes(shape, itemsize)

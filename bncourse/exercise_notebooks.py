@@ -26,7 +26,7 @@ from pathlib import Path
 
 import nbformat
 
-from .notebooks import KERNEL
+from .notebooks import normalize
 
 __all__ = ["BEGIN", "END", "stub_source", "make_exercise_notebook", "write_exercises", "out_of_sync"]
 
@@ -111,17 +111,14 @@ def make_exercise_notebook(nb: nbformat.NotebookNode, chapter: str) -> nbformat.
             new = nbformat.v4.new_raw_cell(source)
         if "id" in cell:
             new["id"] = cell["id"]
-        for key in ("tags",):
-            if key in cell.metadata:
-                new.metadata[key] = list(cell.metadata[key])
+        if "tags" in cell.metadata:
+            new.metadata["tags"] = list(cell.metadata["tags"])
         cells.append(new)
     if solution is not None:
         raise ValueError(f"{chapter}: the solution of {solution} is never closed")
     out = nbformat.v4.new_notebook()
-    out.metadata = {"kernelspec": dict(KERNEL), "language_info": {"name": "python"}}
-    title = cells[:1]
-    out.cells = title + [_note(chapter)] + cells[1:]
-    return out
+    out.cells = cells[:1] + [_note(chapter)] + cells[1:]  # the title, then how to work here
+    return normalize(out)
 
 
 def _render(nb: nbformat.NotebookNode) -> str:

@@ -117,7 +117,7 @@ def _execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> dict[int, st
     after a timeout, is skipped in a re-run from a fresh kernel."""
     skipped: dict[int, str] = {}
     for _attempt in range(len(nb.cells) + 1):
-        for index, cell in enumerate(nb.cells):
+        for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         client = NotebookClient(

@@ -3,8 +3,8 @@
 Each function returns a dict that maps a learner-facing description of a misconception to the
 answer that misconception produces on the given input (an array, or a shape tuple when the
 mistake shows as a wrong shape).  :func:`bncourse.checks.compare` names the misconception whose
-answer matches the learner's.  The same dicts feed the tests that make sure every checker can
-fail, so each mistake here is written once.
+answer matches the learner's.  The tests do not reuse these: tests/test_checks.py writes each
+mistake again the way a learner would, so a mistake described wrongly here is caught there.
 """
 from __future__ import annotations
 
@@ -13,9 +13,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .numpy_bn import channel_shape, forward_train, num_per_channel, reduce_axes
+from .numpy_bn import (
+    batch_stats,
+    channel_shape,
+    forward_eval,
+    forward_train,
+    num_per_channel,
+    reduce_axes,
+    update_running_stats,
+)
 
 __all__ = [
+    "tuple_text",
+    "output_range",
     "axes_subsets",
     "normalize_over",
     "standardize_mistakes",
@@ -31,6 +41,7 @@ __all__ = [
     "output_range_mistakes",
     "values_per_statistic_mistakes",
     "running_stats_mistakes",
+    "eval_mistakes",
     "module_forward_mistakes",
     "merge_stats_mistakes",
     "fold_mistakes",
@@ -52,8 +63,9 @@ def axes_subsets(ndim: int) -> list[tuple[int, ...]]:
     return subsets
 
 
-def _axes_text(axes: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(a) for a in axes) + ")"
+def tuple_text(values: tuple[int, ...]) -> str:
+    """``(2, 3)`` for a shape, axes or an index (NumPy integers included)."""
+    return "(" + ", ".join(str(int(v)) for v in values) + ")"
 
 
 def _wrong_axes_cause(ndim: int, axes: tuple[int, ...]) -> str:
@@ -63,8 +75,8 @@ def _wrong_axes_cause(ndim: int, axes: tuple[int, ...]) -> str:
         hint = "; axis 1 holds the channels, and each channel gets its own statistics"
     elif ndim > 2:
         hint = "; images and sequences share one mean per channel over N and every spatial axis"
-    return (f"wrong reduction axes: statistics over axes {_axes_text(axes)} instead of "
-            f"{_axes_text(right)}{hint}")
+    return (f"wrong reduction axes: statistics over axes {tuple_text(axes)} instead of "
+            f"{tuple_text(right)}{hint}")
 
 
 def normalize_over(x: np.ndarray, axes: tuple[int, ...], eps: float, ddof: int = 0) -> np.ndarray:
@@ -233,13 +245,11 @@ def running_stats_mistakes(
     ``num_batches_tracked`` counts the batches including ``x`` (as the module has it when it
     calls ``batch_norm``).  Mistakes that do not apply to ``momentum`` are left out.
     """
-    from .numpy_bn import batch_stats, update_running_stats
-
     mean, var = batch_stats(x)
     m = num_per_channel(x.shape)
 
-    def update(factor: float, batch_var: np.ndarray = var, m_: int = m) -> tuple[np.ndarray, np.ndarray]:
-        return update_running_stats(running_mean, running_var, mean, batch_var, m_, factor, 1)
+    def update(factor: float, batch_var: np.ndarray = var) -> tuple[np.ndarray, np.ndarray]:
+        return update_running_stats(running_mean, running_var, mean, batch_var, m, factor, 1)
 
     factor = 1.0 / num_batches_tracked if momentum is None else momentum
     mistakes = {
@@ -256,6 +266,21 @@ def running_stats_mistakes(
         mistakes[NONE_COUNT_TWICE] = update(1.0 / (num_batches_tracked + 1))
         mistakes[NONE_NO_UPDATE] = (running_mean.copy(), running_var.copy())
     return mistakes
+
+
+def eval_mistakes(x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray,
+                  gamma: np.ndarray, beta: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    """Wrong evaluation-mode outputs for ``x`` ``(N, C, *spatial)`` and ``(C,)`` running
+    statistics and affine parameters."""
+    shape = channel_shape(x.ndim)
+    eps_outside = (x - running_mean.reshape(shape)) / (np.sqrt(running_var.reshape(shape)) + eps)
+    return {
+        BATCH_STATS_IN_EVAL: forward_train(x, gamma, beta, eps)[0],
+        "eps outside the square root: use (x - running_mean) / sqrt(running_var + eps)":
+            _affine(eps_outside, gamma, beta),
+        "running_var used as a standard deviation: divide by sqrt(running_var + eps)":
+            forward_eval(x, running_mean, running_var**2, gamma, beta, eps),
+    }
 
 
 def module_forward_mistakes(module: Any, x: Any) -> dict[str, tuple[Any, ...]]:
@@ -379,7 +404,7 @@ def samuelson_bound_mistakes(m: int, ddof: int) -> dict[str, float]:
     return mistakes
 
 
-def _range_from(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+def output_range(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
     """Per-channel ``(min, max)`` of training-mode BatchNorm's output, shape ``(2, C)``."""
     out, _ = forward_train(x, gamma, beta, eps)
     axes = reduce_axes(x.ndim)
@@ -406,9 +431,9 @@ def output_range_mistakes(
         "eps missing from xhat: BatchNorm divides by sqrt(var + eps)":
             params((x - mean) / np.sqrt(x.var(axis=axes, keepdims=True))),
     }
-    mistakes = {cause: _range_from(x, g, b, eps) for cause, (g, b) in wrong.items()}
+    mistakes = {cause: output_range(x, g, b, eps) for cause, (g, b) in wrong.items()}
     right_gamma, right_beta = params(normalize_over(x, axes, eps))
-    mistakes["gamma and beta swapped"] = _range_from(x, right_beta, right_gamma, eps)
+    mistakes["gamma and beta swapped"] = output_range(x, right_beta, right_gamma, eps)
     return mistakes
 
 
@@ -503,9 +528,7 @@ def group_norm_mistakes(x: np.ndarray, groups: int, eps: float) -> dict[str, Any
     spatial = x.shape[2:]
 
     def grouped(view_shape, axes, ddof=0):
-        v = x.reshape(view_shape)
-        out = (v - v.mean(axis=axes, keepdims=True)) / np.sqrt(v.var(axis=axes, keepdims=True, ddof=ddof) + eps)
-        return out.reshape(x.shape)
+        return normalize_over(x.reshape(view_shape), axes, eps, ddof).reshape(x.shape)
 
     rest = tuple(range(3, 3 + len(spatial)))
     return {
@@ -588,7 +611,6 @@ def tile_partials_mistakes(values: np.ndarray, tile: int) -> dict[str, dict[str,
     values, keyed by the output they spoil."""
     tiles = [values[i:i + tile] for i in range(0, len(values), tile)]
     full = len(values) // tile
-    counts = np.array([len(t) for t in tiles], dtype=float)
     means = np.array([t.mean() for t in tiles])
     whole = values.mean()
     mistakes: dict[str, dict[str, Any]] = {"counts": {}, "means": {}, "m2s": {}}

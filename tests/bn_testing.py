@@ -11,14 +11,36 @@ import torch
 
 from bncourse.bench import MODULE_NAMES
 
+# "out": outputs, "grad": input gradients, "param": weight and bias gradients (sums like the
+# input gradient's), "stats": running buffers.
 F64 = dict(out=dict(rtol=1e-9, atol=1e-10), grad=dict(rtol=1e-9, atol=1e-10),
-           stats=dict(rtol=1e-10, atol=1e-12))
+           param=dict(rtol=1e-9, atol=1e-10), stats=dict(rtol=1e-10, atol=1e-12))
 F32 = dict(out=dict(rtol=1e-5, atol=2e-5), grad=dict(rtol=1e-4, atol=2e-4),
-           stats=dict(rtol=1e-5, atol=1e-6))
+           param=dict(rtol=1e-4, atol=2e-4), stats=dict(rtol=1e-5, atol=1e-6))
 HALF = {torch.float16: dict(rtol=2 * 2**-10, atol=2 * 2**-10),
         torch.bfloat16: dict(rtol=2 * 2**-7, atol=2 * 2**-7)}
 TOL = {torch.float64: F64, torch.float32: F32}
+
+
+def half_tol(dtype: torch.dtype, half_module: bool) -> dict:
+    """Tolerances for ``dtype`` (float16 or bfloat16) activations: a module converted to that
+    dtype is compared in it throughout; a float32 module (parameters, buffers) keeps float32's
+    tolerances for its gradients and buffers."""
+    half = HALF[dtype]
+    if half_module:
+        return dict(out=half, grad=half, param=half, stats=half)
+    return dict(out=half, grad=half, param=F32["param"], stats=F32["stats"])
 NAMES = MODULE_NAMES  # torch.nn's class name for each number of dimensions
+
+
+def module_pair(implementation, ndim, *args, device="cpu", **kwargs):
+    """(``implementation``'s module, torch.nn's) for an input of ``ndim`` dimensions, built
+    with the same arguments on ``device``.  ``implementation``: bncourse.torch_bn or
+    bncourse.triton_bn."""
+    name = NAMES[ndim]
+    ours = getattr(implementation, name)(*args, **kwargs).to(device)
+    theirs = getattr(torch.nn, name)(*args, **kwargs).to(device)
+    return ours, theirs
 
 
 def assert_close(ours, theirs, **tol):

@@ -24,6 +24,7 @@ interpreter rounds float32 to bfloat16 by truncation, one unit at most).
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -34,8 +35,8 @@ import torch
 from torch import nn
 
 from bncourse import distributed, torch_bn, triton_bn
-from bn_testing import (F32, F64, FUNCTIONAL_ERRORS, HALF, NAMES, assert_close, compare_step,
-                        make_input, randomize, raised)
+from bn_testing import (F32, F64, FUNCTIONAL_ERRORS, NAMES, assert_close, compare_step,
+                        half_tol, make_input, module_pair, randomize, raised)
 
 INTERPRETER = pytest.param(
     "interpreter",
@@ -63,7 +64,6 @@ SHAPES = {
 }
 # float64 buffers: the momentum reaches the kernel as float32 (see the module docstring).
 F64_TRITON = dict(F64, stats=dict(rtol=1e-6, atol=1e-9))
-TOL = {torch.float64: F64_TRITON, torch.float32: F32}
 
 
 def shape_id(case):
@@ -71,16 +71,7 @@ def shape_id(case):
     return "x".join(map(str, shape)) + ("-cl" if layout == "channels_last" else "")
 
 
-ALL_CASES = [pytest.param(b.values[0], case, id=f"{b.values[0]}-{shape_id(case)}", marks=b.marks)
-             for b in BACKENDS for case in SHAPES[b.values[0]]]
-
-
-def module_pair(ndim, *args, device="cpu", **kwargs):
-    """(triton_bn's module, torch.nn's) for an input of ``ndim`` dimensions, same state."""
-    name = NAMES[ndim]
-    ours = getattr(triton_bn, name)(*args, **kwargs).to(device)
-    theirs = getattr(nn, name)(*args, **kwargs).to(device)
-    return ours, theirs
+triton_pair = functools.partial(module_pair, triton_bn)  # (ours, torch.nn's) for ndim, *args
 
 
 def steps(ours, reference, shape, layout, device, dtype, tol, schedule, seed, widen=False):
@@ -124,10 +115,10 @@ def test_modules_match_torch_nn(backend, case, options):
     gradients of input, weight and bias, and the buffers agree with torch.nn's module."""
     shape, layout = case
     device = DEVICE[backend]
-    ours, theirs = module_pair(len(shape), shape[1], device=device, **OPTIONS[options])
+    ours, theirs = triton_pair(len(shape), shape[1], device=device, **OPTIONS[options])
     randomize(theirs, torch.Generator().manual_seed(1))
     ours.load_state_dict(theirs.state_dict())
-    tol = dict(F32, param=F32["grad"])
+    tol = F32
     steps(ours, theirs, shape, layout, device, torch.float32, tol, "ttet", seed=2)
 
 
@@ -144,15 +135,13 @@ def test_half_precision_inputs_match_float64(backend, case, dtype, half_module):
     the module converted (``module.to(dtype)``), against float64 torch.nn on the same numbers."""
     shape, layout = case
     device = DEVICE[backend]
-    ours, reference = module_pair(len(shape), shape[1], device=device)
+    ours, reference = triton_pair(len(shape), shape[1], device=device)
     randomize(ours, torch.Generator().manual_seed(3))
     if half_module:
         ours.to(dtype)
     reference.load_state_dict(ours.state_dict())
     reference.double()
-    half = HALF[dtype]
-    tol = (dict(out=half, grad=half, param=half, stats=half) if half_module
-           else dict(out=half, grad=half, param=F32["grad"], stats=F32["stats"]))
+    tol = half_tol(dtype, half_module)
     steps(ours, reference, shape, layout, device, dtype, tol, "tte", seed=4, widen=True)
 
 
@@ -160,10 +149,10 @@ def test_half_precision_inputs_match_float64(backend, case, dtype, half_module):
 def test_float64_inputs_match_torch_nn(backend):
     shape, layout = SHAPES[backend][2]
     device = DEVICE[backend]
-    ours, theirs = module_pair(len(shape), shape[1], device=device, dtype=torch.float64)
+    ours, theirs = triton_pair(len(shape), shape[1], device=device, dtype=torch.float64)
     randomize(theirs, torch.Generator().manual_seed(5))
     ours.load_state_dict(theirs.state_dict())
-    steps(ours, theirs, shape, layout, device, torch.float64, dict(F64_TRITON, param=F64["grad"]),
+    steps(ours, theirs, shape, layout, device, torch.float64, F64_TRITON,
           "tet", seed=6)
 
 
@@ -226,7 +215,7 @@ def test_constant_channel(backend):
     x = torch.randn(shape, generator=g)
     x[:, 1] = 0.3  # not exactly representable: the mean's rounding must not create variance
     x = x.to(device)
-    ours, theirs = module_pair(len(shape), shape[1], device=device)
+    ours, theirs = triton_pair(len(shape), shape[1], device=device)
     randomize(theirs, g)
     ours.load_state_dict(theirs.state_dict())
     xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
@@ -329,10 +318,10 @@ def test_small_tiles_match_torch_nn(backend, case, small_tiles):
     plan = triton_bn.tiling(triton_bn._dense(x))
     assert plan.tiles_per_program > 1 and plan.programs > 1
     assert plan.block_c * plan.block_s <= 64
-    ours, theirs = module_pair(len(shape), shape[1], device=device)
+    ours, theirs = triton_pair(len(shape), shape[1], device=device)
     randomize(theirs, torch.Generator().manual_seed(14))
     ours.load_state_dict(theirs.state_dict())
-    steps(ours, theirs, shape, layout, device, torch.float32, dict(F32, param=F32["grad"]),
+    steps(ours, theirs, shape, layout, device, torch.float32, F32,
           "te", seed=15)
 
 
