@@ -35,21 +35,48 @@ def test_readme_quick_start_is_two_commands_and_ci_runs_the_second():
     assert commands[1] in ci
 
 
-def test_requirements_are_exact_pins():
-    # An environment marker may follow a pin (triton: Linux wheels only).
-    lines = [line.split("#")[0].split(";")[0].strip()
-             for line in (ROOT / "requirements.txt").read_text().splitlines()]
-    pins = [line for line in lines if line]
-    assert pins, "requirements.txt is empty"
-    for pin in pins:
-        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9_.\-]*", pin), f"not an exact pin: {pin}"
-    names = {pin.split("==")[0].lower(): pin.split("==")[1] for pin in pins}
-    assert names["torch"] == "2.13.0"
-    assert names["jupyter-book"].startswith("1.")
-    assert names["triton"] == "3.6.0"  # what chapter 8's kernels are written and tested for
-    for needed in ["numpy", "matplotlib", "pytest", "nbval", "hypothesis", "sphinx-exercise",
-                   "sphinx-proof", "sphinxcontrib-bibtex", "ipykernel"]:
-        assert needed in names, f"{needed} is not pinned"
+def pins_for(environment: dict[str, str]) -> dict[str, str]:
+    """{name: version} of requirements.txt for one environment (its markers evaluated)."""
+    from packaging.markers import Marker
+
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        requirement, _, marker = line.split("#")[0].partition(";")
+        if not requirement.strip() or (marker.strip() and not Marker(marker).evaluate(environment)):
+            continue
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9_.\-]*", requirement.strip()), line
+        name, version = requirement.strip().lower().split("==")
+        assert name not in pins, f"{name} is pinned twice for {environment}"
+        pins[name] = version
+    return pins
+
+
+PLATFORMS = {"linux": ("linux", "Linux", "posix"), "darwin": ("darwin", "Darwin", "posix"),
+             "win32": ("win32", "Windows", "nt")}
+
+
+@pytest.mark.parametrize("python", ["3.10.13", "3.11.2", "3.11.7", "3.12.1", "3.13.0"])
+@pytest.mark.parametrize("system", PLATFORMS)
+def test_requirements_pin_one_version_of_everything_for_every_python(python, system):
+    """requirements.txt is one lock for every supported Python and platform (course.py lock):
+    exact pins, at most one per package wherever it is installed. That they also resolve
+    from the package index is checked by `course.py check-pins` (in .ci/run)."""
+    sys_platform, platform_system, os_name = PLATFORMS[system]
+    environment = {"python_version": python.rsplit(".", 1)[0], "python_full_version": python,
+                   "sys_platform": sys_platform, "platform_system": platform_system, "os_name": os_name,
+                   "platform_machine": "x86_64", "implementation_name": "cpython",
+                   "platform_python_implementation": "CPython"}
+    pins = pins_for(environment)
+    assert pins["torch"] == "2.13.0", "the version the course is tested with"
+    assert pins["jupyter-book"].startswith("1."), "Jupyter Book 2 cannot build offline"
+    assert ("triton" in pins) == (system == "linux"), "Triton publishes Linux wheels only"
+    import course
+
+    assert not [name for name in pins if course.CUDA_ONLY.fullmatch(name)], (
+        "PyTorch's CUDA libraries stay out of the lock (the CPU build needs none; torch pins them)")
+    for needed in ["numpy", "matplotlib", "scikit-learn", "pytest", "pytest-xdist", "hypothesis",
+                   "sphinx-exercise", "sphinx-proof", "sphinxcontrib-bibtex", "ipykernel", "nbclient"]:
+        assert needed in pins, f"{needed} is not pinned"
 
 
 def _toc_files(entries):
@@ -186,7 +213,7 @@ def test_launch_buttons_and_binder_environment():
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert CONFIG["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
     assert CONFIG["only_build_toc_files"] is True
-    assert CONFIG["execute"]["timeout"] > 0
+    assert CONFIG["execute"]["execute_notebooks"] == "off", "the book shows the committed, tested outputs"
     binder = (ROOT / "binder" / "requirements.txt").read_text()
     assert "-r ../requirements.txt" in binder
     assert "pip install --no-deps -e ." in (ROOT / "binder" / "postBuild").read_text()
@@ -225,68 +252,111 @@ def test_workflows_run_the_readme_commands():
     assert any("python -m bncourse grade exercises" in run for run in runs(grade))
 
 
-def test_execution_cache_is_cleared_when_the_package_or_pins_change(tmp_path, monkeypatch):
-    """Jupyter Book re-executes a notebook when its code changes; course.py also makes a
-    change to bncourse/ or requirements.txt count, so the book never shows stale outputs."""
-    import course
-
-    monkeypatch.setattr(course, "ROOT", tmp_path)
-    (tmp_path / "bncourse").mkdir()
-    (tmp_path / "bncourse" / "numpy_bn.py").write_text("x = 1\n")
-    (tmp_path / "requirements.txt").write_text("numpy==2.4.6\n")
-    # Jupyter Book's execution cache, and Sphinx's saved environment, which would otherwise
-    # tell Sphinx the notebooks are unchanged so that it never reads (executes) them again
-    caches = [tmp_path / "_build" / ".jupyter_cache", tmp_path / "_build" / ".doctrees"]
-
-    def fill() -> None:
-        for cache in caches:
-            cache.mkdir(parents=True, exist_ok=True)
-
-    def cached() -> list[bool]:
-        return [cache.exists() for cache in caches]
-
-    fill()
-    course.invalidate_stale_execution_cache()  # first run: nothing recorded, start clean
-    assert cached() == [False, False]
-    fill()
-    course.invalidate_stale_execution_cache()
-    assert cached() == [True, True], "nothing changed: the caches stay"
-    (tmp_path / "bncourse" / "numpy_bn.py").write_text("x = 2\n")
-    course.invalidate_stale_execution_cache()
-    assert cached() == [False, False], "bncourse changed: the caches go"
-    fill()
-    (tmp_path / "requirements.txt").write_text("numpy==2.4.7\n")
-    course.invalidate_stale_execution_cache()
-    assert cached() == [False, False], "the pins changed: the caches go"
-
-
 def test_site_layout_changes_rewrite_every_page(tmp_path, monkeypatch):
     """A chapter added to the toc changes its neighbours' next/previous links, which Sphinx
-    alone would not rewrite: such changes clear the saved environment and the HTML, while the
-    notebooks' execution cache stays (their outputs did not change)."""
+    alone would not rewrite: such changes clear the saved environment and the HTML."""
     import course
 
     monkeypatch.setattr(course, "ROOT", tmp_path)
-    (tmp_path / "bncourse").mkdir()
-    (tmp_path / "requirements.txt").write_text("numpy==2.4.6\n")
     (tmp_path / "_toc.yml").write_text("root: intro\n")
     (tmp_path / "_config.yml").write_text("title: a\n")
     (tmp_path / "book" / "static").mkdir(parents=True)
     (tmp_path / "book" / "static" / "course.css").write_text("a {}\n")
     build = tmp_path / "_build"
-    execution, doctrees, html = build / ".jupyter_cache", build / ".doctrees", build / "html"
+    doctrees, html = build / ".doctrees", build / "html"
 
     def fill() -> None:
-        for cache in (execution, doctrees, html):
+        for cache in (doctrees, html):
             cache.mkdir(parents=True, exist_ok=True)
 
-    course.invalidate_stale_execution_cache()
+    course.invalidate_stale_site()
     fill()
-    course.invalidate_stale_execution_cache()
-    assert [execution.exists(), doctrees.exists(), html.exists()] == [True, True, True]
+    course.invalidate_stale_site()
+    assert [doctrees.exists(), html.exists()] == [True, True], "nothing changed: the build stays"
     for path, text in [("_toc.yml", "root: intro\nchapters: []\n"), ("_config.yml", "title: b\n"),
                        ("book/static/course.css", "a { color: red }\n")]:
         (tmp_path / path).write_text(text)
-        course.invalidate_stale_execution_cache()
-        assert [execution.exists(), doctrees.exists(), html.exists()] == [True, False, False], path
+        course.invalidate_stale_site()
+        assert [doctrees.exists(), html.exists()] == [False, False], path
         fill()
+
+
+# --------------------------------------------------------------------------------------------
+# Where course.py takes PyTorch from
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("platform, gpu, reachable, setting, expected", [
+    ("linux", False, True, None, "cpu"),         # a Linux laptop: the CPU build, no CUDA download
+    ("linux", False, False, None, None),         # PyTorch's index unreachable (this machine kind): the default index
+    ("linux", True, True, None, None),           # an NVIDIA GPU: the CUDA build from the default index
+    ("darwin", False, True, None, None),         # macOS and Windows: the default index has CPU builds
+    ("win32", False, True, None, None),
+    ("linux", False, True, "default", None),     # the learner decides
+    ("linux", True, True, "https://download.pytorch.org/whl/cu126", "https://download.pytorch.org/whl/cu126"),
+])
+def test_torch_comes_from_the_cpu_index_on_linux_without_a_gpu(monkeypatch, capsys, platform, gpu,
+                                                                reachable, setting, expected):
+    import course
+
+    monkeypatch.setattr(course.sys, "platform", platform)
+    monkeypatch.setattr(course, "_has_nvidia_gpu", lambda: gpu)
+    asked = []
+    monkeypatch.setattr(course, "_reachable", lambda url, timeout=10.0: asked.append(url) or reachable)
+    if setting is None:
+        monkeypatch.delenv("BNCOURSE_TORCH_INDEX", raising=False)
+    else:
+        monkeypatch.setenv("BNCOURSE_TORCH_INDEX", setting)
+    chosen = course.torch_index()
+    assert chosen == (course.TORCH_CPU_INDEX if expected == "cpu" else expected)
+    if platform == "linux" and not gpu and setting is None:
+        assert asked == [f"{course.TORCH_CPU_INDEX}/torch/"]
+        assert ("cannot be reached" in capsys.readouterr().out) == (not reachable)
+    else:
+        assert asked == [], "no network probe where the answer does not depend on it"
+
+
+def test_an_unreachable_index_is_found_out_quickly():
+    import time
+
+    import course
+
+    start = time.monotonic()
+    assert course._reachable("https://127.0.0.1:9/whl/cpu/torch/", timeout=5) is False
+    assert time.monotonic() - start < 6
+
+
+def test_the_environment_installs_torch_first_from_the_chosen_index(tmp_path, monkeypatch):
+    """With an index chosen, torch alone is installed from it, constrained to the pins (so
+    its own dependencies keep the locked versions); then the lock; then bncourse."""
+    import course
+
+    commands = []
+    monkeypatch.setattr(course, "_run", lambda cmd, **kw: commands.append([str(c) for c in cmd]))
+    monkeypatch.setattr(course, "torch_index", lambda: "https://example.org/whl/cpu")
+    monkeypatch.setattr(course, "PYTHON", tmp_path / "python")
+    monkeypatch.setattr(course, "STAMP", tmp_path / ".installed")
+    (tmp_path / "python").write_text("")
+    course.ensure_environment()
+    assert [c[4:] for c in commands] == [
+        ["install", "-q", "--extra-index-url", "https://example.org/whl/cpu", "-c", str(course.REQUIREMENTS), "torch"],
+        ["install", "-q", "-r", str(course.REQUIREMENTS)],
+        ["install", "-q", "--no-deps", "-e", "."],
+    ]
+    commands.clear()
+    course.ensure_environment()
+    assert commands == [], "installed already: nothing to do"
+
+
+def test_check_pins_resolves_as_a_learner_would(monkeypatch):
+    """No local wheels, no pip configuration, no other index: what a learner's pip sees."""
+    import os
+
+    import course
+
+    for name, value in [("PIP_FIND_LINKS", "/opt/wheels"), ("PIP_INDEX_URL", "https://mirror.example/simple"),
+                        ("PIP_CONSTRAINT", "/etc/c.txt"), ("PIP_CERT", "/etc/ssl/certs/ca.crt")]:
+        monkeypatch.setenv(name, value)
+    env = course._index_only_env()
+    assert env["PIP_CONFIG_FILE"] == os.devnull and env["PIP_CERT"] == "/etc/ssl/certs/ca.crt"
+    assert not {"PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_CONSTRAINT"} & set(env)
+    assert course._pinned("torch==2.13.0\nnumpy==2.2.6 ; python_full_version < '3.11'\n# c\n    # via x\n") == {
+        "torch": "2.13.0", "numpy": "2.2.6"}
