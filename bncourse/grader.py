@@ -36,7 +36,7 @@ from .checks import RESULT_PREFIX
 from .notebooks import KERNEL
 from .reproducible import reproducible_env
 
-__all__ = ["Result", "GradingError", "exercise_ids", "grade_notebook", "grade", "main"]
+__all__ = ["Result", "Run", "GradingError", "exercise_ids", "grade_notebook", "run_notebook", "grade", "main"]
 
 EXERCISE_LABEL = re.compile(r"^(```+|:::+)\{exercise\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:label: ex-([a-z0-9-]+)", re.M)
 TIMEOUT_NAME = "CellTimeoutError"
@@ -160,14 +160,28 @@ def _execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> dict[int, st
     return skipped
 
 
+@dataclass
+class Run:
+    """A graded notebook: its results, and its own cells as they executed (the grader's
+    cells removed), which the tests compare with the committed outputs."""
+
+    results: list[Result]
+    executed: nbformat.NotebookNode
+
+
 def grade_notebook(path: Path, timeout: int = 120) -> list[Result]:
     """Grade every exercise of the notebook at ``path`` (see the module docstring)."""
+    return run_notebook(path, timeout).results
+
+
+def run_notebook(path: Path, timeout: int = 120) -> Run:
+    """Execute and grade the notebook at ``path``: :func:`grade_notebook`, keeping the run."""
     path = Path(path)
     nb = read_notebook(path)
     ids = exercise_ids(nb)
     name = str(path)
     if not ids:
-        return [Result(name, "(none)", "error", "no exercises found: no {exercise} block with :label: ex-<id>")]
+        return Run([Result(name, "(none)", "error", "no exercises found: no {exercise} block with :label: ex-<id>")], nb)
     work = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy to execute
     first_grader_cell = len(work.cells)
     work.cells += [_grader_cell(exercise_id) for exercise_id in ids]
@@ -196,7 +210,8 @@ def grade_notebook(path: Path, timeout: int = 120) -> list[Result]:
     elapsed = time.perf_counter() - start
     for result in results:  # a per-exercise time is only known for completed checks
         result.seconds = result.seconds or round(elapsed / len(results), 3)
-    return results
+    work.cells = work.cells[:first_grader_cell]
+    return Run(results, work)
 
 
 def expand(paths: list[str]) -> list[Path]:

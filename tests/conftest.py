@@ -19,6 +19,13 @@ from pathlib import Path
 
 import pytest
 
+# Several workers share the cores (pytest-xdist): each, and every kernel or process a test
+# starts, then computes on one thread. Two workers with two OpenMP threads each would make four
+# threads spin for two cores, which measurably slowed everything down. (A run in one process
+# keeps PyTorch's default; .ci/run re-runs the chapters with two threads.)
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from course import BOOK_BUILD  # noqa: E402  (the one definition of the strict build)
@@ -60,3 +67,21 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
         cwd=ROOT, capture_output=True, text=True, timeout=1800,
     )
     return BuiltBook(result.returncode, result.stdout + result.stderr, out / "_build" / "html")
+
+
+# --------------------------------------------------------------------------------------------
+# Scheduling on several cores (pytest-xdist, `-n auto` in pyproject.toml)
+# --------------------------------------------------------------------------------------------
+# The longest tests go first, so that no worker is left running one of them at the end: the
+# chapters executed (chapter 7 takes about 90 s each way), then the book build and the browser.
+FIRST = ("tests/test_notebooks.py::test_chapter_prints_what_is_committed_and_its_solutions_pass[07",
+         "tests/test_notebooks.py::test_generated_exercises_are_not_attempted_yet[07",
+         "tests/test_notebooks.py::test_chapter", "tests/test_notebooks.py::test_generated",
+         "tests/test_book.py", "tests/test_site.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST))
+
+    items.sort(key=rank)  # stable: the order within each rank is pytest's

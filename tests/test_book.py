@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("book")  # with the browser tests, which use the same build
 def test_strict_book_build(built_book):
     log = built_book.log
     assert built_book.returncode == 0, log[-5000:]
