@@ -5,9 +5,10 @@ Data: :func:`load_digits` wraps ``sklearn.datasets.load_digits``, 1797 greyscale
 
 Conventions:
 
-* Images are float32 tensors of shape ``(N, 1, 8, 8)`` with pixels scaled from 0..16 to
-  ``[0, 1]``; labels are int64 of shape ``(N,)``.  Every model takes ``(N, 1, 8, 8)`` and
-  returns logits of shape ``(N, 10)`` (the MLP flattens first).
+* Images are :data:`DTYPE` (float64) tensors of shape ``(N, 1, 8, 8)`` with pixels scaled
+  from 0..16 to ``[0, 1]``; labels are int64 of shape ``(N,)``.  Every model takes
+  ``(N, 1, 8, 8)`` and returns logits of shape ``(N, 10)`` (the MLP flattens first); its
+  parameters are :data:`DTYPE` too.
 * ``norm`` names the layer put after every hidden linear or convolution layer, one of
   :data:`NORMS`: ``"none"``, ``"batch"`` (``BatchNorm1d/2d``), ``"layer"`` (statistics per
   sample over all features: ``LayerNorm`` for the MLP, ``GroupNorm(1, C)`` for the CNN, which
@@ -20,11 +21,16 @@ Conventions:
 * Determinism: no result depends on the global random state.  Each function that draws
   random numbers takes a ``seed`` and uses its own ``torch.Generator`` (:func:`make_model`
   replaces PyTorch's default initialisation with :func:`init_weights`), so the same call
-  gives the same result bit for bit on the same machine; call ``torch.set_num_threads(1)``
-  first, since multi-threaded kernels may add in a different order from run to run.
+  gives the same result bit for bit on the same machine and thread count.
+* The same printed accuracies on every machine: training is chaotic, so a difference in the
+  last bit (another CPU's instruction set or thread count adds in another order) grows over
+  a few hundred SGD steps into a different printed accuracy in float32.  In float64
+  (:data:`DTYPE`) such differences start 10^9 times smaller and stay far below what a
+  printed accuracy can show (chapter 7, "Why float64", measures both).  These models are
+  small, so float64 costs no noticeable time.
 
 Functions: :func:`load_digits`, :func:`mlp`, :func:`cnn`, :func:`make_model`,
-:func:`init_weights`, :func:`train`, :func:`evaluate`, :func:`norm_layers`,
+:func:`init_weights`, :func:`perturb`, :func:`train`, :func:`evaluate`, :func:`norm_layers`,
 :func:`freeze_batchnorm`, :func:`activations`.
 """
 from __future__ import annotations
@@ -40,6 +46,7 @@ from torch import nn
 __all__ = [
     "NORMS",
     "GROUPS",
+    "DTYPE",
     "Digits",
     "History",
     "load_digits",
@@ -47,6 +54,7 @@ __all__ = [
     "cnn",
     "make_model",
     "init_weights",
+    "perturb",
     "train",
     "evaluate",
     "norm_layers",
@@ -56,6 +64,7 @@ __all__ = [
 
 NORMS = ("none", "batch", "layer", "group")
 GROUPS = 4
+DTYPE = torch.float64  # of the data and the models: see "The same printed accuracies" above
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,7 +74,7 @@ GROUPS = 4
 class Digits:
     """The digits split into a training and a test set (see :func:`load_digits`)."""
 
-    train_x: torch.Tensor  # (N_train, 1, 8, 8) float32 in [0, 1]
+    train_x: torch.Tensor  # (N_train, 1, 8, 8) DTYPE in [0, 1]
     train_y: torch.Tensor  # (N_train,) int64 in 0..9
     test_x: torch.Tensor   # (N_test, 1, 8, 8)
     test_y: torch.Tensor   # (N_test,)
@@ -81,7 +90,7 @@ def load_digits(test_fraction: float = 0.3, seed: int = 0) -> Digits:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = bunch.images.astype(np.float32) / 16.0
+    images = bunch.images.astype(np.float64) / 16.0
     labels = bunch.target.astype(np.int64)
     rng = np.random.default_rng(seed)
     is_test = np.zeros(len(labels), dtype=bool)
@@ -172,11 +181,27 @@ def init_weights(model: nn.Module, init_scale: float = 1.0, seed: int = 0) -> nn
 
 def make_model(kind: str, norm: str = "none", init_scale: float = 1.0, seed: int = 0,
                **options) -> nn.Sequential:
-    """``mlp(norm, **options)`` or ``cnn(norm, **options)`` (``kind`` is ``"mlp"`` or ``"cnn"``), initialized."""
+    """``mlp(norm, **options)`` or ``cnn(norm, **options)`` (``kind`` is ``"mlp"`` or ``"cnn"``),
+    in :data:`DTYPE`, initialized."""
     builders = {"mlp": mlp, "cnn": cnn}
     if kind not in builders:
         raise ValueError(f"kind should be 'mlp' or 'cnn', got {kind!r}")
-    return init_weights(builders[kind](norm, **options), init_scale, seed)
+    return init_weights(builders[kind](norm, **options).to(DTYPE), init_scale, seed)
+
+
+def perturb(model: nn.Module, relative: float, seed: int = 0) -> nn.Module:
+    """Multiply every parameter of ``model`` by ``1 + relative * z`` (``z`` standard normal,
+    drawn from a generator seeded with ``seed``); returns ``model``.
+
+    With ``relative`` near 1e-7 this is what rounding the weights to float32 would change:
+    a stand-in for another machine's last-bit differences (chapter 7, "Why float64").
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+            parameter.mul_(1 + relative * noise)
+    return model
 
 
 def norm_layers(model: nn.Module) -> list[nn.Module]:

@@ -1,9 +1,10 @@
 """bncourse.training: the digits split, the models, the training loop and its helpers.
 
-Tolerances: the models run in float32, so comparisons between two float32 computations of
-the same function in a different order (a BatchNorm layer folded into the Linear before it)
-use ``atol=1e-5`` on outputs of size ~1-10 (float32 resolution ~1e-7 relative, a few dozen
-roundings deep); reproducibility is checked bit for bit (same seed, same thread count).
+Tolerances: the models run in float64 (``training.DTYPE``); comparisons between two
+computations of the same function in a different order (a BatchNorm layer folded into the
+Linear before it) use ``atol=1e-5`` on outputs of size ~1-10, a bound that float32 would meet
+too and float64 meets with room to spare; reproducibility is checked bit for bit (same seed,
+same thread count), and across thread counts and perturbed weights to the printed digit.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def data():
 # --------------------------------------------------------------------------------------------
 def test_digits_shapes_types_and_range(data):
     assert data.train_x.shape == (1258, 1, 8, 8) and data.test_x.shape == (539, 1, 8, 8)
-    assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
+    assert data.train_x.dtype == training.DTYPE == torch.float64 and data.train_y.dtype == torch.int64
     assert data.train_y.shape == (1258,) and data.test_y.shape == (539,)
     for x in (data.train_x, data.test_x):
         assert x.min() == 0.0 and x.max() == 1.0
@@ -46,7 +47,7 @@ def test_digits_shapes_types_and_range(data):
 def test_digits_split_is_disjoint_complete_and_stratified(data):
     from sklearn.datasets import load_digits
 
-    images = torch.from_numpy(load_digits().images.astype("float32") / 16).flatten(1)
+    images = torch.from_numpy(load_digits().images.astype("float64") / 16).flatten(1)
     labels = torch.from_numpy(load_digits().target)
     # Every image lands in exactly one of the two sets (images can repeat, so compare counts).
     together = torch.cat([data.train_x.flatten(1), data.test_x.flatten(1)])
@@ -70,7 +71,7 @@ def test_digits_split_depends_only_on_the_seed():
 @pytest.mark.parametrize("norm", training.NORMS)
 def test_every_model_maps_images_to_ten_logits(kind, norm):
     model = training.make_model(kind, norm)
-    assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
+    assert model(torch.rand(5, 1, 8, 8, dtype=training.DTYPE)).shape == (5, 10)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +140,34 @@ def test_training_is_reproducible_bit_for_bit(data):
     assert other.step_loss != h1.step_loss
 
 
+@pytest.mark.parametrize("threads, relative", [(2, 0.0), (1, 1e-12)])
+def test_training_prints_the_same_with_other_sums_or_last_bits(data, threads, relative):
+    """What another CPU changes: the order of additions (here: the thread count) or the last
+    bits (here: every initial weight times 1 + 1e-12 noise, 10^4 float64 ulps). Neither moves
+    a test accuracy of a run that float32 would move by several points (chapter 7, "Why
+    float64"), at any digit."""
+    def accuracies() -> list[float]:
+        model = training.perturb(training.make_model("mlp", "none", seed=0), relative, seed=1)
+        return training.train(model, data, epochs=3, batch_size=32, lr=0.1, seed=0).test_accuracy
+
+    reference = accuracies()
+    torch.set_num_threads(threads)
+    assert accuracies() == reference
+
+
+def test_perturb_changes_every_weight_by_the_relative_amount():
+    model = training.make_model("mlp", "batch", seed=0)
+    original = copy.deepcopy(model)
+    training.perturb(model, 1e-7, seed=1)
+    for p, q in zip(model.parameters(), original.parameters()):
+        p, q = p.detach(), q.detach()
+        nonzero = q != 0
+        assert torch.equal(p[~nonzero], q[~nonzero]), "zeros (the biases) stay zero"
+        if nonzero.any():
+            ratio = (p[nonzero] / q[nonzero] - 1).abs()
+            assert 0 < float(ratio.max()) < 1e-6 and float(ratio.median()) > 1e-8
+
+
 def test_training_learns_and_records_every_step(data):
     model = training.make_model("cnn", "batch", seed=0)
     history = training.train(model, data, epochs=2, batch_size=32, lr=0.1)
@@ -150,7 +179,7 @@ def test_training_learns_and_records_every_step(data):
 
 def test_divergence_stops_training_and_pads_the_history(data):
     model = training.make_model("mlp", "none", init_scale=10.0)
-    history = training.train(model, data, epochs=3, batch_size=32, lr=1.0)
+    history = training.train(model, data, epochs=3, batch_size=32, lr=10.0)  # float64 overflows late
     assert history.diverged
     assert len(history.step_loss) < 3 * (1258 // 32)
     assert history.test_accuracy == [0.1, 0.1, 0.1] and all(math.isnan(v) for v in history.test_loss)
@@ -220,9 +249,9 @@ def test_freeze_batchnorm_keeps_statistics_and_parameters(data):
 
 def test_activations_are_the_relu_inputs():
     model = training.make_model("mlp", "batch", seed=0)
-    found = training.activations(model, torch.rand(50, 1, 8, 8))
+    found = training.activations(model, torch.rand(50, 1, 8, 8, dtype=training.DTYPE))
     assert len(found) == 4 and all(a.shape == (50, 64) for a in found)
     for a in found:  # training mode, gamma = 1, beta = 0: each feature standardized
-        assert torch.allclose(a.mean(0), torch.zeros(64), atol=1e-5)
-        assert torch.allclose(a.var(0, unbiased=False), torch.ones(64), atol=1e-3)
+        assert torch.allclose(a.mean(0), torch.zeros_like(a[0]), atol=1e-5)
+        assert torch.allclose(a.var(0, unbiased=False), torch.ones_like(a[0]), atol=1e-3)
     assert not any(m._forward_hooks for m in model.modules()), "hooks are removed"
