@@ -35,14 +35,14 @@ from typing import Callable
 import torch
 
 from . import torch_bn
+from .conventions import MODULE_FOR_NDIM
 
-__all__ = ["DEFAULT_SHAPES", "MODULE_NAMES", "Result", "parse_shape", "time_calls", "run", "format_table",
+__all__ = ["DEFAULT_SHAPES", "Result", "parse_shape", "time_calls", "run", "format_table",
            "main"]
 
 DEFAULT_SHAPES: list[tuple[int, ...]] = [(64, 64, 32, 32), (256, 256, 14, 14), (8192, 512)]
 
 # torch.nn's BatchNorm class for an input of each number of dimensions
-MODULE_NAMES = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
 
 
 @dataclass
@@ -110,7 +110,7 @@ def run(shapes: list[tuple[int, ...]] | None = None, device: str = "cpu", repeat
         generator = torch.Generator().manual_seed(seed)
         x = torch.randn(shape, generator=generator).to(dev).requires_grad_()
         dy = torch.randn(shape, generator=generator).to(dev)
-        name = MODULE_NAMES[len(shape)]
+        name = MODULE_FOR_NDIM[len(shape)]
         ours = getattr(torch_bn, name)(shape[1], device=dev)
         native = getattr(torch.nn, name)(shape[1], device=dev)
         seconds = time_calls(

@@ -1,4 +1,4 @@
-"""Deterministic printing for the notebooks.
+"""Deterministic printing for the notebooks: rounded numbers, and what a call raises.
 
 Notebooks are committed with their outputs and the test suite re-runs them and compares the
 text, so every number a notebook prints goes through :func:`rounded`: values are rounded to a
@@ -7,11 +7,12 @@ few decimals (the last bits of a float differ between CPUs and libraries) and ``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["rounded"]
+__all__ = ["rounded", "raised"]
 
 
 def rounded(value: Any, decimals: int = 4) -> Any:
@@ -24,3 +25,13 @@ def rounded(value: Any, decimals: int = 4) -> Any:
         value = value.detach().cpu().numpy()
     array = np.round(np.asarray(value, dtype=np.float64), decimals) + 0.0
     return float(array) if array.ndim == 0 else array
+
+
+def raised(call: Callable[[], Any]) -> tuple[type, str] | None:
+    """``(type, message)`` of the exception ``call()`` raises, or ``None`` if it returns:
+    what two implementations are compared by when both must fail alike."""
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - whatever was raised is the answer
+        return type(error), str(error)
+    return None

@@ -32,19 +32,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .numpy_bn import channel_shape, reduce_axes
-from .torch_bn import (
-    BatchNormNd,
-    _check_tensors,
-    accumulation_dtype,
-    batch_stats,
-    grad_input_from_sums,
-    normalize,
-    update_running_stats,
-)
+from .conventions import ONE_VALUE_PER_CHANNEL, channel_shape, merge_stats, reduce_axes
+from .torch_bn import BatchNormNd, batch_stats, grad_input_from_sums, normalize, update_running_stats
+from .validation import accumulation_dtype, check_tensors
 
 __all__ = ["local_stats", "merge_stats", "SyncBatchNormFunction", "SyncBatchNorm",
-           "convert_sync_batchnorm", "global_batches", "set_demo_parameters", "sync_bn_worker"]
+           "convert_sync_batchnorm", "global_batches", "set_demo_parameters", "sync_bn_worker",
+           "one_batch_norm_reference"]
 
 
 def local_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -52,7 +46,8 @@ def local_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
     ``M2`` is the sum of squared deviations from this process's own mean: ``count`` times the
     variance of :func:`bncourse.torch_bn.batch_stats` (two passes, in the accumulation dtype).
-    An empty slice gives count 0, mean 0 and M2 0.
+    An empty slice gives count 0, mean 0 and M2 0. (Chan's merge of such triples,
+    :func:`merge_stats`, is :func:`bncourse.conventions.merge_stats`, which also serves NumPy.)
     """
     count = x.numel() // x.shape[1]
     if count == 0:
@@ -60,19 +55,6 @@ def local_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return zeros.new_tensor(0.0), zeros, zeros.clone()
     mean, var = batch_stats(x)  # in the accumulation dtype
     return mean.new_tensor(float(count)), mean, var * count
-
-
-def merge_stats(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Chan's formula for many parts: ``counts`` ``(P,)``, ``means`` and ``m2s`` ``(P, C)``.
-
-    Returns the ``(count, mean, M2)`` of the union of the parts, as if computed on all the
-    values at once (a 0-d count, two ``(C,)`` tensors).
-    """
-    total = counts.sum()
-    weights = (counts / total).unsqueeze(1)  # (P, 1); a part with count 0 has weight 0
-    mean = (weights * means).sum(0)
-    m2 = m2s.sum(0) + (counts.unsqueeze(1) * (means - mean).square()).sum(0)
-    return total, mean, m2
 
 
 def _gather_stats(count: Tensor, mean: Tensor, m2: Tensor, group: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -97,20 +79,28 @@ class SyncBatchNormFunction(torch.autograd.Function):
         count, mean, m2 = _gather_stats(*local_stats(input), group)
         total, mean, m2 = merge_stats(count, mean, m2)
         m = int(round(total.item()))
-        if m <= 1:
-            raise ValueError("Expected more than 1 value per channel when training, "
-                             f"got {m} value(s) per channel over all processes")
+        ctx.m, ctx.group = m, group
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        if m == 0:  # every process's slice is empty: BatchNorm's answer, an empty output
+            ctx.save_for_backward(input, weight)
+            return input.clone()
+        if m == 1:
+            raise ValueError(f"{ONE_VALUE_PER_CHANNEL}, got 1 value per channel over all processes")
         var = m2 / m
         update_running_stats(running_mean, running_var, mean, var, m, momentum)
         invstd = torch.rsqrt(var + eps)
         output = normalize(input.to(accumulation_dtype(input.dtype)), mean, invstd, weight, bias)
         ctx.save_for_backward(input, weight, mean, invstd)
-        ctx.m, ctx.group = m, group
-        ctx.bias_dtype = None if bias is None else bias.dtype
         return output.to(input.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.m == 0:  # no values anywhere: zero gradients for weight and bias, as BatchNorm
+            input, weight = ctx.saved_tensors
+            zeros = None if weight is None else torch.zeros_like(weight)
+            bias_grad = None if ctx.bias_dtype is None else torch.zeros_like(weight, dtype=ctx.bias_dtype)
+            return (torch.zeros_like(input), zeros if ctx.needs_input_grad[1] else None,
+                    bias_grad if ctx.needs_input_grad[2] else None, None, None, None, None, None)
         input, weight, mean, invstd = ctx.saved_tensors
         acc = accumulation_dtype(input.dtype)
         dims, shape = reduce_axes(input.ndim), channel_shape(input.ndim)
@@ -137,8 +127,10 @@ class SyncBatchNorm(BatchNormNd):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
-                 process_group: Any | None = None, device: Any = None, dtype: Any = None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 process_group: Any | None = None, device: Any = None, dtype: Any = None, *,
+                 bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
         self.process_group = process_group
 
     def _check_input_dim(self, input: Tensor) -> None:
@@ -156,7 +148,7 @@ class SyncBatchNorm(BatchNormNd):
         self._check_input_dim(input)
         # batch_norm's checks of the per-channel tensors and dtypes; not the batch size, which
         # only the global batch decides (a process may hold one sample, or none)
-        _check_tensors(input, self.running_mean, self.running_var, self.weight, self.bias, True)
+        check_tensors(input, self.running_mean, self.running_var, self.weight, self.bias, True)
         return SyncBatchNormFunction.apply(
             input, self.weight, self.bias, self.running_mean, self.running_var, self._count_batch(), self.eps,
             self.process_group or dist.group.WORLD)
@@ -169,7 +161,7 @@ class SyncBatchNorm(BatchNormNd):
         is_bn = isinstance(module, (nn.modules.batchnorm._BatchNorm, BatchNormNd))
         if is_bn and not isinstance(module, cls):
             converted = cls(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats, process_group)
+                            module.track_running_stats, process_group, bias=module.bias is not None)
             if module.affine:
                 with torch.no_grad():
                     converted.weight = module.weight
@@ -237,3 +229,19 @@ def sync_bn_worker(rank: int, world_size: int, sizes: list[int], shape: tuple[in
         "running_mean": bn.running_mean, "running_var": bn.running_var,
         "num_batches_tracked": int(bn.num_batches_tracked),
     }
+
+
+def one_batch_norm_reference(sizes: list[int], shape: tuple[int, ...], steps: int = 3, seed: int = 0,
+                             momentum: float | None = 0.1, affine: bool = True) -> tuple[nn.Module, Tensor, Tensor]:
+    """What :func:`sync_bn_worker` must agree with: one ``torch.nn`` BatchNorm trained in one
+    process on the concatenated global batches (the same data, gamma and beta). Returns the
+    module, the last step's output and its input gradient (all ranks' rows, in rank order)."""
+    from .conventions import MODULE_FOR_NDIM
+
+    module = getattr(nn, MODULE_FOR_NDIM[len(shape) + 1])(shape[0], momentum=momentum, affine=affine)
+    bn = set_demo_parameters(module)
+    for x, dy in global_batches((sum(sizes), *shape), steps, seed):
+        x = x.clone().requires_grad_(True)
+        out = bn(x)
+        out.backward(dy)
+    return bn, out.detach(), x.grad

@@ -16,6 +16,7 @@ notebook or a ``__main__`` script), because ``spawn`` starts them from scratch.
 from __future__ import annotations
 
 import os
+import pickle
 import queue as queue_module
 import socket
 import time
@@ -102,6 +103,7 @@ def _failure(first: tuple[int, str], results: Any, processes: list) -> Distribut
 
 
 def _stop(processes: list) -> None:
+    processes = [process for process in processes if process.pid is not None]  # the started ones
     for process in processes:
         if process.is_alive():
             process.terminate()
@@ -122,6 +124,13 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, backend
     """
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
+    try:  # what spawn does to hand fn and args to the new processes
+        pickle.dumps((fn, args))
+    except Exception as error:
+        raise TypeError(
+            "run_distributed starts fresh processes, which must import fn: define it at module "
+            "level in a module (not a lambda, a nested function, or a function defined in a "
+            f"notebook); pickling it failed with {type(error).__name__}: {error}") from error
     context = mp.get_context("spawn")
     results = context.Queue()
     port = free_port()

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import torch
 
+from .conventions import normalize_over, reduce_axes
+
 __all__ = ["normalize", "reduced_axes", "batch_norm", "layer_norm", "instance_norm", "group_norm"]
 
 
 def normalize(x: torch.Tensor, axes: tuple[int, ...], eps: float = 1e-5) -> torch.Tensor:
-    """``(x - mean) / sqrt(var + eps)`` with mean and biased variance over ``axes``."""
-    mean = x.mean(dim=axes, keepdim=True)
-    var = x.var(dim=axes, keepdim=True, correction=0)
-    return (x - mean) / torch.sqrt(var + eps)
+    """``(x - mean) / sqrt(var + eps)`` with mean and biased variance over ``axes``: the one
+    computation all four share (:func:`bncourse.conventions.normalize_over`)."""
+    return normalize_over(x, axes, eps)
 
 
 def reduced_axes(kind: str, ndim: int) -> tuple[int, ...]:
@@ -37,7 +38,7 @@ def reduced_axes(kind: str, ndim: int) -> tuple[int, ...]:
     the ``(N, G, C/G, *spatial)`` view)."""
     spatial = tuple(range(2, ndim))
     if kind == "batch":
-        return (0, *spatial)
+        return reduce_axes(ndim)
     if kind == "layer":
         return (1, *spatial)
     if kind == "instance":

@@ -29,17 +29,22 @@ Functions:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from .conventions import (
+    channel_shape,
+    one_value_per_channel,
+    reduce_axes,
+    too_few_dimensions,
+    values_per_channel,
+    wrong_length,
+)
+
 __all__ = [
     "Cache",
     "BatchNorm",
-    "reduce_axes",
-    "channel_shape",
-    "num_per_channel",
     "validate",
     "channel_mean",
     "channel_sum",
@@ -55,25 +60,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Shapes and input validation
 # --------------------------------------------------------------------------------------------
-def reduce_axes(ndim: int) -> tuple[int, ...]:
-    """Axes that BatchNorm reduces over for an ``ndim``-dimensional input: all but axis 1.
-
-    >>> reduce_axes(2), reduce_axes(4)
-    ((0,), (0, 2, 3))
-    """
-    return (0, *range(2, ndim))
-
-
-def channel_shape(ndim: int) -> tuple[int, ...]:
-    """Shape that broadcasts a per-channel ``(C,)`` vector against an ``ndim`` input: ``(1, -1, 1, ...)``."""
-    return (1, -1) + (1,) * (ndim - 2)
-
-
-def num_per_channel(shape: tuple[int, ...]) -> int:
-    """``m``: how many values share one channel's statistics (``N`` times the spatial size)."""
-    return int(math.prod(shape)) // shape[1]
-
-
 def _check_channel_vector(name: str, value: np.ndarray | None, num_channels: int) -> None:
     """A per-channel vector must have shape ``(C,)``; PyTorch's wording for a wrong length."""
     if value is None:
@@ -84,7 +70,7 @@ def _check_channel_vector(name: str, value: np.ndarray | None, num_channels: int
             f"{name} should be a vector of shape ({num_channels},), got shape {tuple(value.shape)}"
         )
     if value.shape[0] != num_channels:
-        raise ValueError(f"{name} should contain {num_channels} elements not {value.shape[0]}")
+        raise ValueError(wrong_length(name, num_channels, value.shape[0]))
 
 
 def validate(
@@ -110,20 +96,14 @@ def validate(
             f"batch_norm: expected a floating-point input (float32 or float64), got {x.dtype}"
         )
     if x.ndim < 2:
-        raise ValueError(
-            f"batch_norm: expected an input of shape (N, C) or (N, C, *spatial), "
-            f"got {x.ndim}D input of shape {tuple(x.shape)}"
-        )
+        raise ValueError(too_few_dimensions(x.shape))
     num_channels = x.shape[1]
     _check_channel_vector("gamma", gamma, num_channels)
     _check_channel_vector("beta", beta, num_channels)
     _check_channel_vector("running_mean", running_mean, num_channels)
     _check_channel_vector("running_var", running_var, num_channels)
-    if training and num_per_channel(x.shape) <= 1:
-        raise ValueError(
-            "Expected more than 1 value per channel when training, "
-            f"got input size {tuple(x.shape)}"
-        )
+    if training and values_per_channel(x.shape) <= 1:
+        raise ValueError(one_value_per_channel(tuple(x.shape)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +245,7 @@ def backward_staged(
     Each line below is the chain rule for one node, in reverse order.
     """
     shape = channel_shape(dout.ndim)
-    m = num_per_channel(dout.shape)
+    m = values_per_channel(dout.shape)
     xc = cache.x - cache.mean.reshape(shape)
 
     dbeta = channel_sum(dout)                           # y = ... + beta
@@ -292,7 +272,7 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     ``eps / (var + eps)`` (exactly 0 when ``eps = 0``).
     """
     shape = channel_shape(dout.ndim)
-    m = num_per_channel(dout.shape)
+    m = values_per_channel(dout.shape)
     dbeta = channel_sum(dout)
     dgamma = channel_sum(dout * cache.xhat)
     g = dout * cache.gamma.reshape(shape)
@@ -368,7 +348,7 @@ class BatchNorm:
                 self.running_var,
                 self.cache.mean,
                 self.cache.var,
-                num_per_channel(x.shape),
+                values_per_channel(x.shape),
                 self.momentum,
                 self.num_batches_tracked,
             )

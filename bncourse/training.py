@@ -30,7 +30,7 @@ Conventions:
   small, so float64 costs no noticeable time.
 
 Functions: :func:`load_digits`, :func:`mlp`, :func:`cnn`, :func:`make_model`,
-:func:`init_weights`, :func:`perturb`, :func:`train`, :func:`evaluate`, :func:`norm_layers`,
+:func:`init_weights`, :func:`perturb`, :func:`train`, :func:`evaluate`, :func:`batchnorm_layers`,
 :func:`freeze_batchnorm`, :func:`activations`.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ __all__ = [
     "perturb",
     "train",
     "evaluate",
-    "norm_layers",
+    "batchnorm_layers",
     "freeze_batchnorm",
     "activations",
 ]
@@ -204,7 +204,7 @@ def perturb(model: nn.Module, relative: float, seed: int = 0) -> nn.Module:
     return model
 
 
-def norm_layers(model: nn.Module) -> list[nn.Module]:
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
     """The BatchNorm layers of ``model`` (any ``BatchNorm1d/2d/3d``), in order."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -217,7 +217,7 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
     keeps its mode.  ``model.train()`` puts the layers back in training mode, so call this
     after every ``model.train()`` (as :func:`train` does with ``frozen_batchnorm=True``).
     """
-    for layer in norm_layers(model):
+    for layer in batchnorm_layers(model):
         layer.eval()
         for parameter in layer.parameters():
             parameter.requires_grad_(False)

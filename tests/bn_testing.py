@@ -1,6 +1,7 @@
-"""Test helpers shared by tests/test_torch_bn.py and tests/test_triton_bn.py.
+"""Test helpers shared by the BatchNorm tests (test_batchnorm_interface.py, test_torch_bn.py,
+test_triton_bn.py).
 
-Tolerances (used by both; the reasons are in tests/test_torch_bn.py's docstring), comparisons
+Tolerances (the reasons are in tests/test_batchnorm_interface.py's docstring), comparisons
 of tensors and module states, random inputs in every layout, and the table of erroneous
 ``F.batch_norm`` calls.  Needs only torch and pytest (no hypothesis), so that the Triton tests
 also run on a GPU machine that has just those.
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from bncourse.bench import MODULE_NAMES
+from bncourse.conventions import MODULE_FOR_NDIM
+from bncourse.display import raised  # noqa: F401  (the tests compare errors with it)
 
 # "out": outputs, "grad": input gradients, "param": weight and bias gradients (sums like the
 # input gradient's), "stats": running buffers.
@@ -30,7 +32,9 @@ def half_tol(dtype: torch.dtype, half_module: bool) -> dict:
     if half_module:
         return dict(out=half, grad=half, param=half, stats=half)
     return dict(out=half, grad=half, param=F32["param"], stats=F32["stats"])
-NAMES = MODULE_NAMES  # torch.nn's class name for each number of dimensions
+
+
+NAMES = MODULE_FOR_NDIM  # torch.nn's class name for each number of dimensions
 
 
 def module_pair(implementation, ndim, *args, device="cpu", **kwargs):
@@ -116,15 +120,6 @@ def compare_step(ours, theirs, x, dy, tol, layout, widen=False):
     assert_same_state(ours, theirs, tol["stats"])
 
 
-def raised(call):
-    """``(type, message)`` of what ``call()`` raises, or ``None``."""
-    try:
-        call()
-    except Exception as error:  # noqa: BLE001 - we compare whatever was raised
-        return type(error), str(error)
-    return None
-
-
 X = torch.randn(4, 3)
 RM, RV = torch.zeros(3), torch.ones(3)
 FUNCTIONAL_ERRORS = {
@@ -145,6 +140,7 @@ FUNCTIONAL_ERRORS = {
     "eps < 0 in training": ((X, None, None), dict(training=True, eps=-1.0)),
     "eps < 0 in eval": ((X, RM, RV), dict(training=False, eps=-1.0)),
     "momentum None": ((X, RM, RV), dict(training=True, momentum=None)),
+    "momentum a tensor of one element, not 0-d": ((X, RM, RV), dict(training=True, momentum=torch.tensor([0.3]))),
     "training not a bool": ((X, RM, RV), dict(training=1)),
     "integer input": ((torch.ones(4, 3, dtype=torch.long), None, None), dict(training=True)),
     "complex input": ((torch.ones(4, 3, dtype=torch.complex64), None, None), dict(training=True)),

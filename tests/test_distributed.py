@@ -25,10 +25,9 @@ from torch import nn
 from bncourse.distributed import (
     SyncBatchNorm,
     convert_sync_batchnorm,
-    global_batches,
     local_stats,
     merge_stats,
-    set_demo_parameters,
+    one_batch_norm_reference,
     sync_bn_worker,
 )
 from bncourse.launch import DistributedError, run_distributed
@@ -43,17 +42,6 @@ def no_process_left_behind():
     assert multiprocessing.active_children() == [], "a rank process outlived its test"
 
 
-def reference(sizes, shape, steps=3, seed=0, momentum=0.1, affine=True):
-    """One torch.nn BatchNorm trained on the concatenated batches, as sync_bn_worker does."""
-    module = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d, 4: nn.BatchNorm3d}[len(shape)]
-    bn = set_demo_parameters(module(shape[0], momentum=momentum, affine=affine))
-    for x, dy in global_batches((sum(sizes), *shape), steps, seed):
-        x = x.clone().requires_grad_(True)
-        out = bn(x)
-        out.backward(dy)
-    return bn, out.detach().numpy(), x.grad.numpy()
-
-
 @pytest.mark.parametrize(
     "sizes, shape, momentum, affine",
     [
@@ -61,12 +49,14 @@ def reference(sizes, shape, steps=3, seed=0, momentum=0.1, affine=True):
         ([3, 5], (2, 6), None, True),              # unequal sizes, (N, C, L), cumulative average
         ([2, 1, 4], (3, 4, 4), 0.3, True),         # world size 3, images, a rank with one sample
         ([5, 0, 2], (2, 3), 0.1, False),           # a rank with no sample at all, affine=False
+        ([0, 0], (3,), 0.1, True),                 # no sample anywhere: an empty output, as BN's
     ],
 )
 def test_sync_bn_equals_one_bn_over_the_global_batch(sizes, shape, momentum, affine):
     results = run_distributed(sync_bn_worker, len(sizes), sizes, shape, 3, 0, momentum, affine,
                               timeout=120)
-    bn, out, grad_input = reference(sizes, shape, momentum=momentum, affine=affine)
+    bn, out, grad_input = one_batch_norm_reference(sizes, shape, momentum=momentum, affine=affine)
+    out, grad_input = out.numpy(), grad_input.numpy()
     np.testing.assert_allclose(np.concatenate([r["out"] for r in results]), out, atol=1e-5, rtol=1e-4)
     np.testing.assert_allclose(np.concatenate([r["grad_input"] for r in results]), grad_input,
                                atol=1e-5, rtol=1e-4)
@@ -136,6 +126,14 @@ def test_convert_sync_batchnorm_replaces_and_shares_state():
     assert set(converted.state_dict()) == set(model.state_dict())
 
 
+def test_sync_bn_takes_torchs_bias_argument():
+    ours, theirs = SyncBatchNorm(3, bias=False), nn.SyncBatchNorm(3, bias=False)
+    assert ours.bias is None and theirs.bias is None and ours.weight.shape == (3,)
+    assert repr(ours).split("(", 1)[1] == repr(theirs).split("(", 1)[1]
+    converted = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm1d(3, bias=False)))
+    assert isinstance(converted[0], SyncBatchNorm) and converted[0].bias is None
+
+
 def test_sync_bn_errors_like_torch():
     with pytest.raises(ValueError, match=r"expected at least 2D input \(got 1D input\)"):
         SyncBatchNorm(3)(torch.randn(3))
@@ -162,11 +160,26 @@ def exits_on_rank_1(rank, world_size):
     dist.barrier()
 
 
+def returns_rank(rank, world_size):
+    return rank
+
+
 def test_a_rank_that_raises_fails_the_run_promptly():
+    """Promptly: in about the time it takes to start the ranks, not when rank 0's barrier or
+    the run's 600 s timeout would give up."""
+    start = time.monotonic()
+    assert run_distributed(returns_rank, 2, timeout=600) == [0, 1]
+    startup = time.monotonic() - start
     start = time.monotonic()
     with pytest.raises(DistributedError, match=r"rank 1 raised:(.|\n)*ValueError: rank 1 fails on purpose"):
-        run_distributed(fails_on_rank_1, 2, timeout=120)
-    assert time.monotonic() - start < 60
+        run_distributed(fails_on_rank_1, 2, timeout=600)
+    assert time.monotonic() - start < startup + 20
+
+
+def test_a_function_the_ranks_cannot_import_is_refused_before_any_starts():
+    with pytest.raises(TypeError, match="must import fn: define it at module level") as refused:
+        run_distributed(lambda rank, world_size: rank, 2)
+    assert "PicklingError" in str(refused.value) or "pickle" in str(refused.value)
 
 
 def test_a_hang_is_a_timeout():

@@ -48,6 +48,7 @@ def test_folded_layer_equals_layer_then_bn_in_eval(make_layer, make_bn, in_shape
     layer = make_layer(bias).to(dtype).eval()
     bn = trained_bn(make_bn(affine).to(dtype), out_shape)
     x = torch.randn(in_shape, dtype=dtype)
+    before = {key: value.clone() for key, value in layer.state_dict().items()}
     folded = fold_batchnorm(layer, bn)
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-12)
     with torch.no_grad():
@@ -60,7 +61,10 @@ def test_folded_layer_equals_layer_then_bn_in_eval(make_layer, make_bn, in_shape
         else:
             torch.testing.assert_close(folded(x), fuse_conv_bn_eval(layer, bn)(x), **tol)
     assert folded.weight.dtype == dtype and folded.bias is not None
-    assert layer.bias is None if not bias else True, "the original layer is not modified"
+    after = layer.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before), (
+        "the original layer is not modified")
+    assert folded is not layer and (layer.bias is None) == (not bias)
 
 
 def test_fold_sequential_folds_every_pair_and_keeps_the_rest():
