@@ -1,0 +1,272 @@
+"""What every chapter's exercises share: the registry, the comparisons, and named mistakes.
+
+An exercise is registered with :func:`exercise` by the module of its chapter
+(:mod:`bncourse.exercises.ch01` ... ``ch09``): a stable id, the chapter, a title, the
+signature the learner writes, and a *checker*. A checker calls the learner's function (the
+*candidate*) on small float64 inputs, compares each result with the right answer, and either
+returns a one-line description of what it verified or raises :class:`CheckFailed` with a
+message for the learner: which output is wrong, the largest error and where, and the
+misconception it looks like, when it recognises one.
+
+A misconception is recognised by computing, on the same inputs, what each known mistake
+returns: :class:`Mistakes` holds the small, named, wrong variants of the right code of one
+exercise, each with the sentence that tells the learner what went wrong. :func:`compare`
+names the first one the learner's answer matches. Inputs are chosen so that these answers
+differ from the right one by far more than the tolerance: small batches (so ``m`` and
+``m - 1`` differ), a low-variance channel (so eps matters), distinct gamma and beta, and
+spatial axes (so axes can be wrong).
+
+Tolerances: inputs are float64 and answers must match the float64 reference to ``rtol=1e-5,
+atol=1e-6`` unless an exercise says otherwise; that admits a float32 computation inside the
+learner's code (relative error ~1e-7) and rejects every listed mistake, whose errors are at
+least ~1e-2 on the chosen inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CheckFailed",
+    "NotAttempted",
+    "Exercise",
+    "EXERCISES",
+    "exercise",
+    "Mistakes",
+    "as_array",
+    "compare",
+    "compare_number",
+    "unpack",
+    "first_output",
+    "tuple_text",
+    "rng",
+]
+
+
+class CheckFailed(AssertionError):
+    """An exercise's answer is wrong; the message says how, for the learner."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the message is what the learner needs,
+        # the frames of the checker are not.
+        return [f"{type(self).__name__}: {self}"]
+
+
+class NotAttempted(CheckFailed):
+    """The exercise still raises ``NotImplementedError``: it has not been attempted yet."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: its stable id, where it lives, what it asks for, and its checker."""
+
+    id: str
+    chapter: str
+    title: str
+    signature: str
+    run: Callable[[Callable[..., Any]], str]
+
+    @property
+    def function(self) -> str:
+        """The name the learner's function (or class) must have: the signature's first word."""
+        return self.signature.split("(", 1)[0].strip()
+
+
+EXERCISES: dict[str, Exercise] = {}
+"""Every registered exercise by id, in the order the chapters register them."""
+
+
+def exercise(id: str, *, chapter: str, title: str, signature: str):
+    """Register the decorated function as the checker of exercise ``id``.
+
+    The checker takes the learner's candidate, raises :class:`CheckFailed` if it is wrong and
+    returns a short description of what it verified.
+    """
+
+    def register(run: Callable[[Callable[..., Any]], str]) -> Callable[[Callable[..., Any]], str]:
+        if id in EXERCISES:
+            raise ValueError(f"exercise id {id!r} is registered twice")
+        EXERCISES[id] = Exercise(id, chapter, title, signature, run)
+        return run
+
+    return register
+
+
+# --------------------------------------------------------------------------------------------
+# Named mistakes
+# --------------------------------------------------------------------------------------------
+class Mistakes:
+    """The known wrong versions of one computation, each with what it misunderstood.
+
+    Register a mistake by decorating a function that takes the right computation's arguments
+    and returns the wrong answer (or ``None`` where the mistake does not apply to these
+    arguments)::
+
+        FORWARD = Mistakes()
+
+        @FORWARD.add("eps outside the square root: divide by sqrt(var + eps), not sqrt(var) + eps")
+        def eps_outside_the_root(x, gamma, beta, eps):
+            ...
+
+    A *family* of mistakes (one per wrong set of axes, say) is a generator of
+    ``(cause, answer)`` pairs registered with :meth:`family`. :meth:`answers` runs them all
+    and returns ``{cause: answer}`` for :func:`compare`, in registration order: when two
+    mistakes give the same answer, the first one names it.
+    """
+
+    def __init__(self) -> None:
+        self._makers: list[Callable[..., Iterator[tuple[str, Any]]]] = []
+
+    def add(self, cause: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(wrong: Callable[..., Any]) -> Callable[..., Any]:
+            def one(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+                answer = wrong(*args, **kwargs)
+                if answer is not None:
+                    yield cause, answer
+
+            self._makers.append(one)
+            return wrong
+
+        return register
+
+    def family(self, generate: Callable[..., Iterator[tuple[str, Any]]]) -> Callable[..., Any]:
+        self._makers.append(generate)
+        return generate
+
+    def answers(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for make in self._makers:
+            for cause, answer in make(*args, **kwargs):
+                found.setdefault(cause, answer)
+        return found
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing answers
+# --------------------------------------------------------------------------------------------
+def tuple_text(values: tuple[int, ...]) -> str:
+    """``(2, 3)`` for a shape, axes or an index (NumPy integers included)."""
+    return "(" + ", ".join(str(int(v)) for v in values) + ")"
+
+
+def rng(seed: int) -> np.random.Generator:
+    """The generator every checker draws its inputs from: a fixed seed per exercise."""
+    return np.random.default_rng(seed)
+
+
+def as_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a NumPy array, or a :class:`CheckFailed` naming what it was instead."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, (tuple, list)):
+        raise CheckFailed(f"{name} should be one array, got a {type(value).__name__} of {len(value)} items")
+    import torch  # (here: a checker of a NumPy exercise does not need torch)
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, (int, float, np.number)):
+        return np.asarray(value)
+    raise CheckFailed(f"{name} should be a NumPy array, got {type(value).__name__}")
+
+
+def compare(
+    name: str,
+    got: Any,
+    expected: np.ndarray,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    mistakes: dict[str, Any] | None = None,
+    check_dtype: bool = True,
+) -> None:
+    """Raise :class:`CheckFailed` unless ``got`` matches ``expected``.
+
+    ``mistakes`` maps a misconception's description to the answer it would produce (or to a
+    shape: a tuple); when ``got`` matches one of them, the message names it. The message
+    always says which output is wrong, the largest error and where it is.
+    """
+    mistakes = mistakes or {}
+    got = as_array(name, got)
+    if got.shape != expected.shape:
+        message = f"{name} has shape {got.shape}, expected {expected.shape}."
+        for cause, answer in mistakes.items():
+            shape = answer if isinstance(answer, tuple) else np.shape(answer)
+            if shape == got.shape:
+                message += f" Likely cause: {cause}."
+                break
+        raise CheckFailed(message)
+    if check_dtype and got.dtype != expected.dtype:
+        raise CheckFailed(
+            f"{name} has dtype {got.dtype}, expected {expected.dtype}: keep the input's dtype "
+            f"(float32 in, float32 out; float64 in, float64 out)."
+        )
+    bad = ~np.isfinite(got) & np.isfinite(expected)
+    if bad.any():
+        index = tuple(np.argwhere(bad)[0])
+        raise CheckFailed(
+            f"{name} contains {got[index]} at index {tuple_text(index)} where "
+            f"{expected[index]:.6g} was expected ({int(bad.sum())} non-finite values in all)."
+        )
+    if np.allclose(got, expected, rtol=rtol, atol=atol):
+        return
+    error = np.atleast_1d(np.abs(got.astype(np.float64) - expected.astype(np.float64)))
+    error[~np.isfinite(error)] = np.inf
+    error = error.reshape(got.shape)
+    index = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
+    message = (
+        f"{name} is wrong: largest error {float(error[index]):.3g} at index "
+        f"{tuple_text(index)} (got {float(got[index]):.6g}, expected "
+        f"{float(expected[index]):.6g}; tolerance rtol={rtol:g}, atol={atol:g})."
+    )
+    for cause, answer in mistakes.items():
+        if isinstance(answer, tuple):
+            continue
+        answer = np.asarray(answer)
+        if answer.shape == got.shape and np.allclose(got, answer, rtol=rtol, atol=atol):
+            message += f" Likely cause: {cause}."
+            break
+    raise CheckFailed(message)
+
+
+def compare_number(name: str, got: Any, expected: float, *, rtol: float = 1e-9,
+                   mistakes: dict[str, float] | None = None) -> float:
+    """Raise :class:`CheckFailed` unless ``got`` is a number within ``rtol`` of ``expected``.
+
+    ``mistakes`` maps a misconception's description to the number it would produce; when
+    ``got`` matches one of them (within ``rtol``), the message names it. ``rtol=0`` asks for
+    an exact match (counts). Returns ``got`` as a float.
+    """
+    try:
+        number = float(got)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{name} should be a number, got {got!r}") from None
+    if abs(number - expected) <= rtol * abs(expected):
+        return number
+    digits = next((d for d in range(6, 17) if f"{number:.{d}g}" != f"{expected:.{d}g}"), 17)
+    message = f"{name} = {number:.{digits}g}, expected {expected:.{digits}g}."  # digits that differ
+    for cause, value in (mistakes or {}).items():
+        if abs(number - value) <= rtol * abs(value):
+            message += f" Likely cause: {cause}."
+            break
+    raise CheckFailed(message)
+
+
+def first_output(result: Any) -> Any:
+    """Accept ``out`` or ``(out, cache)`` from a forward function."""
+    if isinstance(result, (tuple, list)) and len(result) >= 1:
+        return result[0]
+    return result
+
+
+def unpack(name: str, result: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """``result`` as a tuple of ``len(names)`` outputs, or a :class:`CheckFailed` saying what it was."""
+    if not isinstance(result, (tuple, list)) or len(result) != len(names):
+        what = f"a {type(result).__name__}"
+        if isinstance(result, (tuple, list)):
+            what += f" of {len(result)} items"
+        raise CheckFailed(f"{name} should return a tuple ({', '.join(names)}), got {what}")
+    return tuple(result)

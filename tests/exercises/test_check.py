@@ -1,0 +1,35 @@
+"""The checking interface: check(id, candidate), its exceptions, one test module per chapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bncourse.checks import EXERCISES, CheckFailed, NotAttempted, check
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_every_chapter_with_exercises_has_a_test_module():
+    chapters = {ex.chapter for ex in EXERCISES.values()}
+    modules = {path.stem for path in HERE.glob("test_ch[0-9][0-9].py")}
+    assert modules == {f"test_ch{chapter[:2]}" for chapter in chapters}
+
+
+def test_check_failed_is_an_assertion_error():
+    assert issubclass(CheckFailed, AssertionError)
+    assert issubclass(NotAttempted, CheckFailed)
+
+
+def test_a_crash_is_reported_as_a_failure():
+    def crashes(x, gamma, beta, eps=1e-5):
+        return x.mean(axis=7)
+
+    with pytest.raises(CheckFailed, match="numpy-forward: your function raised AxisError"):
+        check("numpy-forward", crashes)
+
+
+def test_unknown_id_lists_the_known_ones():
+    with pytest.raises(KeyError, match="known ids: .*numpy-forward"):
+        check("numpy-forwards", lambda x, gamma, beta, eps=1e-5: x)
