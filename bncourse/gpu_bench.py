@@ -53,11 +53,11 @@ from typing import Any, Callable
 
 import torch
 
-from .bench import MODULE_NAMES
+from .conventions import MODULE_FOR_NDIM
 
-__all__ = ["FORMAT", "RESULTS_PATH", "NO_RESULTS_NOTE", "IMPLEMENTATIONS", "PASSES", "Case", "DEFAULT_CASES",
-           "minimal_bytes", "memory_passes", "run", "environment", "load_results", "validate",
-           "format_results", "main"]
+__all__ = ["FORMAT", "RESULTS_PATH", "NO_RESULTS_NOTE", "IMPLEMENTATIONS", "PASSES", "Case",
+           "DEFAULT_CASES", "minimal_bytes", "memory_passes", "run", "environment",
+           "load_results", "validate", "format_results", "main"]
 
 FORMAT = "bncourse-gpu-bench/1"
 RESULTS_PATH = Path(__file__).resolve().parent / "data" / "gpu_bench.json"
@@ -143,8 +143,9 @@ def memory_passes(function: Callable[..., Any], *args: Any) -> list[tuple[str, i
             storages = {t.untyped_storage().data_ptr() for t in reads}
             is_view = not mutates and writes and all(
                 t.untyped_storage().data_ptr() in storages for t in writes)
-            if (reads or writes) and not is_view and func.overloadpacket.__name__ not in _ALLOCATIONS:
-                log.append((func.overloadpacket.__name__, len(reads), len(writes)))
+            name = func.overloadpacket.__name__
+            if (reads or writes) and not is_view and name not in _ALLOCATIONS:
+                log.append((name, len(reads), len(writes)))
             return out
 
     with Recorder():
@@ -213,7 +214,8 @@ def _check(inputs: dict[str, torch.Tensor]) -> float:
 
     results = []
     for function in (triton_bn.batch_norm, torch.nn.functional.batch_norm):
-        x, weight, bias = (inputs[k].detach().clone().requires_grad_() for k in ("x", "weight", "bias"))
+        x, weight, bias = (inputs[k].detach().clone().requires_grad_()
+                           for k in ("x", "weight", "bias"))
         y = function(x, None, None, weight, bias, True, 0.1, 1e-5)
         results.append([y.detach(), *torch.autograd.grad(y, (x, weight, bias), inputs["dy"])])
     errors = []
@@ -251,7 +253,7 @@ def run(cases: list[Case] | None = None, device: str = "cuda", seed: int = 0,
                     for name, t in ms.items()}
             results.append(dict(
                 shape=list(case.shape), dtype=case.dtype, layout=case.layout,
-                module=MODULE_NAMES[len(case.shape)], **{"pass": pass_name}, bytes=nbytes,
+                module=MODULE_FOR_NDIM[len(case.shape)], **{"pass": pass_name}, bytes=nbytes,
                 ms=ms, gbps=gbps,
                 ratios={"triton/cudnn": ms["triton"] / ms["cudnn"],
                         "triton/native": ms["triton"] / ms["native"],
@@ -270,8 +272,9 @@ def _driver_version() -> str:
     """The NVIDIA driver's version, from nvidia-smi or NVML; ``"unknown"`` if neither answers."""
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=30, check=True).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=30, check=True).stdout
             if out.strip():
                 return out.strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError):
@@ -353,8 +356,9 @@ def format_results(report: dict[str, Any]) -> str:
     header = (f"{'case':<42} {'pass':<17} {'MB':>8} "
               + " ".join(f"{name:>8}" for name in IMPLEMENTATIONS)
               + f" {'/cudnn':>8} {'/native':>8} {'GB/s':>7} {'%copy':>6}")
-    lines = [f"{env['gpu']}, driver {env['driver']}, torch {env['torch']}, triton {env['triton']}, "
-             f"{report['date']}; median ms ({report['timing']['method']})", header, "-" * len(header)]
+    lines = [f"{env['gpu']}, driver {env['driver']}, torch {env['torch']}, "
+             f"triton {env['triton']}, {report['date']}; median ms "
+             f"({report['timing']['method']})", header, "-" * len(header)]
     lines += [_row(r) for r in report["results"]]
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """bncourse.gpu_bench: the benchmark's pipeline, its results file, and what the chapter draws.
 
-Nothing here is timed.  Without a GPU the suite runs on the CPU under Triton's interpreter
-on tiny inputs with a stand-in timer (every call is made once; the "time" is a fixed number
+Nothing here is timed.  The suite runs on the CPU (Triton's interpreter) on tiny inputs
+with a stand-in timer (every call is made once; the "time" is a fixed number
 per implementation), so the checks, the traffic arithmetic, the file format, the loader, the
 table and the figures are all exercised.  On a GPU the ``cuda`` test runs the command itself
 on one small shape.  (Only torch, triton and pytest are needed for the ``cuda`` test, so that
@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from bncourse import gpu_bench, triton_bn
+from bncourse import gpu_bench
 from bncourse.__main__ import main as cli
 
 STAND_IN_MS = {"triton": 2.0, "cudnn": 3.0, "native": 4.0, "torch_bn": 10.0, "copy": 1.0}
@@ -36,8 +36,6 @@ def stand_in_timer():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """A results file written by the suite on tiny inputs, read back by the loader."""
-    if not triton_bn.INTERPRETED:
-        pytest.skip("the stand-in run uses CPU tensors, which compiled kernels do not take")
     cases = [gpu_bench.Case((6, 5, 7, 9), "bfloat16", "channels_last"),
              gpu_bench.Case((4, 3, 5, 6)), gpu_bench.Case((300, 7))]
     results = gpu_bench.run(cases, device="cpu", timer=stand_in_timer())
@@ -56,9 +54,9 @@ def test_the_suite_writes_what_the_loader_accepts(report):
         ([300, 7], "forward"), ([300, 7], "forward+backward")]
     for r in rows:
         assert r["ms"] == STAND_IN_MS and r["checked"], r
-        assert r["max_error"] <= 2 * 2**-7
-        numel, size = math.prod(r["shape"]), {"float32": 4, "bfloat16": 2}[r["dtype"]]
-        assert r["bytes"] == {"forward": 3, "forward+backward": 8}[r["pass"]] * numel * size
+        assert r["max_error"] <= 2 * 2**-7  # within bfloat16's tolerance, for every dtype
+        numel, size = math.prod(r["shape"]), getattr(torch, r["dtype"]).itemsize
+        assert r["bytes"] == gpu_bench.PASSES[r["pass"]] * numel * size
         assert r["gbps"]["triton"] == pytest.approx(r["bytes"] / 2e-3 / 1e9)
         assert r["gbps"]["copy"] == pytest.approx(2 * numel * size / 1e-3 / 1e9)
         assert r["ratios"] == {"triton/cudnn": 2 / 3, "triton/native": 0.5, "triton/copy": 2.0,
@@ -83,8 +81,10 @@ def test_table_and_figures_render(report):
         plt.close(fig)
 
 
-def test_loader_without_a_file_and_with_bad_ones(tmp_path, report):
+def test_loader_without_a_file_and_with_bad_ones(tmp_path, report, monkeypatch):
     assert gpu_bench.load_results(tmp_path / "none.json") is None
+    monkeypatch.setattr(gpu_bench, "RESULTS_PATH", tmp_path / "none.json")
+    assert gpu_bench.load_results() is None, "no results recorded: the chapter shows the note"
     broken = [({"format": "something else"}, "not a results file"),
               ({k: v for k, v in report.items() if k != "date"}, "no 'date'"),
               (dict(report, environment={"gpu": "x", "torch": "2"}), "does not name the driver"),
@@ -104,15 +104,35 @@ def test_the_default_cases_are_the_issues():
     assert [c.shape for c in cases if c.dtype == "bfloat16"] == resnet
     assert all(c.layout == "channels_last" for c in cases if c.dtype == "bfloat16")
     assert [c.shape for c in cases if len(c.shape) == 2] == [(65536, 256), (100000, 32)]
-    assert gpu_bench.minimal_bytes(cases[0], "forward") == 3 * 256 * 64 * 56 * 56 * 4
+    assert gpu_bench.minimal_bytes(cases[0], "forward") == (
+        gpu_bench.PASSES["forward"] * math.prod(cases[0].shape) * torch.float32.itemsize)
 
 
-def test_recorded_results_if_any_are_valid():
-    """The committed file (absent until a GPU run records it) must load."""
-    report = gpu_bench.load_results()
-    if report is not None:
-        assert report["environment"]["gpu"] and report["environment"]["driver"]
-        assert all(r["checked"] for r in report["results"])
+def test_minimal_traffic_is_the_documented_passes():
+    """Forward: 2 reads and 1 write of the tensor; backward: 4 reads and 1 write."""
+    forward, backward = 2 + 1, 4 + 1
+    assert gpu_bench.PASSES == {"forward": forward, "forward+backward": forward + backward}
+
+
+def check_recorded(report):
+    """What a committed results file must show: where it ran, and every check passed."""
+    assert report["environment"]["gpu"] and report["environment"]["driver"]
+    assert all(r["checked"] for r in report["results"]), "a case failed its check"
+
+
+def test_the_recorded_results_check_accepts_a_run_and_refuses_a_failed_check(report):
+    check_recorded(report)
+    failed = dict(report, results=[dict(report["results"][0], checked=False)])
+    with pytest.raises(AssertionError, match="a case failed its check"):
+        check_recorded(failed)
+
+
+@pytest.mark.skipif(not gpu_bench.RESULTS_PATH.exists(),
+                    reason=f"no GPU results recorded yet ({gpu_bench.RESULTS_PATH.name} is "
+                           "written by `python -m bncourse bench --device cuda --json ...` on a "
+                           "GPU); the loader's answer without one is tested above")
+def test_the_committed_results_load_and_passed_their_checks():
+    check_recorded(gpu_bench.load_results())
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -125,9 +145,9 @@ def test_cpu_bench_refuses_gpu_options(argv, message, capsys):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(triton_bn.INTERPRETED or not torch.cuda.is_available(),
-                    reason="no CUDA GPU here (or TRITON_INTERPRET=1): the stand-in run above "
-                           "covers the pipeline; the command needs compiled kernels")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA GPU here: the stand-in run above covers the pipeline on "
+                           "the CPU; the command times the compiled kernels on a GPU")
 def test_cuda_bench_command_on_a_small_shape(tmp_path, capsys):
     path = tmp_path / "gpu_bench.json"
     assert cli(["bench", "--device", "cuda", "--shape", "32x64x16x16", "--dtype", "bfloat16",

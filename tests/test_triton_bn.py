@@ -1,21 +1,24 @@
 """bncourse.triton_bn against torch.nn.BatchNorm1d/2d/3d, bncourse.torch_bn and float64.
 
-Two backends, one set of tests (the ``backend`` parameter):
+Two backends, one set of tests (the ``backend`` parameter); ``bncourse.triton_bn`` picks
+one per call, by the input's device:
 
-* ``interpreter``: without a GPU, ``bncourse.triton_bn`` runs its kernels in Triton's
-  interpreter on CPU tensors (it sets ``TRITON_INTERPRET=1`` when imported on a machine
-  without CUDA).  Every line of every kernel runs, one program after another, so the inputs
-  are small ragged shapes of about 10^4 values, and some tests shrink the tiles so that a
-  program handles several tiles, some tiles are padding and the reductions take several
-  chunks.  Skipped, with the reason printed, where the kernels are compiled for a GPU (run
-  ``TRITON_INTERPRET=1 pytest tests/test_triton_bn.py`` there for this half).
+* ``interpreter``: CPU tensors, on which the kernels run in Triton's interpreter.  Every line
+  of every kernel runs, one program after another, so the inputs are small ragged shapes of
+  about 10^4 values, and some tests shrink the tiles so that a program handles several tiles,
+  some tiles are padding and the reductions take several chunks.  Runs everywhere.
 * ``cuda`` (marked ``cuda``): the compiled kernels on CUDA tensors at full size.  Skipped,
   with the reason printed, where there is no GPU.
 
 Without a GPU, the kernels are also compiled for one (Triton's compiler and ptxas need no
-device): every launch triton_bn makes, for an H100, by tests/triton_compile_check.py.
+device): every launch triton_bn makes, for an H100, by tests/triton_compile_check.py, which
+first interprets a forward and backward in the same process (the interpreter must leave
+``triton.language`` as it found it).
 
-Tolerances: those of tests/test_torch_bn.py (``bn_testing``), with one addition: float64
+Its interface (errors, state, modules, hostile inputs) is tested with every other
+implementation's in tests/test_batchnorm_interface.py; here are the kernels' own numerics.
+
+Tolerances: those of tests/test_batchnorm_interface.py (``bn_testing``), with one addition: float64
 running statistics agree to float32's relative precision (``rtol=1e-6``), because Triton
 passes Python floats (momentum) to a kernel as float32.  Half-precision inputs are compared
 with float64 torch.nn fed the same numbers: within two units in the last place of the
@@ -34,21 +37,22 @@ import pytest
 import torch
 from torch import nn
 
-from bncourse import distributed, torch_bn, triton_bn
-from bn_testing import (F32, F64, FUNCTIONAL_ERRORS, NAMES, assert_close, compare_step,
+import triton.language as tl
+from triton.runtime.jit import JITFunction
+
+from bncourse import conventions, torch_bn, triton_bn
+from bncourse.triton_bn import backends, tiles
+from bn_testing import (F32, F64, NAMES, assert_close, compare_step,
                         half_tol, make_input, module_pair, randomize, raised)
 
-INTERPRETER = pytest.param(
-    "interpreter",
-    marks=pytest.mark.skipif(not triton_bn.INTERPRETED,
-                             reason="the Triton kernels are compiled for the GPU in this process; "
-                                    "run with TRITON_INTERPRET=1 for the interpreter tests"))
+INTERPRETER = pytest.param("interpreter")
 CUDA = pytest.param(
     "cuda",
     marks=[pytest.mark.cuda,
-           pytest.mark.skipif(triton_bn.INTERPRETED or not torch.cuda.is_available(),
-                              reason="no CUDA GPU here (or TRITON_INTERPRET=1): the kernels run "
-                                     "in Triton's interpreter, tested by the interpreter cases")])
+           pytest.mark.skipif(not torch.cuda.is_available(),
+                              reason="no CUDA GPU here: the compiled kernels are tested by the "
+                                     "cuda cases on a GPU; the interpreter cases run the same "
+                                     "kernels on CPU tensors")])
 BACKENDS = [INTERPRETER, CUDA]
 DEVICE = {"interpreter": "cpu", "cuda": "cuda"}
 
@@ -293,14 +297,14 @@ def test_deterministic(backend):
 
 
 # --------------------------------------------------------------------------------------------
-# The tiling: small tiles exercise every path of the kernels; the merge is distributed's
+# The tiling: small tiles exercise every path of the kernels; the merge is the reference's
 # --------------------------------------------------------------------------------------------
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles of 64 values and about 8 programs: several tiles per program, padding tiles,
     ragged channel blocks, and reductions over partials in several chunks."""
-    monkeypatch.setattr(triton_bn, "TILE_ELEMENTS", 64)
-    monkeypatch.setattr(triton_bn, "TARGET_PROGRAMS", 8)
+    monkeypatch.setattr(tiles, "TILE_ELEMENTS", 64)
+    monkeypatch.setattr(tiles, "TARGET_PROGRAMS", 8)
 
 
 SMALL_TILE_CASES = {"interpreter": [((300, 14), "contiguous"), ((3, 5, 9, 13), "contiguous"),
@@ -315,7 +319,7 @@ def test_small_tiles_match_torch_nn(backend, case, small_tiles):
     shape, layout = case
     device = DEVICE[backend]
     x = make_input(shape, torch.float32, layout, torch.Generator().manual_seed(13)).to(device)
-    plan = triton_bn.tiling(triton_bn._dense(x))
+    plan = triton_bn.tiling(tiles.dense(x))
     assert plan.tiles_per_program > 1 and plan.programs > 1
     assert plan.block_c * plan.block_s <= 64
     ours, theirs = triton_pair(len(shape), shape[1], device=device)
@@ -327,33 +331,35 @@ def test_small_tiles_match_torch_nn(backend, case, small_tiles):
 
 def test_small_tiles_cover_every_path(small_tiles):
     """The small-tile shapes really take the paths the small tiles are for."""
-    plans = [triton_bn.tiling(triton_bn._dense(make_input(shape, torch.float32, layout,
-                                                          torch.Generator())))
+    plans = [triton_bn.tiling(tiles.dense(make_input(shape, torch.float32, layout,
+                                                     torch.Generator())))
              for shape, layout in SMALL_TILE_CASES["interpreter"]]
     assert {p.layout for p in plans} == {"planes", "channels last"}
     assert any(p.num_tiles % p.tiles_per_program for p in plans), "a program with padding tiles"
     assert any(p.view[1] % p.block_c for p in plans), "a ragged block of channels"
-    assert any(triton_bn._reduce_options(p.programs, p.view[1])["NUM_CHUNKS"] > 1 for p in plans)
+    assert any(tiles.reduce_options(p.programs, p.view[1])["NUM_CHUNKS"] > 1 for p in plans)
 
 
 @pytest.mark.parametrize("backend, case", SMALL_TILES)
-def test_partials_merge_with_distributed_merge_stats(backend, case, small_tiles):
-    """Pass 1's partial (count, mean, M2) rows, merged by bncourse.distributed.merge_stats
+def test_partials_merge_with_the_reference_merge_stats(backend, case, small_tiles):
+    """Pass 1's partial (count, mean, M2) rows, merged by bncourse.conventions.merge_stats
     (the same formula in torch), give pass 2's statistics and the float64 truth."""
     shape, layout = case
     device = DEVICE[backend]
-    x = make_input(shape, torch.float32, layout, torch.Generator().manual_seed(16), loc=50.0).to(device)
+    g = torch.Generator().manual_seed(16)
+    x = make_input(shape, torch.float32, layout, g, loc=50.0).to(device)
     counts, means, m2s = triton_bn.partial_stats(x)
     assert torch.all(counts == counts[:, :1])  # a program's count is the same for every channel
     m = x.numel() // shape[1]
     assert int(counts.sum(0)[0]) == m
-    total, mean, m2 = distributed.merge_stats(counts[:, 0], means, m2s)
+    total, mean, m2 = conventions.merge_stats(counts[:, 0], means, m2s)
     kernel_mean, kernel_var = triton_bn.batch_stats(x)
     exact = x.double().transpose(0, 1).reshape(shape[1], -1)
     torch.testing.assert_close(mean, kernel_mean, rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(m2 / total, kernel_var, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(kernel_mean.double(), exact.mean(1), rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(kernel_var.double(), exact.var(1, correction=0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kernel_var.double(), exact.var(1, correction=0), rtol=1e-5,
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("shape, layout, expected", [
@@ -377,25 +383,9 @@ def test_tiling_reads_along_memory(shape, layout, expected):
 
 
 # --------------------------------------------------------------------------------------------
-# The interface: torch_bn's checks and modules, shared
+# Where triton_bn differs from torch_bn: the device; what it shares: the modules
+# (its whole interface is tested in tests/test_batchnorm_interface.py)
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", sorted(FUNCTIONAL_ERRORS))
-def test_errors_are_torch_bns(case):
-    """The same exception type and words as torch_bn (and so as PyTorch), for every bad call."""
-    args, kwargs = FUNCTIONAL_ERRORS[case]
-    copies = [[a.clone() if isinstance(a, torch.Tensor) else a for a in args] for _ in range(2)]
-    theirs = raised(lambda: torch_bn.batch_norm(*copies[1], **kwargs))
-    assert theirs is not None
-    assert raised(lambda: triton_bn.batch_norm(*copies[0], **kwargs)) == theirs
-
-
-@pytest.mark.parametrize("name, bad_ndims", [("BatchNorm1d", [1, 4]), ("BatchNorm2d", [3, 5]),
-                                             ("BatchNorm3d", [4, 6])])
-def test_module_errors_are_torch_nns(name, bad_ndims):
-    for ndim in bad_ndims:
-        x = torch.randn((2, 3, 2, 2, 2, 2)[:ndim])
-        theirs = raised(lambda: getattr(nn, name)(3)(x))
-        assert theirs is not None and raised(lambda: getattr(triton_bn, name)(3)(x)) == theirs
 
 
 def test_wrong_device_is_a_clear_error():
@@ -403,6 +393,10 @@ def test_wrong_device_is_a_clear_error():
     error = raised(lambda: triton_bn.batch_norm(torch.empty(4, 3, device=where), None, None,
                                                 training=True))
     assert error[0] is RuntimeError and "triton_bn: got an input on meta" in error[1]
+    assert "CUDA tensors (compiled) or CPU tensors (Triton's interpreter)" in error[1]
+    x, w = torch.randn(4, 3), torch.ones(3, device=where)
+    error = raised(lambda: triton_bn.batch_norm(x, None, None, w, training=True))
+    assert error[0] is RuntimeError and "expected every tensor on cpu, got one on meta" in error[1]
 
 
 @pytest.mark.parametrize("name", ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"])
@@ -416,11 +410,60 @@ def test_modules_are_torch_bns_with_the_triton_function(name):
     ours(5).load_state_dict(state)  # keys and shapes are torch.nn's
 
 
-def test_empty_batch_is_torch_bns():
-    x = torch.randn(0, 3, 4)
-    w = torch.full((3,), 2.0)
-    assert torch.equal(triton_bn.batch_norm(x, None, None, w, w, training=True),
-                       torch_bn.batch_norm(x, None, None, w, w, training=True))
+# --------------------------------------------------------------------------------------------
+# Where the kernels run: chosen per call by the device, nothing set at import
+# --------------------------------------------------------------------------------------------
+def test_the_device_chooses_compiled_or_interpreted_kernels():
+    assert backends.for_device(torch.device("cuda")) is backends.COMPILED
+    assert backends.for_device(torch.device("cpu")) is backends.INTERPRETED
+    assert isinstance(backends.COMPILED.stats_kernel, JITFunction)
+    assert backends.INTERPRETED.stats_kernel.fn is triton_bn.stats_kernel.fn  # the same source
+
+
+def _state(*namespaces):
+    """What an interpreted launch could leave changed: every attribute of ``namespaces``."""
+    return [{name: getattr(ns, name) for name in dir(ns)} for ns in namespaces]
+
+
+def test_an_interpreted_call_leaves_triton_as_it_found_it():
+    """The interpreter patches triton.language while a kernel runs, and calling a jit'd
+    function outside a compiled kernel is an error again afterwards: kernels compiled later
+    in the same process (see test_every_launch_compiles_for_an_h100) see Triton unchanged."""
+    namespaces = (tl, tl.core, tl.math, tl.tensor, tl.dtype, JITFunction)
+    before = _state(*namespaces)
+    triton_bn.batch_norm(torch.randn(6, 3, 4), None, None, training=True)
+    assert _state(*namespaces) == before
+    with pytest.raises(RuntimeError, match="outside of the scope of a kernel"):
+        triton_bn.tile_stats(None, None)
+
+
+def _python(code):
+    """Run ``code`` in a fresh interpreter, from the repository root; its completed process."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_importing_sets_nothing():
+    result = _python("import os, triton\n"
+                     "before = dict(os.environ)\n"
+                     "import bncourse.triton_bn\n"
+                     "assert dict(os.environ) == before, set(os.environ) ^ set(before)\n"
+                     "assert not triton.knobs.runtime.interpret\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_without_triton_the_import_error_says_why():
+    """macOS and Windows have no Triton: the error names chapter 8 and Linux."""
+    result = _python("import sys\n"
+                     "sys.modules['triton'] = None  # as if none were installed\n"
+                     "import bncourse.triton_bn\n")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: bncourse.triton_bn: chapter 8's kernels need Linux "
+                           "(Triton publishes Linux wheels only)"), last
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,8 +472,10 @@ def test_empty_batch_is_torch_bns():
 def test_every_launch_compiles_for_an_h100(tmp_path):
     """The interpreter does not run Triton's compiler: tests/triton_compile_check.py records
     every launch triton_bn makes (each dtype, layout and mode) and compiles it for sm_90, in a
-    fresh process with the interpreter off and an empty kernel cache."""
-    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
+    fresh process with an empty kernel cache (and without TRITON_INTERPRET, with which Triton
+    would interpret every kernel)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
     script = Path(__file__).with_name("triton_compile_check.py")
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                             text=True, timeout=900)

@@ -1,0 +1,68 @@
+"""The figures of the book, one function each.
+
+Every function draws on a new figure and returns it (:func:`reduction_pattern` draws on an
+``ax`` it is given); the notebook then calls ``plt.show()``.  Call :func:`use_course_style`
+once at the top of a notebook so all figures share one look.  Colours come from :data:`COLORS`.
+
+The modules, by what they draw:
+
+* :mod:`.style`: the colours and the course's look;
+* :mod:`.distributions`: a batch's values before and after normalizing (chapters 1 and 2);
+* :mod:`.reductions`: which values share statistics, for BatchNorm and its family (2, 9);
+* :mod:`.gradients`: the backward pass and finite differences (3);
+* :mod:`.estimates`: batch statistics as estimates, running averages (4, 9);
+* :mod:`.numerics`: rounding, between implementations and in float32 variances (5, 8);
+* :mod:`.identity`: BatchNorm recovering the identity (6);
+* :mod:`.training`: training with and without BatchNorm (7, 9);
+* :mod:`.timings`: CPU timings and the recorded GPU benchmark (3, 5, 8, 9);
+* :mod:`.tiles`: which Triton program reads which part of memory (8).
+"""
+from __future__ import annotations
+
+from .distributions import (channel_stats, eps_gain, histograms_before_after, samuelson_bound,
+                            scaling_comparison)
+from .estimates import running_stats_trace, statistic_noise_vs_batch, variance_bias
+from .gradients import computational_graph, difference_error_vs_h, gradient_agreement
+from .identity import identity_error_vs_batch_size, parameter_trajectories
+from .numerics import agreement_over_steps, variance_error_by_method
+from .reductions import normalization_family, reduction_pattern
+from .style import COLORS, color, use_course_style
+from .tiles import memory_order, program_of, tiles_in_memory
+from .timings import bench_bars, gpu_bench_bandwidth, gpu_bench_times, timing_bars
+from .training import (accuracy_grids, activation_histograms, activation_scale,
+                       batch_size_sweep, loss_curves)
+
+__all__ = [
+    "COLORS",
+    "color",
+    "use_course_style",
+    "scaling_comparison",
+    "histograms_before_after",
+    "samuelson_bound",
+    "eps_gain",
+    "channel_stats",
+    "reduction_pattern",
+    "normalization_family",
+    "computational_graph",
+    "gradient_agreement",
+    "difference_error_vs_h",
+    "running_stats_trace",
+    "variance_bias",
+    "statistic_noise_vs_batch",
+    "agreement_over_steps",
+    "variance_error_by_method",
+    "identity_error_vs_batch_size",
+    "parameter_trajectories",
+    "accuracy_grids",
+    "loss_curves",
+    "activation_scale",
+    "activation_histograms",
+    "batch_size_sweep",
+    "timing_bars",
+    "bench_bars",
+    "gpu_bench_times",
+    "gpu_bench_bandwidth",
+    "program_of",
+    "memory_order",
+    "tiles_in_memory",
+]

@@ -1,0 +1,116 @@
+"""Measured times: CPU timings of the chapters, and the recorded GPU benchmark.
+
+The GPU figures draw a results file of :mod:`bncourse.gpu_bench` (as
+:func:`bncourse.gpu_bench.load_results` returns it).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from .style import COLORS
+
+__all__ = ["timing_bars", "bench_bars", "gpu_bench_times", "gpu_bench_bandwidth"]
+
+
+def timing_bars(labels: Sequence[str], seconds: Sequence[float], title: str) -> Figure:
+    """Horizontal bars of run times in milliseconds."""
+    fig, ax = plt.subplots(figsize=(7, 1.4 + 0.5 * len(labels)))
+    ms = np.asarray(seconds) * 1e3
+    ax.barh(range(len(labels)), ms, color=COLORS[: len(labels)])
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("time per call (ms)")
+    ax.set_title(title)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def bench_bars(labels: Sequence[str], ours: Sequence[float], native: Sequence[float],
+               copy: Sequence[float]) -> Figure:
+    """Forward+backward times (ms) per input shape: ours, torch.nn's and one plain copy."""
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.9 * len(labels)))
+    y = np.arange(len(labels))
+    for offset, values, name, color in [(-0.27, ours, "ours (torch_bn)", COLORS[0]),
+                                        (0.0, native, "torch.nn (ATen)", COLORS[1]),
+                                        (0.27, copy, "x.clone()", COLORS[2])]:
+        ax.barh(y + offset, values, height=0.25, color=color, label=name)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("time per forward+backward (ms)")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def _bench_rows(report: dict, pass_name: str) -> list[dict]:
+    """The results of one pass (``"forward"`` or ``"forward+backward"``), in file order."""
+    return [r for r in report["results"] if r["pass"] == pass_name]
+
+
+def _case_label(r: dict) -> str:
+    """A result's case, short: ``256x64x56x56 bf16 CL``."""
+    layout = " CL" if r["layout"] == "channels_last" else ""
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["dtype"]]
+    return f"{'x'.join(map(str, r['shape']))} {dtype}{layout}"
+
+
+def gpu_bench_times(report: dict) -> Figure:
+    """Time of each implementation in copies' worth (time / time of ``x.clone()``), per case,
+    forward and forward+backward; the dashed line is the minimal traffic in copies (1.5 and
+    4): a kernel on it moves no more bytes than it must, at a copy's speed."""
+    names = {"triton": "Triton (triton_bn)", "cudnn": "F.batch_norm (cuDNN)",
+             "native": "F.batch_norm, cuDNN off", "torch_bn": "torch_bn (torch ops)"}
+    passes = [("forward", 1.5), ("forward+backward", 4.0)]
+    rows = _bench_rows(report, "forward")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.4 + 0.55 * len(rows)), sharey=True)
+    for ax, (pass_name, floor) in zip(axes, passes):
+        rows = _bench_rows(report, pass_name)
+        y = np.arange(len(rows))
+        height = 0.8 / len(names)
+        for k, (key, label) in enumerate(names.items()):
+            values = [r["ms"][key] / r["ms"]["copy"] for r in rows]
+            ax.barh(y - 0.4 + (k + 0.5) * height, values, height=height, color=COLORS[k],
+                    label=label)
+        ax.axvline(floor, color="black", ls="--", lw=1)
+        ax.set_xscale("log")
+        largest = max(r["ms"][key] / r["ms"]["copy"] for r in rows for key in names)
+        ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+                 if t <= 1.2 * largest]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_yticks(y, [_case_label(r) for r in rows])
+        ax.set_title(f"{pass_name} (floor: {floor:g} copies)")
+        ax.set_xlabel("time / time of x.clone()")
+    axes[0].invert_yaxis()  # (shared: once for both)
+    env = report["environment"]
+    fig.suptitle(f"{env['gpu']}, torch {env['torch']}, triton {env['triton']}, {report['date']}",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8)
+    return fig
+
+
+def gpu_bench_bandwidth(report: dict, target: float = 0.8) -> Figure:
+    """The Triton kernels' bandwidth (minimal traffic / time) as a fraction of a copy's, per
+    case, forward and forward+backward, with the 80% target line."""
+    forward = _bench_rows(report, "forward")
+    both = _bench_rows(report, "forward+backward")
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(forward)))
+    y = np.arange(len(forward))
+    for offset, rows, label, color in [(-0.2, forward, "forward", COLORS[0]),
+                                       (0.2, both, "forward+backward", COLORS[1])]:
+        ax.barh(y + offset, [r["gbps"]["triton"] / r["gbps"]["copy"] for r in rows],
+                height=0.38, color=color, label=label)
+    ax.axvline(target, color="black", ls="--", lw=1)
+    ax.text(target, -0.9, f" target {target:.0%}", fontsize=8)
+    ax.set_yticks(y, [_case_label(r) for r in forward])
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.set_xlabel("Triton: bandwidth of its minimal traffic / bandwidth of x.clone()")
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2)
+    fig.tight_layout()
+    return fig
