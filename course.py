@@ -103,8 +103,9 @@ def torch_index() -> str | None:
         return None
     if _reachable(f"{TORCH_CPU_INDEX}/torch/"):
         return TORCH_CPU_INDEX
-    print(f"note: {TORCH_CPU_INDEX} cannot be reached: torch comes from the default index "
-          "(on Linux that is the CUDA build, several GB)", flush=True)
+    print(f"note: {TORCH_CPU_INDEX} cannot be reached, so pip takes torch from the indexes it "
+          "is configured with (the package index's Linux torch is the CUDA build, several GB)",
+          flush=True)
     return None
 
 

@@ -1,6 +1,6 @@
 """The project's conventions, checked: quick start, CI, pins, table of contents, notebooks.
 
-These tests keep the promises of README.md and COURSE.md true as chapters are added: every
+These tests keep the promises of README.md and CONTRIBUTING.md true as chapters are added: every
 notebook is in the book, is committed executed, ends with exercises in the agreed format
 (exercise block, dropdown solution with BEGIN/END SOLUTION markers, check cell), and every
 exercise id it checks is registered in bncourse.checks.
@@ -360,3 +360,24 @@ def test_check_pins_resolves_as_a_learner_would(monkeypatch):
     assert not {"PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_CONSTRAINT"} & set(env)
     assert course._pinned("torch==2.13.0\nnumpy==2.2.6 ; python_full_version < '3.11'\n# c\n    # via x\n") == {
         "torch": "2.13.0", "numpy": "2.2.6"}
+
+
+# --------------------------------------------------------------------------------------------
+# The code is kept as pyproject.toml configures ruff
+# --------------------------------------------------------------------------------------------
+def ruff(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("ruff")), *args], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_the_code_passes_ruffs_lint_and_format_checks():
+    lint, layout = ruff("check", "."), ruff("format", "--check", ".")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert layout.returncode == 0, "run `.venv/bin/ruff format .`:\n" + layout.stdout + layout.stderr
+
+
+def test_ruff_would_catch_a_loop_closure(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("fs = []\nfor i in range(3):\n    fs.append(lambda: i)\n")
+    result = ruff("check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(bad))
+    assert result.returncode != 0 and "B023" in result.stdout
