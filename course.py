@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The course's entry points: build the book, run the tests.
 
-    python3 course.py book    # creates .venv if needed, installs requirements.txt, builds _build/html
+    python3 course.py book    # creates .venv if needed, installs requirements.txt, builds the book
     python3 course.py test    # same environment, then runs the whole test suite (pytest)
 
 and two for contributors (CONTRIBUTING.md):
@@ -29,6 +29,7 @@ browser. ``test`` looks for one (:data:`BROWSERS`) and, if there is none, instal
 ``chromium`` with apt-get when it can (as root, or with password-less sudo). Where it cannot,
 the browser tests are skipped and say why.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,9 +104,11 @@ def torch_index() -> str | None:
         return None
     if _reachable(f"{TORCH_CPU_INDEX}/torch/"):
         return TORCH_CPU_INDEX
-    print(f"note: {TORCH_CPU_INDEX} cannot be reached, so pip takes torch from the indexes it "
-          "is configured with (the package index's Linux torch is the CUDA build, several GB)",
-          flush=True)
+    print(
+        f"note: {TORCH_CPU_INDEX} cannot be reached, so pip takes torch from the indexes it "
+        "is configured with (the package index's Linux torch is the CUDA build, several GB)",
+        flush=True,
+    )
     return None
 
 
@@ -121,10 +124,15 @@ def _check_python() -> None:
     supported = f"Python {'.'.join(map(str, OLDEST_PYTHON))} to {'.'.join(map(str, NEWEST_PYTHON))}"
     this = f"{platform.python_version()} ({sys.executable})"
     if sys.version_info[:2] < OLDEST_PYTHON:
-        raise SystemExit(f"error: the course needs {supported}; this is {this}. "
-                         "Run course.py with a newer python3.")
+        raise SystemExit(
+            f"error: the course needs {supported}; this is {this}. "
+            "Run course.py with a newer python3."
+        )
     if sys.version_info[:2] > NEWEST_PYTHON:
-        print(f"note: the course is tested with {supported}; this is {this}, so trying anyway", flush=True)
+        print(
+            f"note: the course is tested with {supported}; this is {this}, so trying anyway",
+            flush=True,
+        )
 
 
 def ensure_environment() -> None:
@@ -168,13 +176,17 @@ def invalidate_stale_site() -> None:
     stamp, caches = build / ".site.inputs", [build / ".doctrees", build / "html"]
     inputs = [ROOT / "_toc.yml", ROOT / "_config.yml"]
     for folder in ("book/static", "book/_ext", "book/site_root"):
-        inputs += [p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        inputs += [
+            p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        ]
     wanted = _digest([p for p in inputs if p.exists()])
     if stamp.exists() and stamp.read_text() == wanted:
         return
     if any(cache.exists() for cache in caches):
-        print("the table of contents, _config.yml or the site's assets changed: clearing "
-              + ", ".join(c.relative_to(ROOT).as_posix() for c in caches))
+        print(
+            "the table of contents, _config.yml or the site's assets changed: clearing "
+            + ", ".join(c.relative_to(ROOT).as_posix() for c in caches)
+        )
         for cache in caches:
             shutil.rmtree(cache, ignore_errors=True)
     stamp.parent.mkdir(parents=True, exist_ok=True)
@@ -211,18 +223,35 @@ def ensure_browser() -> None:
         return
     if os.geteuid() == 0:
         sudo: list[str] = []
-    elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+    elif (
+        shutil.which("sudo")
+        and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+    ):
         sudo = ["sudo", "-n"]
     else:
-        print("note: no Chromium, and installing it needs root: the browser tests will be "
-              "skipped (install the 'chromium' package to run them)", flush=True)
+        print(
+            "note: no Chromium, and installing it needs root: the browser tests will be "
+            "skipped (install the 'chromium' package to run them)",
+            flush=True,
+        )
         return
     print("Installing Debian's chromium for the browser tests", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     _run(sudo + ["apt-get", "update", "-qq"], env=env)
     # (a font too: a minimal system may have none, and the screenshots would show boxes)
-    _run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                 "chromium", "fonts-dejavu-core"], env=env)
+    _run(
+        sudo
+        + [
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+            "fonts-dejavu-core",
+        ],
+        env=env,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +283,18 @@ def lock() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         draft = Path(tmp) / "requirements.txt"
         shutil.copy(REQUIREMENTS, draft)  # uv prefers the versions already in its output file
-        base = [uv, "pip", "compile", "--quiet", "--universal", "--python-version", minimum,
-                "--custom-compile-command", "python3 course.py lock", "requirements.in"]
+        base = [
+            uv,
+            "pip",
+            "compile",
+            "--quiet",
+            "--universal",
+            "--python-version",
+            minimum,
+            "--custom-compile-command",
+            "python3 course.py lock",
+            "requirements.in",
+        ]
         _run(base + ["-o", draft])
         cuda = sorted(name for name in _pinned(draft.read_text()) if CUDA_ONLY.fullmatch(name))
         excluded = [arg for name in cuda for arg in ("--no-emit-package", name)]
@@ -267,14 +306,21 @@ def lock() -> int:
 
 # The platforms check-pins resolves the lock for with uv (besides this machine's Pythons with
 # pip). PyTorch 2.13 publishes no wheels for Intel Macs, and its Mac wheels need macOS 14.
-PLATFORMS = ["x86_64-manylinux_2_28", "aarch64-manylinux_2_28", "aarch64-apple-darwin",
-             "x86_64-pc-windows-msvc"]
+PLATFORMS = [
+    "x86_64-manylinux_2_28",
+    "aarch64-manylinux_2_28",
+    "aarch64-apple-darwin",
+    "x86_64-pc-windows-msvc",
+]
 
 
 def _index_only_env() -> dict[str, str]:
     """pip as on a learner's machine: the default index alone, no local wheels, no config."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PIP_") or k in ("PIP_CERT", "PIP_DEFAULT_TIMEOUT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PIP_") or k in ("PIP_CERT", "PIP_DEFAULT_TIMEOUT")
+    }
     env["PIP_CONFIG_FILE"] = os.devnull
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
@@ -291,8 +337,11 @@ def local_pythons() -> list[Path]:
 
 
 def _version_of(python: Path) -> str:
-    out = subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(python), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip()
 
 
@@ -301,18 +350,40 @@ def resolve_with_pip(python: Path) -> tuple[bool, str]:
     index alone (``pip install --dry-run``, which downloads no large wheel)."""
     with tempfile.TemporaryDirectory() as tmp:
         env_dir, report = Path(tmp) / "venv", Path(tmp) / "report.json"
-        made = subprocess.run([str(python), "-m", "venv", str(env_dir)], capture_output=True, text=True)
+        made = subprocess.run(
+            [str(python), "-m", "venv", str(env_dir)], capture_output=True, text=True
+        )
         if made.returncode:
             return False, f"cannot create a venv: {made.stderr.strip()[-300:]}"
         venv_python = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
         result = subprocess.run(
-            [str(venv_python), "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-             "--report", str(report), "-r", str(REQUIREMENTS)],
-            capture_output=True, text=True, env=_index_only_env(), timeout=1800)
+            [
+                str(venv_python),
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--quiet",
+                "--report",
+                str(report),
+                "-r",
+                str(REQUIREMENTS),
+            ],
+            capture_output=True,
+            text=True,
+            env=_index_only_env(),
+            timeout=1800,
+        )
         if result.returncode:
-            errors = [line for line in result.stderr.splitlines() if "ERROR" in line or "requires" in line]
+            errors = [
+                line for line in result.stderr.splitlines() if "ERROR" in line or "requires" in line
+            ]
             return False, "; ".join(errors)[-600:] or result.stderr[-600:]
-        installs = {item["metadata"]["name"].lower(): item["metadata"] for item in json.loads(report.read_text())["install"]}
+        installs = {
+            item["metadata"]["name"].lower(): item["metadata"]
+            for item in json.loads(report.read_text())["install"]
+        }
     torch = installs["torch"]
     wanted = _pinned(REQUIREMENTS.read_text())
     if torch["version"].split("+")[0] != wanted["torch"]:
@@ -320,9 +391,11 @@ def resolve_with_pip(python: Path) -> tuple[bool, str]:
     triton = installs.get("triton", {}).get("version")
     required = [r for r in torch.get("requires_dist", []) if r.startswith("triton")]
     cuda = [name for name in installs if CUDA_ONLY.fullmatch(name)]
-    return True, (f"{len(installs)} packages; torch {torch['version']}, triton {triton or '(none)'}"
-                  + (f" (torch requires {required[0].split(';')[0]})" if required else "")
-                  + (f", {len(cuda)} CUDA packages that torch pins" if cuda else ""))
+    return True, (
+        f"{len(installs)} packages; torch {torch['version']}, triton {triton or '(none)'}"
+        + (f" (torch requires {required[0].split(';')[0]})" if required else "")
+        + (f", {len(cuda)} CUDA packages that torch pins" if cuda else "")
+    )
 
 
 def resolve_with_uv(platform_name: str, python: str) -> tuple[bool, str]:
@@ -330,16 +403,37 @@ def resolve_with_uv(platform_name: str, python: str) -> tuple[bool, str]:
     there already (only torch's CUDA libraries may be added) and have a wheel."""
     env = dict(os.environ, MACOSX_DEPLOYMENT_TARGET="14.0")  # torch 2.13's oldest macOS
     result = subprocess.run(
-        [str(BIN / "uv"), "pip", "compile", "--quiet", "--no-header", "--no-annotate", "--only-binary", ":all:",
-         "--python-platform", platform_name, "--python-version", python, str(REQUIREMENTS)],
-        capture_output=True, text=True, env=env, timeout=600)
+        [
+            str(BIN / "uv"),
+            "pip",
+            "compile",
+            "--quiet",
+            "--no-header",
+            "--no-annotate",
+            "--only-binary",
+            ":all:",
+            "--python-platform",
+            platform_name,
+            "--python-version",
+            python,
+            str(REQUIREMENTS),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     if result.returncode:
         return False, result.stderr.strip()[-600:]
     resolved, pinned = _pinned(result.stdout), _pinned(REQUIREMENTS.read_text())
     missing = sorted(name for name in set(resolved) - set(pinned) if not CUDA_ONLY.fullmatch(name))
     if missing:
         return False, f"not pinned in requirements.txt: {', '.join(missing)}"
-    return True, f"{len(resolved)} packages, torch {resolved.get('torch')}, triton {resolved.get('triton', '(none)')}"
+    return (
+        True,
+        f"{len(resolved)} packages, torch {resolved.get('torch')}, "
+        f"triton {resolved.get('triton', '(none)')}",
+    )
 
 
 def check_pins(pythons: list[str]) -> int:
@@ -349,16 +443,26 @@ def check_pins(pythons: list[str]) -> int:
     versions: dict[str, Path] = {}
     for python in chosen:
         version = _version_of(python)
-        supported = bool(version) and OLDEST_PYTHON <= tuple(map(int, version.split(".")[:2])) <= NEWEST_PYTHON
+        supported = (
+            bool(version)
+            and OLDEST_PYTHON <= tuple(map(int, version.split(".")[:2])) <= NEWEST_PYTHON
+        )
         if not supported:
             print(f"  {version or '?':8s} {python}: skipped, outside the supported range")
         else:
             versions.setdefault(version, python)
-    jobs = {f"pip, Python {version} ({python})": (resolve_with_pip, python) for version, python in versions.items()}
+    jobs = {
+        f"pip, Python {version} ({python})": (resolve_with_pip, python)
+        for version, python in versions.items()
+    }
     if not pythons:
         for platform_name in PLATFORMS:
             for minor in range(OLDEST_PYTHON[1], NEWEST_PYTHON[1] + 1):
-                jobs[f"uv, {platform_name}, Python 3.{minor}"] = (resolve_with_uv, platform_name, f"3.{minor}")
+                jobs[f"uv, {platform_name}, Python 3.{minor}"] = (
+                    resolve_with_uv,
+                    platform_name,
+                    f"3.{minor}",
+                )
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {label: pool.submit(job[0], *job[1:]) for label, job in jobs.items()}
         outcomes = {label: future.result() for label, future in futures.items()}
@@ -381,7 +485,9 @@ def main(argv: list[str]) -> int:
         return 2
     command, extra = argv[0], argv[1:]
     ensure_environment()
-    env = reproducible_env()  # the same CPU code paths on every machine: see bncourse/reproducible.py
+    env = (
+        reproducible_env()
+    )  # the same CPU code paths on every machine: see bncourse/reproducible.py
     try:
         if command == "book":
             invalidate_stale_site()

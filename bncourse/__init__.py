@@ -13,7 +13,8 @@ Modules (each one small, read them alongside the chapters):
 * :mod:`bncourse.gradcheck` -- central-difference gradients and relative errors.
 * :mod:`bncourse.checks` -- exercise checkers (``check(id, candidate)``).
 * :mod:`bncourse.misconceptions` -- known mistakes, used by the checkers to name them.
-* :mod:`bncourse.training` -- the scikit-learn digits as tensors, small models, a seeded training loop.
+* :mod:`bncourse.training` -- the scikit-learn digits as tensors, small models, a seeded
+  training loop.
 * :mod:`bncourse.distributed` -- SyncBatchNorm on ``torch.distributed``;
   :mod:`bncourse.launch` starts real process groups on this machine.
 * :mod:`bncourse.fold` -- BatchNorm folded into the preceding Linear/Conv for inference.
@@ -23,4 +24,5 @@ Modules (each one small, read them alongside the chapters):
 * :mod:`bncourse.display` -- rounded, deterministic printing for the notebooks.
 * :mod:`bncourse.plots` -- the figures of the book.
 """
+
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ Commands:
   without cuDNN, torch_bn and a copy, forward and forward+backward; ``--json
   bncourse/data/gpu_bench.json`` records the results the chapter shows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,13 @@ def _cmd_exercises(args: argparse.Namespace) -> int:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from .grader import main
 
-    return main(args.paths, json_path=args.json, junit_path=args.junit,
-                markdown_path=args.markdown, timeout=args.timeout)
+    return main(
+        args.paths,
+        json_path=args.json,
+        junit_path=args.junit,
+        markdown_path=args.markdown,
+        timeout=args.timeout,
+    )
 
 
 def _cmd_make_exercises(args: argparse.Namespace) -> int:
@@ -62,9 +68,10 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main, parse_shape
-
     import torch
+
+    from .bench import main as bench_main
+    from .bench import parse_shape
 
     try:
         shapes = [parse_shape(text) for text in args.shape] if args.shape else None
@@ -75,7 +82,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             print("error: --device cuda asked for, but CUDA is not available here", file=sys.stderr)
             return 2
-        from .gpu_bench import Case, main as gpu_main
+        from .gpu_bench import Case
+        from .gpu_bench import main as gpu_main
 
         layout = "channels_last" if args.channels_last else "contiguous"
         if shapes and args.channels_last and any(len(s) not in (4, 5) for s in shapes):
@@ -85,13 +93,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         report = gpu_main(cases, device=args.device, json_path=args.json)
         return 0 if all(r["checked"] for r in report["results"]) else 1
     if args.dtype != "float32" or args.channels_last:
-        print("error: --dtype and --channels-last are for --device cuda (the CPU benchmark "
-              "times float32 contiguous inputs)", file=sys.stderr)
+        print(
+            "error: --dtype and --channels-last are for --device cuda (the CPU benchmark "
+            "times float32 contiguous inputs)",
+            file=sys.stderr,
+        )
         return 2
-    bench_main(shapes, device=args.device, repeats=args.repeats, warmup=args.warmup,
-               json_path=args.json)
-    print("(the Triton kernels are timed with --device cuda only: on the CPU they run in "
-          "Triton's interpreter, which checks them but is not meant to be fast)")
+    bench_main(
+        shapes, device=args.device, repeats=args.repeats, warmup=args.warmup, json_path=args.json
+    )
+    print(
+        "(the Triton kernels are timed with --device cuda only: on the CPU they run in "
+        "Triton's interpreter, which checks them but is not meant to be fast)"
+    )
     return 0
 
 
@@ -99,38 +113,63 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bncourse", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("exercises", help="list exercise ids and signatures").set_defaults(
-        func=_cmd_exercises)
+        func=_cmd_exercises
+    )
     grade = commands.add_parser("grade", help="grade learner notebooks")
-    grade.add_argument("paths", nargs="+", metavar="PATH", help="notebooks, or folders of notebooks")
+    grade.add_argument(
+        "paths", nargs="+", metavar="PATH", help="notebooks, or folders of notebooks"
+    )
     grade.add_argument("--json", metavar="FILE", help="write the results as JSON")
     grade.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML")
-    grade.add_argument("--markdown", metavar="FILE", help="append a Markdown table (CI job summary)")
-    grade.add_argument("--timeout", type=int, default=120, metavar="SECONDS",
-                       help="per-cell time limit (default 120)")
+    grade.add_argument(
+        "--markdown", metavar="FILE", help="append a Markdown table (CI job summary)"
+    )
+    grade.add_argument(
+        "--timeout",
+        type=int,
+        default=120,
+        metavar="SECONDS",
+        help="per-cell time limit (default 120)",
+    )
     grade.set_defaults(func=_cmd_grade)
     make = commands.add_parser("make-exercises", help="generate exercises/ from notebooks/")
     make.add_argument("--source", default="notebooks", help="chapter notebooks (default notebooks)")
     make.add_argument("--target", default="exercises", help="output folder (default exercises)")
-    make.add_argument("--check", action="store_true", help="only report whether the folder is in sync")
+    make.add_argument(
+        "--check", action="store_true", help="only report whether the folder is in sync"
+    )
     make.set_defaults(func=_cmd_make_exercises)
     run = commands.add_parser("run-notebooks", help="execute notebooks in place")
     run.add_argument("paths", nargs="+")
     run.add_argument("--timeout", type=int, default=300, help="seconds per cell")
     run.set_defaults(func=_cmd_run_notebooks)
     bench = commands.add_parser(
-        "bench", help="time BatchNorm: torch_bn vs torch.nn vs a copy (CPU); with the Triton "
-                      "kernels and cuDNN (--device cuda)")
+        "bench",
+        help="time BatchNorm: torch_bn vs torch.nn vs a copy (CPU); with the Triton "
+        "kernels and cuDNN (--device cuda)",
+    )
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    bench.add_argument("--shape", action="append", metavar="NxCx...",
-                       help="input shape, e.g. 64x64x32x32; repeat for several (default: "
-                            "64x64x32x32, 256x256x14x14, 8192x512 on the CPU; on CUDA ResNet-50's "
-                            "BatchNorm layers at batch 256 and two BatchNorm1d inputs)")
+    bench.add_argument(
+        "--shape",
+        action="append",
+        metavar="NxCx...",
+        help="input shape, e.g. 64x64x32x32; repeat for several (default: "
+        "64x64x32x32, 256x256x14x14, 8192x512 on the CPU; on CUDA ResNet-50's "
+        "BatchNorm layers at batch 256 and two BatchNorm1d inputs)",
+    )
     bench.add_argument("--repeats", type=int, default=20, help="timed runs per shape")
     bench.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    bench.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                       help="input dtype of the --shape cases (--device cuda only)")
-    bench.add_argument("--channels-last", action="store_true",
-                       help="channels_last layout for the --shape cases (--device cuda only)")
+    bench.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="input dtype of the --shape cases (--device cuda only)",
+    )
+    bench.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="channels_last layout for the --shape cases (--device cuda only)",
+    )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_cmd_bench)
     args = parser.parse_args(argv)

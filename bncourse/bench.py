@@ -21,6 +21,7 @@ it can be many times the minimum), and the ratios of best times; the JSON also h
 medians.  On CUDA each call is synchronized before the clock stops.  Module mode is training
 (batch statistics, running statistics updated), input float32.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,7 @@ import torch
 from . import torch_bn
 from .conventions import MODULE_FOR_NDIM
 
-__all__ = ["DEFAULT_SHAPES", "Result", "parse_shape", "time_calls", "run", "format_table",
-           "main"]
+__all__ = ["DEFAULT_SHAPES", "Result", "parse_shape", "time_calls", "run", "format_table", "main"]
 
 DEFAULT_SHAPES: list[tuple[int, ...]] = [(64, 64, 32, 32), (256, 256, 14, 14), (8192, 512)]
 
@@ -69,14 +69,16 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = tuple(int(part) for part in text.replace(",", "x").split("x"))
     except ValueError:
         raise ValueError(
-            f"a shape is sizes joined by 'x', like 64x64x32x32, got {text!r}") from None
+            f"a shape is sizes joined by 'x', like 64x64x32x32, got {text!r}"
+        ) from None
     if not 2 <= len(shape) <= 5 or min(shape) < 1:
         raise ValueError(f"a BatchNorm input has 2 to 5 positive sizes (N, C, ...), got {text!r}")
     return shape
 
 
-def time_calls(calls: dict[str, Callable[[], object]], repeats: int, warmup: int,
-               device: torch.device) -> dict[str, list[float]]:
+def time_calls(
+    calls: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
     """Seconds per call for each entry of ``calls``, taking turns: ``{name: [seconds, ...]}``."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -93,14 +95,20 @@ def time_calls(calls: dict[str, Callable[[], object]], repeats: int, warmup: int
     return seconds
 
 
-def _forward_backward(module: torch.nn.Module, x: torch.Tensor,
-                      dy: torch.Tensor) -> Callable[[], object]:
+def _forward_backward(
+    module: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor
+) -> Callable[[], object]:
     inputs = [x, module.weight, module.bias]
     return lambda: torch.autograd.grad(module(x), inputs, dy)
 
 
-def run(shapes: list[tuple[int, ...]] | None = None, device: str = "cpu", repeats: int = 20,
-        warmup: int = 3, seed: int = 0) -> list[Result]:
+def run(
+    shapes: list[tuple[int, ...]] | None = None,
+    device: str = "cpu",
+    repeats: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+) -> list[Result]:
     """Time ours, native and copy for every shape (float32, training mode)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -114,38 +122,58 @@ def run(shapes: list[tuple[int, ...]] | None = None, device: str = "cpu", repeat
         ours = getattr(torch_bn, name)(shape[1], device=dev)
         native = getattr(torch.nn, name)(shape[1], device=dev)
         seconds = time_calls(
-            {"ours": _forward_backward(ours, x, dy), "native": _forward_backward(native, x, dy),
-             "copy": lambda: x.detach().clone()},
-            repeats, warmup, dev)
+            {
+                "ours": _forward_backward(ours, x, dy),
+                "native": _forward_backward(native, x, dy),
+                "copy": lambda x=x: x.detach().clone(),  # (x of this shape)
+            },
+            repeats,
+            warmup,
+            dev,
+        )
         median = {k: statistics.median(v) * 1e3 for k, v in seconds.items()}
         best = {k: min(v) * 1e3 for k, v in seconds.items()}
-        results.append(Result(
-            shape=list(shape), module=name, dtype="float32", device=str(dev),
-            ours_ms=best["ours"], native_ms=best["native"], copy_ms=best["copy"],
-            ours_median_ms=median["ours"], native_median_ms=median["native"],
-            copy_median_ms=median["copy"],
-            ours_over_native=best["ours"] / best["native"],
-            native_over_copy=best["native"] / best["copy"]))
+        results.append(
+            Result(
+                shape=list(shape),
+                module=name,
+                dtype="float32",
+                device=str(dev),
+                ours_ms=best["ours"],
+                native_ms=best["native"],
+                copy_ms=best["copy"],
+                ours_median_ms=median["ours"],
+                native_median_ms=median["native"],
+                copy_median_ms=median["copy"],
+                ours_over_native=best["ours"] / best["native"],
+                native_over_copy=best["native"] / best["copy"],
+            )
+        )
     return results
 
 
 def format_table(results: list[Result]) -> str:
     """The results as an aligned text table (best times in ms, and their ratios)."""
-    header = (f"{'shape':<20} {'module':<12} {'ours ms':>9} {'native ms':>10} {'copy ms':>8} "
-              f"{'ours/native':>12} {'native/copy':>12}")
+    header = (
+        f"{'shape':<20} {'module':<12} {'ours ms':>9} {'native ms':>10} {'copy ms':>8} "
+        f"{'ours/native':>12} {'native/copy':>12}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
             f"{str(tuple(r.shape)):<20} {r.module:<12} {r.ours_ms:>9.2f} {r.native_ms:>10.2f} "
-            f"{r.copy_ms:>8.2f} {r.ours_over_native:>12.2f} {r.native_over_copy:>12.2f}")
+            f"{r.copy_ms:>8.2f} {r.ours_over_native:>12.2f} {r.native_over_copy:>12.2f}"
+        )
     return "\n".join(lines)
 
 
 def environment(device: str) -> dict[str, object]:
     """What the numbers depend on: versions, threads, the processor or GPU."""
     info: dict[str, object] = {
-        "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
     }
     if torch.device(device).type == "cuda":
@@ -153,17 +181,29 @@ def environment(device: str) -> dict[str, object]:
     return info
 
 
-def main(shapes: list[tuple[int, ...]] | None = None, device: str = "cpu", repeats: int = 20,
-         warmup: int = 3, json_path: str | None = None) -> list[Result]:
+def main(
+    shapes: list[tuple[int, ...]] | None = None,
+    device: str = "cpu",
+    repeats: int = 20,
+    warmup: int = 3,
+    json_path: str | None = None,
+) -> list[Result]:
     """Run, print the table, and write the JSON report if ``json_path`` is given."""
     env = environment(device)
-    print(f"BatchNorm forward+backward, float32, training mode, device {device}, "
-          f"torch {env['torch']}, {env['threads']} threads; best of {repeats} runs")
+    print(
+        f"BatchNorm forward+backward, float32, training mode, device {device}, "
+        f"torch {env['torch']}, {env['threads']} threads; best of {repeats} runs"
+    )
     results = run(shapes, device, repeats, warmup)
     print(format_table(results))
     if json_path:
-        report = {"device": device, "repeats": repeats, "warmup": warmup, "environment": env,
-                  "results": [asdict(r) for r in results]}
+        report = {
+            "device": device,
+            "repeats": repeats,
+            "warmup": warmup,
+            "environment": env,
+            "results": [asdict(r) for r in results],
+        }
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {json_path}")
     assert all(math.isfinite(r.ours_over_native) for r in results)

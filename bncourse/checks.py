@@ -29,8 +29,16 @@ from typing import Any
 from .exercises import EXERCISES
 from .exercises.base import CheckFailed, Exercise, NotAttempted
 
-__all__ = ["CheckFailed", "NotAttempted", "Exercise", "EXERCISES", "check", "judge",
-           "grade_in_namespace", "RESULT_PREFIX"]
+__all__ = [
+    "CheckFailed",
+    "NotAttempted",
+    "Exercise",
+    "EXERCISES",
+    "check",
+    "judge",
+    "grade_in_namespace",
+    "RESULT_PREFIX",
+]
 
 
 def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
@@ -58,7 +66,9 @@ def judge(ex: Exercise, candidate: Any) -> str:
     try:
         return ex.run(candidate)
     except NotImplementedError:
-        raise NotAttempted("not attempted yet (the function still raises NotImplementedError)") from None
+        raise NotAttempted(
+            "not attempted yet (the function still raises NotImplementedError)"
+        ) from None
     except CheckFailed:
         raise
     except Exception as error:  # the learner's code crashed: report it as a failed check
@@ -81,8 +91,13 @@ def grade_in_namespace(exercise_id: str, namespace: dict[str, Any]) -> None:
     if ex is None:
         status, message = "error", f"unknown exercise id {exercise_id!r}"
     elif ex.function not in namespace:
-        status, message = "error", (f"{ex.function} is not defined: run the cell that defines "
-                                    f"it, and check that it runs without an error")
+        status, message = (
+            "error",
+            (
+                f"{ex.function} is not defined: run the cell that defines "
+                f"it, and check that it runs without an error"
+            ),
+        )
     else:
         try:
             with redirect_stdout(io.StringIO()):  # what the learner's function prints
@@ -91,6 +106,10 @@ def grade_in_namespace(exercise_id: str, namespace: dict[str, Any]) -> None:
             status, message = "not attempted", "not attempted yet"
         except CheckFailed as failure:
             status, message = "failed", str(failure)
-    result = dict(exercise=exercise_id, status=status, message=message,
-                  seconds=round(time.perf_counter() - start, 3))
+    result = dict(
+        exercise=exercise_id,
+        status=status,
+        message=message,
+        seconds=round(time.perf_counter() - start, 3),
+    )
     print(RESULT_PREFIX + json.dumps(result))

@@ -75,8 +75,10 @@ MODULE_FOR_NDIM = {2: "BatchNorm1d", 3: "BatchNorm1d", 4: "BatchNorm2d", 5: "Bat
 def too_few_dimensions(shape: Sequence[int]) -> str:
     """An input of fewer than 2 dimensions. PyTorch raises an IndexError about a dimension
     out of range here; the course says what is expected instead (a ValueError)."""
-    return (f"batch_norm: expected an input of shape (N, C) or (N, C, *spatial), "
-            f"got {len(shape)}D input of shape {tuple(shape)}")
+    return (
+        f"batch_norm: expected an input of shape (N, C) or (N, C, *spatial), "
+        f"got {len(shape)}D input of shape {tuple(shape)}"
+    )
 
 
 ONE_VALUE_PER_CHANNEL = "Expected more than 1 value per channel when training"
@@ -98,7 +100,8 @@ def missing_in_evaluation(name: str) -> str:
 
 
 def wrong_input_dimensions(expected: str, ndim: int) -> str:
-    """A module given an input of the wrong rank (``expected``: "2D or 3D", "4D", "5D"): a ValueError."""
+    """A module given an input of the wrong rank (``expected``: "2D or 3D", "4D", "5D"):
+    a ValueError."""
     return f"expected {expected} input (got {ndim}D input)"
 
 
@@ -115,7 +118,9 @@ def eps_negative(eps: float) -> str:
 # --------------------------------------------------------------------------------------------
 # Statistics
 # --------------------------------------------------------------------------------------------
-def chan_merge(n_a: Any, mean_a: Any, m2_a: Any, n_b: Any, mean_b: Any, m2_b: Any) -> tuple[Any, Any, Any]:
+def chan_merge(
+    n_a: Any, mean_a: Any, m2_a: Any, n_b: Any, mean_b: Any, m2_b: Any
+) -> tuple[Any, Any, Any]:
     """The ``(count, mean, M2)`` of the union of two parts (Chan, Golub and LeVeque, 1979).
 
     ``M2`` is the sum of squared deviations from the part's own mean (``count * variance``)::

@@ -5,6 +5,7 @@ text, so every number a notebook prints goes through :func:`rounded`: values are
 few decimals (the last bits of a float differ between CPUs and libraries) and ``-0.0`` becomes
 ``0.0`` (rounding ``-1e-17`` gives ``-0.0``, which would print as ``-0.``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -24,6 +24,7 @@ concatenated batch would, at the price of two small collectives per layer:
 Processes may hold different numbers of samples (even none). In evaluation mode, or outside an
 initialized process group of more than one process, SyncBatchNorm is plain BatchNorm.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,12 +34,26 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .conventions import ONE_VALUE_PER_CHANNEL, channel_shape, merge_stats, reduce_axes
-from .torch_bn import BatchNormNd, batch_stats, grad_input_from_sums, normalize, update_running_stats
+from .torch_bn import (
+    BatchNormNd,
+    batch_stats,
+    grad_input_from_sums,
+    normalize,
+    update_running_stats,
+)
 from .validation import accumulation_dtype, check_tensors
 
-__all__ = ["local_stats", "merge_stats", "SyncBatchNormFunction", "SyncBatchNorm",
-           "convert_sync_batchnorm", "global_batches", "set_demo_parameters", "sync_bn_worker",
-           "one_batch_norm_reference"]
+__all__ = [
+    "local_stats",
+    "merge_stats",
+    "SyncBatchNormFunction",
+    "SyncBatchNorm",
+    "convert_sync_batchnorm",
+    "global_batches",
+    "set_demo_parameters",
+    "sync_bn_worker",
+    "one_batch_norm_reference",
+]
 
 
 def local_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -57,14 +72,16 @@ def local_stats(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return mean.new_tensor(float(count)), mean, var * count
 
 
-def _gather_stats(count: Tensor, mean: Tensor, m2: Tensor, group: Any) -> tuple[Tensor, Tensor, Tensor]:
+def _gather_stats(
+    count: Tensor, mean: Tensor, m2: Tensor, group: Any
+) -> tuple[Tensor, Tensor, Tensor]:
     """All-gather every process's ``(count, mean, M2)`` as one ``(1 + 2C,)`` message each."""
     packed = torch.cat([count.view(1), mean, m2])
     parts = [torch.empty_like(packed) for _ in range(dist.get_world_size(group))]
     dist.all_gather(parts, packed, group=group)
     stacked = torch.stack(parts)  # (P, 1 + 2C)
     c = mean.numel()
-    return stacked[:, 0], stacked[:, 1:1 + c], stacked[:, 1 + c:]
+    return stacked[:, 0], stacked[:, 1 : 1 + c], stacked[:, 1 + c :]
 
 
 class SyncBatchNormFunction(torch.autograd.Function):
@@ -73,9 +90,17 @@ class SyncBatchNormFunction(torch.autograd.Function):
     group)``."""
 
     @staticmethod
-    def forward(ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None,
-                running_mean: Tensor | None, running_var: Tensor | None, momentum: float,
-                eps: float, group: Any) -> Tensor:
+    def forward(
+        ctx: Any,
+        input: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        momentum: float,
+        eps: float,
+        group: Any,
+    ) -> Tensor:
         count, mean, m2 = _gather_stats(*local_stats(input), group)
         total, mean, m2 = merge_stats(count, mean, m2)
         m = int(round(total.item()))
@@ -98,9 +123,19 @@ class SyncBatchNormFunction(torch.autograd.Function):
         if ctx.m == 0:  # no values anywhere: zero gradients for weight and bias, as BatchNorm
             input, weight = ctx.saved_tensors
             zeros = None if weight is None else torch.zeros_like(weight)
-            bias_grad = None if ctx.bias_dtype is None else torch.zeros_like(weight, dtype=ctx.bias_dtype)
-            return (torch.zeros_like(input), zeros if ctx.needs_input_grad[1] else None,
-                    bias_grad if ctx.needs_input_grad[2] else None, None, None, None, None, None)
+            bias_grad = (
+                None if ctx.bias_dtype is None else torch.zeros_like(weight, dtype=ctx.bias_dtype)
+            )
+            return (
+                torch.zeros_like(input),
+                zeros if ctx.needs_input_grad[1] else None,
+                bias_grad if ctx.needs_input_grad[2] else None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
         input, weight, mean, invstd = ctx.saved_tensors
         acc = accumulation_dtype(input.dtype)
         dims, shape = reduce_axes(input.ndim), channel_shape(input.ndim)
@@ -125,12 +160,22 @@ class SyncBatchNorm(BatchNormNd):
     BatchNorm; the running variance is fed the unbiased variance of the *global* batch.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True,
-                 process_group: Any | None = None, device: Any = None, dtype: Any = None, *,
-                 bias: bool = True) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
-                         bias=bias)
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: Any | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
+        )
         self.process_group = process_group
 
     def _check_input_dim(self, input: Tensor) -> None:
@@ -150,18 +195,34 @@ class SyncBatchNorm(BatchNormNd):
         # only the global batch decides (a process may hold one sample, or none)
         check_tensors(input, self.running_mean, self.running_var, self.weight, self.bias, True)
         return SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, self.running_mean, self.running_var, self._count_batch(), self.eps,
-            self.process_group or dist.group.WORLD)
+            input,
+            self.weight,
+            self.bias,
+            self.running_mean,
+            self.running_var,
+            self._count_batch(),
+            self.eps,
+            self.process_group or dist.group.WORLD,
+        )
 
     @classmethod
-    def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any | None = None) -> nn.Module:
+    def convert_sync_batchnorm(
+        cls, module: nn.Module, process_group: Any | None = None
+    ) -> nn.Module:
         """``module`` with every BatchNorm (torch.nn's or bncourse's) replaced by SyncBatchNorm,
         parameters and buffers carried over (shared, not copied), like torch's helper."""
         converted = module
         is_bn = isinstance(module, (nn.modules.batchnorm._BatchNorm, BatchNormNd))
         if is_bn and not isinstance(module, cls):
-            converted = cls(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats, process_group, bias=module.bias is not None)
+            converted = cls(
+                module.num_features,
+                module.eps,
+                module.momentum,
+                module.affine,
+                module.track_running_stats,
+                process_group,
+                bias=module.bias is not None,
+            )
             if module.affine:
                 with torch.no_grad():
                     converted.weight = module.weight
@@ -183,8 +244,9 @@ def convert_sync_batchnorm(module: nn.Module, process_group: Any | None = None) 
 # --------------------------------------------------------------------------------------------
 # A worker for bncourse.launch.run_distributed: SyncBatchNorm on this process's shard
 # --------------------------------------------------------------------------------------------
-def global_batches(shape: tuple[int, ...], steps: int, seed: int,
-                   dtype: torch.dtype = torch.float32) -> list[tuple[Tensor, Tensor]]:
+def global_batches(
+    shape: tuple[int, ...], steps: int, seed: int, dtype: torch.dtype = torch.float32
+) -> list[tuple[Tensor, Tensor]]:
     """``steps`` pairs ``(x, dy)`` of the global batch shape, the same in every process."""
     generator = torch.Generator().manual_seed(seed)
     batches = []
@@ -205,9 +267,16 @@ def set_demo_parameters(bn: nn.Module) -> nn.Module:
     return bn
 
 
-def sync_bn_worker(rank: int, world_size: int, sizes: list[int], shape: tuple[int, ...],
-                   steps: int = 3, seed: int = 0, momentum: float | None = 0.1,
-                   affine: bool = True) -> dict[str, Any]:
+def sync_bn_worker(
+    rank: int,
+    world_size: int,
+    sizes: list[int],
+    shape: tuple[int, ...],
+    steps: int = 3,
+    seed: int = 0,
+    momentum: float | None = 0.1,
+    affine: bool = True,
+) -> dict[str, Any]:
     """Train a SyncBatchNorm for ``steps`` steps on this rank's shard of shared global batches.
 
     ``sizes[k]`` is rank ``k``'s number of samples; ``shape`` is ``(C, *spatial)``. Returns the
@@ -223,22 +292,32 @@ def sync_bn_worker(rank: int, world_size: int, sizes: list[int], shape: tuple[in
         out = bn(x)
         out.backward(shard(dy, sizes, rank))
     return {
-        "out": out.detach(), "grad_input": x.grad,
+        "out": out.detach(),
+        "grad_input": x.grad,
         "grad_weight": bn.weight.grad if affine else None,
         "grad_bias": bn.bias.grad if affine else None,
-        "running_mean": bn.running_mean, "running_var": bn.running_var,
+        "running_mean": bn.running_mean,
+        "running_var": bn.running_var,
         "num_batches_tracked": int(bn.num_batches_tracked),
     }
 
 
-def one_batch_norm_reference(sizes: list[int], shape: tuple[int, ...], steps: int = 3, seed: int = 0,
-                             momentum: float | None = 0.1, affine: bool = True) -> tuple[nn.Module, Tensor, Tensor]:
+def one_batch_norm_reference(
+    sizes: list[int],
+    shape: tuple[int, ...],
+    steps: int = 3,
+    seed: int = 0,
+    momentum: float | None = 0.1,
+    affine: bool = True,
+) -> tuple[nn.Module, Tensor, Tensor]:
     """What :func:`sync_bn_worker` must agree with: one ``torch.nn`` BatchNorm trained in one
     process on the concatenated global batches (the same data, gamma and beta). Returns the
     module, the last step's output and its input gradient (all ranks' rows, in rank order)."""
     from .conventions import MODULE_FOR_NDIM
 
-    module = getattr(nn, MODULE_FOR_NDIM[len(shape) + 1])(shape[0], momentum=momentum, affine=affine)
+    module = getattr(nn, MODULE_FOR_NDIM[len(shape) + 1])(
+        shape[0], momentum=momentum, affine=affine
+    )
     bn = set_demo_parameters(module)
     for x, dy in global_batches((sum(sizes), *shape), steps, seed):
         x = x.clone().requires_grad_(True)

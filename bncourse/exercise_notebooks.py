@@ -19,6 +19,7 @@ and a short note on how to work and grade is put at the top. Markdown between
 removed. The transformation is a pure function of the chapter notebook, so generating twice
 gives identical files, and a test fails when ``exercises/`` is out of sync.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,7 +29,14 @@ import nbformat
 
 from .notebooks import normalize
 
-__all__ = ["BEGIN", "END", "stub_source", "make_exercise_notebook", "write_exercises", "out_of_sync"]
+__all__ = [
+    "BEGIN",
+    "END",
+    "stub_source",
+    "make_exercise_notebook",
+    "write_exercises",
+    "out_of_sync",
+]
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -53,7 +61,9 @@ def stub_source(source: str, exercise_id: str) -> str:
                 raise ValueError(f"{exercise_id}: nested '{BEGIN}'")
             inside = True
             indent = line[: len(line) - len(line.lstrip())]
-            out.append(f'{indent}raise NotImplementedError("{exercise_id}: write your solution here")')
+            out.append(
+                f'{indent}raise NotImplementedError("{exercise_id}: write your solution here")'
+            )
         elif stripped == END:
             if not inside:
                 raise ValueError(f"{exercise_id}: '{END}' without '{BEGIN}'")

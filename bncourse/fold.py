@@ -13,6 +13,7 @@ layer fewer, so inference reads and writes the activations once less.
 Only a BatchNorm that normalizes with running statistics can be folded: in training mode (or
 with ``track_running_stats=False``) its statistics depend on the batch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,8 @@ FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def folded_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a, b)`` of shape ``(C,)`` with ``bn(z) == a * z + b`` per channel in eval mode (float64)."""
+    """``(a, b)`` of shape ``(C,)`` with ``bn(z) == a * z + b`` per channel in eval mode
+    (float64)."""
     if not bn.track_running_stats or bn.running_mean is None:
         raise ValueError(
             "only a BatchNorm with running statistics (track_running_stats=True) can be folded: "
@@ -48,7 +50,9 @@ def fold_batchnorm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.
     dtype. The result always has a bias (``b`` is generally not zero).
     """
     if not isinstance(layer, FOLDABLE):
-        raise TypeError(f"can fold BatchNorm into Linear or Conv1d/2d/3d, not {type(layer).__name__}")
+        raise TypeError(
+            f"can fold BatchNorm into Linear or Conv1d/2d/3d, not {type(layer).__name__}"
+        )
     out_channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
     if bn.num_features != out_channels:
         raise ValueError(
@@ -61,8 +65,9 @@ def fold_batchnorm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.
     scale = a.reshape(-1, *([1] * (weight.dim() - 1)))  # one factor per output channel
     folded = copy.deepcopy(layer)
     if folded.bias is None:
-        folded.bias = nn.Parameter(torch.empty(out_channels, dtype=layer.weight.dtype,
-                                               device=layer.weight.device))
+        folded.bias = nn.Parameter(
+            torch.empty(out_channels, dtype=layer.weight.dtype, device=layer.weight.device)
+        )
     with torch.no_grad():
         folded.weight.copy_(weight * scale)
         folded.bias.copy_(a * bias + b)
@@ -78,7 +83,11 @@ def fold_sequential(model: nn.Sequential) -> nn.Sequential:
     layers = list(model.children())
     out = []
     for i, layer in enumerate(layers):
-        if i > 0 and isinstance(layer, nn.modules.batchnorm._BatchNorm) and isinstance(layers[i - 1], FOLDABLE):
+        if (
+            i > 0
+            and isinstance(layer, nn.modules.batchnorm._BatchNorm)
+            and isinstance(layers[i - 1], FOLDABLE)
+        ):
             out[-1] = fold_batchnorm(out[-1], layer)  # out[-1] is the copy of layers[i - 1]
             out.append(nn.Identity())
         elif isinstance(layer, nn.Sequential):

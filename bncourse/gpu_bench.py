@@ -38,6 +38,7 @@ The results file (``FORMAT``)::
 makes the text table; :func:`bncourse.plots.gpu_bench_times` and
 :func:`bncourse.plots.gpu_bench_bandwidth` draw it.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -55,9 +56,23 @@ import torch
 
 from .conventions import MODULE_FOR_NDIM
 
-__all__ = ["FORMAT", "RESULTS_PATH", "NO_RESULTS_NOTE", "IMPLEMENTATIONS", "PASSES", "Case",
-           "DEFAULT_CASES", "minimal_bytes", "memory_passes", "run", "environment",
-           "load_results", "validate", "format_results", "main"]
+__all__ = [
+    "FORMAT",
+    "RESULTS_PATH",
+    "NO_RESULTS_NOTE",
+    "IMPLEMENTATIONS",
+    "PASSES",
+    "Case",
+    "DEFAULT_CASES",
+    "minimal_bytes",
+    "memory_passes",
+    "run",
+    "environment",
+    "load_results",
+    "validate",
+    "format_results",
+    "main",
+]
 
 FORMAT = "bncourse-gpu-bench/1"
 RESULTS_PATH = Path(__file__).resolve().parent / "data" / "gpu_bench.json"
@@ -66,15 +81,21 @@ RESULTS_PATH = Path(__file__).resolve().parent / "data" / "gpu_bench.json"
 NO_RESULTS_NOTE = (
     "No GPU results have been recorded yet. On a machine with an NVIDIA GPU, run\n"
     "    python -m bncourse bench --device cuda --json bncourse/data/gpu_bench.json\n"
-    "then commit that file and re-run this notebook to see them here.")
+    "then commit that file and re-run this notebook to see them here."
+)
 """What chapter 8 shows where the figures would be, until :data:`RESULTS_PATH` exists."""
 
 IMPLEMENTATIONS = ["triton", "cudnn", "native", "torch_bn", "copy"]
 PASSES = {"forward": 3, "forward+backward": 8}
 """Minimal passes over the tensor: forward 2 reads + 1 write; backward 4 reads + 1 write."""
 
-TIMING = {"method": "triton.testing.do_bench", "statistic": "median", "warmup_ms": 25,
-          "rep_ms": 100, "l2_flushed": True}
+TIMING = {
+    "method": "triton.testing.do_bench",
+    "statistic": "median",
+    "warmup_ms": 25,
+    "rep_ms": 100,
+    "l2_flushed": True,
+}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -96,7 +117,8 @@ _RESNET50 = [(256, 64, 56, 56), (256, 128, 28, 28), (256, 256, 14, 14), (256, 51
 DEFAULT_CASES: list[Case] = (
     [Case(s, "float32", "contiguous") for s in _RESNET50]
     + [Case(s, "bfloat16", "channels_last") for s in _RESNET50]
-    + [Case((65536, 256)), Case((100000, 32))])
+    + [Case((65536, 256)), Case((100000, 32))]
+)
 """ResNet-50's BatchNorm layers at batch 256 (float32 NCHW, bfloat16 channels_last) and two
 BatchNorm1d inputs with many rows and few channels."""
 
@@ -135,14 +157,21 @@ def memory_passes(function: Callable[..., Any], *args: Any) -> list[tuple[str, i
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
-            reads = [t for t in _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
-                     if t.numel() == size]
+            reads = [
+                t
+                for t in _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
+                if t.numel() == size
+            ]
             writes = [t for t in _tensors(out) if t.numel() == size]
-            mutates = any(a.alias_info is not None and a.alias_info.is_write
-                          for a in func._schema.arguments)
+            mutates = any(
+                a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments
+            )
             storages = {t.untyped_storage().data_ptr() for t in reads}
-            is_view = not mutates and writes and all(
-                t.untyped_storage().data_ptr() in storages for t in writes)
+            is_view = (
+                not mutates
+                and writes
+                and all(t.untyped_storage().data_ptr() in storages for t in writes)
+            )
             name = func.overloadpacket.__name__
             if (reads or writes) and not is_view and name not in _ALLOCATIONS:
                 log.append((name, len(reads), len(writes)))
@@ -163,9 +192,12 @@ def _make_inputs(case: Case, device: torch.device, seed: int) -> dict[str, torch
         fmt = torch.channels_last if len(case.shape) == 4 else torch.channels_last_3d
         x, dy = x.to(memory_format=fmt), dy.to(memory_format=fmt)
     c = case.shape[1]
-    return dict(x=x.requires_grad_(), dy=dy,
-                weight=torch.linspace(0.5, 1.5, c, device=device).requires_grad_(),
-                bias=torch.linspace(-1, 1, c, device=device).requires_grad_())
+    return dict(
+        x=x.requires_grad_(),
+        dy=dy,
+        weight=torch.linspace(0.5, 1.5, c, device=device).requires_grad_(),
+        bias=torch.linspace(-1, 1, c, device=device).requires_grad_(),
+    )
 
 
 def _calls(inputs: dict[str, torch.Tensor], pass_name: str) -> dict[str, Callable[[], Any]]:
@@ -192,11 +224,13 @@ def _calls(inputs: dict[str, torch.Tensor], pass_name: str) -> dict[str, Callabl
 
         return forward_backward
 
-    return {"triton": timed(triton_bn.batch_norm),
-            "cudnn": timed(torch.nn.functional.batch_norm),
-            "native": timed(torch.nn.functional.batch_norm, cudnn=False),
-            "torch_bn": timed(torch_bn.batch_norm),
-            "copy": lambda: x.detach().clone()}
+    return {
+        "triton": timed(triton_bn.batch_norm),
+        "cudnn": timed(torch.nn.functional.batch_norm),
+        "native": timed(torch.nn.functional.batch_norm, cudnn=False),
+        "torch_bn": timed(torch_bn.batch_norm),
+        "copy": lambda: x.detach().clone(),
+    }
 
 
 # Largest difference allowed between triton_bn and F.batch_norm, relative to the largest
@@ -214,8 +248,9 @@ def _check(inputs: dict[str, torch.Tensor]) -> float:
 
     results = []
     for function in (triton_bn.batch_norm, torch.nn.functional.batch_norm):
-        x, weight, bias = (inputs[k].detach().clone().requires_grad_()
-                           for k in ("x", "weight", "bias"))
+        x, weight, bias = (
+            inputs[k].detach().clone().requires_grad_() for k in ("x", "weight", "bias")
+        )
         y = function(x, None, None, weight, bias, True, 0.1, 1e-5)
         results.append([y.detach(), *torch.autograd.grad(y, (x, weight, bias), inputs["dy"])])
     errors = []
@@ -229,13 +264,20 @@ def _cuda_timer(call: Callable[[], Any]) -> float:
     """Median milliseconds of ``call`` by ``triton.testing.do_bench`` (L2 flushed each call)."""
     import triton.testing
 
-    return float(triton.testing.do_bench(call, warmup=TIMING["warmup_ms"], rep=TIMING["rep_ms"],
-                                         return_mode="median"))
+    return float(
+        triton.testing.do_bench(
+            call, warmup=TIMING["warmup_ms"], rep=TIMING["rep_ms"], return_mode="median"
+        )
+    )
 
 
-def run(cases: list[Case] | None = None, device: str = "cuda", seed: int = 0,
-        timer: Callable[[Callable[[], Any]], float] = _cuda_timer,
-        progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run(
+    cases: list[Case] | None = None,
+    device: str = "cuda",
+    seed: int = 0,
+    timer: Callable[[Callable[[], Any]], float] = _cuda_timer,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Check, then time every implementation on every case and pass; one dict per (case, pass)
     in the results file's format.  ``timer`` returns milliseconds per call (the tests pass a
     stand-in to run this on the CPU, under Triton's interpreter, without timing anything)."""
@@ -249,17 +291,30 @@ def run(cases: list[Case] | None = None, device: str = "cuda", seed: int = 0,
             ms = {name: timer(call) for name, call in _calls(inputs, pass_name).items()}
             nbytes = minimal_bytes(case, pass_name)
             copy_bytes = 2 * math.prod(case.shape) * _DTYPES[case.dtype].itemsize
-            gbps = {name: (copy_bytes if name == "copy" else nbytes) / (t * 1e-3) / 1e9
-                    for name, t in ms.items()}
-            results.append(dict(
-                shape=list(case.shape), dtype=case.dtype, layout=case.layout,
-                module=MODULE_FOR_NDIM[len(case.shape)], **{"pass": pass_name}, bytes=nbytes,
-                ms=ms, gbps=gbps,
-                ratios={"triton/cudnn": ms["triton"] / ms["cudnn"],
+            gbps = {
+                name: (copy_bytes if name == "copy" else nbytes) / (t * 1e-3) / 1e9
+                for name, t in ms.items()
+            }
+            results.append(
+                dict(
+                    shape=list(case.shape),
+                    dtype=case.dtype,
+                    layout=case.layout,
+                    module=MODULE_FOR_NDIM[len(case.shape)],
+                    **{"pass": pass_name},
+                    bytes=nbytes,
+                    ms=ms,
+                    gbps=gbps,
+                    ratios={
+                        "triton/cudnn": ms["triton"] / ms["cudnn"],
                         "triton/native": ms["triton"] / ms["native"],
                         "triton/copy": ms["triton"] / ms["copy"],
-                        "torch_bn/cudnn": ms["torch_bn"] / ms["cudnn"]},
-                max_error=max_error, checked=checked))
+                        "torch_bn/cudnn": ms["torch_bn"] / ms["cudnn"],
+                    },
+                    max_error=max_error,
+                    checked=checked,
+                )
+            )
             if progress:
                 progress(_row(results[-1]))
         del inputs
@@ -274,7 +329,11 @@ def _driver_version() -> str:
         try:
             out = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=30, check=True).stdout
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
             if out.strip():
                 return out.strip().splitlines()[0]
         except (OSError, subprocess.SubprocessError):
@@ -295,8 +354,9 @@ def environment(device: str = "cuda") -> dict[str, Any]:
 
     cuda = torch.device(device).type == "cuda"
     return {
-        "gpu": torch.cuda.get_device_name(torch.device(device)) if cuda else
-        f"none: {platform.processor() or platform.machine()} CPU, Triton interpreter",
+        "gpu": torch.cuda.get_device_name(torch.device(device))
+        if cuda
+        else f"none: {platform.processor() or platform.machine()} CPU, Triton interpreter",
         "driver": _driver_version() if cuda else "none",
         "cuda": torch.version.cuda if cuda else None,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
@@ -341,11 +401,13 @@ def load_results(path: str | Path | None = None) -> dict[str, Any] | None:
 def _row(r: dict[str, Any]) -> str:
     ms, copy_gbps = r["ms"], r["gbps"]["copy"]
     case = str(Case(tuple(r["shape"]), r["dtype"], r["layout"]))
-    return (f"{case:<42} {r['pass']:<17} {r['bytes'] / 1e6:>8.0f} "
-            + " ".join(f"{ms[name]:>8.3f}" for name in IMPLEMENTATIONS)
-            + f" {ms['triton'] / ms['cudnn']:>8.2f} {ms['triton'] / ms['native']:>8.2f}"
-            + f" {r['gbps']['triton']:>7.0f} {r['gbps']['triton'] / copy_gbps:>6.0%}"
-            + ("" if r["checked"] else "  CHECK FAILED"))
+    return (
+        f"{case:<42} {r['pass']:<17} {r['bytes'] / 1e6:>8.0f} "
+        + " ".join(f"{ms[name]:>8.3f}" for name in IMPLEMENTATIONS)
+        + f" {ms['triton'] / ms['cudnn']:>8.2f} {ms['triton'] / ms['native']:>8.2f}"
+        + f" {r['gbps']['triton']:>7.0f} {r['gbps']['triton'] / copy_gbps:>6.0%}"
+        + ("" if r["checked"] else "  CHECK FAILED")
+    )
 
 
 def format_results(report: dict[str, Any]) -> str:
@@ -353,27 +415,45 @@ def format_results(report: dict[str, Any]) -> str:
     ratios to cuDNN and to ATen without cuDNN, its GB/s of minimal traffic and that as a
     fraction of a copy's bandwidth."""
     env = report["environment"]
-    header = (f"{'case':<42} {'pass':<17} {'MB':>8} "
-              + " ".join(f"{name:>8}" for name in IMPLEMENTATIONS)
-              + f" {'/cudnn':>8} {'/native':>8} {'GB/s':>7} {'%copy':>6}")
-    lines = [f"{env['gpu']}, driver {env['driver']}, torch {env['torch']}, "
-             f"triton {env['triton']}, {report['date']}; median ms "
-             f"({report['timing']['method']})", header, "-" * len(header)]
+    header = (
+        f"{'case':<42} {'pass':<17} {'MB':>8} "
+        + " ".join(f"{name:>8}" for name in IMPLEMENTATIONS)
+        + f" {'/cudnn':>8} {'/native':>8} {'GB/s':>7} {'%copy':>6}"
+    )
+    lines = [
+        f"{env['gpu']}, driver {env['driver']}, torch {env['torch']}, "
+        f"triton {env['triton']}, {report['date']}; median ms "
+        f"({report['timing']['method']})",
+        header,
+        "-" * len(header),
+    ]
     lines += [_row(r) for r in report["results"]]
     return "\n".join(lines)
 
 
-def main(cases: list[Case] | None = None, device: str = "cuda",
-         json_path: str | None = None) -> dict[str, Any]:
+def main(
+    cases: list[Case] | None = None, device: str = "cuda", json_path: str | None = None
+) -> dict[str, Any]:
     """Run the suite, print the table as it goes, and write the results file if asked."""
     env = environment(device)
-    print(f"{env['gpu']}, driver {env['driver']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, "
-          f"torch {env['torch']}, triton {env['triton']}", flush=True)
-    print("training mode; median ms per call (L2 flushed); /cudnn, /native: triton's time "
-          "over theirs; GB/s and %copy: triton's minimal traffic", flush=True)
+    print(
+        f"{env['gpu']}, driver {env['driver']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, "
+        f"torch {env['torch']}, triton {env['triton']}",
+        flush=True,
+    )
+    print(
+        "training mode; median ms per call (L2 flushed); /cudnn, /native: triton's time "
+        "over theirs; GB/s and %copy: triton's minimal traffic",
+        flush=True,
+    )
     results = run(cases, device, progress=lambda line: print(line, flush=True))
-    report = {"format": FORMAT, "date": datetime.date.today().isoformat(), "environment": env,
-              "timing": TIMING, "results": results}
+    report = {
+        "format": FORMAT,
+        "date": datetime.date.today().isoformat(),
+        "environment": env,
+        "timing": TIMING,
+        "results": results,
+    }
     validate(report)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ Its truncation error is O(h^2) (the one-sided ``(f(x + h e_i) - f(x)) / h`` is o
 its rounding error is about ``eps_machine * |f| / h``, so in float64 ``h ~ 1e-5`` balances the
 two; always check gradients in float64.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -17,7 +18,9 @@ import numpy as np
 __all__ = ["numerical_gradient", "forward_difference", "relative_error", "batch_norm_gradcheck"]
 
 
-def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+def numerical_gradient(
+    f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-5
+) -> np.ndarray:
     """Gradient of the scalar function ``f`` at ``x`` (any shape), by central differences.
 
     ``x`` is nudged in place one entry at a time and restored afterwards, so ``f`` may close
@@ -35,7 +38,9 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
     return grad
 
 
-def forward_difference(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+def forward_difference(
+    f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-5
+) -> np.ndarray:
     """The one-sided ``(f(x + h e_i) - f(x)) / h`` for every entry ``i``: error O(h), not O(h^2).
 
     What :func:`numerical_gradient` improves on (chapter 3 compares the two). ``x`` is not
@@ -60,9 +65,14 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if scale == 0 else float(np.max(np.abs(a - b)) / scale)
 
 
-def batch_norm_gradcheck(batch_norm: Callable[..., Any], shape: tuple[int, ...], training: bool,
-                         parameters: tuple[str, ...] = ("weight", "bias"), eps: float = 1e-3,
-                         seed: int = 0) -> tuple[bool, bool]:
+def batch_norm_gradcheck(
+    batch_norm: Callable[..., Any],
+    shape: tuple[int, ...],
+    training: bool,
+    parameters: tuple[str, ...] = ("weight", "bias"),
+    eps: float = 1e-3,
+    seed: int = 0,
+) -> tuple[bool, bool]:
     """``torch.autograd.gradcheck`` and ``gradgradcheck`` of a function with ``F.batch_norm``'s
     signature, on a float64 input of ``shape`` (random, from ``seed``): the first and second
     derivatives of its output with respect to the input and the ``parameters`` named
@@ -75,8 +85,10 @@ def batch_norm_gradcheck(batch_norm: Callable[..., Any], shape: tuple[int, ...],
     g = torch.Generator().manual_seed(seed)
     c = shape[1]
     x = (torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_()
-    given = {"weight": torch.randn(c, generator=g, dtype=torch.float64).requires_grad_(),
-             "bias": torch.randn(c, generator=g, dtype=torch.float64).requires_grad_()}
+    given = {
+        "weight": torch.randn(c, generator=g, dtype=torch.float64).requires_grad_(),
+        "bias": torch.randn(c, generator=g, dtype=torch.float64).requires_grad_(),
+    }
     running_mean = torch.randn(c, generator=g, dtype=torch.float64)
     running_var = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
     inputs = (x, *(given[name] for name in parameters))
@@ -84,6 +96,8 @@ def batch_norm_gradcheck(batch_norm: Callable[..., Any], shape: tuple[int, ...],
     def f(x: Any, *values: Any) -> Any:
         named = dict(zip(parameters, values))
         rm, rv = (None, None) if training else (running_mean, running_var)
-        return batch_norm(x, rm, rv, named.get("weight"), named.get("bias"), training=training, eps=eps)
+        return batch_norm(
+            x, rm, rv, named.get("weight"), named.get("bias"), training=training, eps=eps
+        )
 
     return torch.autograd.gradcheck(f, inputs), torch.autograd.gradgradcheck(f, inputs)

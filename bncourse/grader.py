@@ -16,6 +16,7 @@ still raises ``NotImplementedError``), ``error`` (e.g. the function is not defin
 ``timed out``. The grader prints a table, can write JSON, JUnit XML and a Markdown table (for a
 CI job summary), and exits 0 only when every exercise of every notebook passed.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,20 @@ from .checks import RESULT_PREFIX
 from .notebooks import KERNEL
 from .reproducible import reproducible_env
 
-__all__ = ["Result", "Run", "GradingError", "exercise_ids", "grade_notebook", "run_notebook", "grade", "main"]
+__all__ = [
+    "Result",
+    "Run",
+    "GradingError",
+    "exercise_ids",
+    "grade_notebook",
+    "run_notebook",
+    "grade",
+    "main",
+]
 
-EXERCISE_LABEL = re.compile(r"^(```+|:::+)\{exercise\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:label: ex-([a-z0-9-]+)", re.M)
+EXERCISE_LABEL = re.compile(
+    r"^(```+|:::+)\{exercise\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:label: ex-([a-z0-9-]+)", re.M
+)
 TIMEOUT_NAME = "CellTimeoutError"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +99,9 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     try:
         return nbformat.read(path, as_version=4)
     except Exception as error:  # invalid JSON, not a notebook schema, ...
-        raise GradingError(f"{path} is not a valid Jupyter notebook ({type(error).__name__}: {error})") from None
+        raise GradingError(
+            f"{path} is not a valid Jupyter notebook ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _kernel_env() -> dict[str, str]:
@@ -121,11 +135,18 @@ def _execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> dict[int, st
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         client = NotebookClient(
-            nb, timeout=timeout, kernel_name=KERNEL["name"], allow_errors=True,
+            nb,
+            timeout=timeout,
+            kernel_name=KERNEL["name"],
+            allow_errors=True,
             interrupt_on_timeout=True,
-            error_on_timeout={"ename": TIMEOUT_NAME, "evalue": f"the cell did not finish within {timeout} s",
-                              "traceback": []},
-            resources={"metadata": {"path": str(cwd)}}, log=_QUIET,
+            error_on_timeout={
+                "ename": TIMEOUT_NAME,
+                "evalue": f"the cell did not finish within {timeout} s",
+                "traceback": [],
+            },
+            resources={"metadata": {"path": str(cwd)}},
+            log=_QUIET,
         )
         problems = dict(skipped)
         restart_without: int | None = None
@@ -140,8 +161,10 @@ def _execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> dict[int, st
                     restart_without, why = index, "the kernel died while running this cell"
                     break
                 # After a timeout the kernel is interrupted: the cell shows KeyboardInterrupt.
-                if (time.monotonic() - started >= timeout
-                        and _error_name(cell) in (TIMEOUT_NAME, "KeyboardInterrupt")):
+                if time.monotonic() - started >= timeout and _error_name(cell) in (
+                    TIMEOUT_NAME,
+                    "KeyboardInterrupt",
+                ):
                     problems[index] = f"timed out after {timeout} s"
                     probe = nbformat.v4.new_code_cell("pass")
                     client.timeout = min(timeout, 10)
@@ -152,7 +175,10 @@ def _execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> dict[int, st
                         responsive = False
                     client.timeout = timeout
                     if not responsive:
-                        restart_without, why = index, f"timed out after {timeout} s and could not be interrupted"
+                        restart_without, why = (
+                            index,
+                            f"timed out after {timeout} s and could not be interrupted",
+                        )
                         break
         if restart_without is None:
             return problems
@@ -181,14 +207,28 @@ def run_notebook(path: Path, timeout: int = 120) -> Run:
     ids = exercise_ids(nb)
     name = str(path)
     if not ids:
-        return Run([Result(name, "(none)", "error", "no exercises found: no {exercise} block with :label: ex-<id>")], nb)
+        return Run(
+            [
+                Result(
+                    name,
+                    "(none)",
+                    "error",
+                    "no exercises found: no {exercise} block with :label: ex-<id>",
+                )
+            ],
+            nb,
+        )
     work = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy to execute
     first_grader_cell = len(work.cells)
     work.cells += [_grader_cell(exercise_id) for exercise_id in ids]
     start = time.perf_counter()
     problems = _execute(work, path.resolve().parent, timeout)
 
-    notes = [f"cell {index + 1} {why}" for index, why in sorted(problems.items()) if index < first_grader_cell]
+    notes = [
+        f"cell {index + 1} {why}"
+        for index, why in sorted(problems.items())
+        if index < first_grader_cell
+    ]
     results = []
     for offset, exercise_id in enumerate(ids):
         index = first_grader_cell + offset
@@ -196,14 +236,20 @@ def run_notebook(path: Path, timeout: int = 120) -> Run:
         text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
         lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
         if lines:
-            found = json.loads(lines[-1][len(RESULT_PREFIX):])
+            found = json.loads(lines[-1][len(RESULT_PREFIX) :])
             message = found["message"]
             if found["status"] == "error" and notes:
                 message += " (" + "; ".join(notes) + ")"
             results.append(Result(name, exercise_id, found["status"], message, found["seconds"]))
         elif index in problems and "timed out" in problems[index]:
-            results.append(Result(name, exercise_id, "timed out",
-                                  f"the check did not finish within {timeout} s: an infinite loop?"))
+            results.append(
+                Result(
+                    name,
+                    exercise_id,
+                    "timed out",
+                    f"the check did not finish within {timeout} s: an infinite loop?",
+                )
+            )
         else:
             why = problems.get(index) or f"the check raised {_error_name(cell)}"
             results.append(Result(name, exercise_id, "error", why))
@@ -243,7 +289,13 @@ def grade(paths: list[str], timeout: int = 120) -> list[Result]:
 # --------------------------------------------------------------------------------------------
 # Reports
 # --------------------------------------------------------------------------------------------
-SYMBOL = {"passed": "PASS", "failed": "FAIL", "not attempted": "TODO", "error": "ERROR", "timed out": "TIMEOUT"}
+SYMBOL = {
+    "passed": "PASS",
+    "failed": "FAIL",
+    "not attempted": "TODO",
+    "error": "ERROR",
+    "timed out": "TIMEOUT",
+}
 EMOJI = {"passed": "✅", "failed": "❌", "not attempted": "⏳", "error": "💥", "timed out": "⏱️"}
 
 
@@ -274,26 +326,44 @@ def format_table(results: list[Result], width: int = 100) -> str:
 
 
 def write_json(results: list[Result], path: Path) -> None:
-    data = {"passed": all(r.passed for r in results) and bool(results),
-            "summary": summary_line(results),
-            "results": [asdict(r) for r in results]}
+    data = {
+        "passed": all(r.passed for r in results) and bool(results),
+        "summary": summary_line(results),
+        "results": [asdict(r) for r in results],
+    }
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
 def write_junit(results: list[Result], path: Path) -> None:
     """JUnit XML: one test suite per notebook, one test case per exercise."""
-    suites = ET.Element("testsuites", name="bncourse exercises", tests=str(len(results)),
-                        failures=str(sum(not r.passed for r in results)))
+    suites = ET.Element(
+        "testsuites",
+        name="bncourse exercises",
+        tests=str(len(results)),
+        failures=str(sum(not r.passed for r in results)),
+    )
     by_notebook: dict[str, list[Result]] = {}
     for result in results:
         by_notebook.setdefault(result.notebook, []).append(result)
     for notebook, group in by_notebook.items():
-        suite = ET.SubElement(suites, "testsuite", name=notebook, tests=str(len(group)),
-                              failures=str(sum(not r.passed for r in group)), errors="0", skipped="0",
-                              time=f"{sum(r.seconds for r in group):.3f}")
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=notebook,
+            tests=str(len(group)),
+            failures=str(sum(not r.passed for r in group)),
+            errors="0",
+            skipped="0",
+            time=f"{sum(r.seconds for r in group):.3f}",
+        )
         for result in group:
-            case = ET.SubElement(suite, "testcase", classname=Path(notebook).stem,
-                                 name=result.exercise, time=f"{result.seconds:.3f}")
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=Path(notebook).stem,
+                name=result.exercise,
+                time=f"{result.seconds:.3f}",
+            )
             if not result.passed:
                 failure = ET.SubElement(case, "failure", type=result.status, message=result.message)
                 failure.text = f"{result.exercise}: {result.status}: {result.message}"
@@ -303,17 +373,31 @@ def write_junit(results: list[Result], path: Path) -> None:
 
 def write_markdown(results: list[Result], path: Path) -> None:
     """Append a Markdown table (e.g. to ``$GITHUB_STEP_SUMMARY``)."""
-    lines = ["## Exercise results", "", f"**{summary_line(results)}**", "",
-             "| exercise | notebook | status | message |", "|---|---|---|---|"]
+    lines = [
+        "## Exercise results",
+        "",
+        f"**{summary_line(results)}**",
+        "",
+        "| exercise | notebook | status | message |",
+        "|---|---|---|---|",
+    ]
     for r in results:
         message = r.message.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| `{r.exercise}` | {Path(r.notebook).name} | {EMOJI[r.status]} {r.status} | {message} |")
+        lines.append(
+            f"| `{r.exercise}` | {Path(r.notebook).name} | {EMOJI[r.status]} {r.status} "
+            f"| {message} |"
+        )
     with open(path, "a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
 
 
-def main(paths: list[str], json_path: str | None = None, junit_path: str | None = None,
-         markdown_path: str | None = None, timeout: int = 120) -> int:
+def main(
+    paths: list[str],
+    json_path: str | None = None,
+    junit_path: str | None = None,
+    markdown_path: str | None = None,
+    timeout: int = 120,
+) -> int:
     """The ``grade`` command: returns the exit status (0 only if every exercise passed)."""
     try:
         results = grade(paths, timeout)

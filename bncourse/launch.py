@@ -13,6 +13,7 @@ seconds, they are killed and ``TimeoutError`` is raised.
 ``fn`` must be importable by the new processes (defined at module level in a module, not in a
 notebook or a ``__main__`` script), because ``spawn`` starts them from scratch.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,13 +55,26 @@ def _to_numpy(value: Any) -> Any:
     return value
 
 
-def _worker(rank: int, world_size: int, port: int, backend: str, timeout: float,
-            fn: Callable[..., Any], args: tuple, results: Any) -> None:
+def _worker(
+    rank: int,
+    world_size: int,
+    port: int,
+    backend: str,
+    timeout: float,
+    fn: Callable[..., Any],
+    args: tuple,
+    results: Any,
+) -> None:
     try:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo talks over loopback only
         torch.set_num_threads(1)  # ranks share the machine's cores
-        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size, timeout=timedelta(seconds=timeout))
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=timeout),
+        )
     except BaseException:
         results.put((rank, "error", traceback.format_exc()))
         return
@@ -94,10 +108,14 @@ def _failure(first: tuple[int, str], results: Any, processes: list) -> Distribut
     reported = {rank for rank, _ in errors}
     for rank, process in enumerate(processes):
         if rank not in reported and process.exitcode not in (None, 0):
-            errors.append((rank, f"rank {rank} exited with code {process.exitcode} without a result"))
+            errors.append(
+                (rank, f"rank {rank} exited with code {process.exitcode} without a result")
+            )
     errors.sort(key=lambda e: any(word in e[1].strip().splitlines()[-1] for word in _PEER_FAILURE))
     rank, text = errors[0]
-    others = "".join(f"\n(rank {r} failed too: {t.strip().splitlines()[-1]})" for r, t in errors[1:])
+    others = "".join(
+        f"\n(rank {r} failed too: {t.strip().splitlines()[-1]})" for r, t in errors[1:]
+    )
     head = "" if text.startswith(f"rank {rank} exited") else f"rank {rank} raised:\n"
     return DistributedError(f"{head}{text.rstrip()}{others}")
 
@@ -114,8 +132,13 @@ def _stop(processes: list) -> None:
             process.join(timeout=5)
 
 
-def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, backend: str = "gloo",
-                    timeout: float = 120.0) -> list[Any]:
+def run_distributed(
+    fn: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    backend: str = "gloo",
+    timeout: float = 120.0,
+) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` on ``world_size`` processes; return their results.
 
     Results are in rank order, with tensors turned into NumPy arrays. Raises
@@ -130,13 +153,17 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, backend
         raise TypeError(
             "run_distributed starts fresh processes, which must import fn: define it at module "
             "level in a module (not a lambda, a nested function, or a function defined in a "
-            f"notebook); pickling it failed with {type(error).__name__}: {error}") from error
+            f"notebook); pickling it failed with {type(error).__name__}: {error}"
+        ) from error
     context = mp.get_context("spawn")
     results = context.Queue()
     port = free_port()
     processes = [
-        context.Process(target=_worker, args=(rank, world_size, port, backend, timeout, fn, args, results),
-                        daemon=True)
+        context.Process(
+            target=_worker,
+            args=(rank, world_size, port, backend, timeout, fn, args, results),
+            daemon=True,
+        )
         for rank in range(world_size)
     ]
     done: dict[int, Any] = {}
@@ -147,21 +174,34 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, backend
         while len(done) < world_size:
             if time.monotonic() > deadline:
                 missing = sorted(set(range(world_size)) - set(done))
-                raise TimeoutError(f"the distributed run did not finish within {timeout:g} s "
-                                   f"(ranks {missing} still running); all processes were stopped")
+                raise TimeoutError(
+                    f"the distributed run did not finish within {timeout:g} s "
+                    f"(ranks {missing} still running); all processes were stopped"
+                )
             try:
                 rank, status, payload = results.get(timeout=0.2)
             except queue_module.Empty:
                 for rank, process in enumerate(processes):
-                    if rank not in done and not process.is_alive() and process.exitcode not in (None, 0):
+                    if (
+                        rank not in done
+                        and not process.is_alive()
+                        and process.exitcode not in (None, 0)
+                    ):
                         # give a report that is already on its way a moment to arrive
                         try:
                             rank2, status, payload = results.get(timeout=1.0)
                         except queue_module.Empty:
-                            raise _failure((rank, f"rank {rank} exited with code {process.exitcode} "
-                                                  "without a result"), results, processes) from None
+                            raise _failure(
+                                (
+                                    rank,
+                                    f"rank {rank} exited with code {process.exitcode} "
+                                    "without a result",
+                                ),
+                                results,
+                                processes,
+                            ) from None
                         if status == "error":
-                            raise _failure((rank2, payload), results, processes)
+                            raise _failure((rank2, payload), results, processes) from None
                         done[rank2] = payload
                 continue
             if status == "error":
@@ -178,4 +218,4 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, backend
 def shard(batch: np.ndarray | torch.Tensor, sizes: list[int], rank: int):
     """Rank ``rank``'s part of ``batch`` split along axis 0 into consecutive ``sizes``."""
     start = sum(sizes[:rank])
-    return batch[start:start + sizes[rank]]
+    return batch[start : start + sizes[rank]]

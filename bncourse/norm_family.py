@@ -18,6 +18,7 @@ group     ``C/G`` channels and the spatial axes,   nothing
 ``(G, C/G)`` so that a group is one more axis to reduce. The learnable per-channel affine
 (gamma, beta) is left out: it is the same in all four.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,7 +62,9 @@ def layer_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Per sample and channel, over the positions (``nn.InstanceNorm2d`` for images)."""
     if x.dim() < 3:
-        raise ValueError(f"instance norm needs spatial axes: expected (N, C, *spatial), got {x.dim()}D input")
+        raise ValueError(
+            f"instance norm needs spatial axes: expected (N, C, *spatial), got {x.dim()}D input"
+        )
     return normalize(x, reduced_axes("instance", x.dim()), eps)
 
 
@@ -69,6 +72,8 @@ def group_norm(x: torch.Tensor, groups: int, eps: float = 1e-5) -> torch.Tensor:
     """Per sample and group of ``C / groups`` channels, over those channels and the positions."""
     n, c = x.shape[:2]
     if c % groups:
-        raise ValueError(f"num_channels must be divisible by num_groups: {c} channels, {groups} groups")
+        raise ValueError(
+            f"num_channels must be divisible by num_groups: {c} channels, {groups} groups"
+        )
     grouped = x.reshape(n, groups, c // groups, *x.shape[2:])
     return normalize(grouped, reduced_axes("group", x.dim()), eps).reshape(x.shape)

@@ -14,6 +14,7 @@ every chapter again in a fresh kernel and compare (:func:`output_differences`).
   (only timings may use it, which ``tests/test_project.py`` enforces); memory addresses are
   masked (:data:`SANITIZE`).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -25,7 +26,14 @@ from nbclient import NotebookClient
 
 from .reproducible import reproducible_env
 
-__all__ = ["KERNEL", "IGNORE_OUTPUT", "SANITIZE", "execute_in_place", "normalize", "output_differences"]
+__all__ = [
+    "KERNEL",
+    "IGNORE_OUTPUT",
+    "SANITIZE",
+    "execute_in_place",
+    "normalize",
+    "output_differences",
+]
 
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
 IGNORE_OUTPUT = "NBVAL_IGNORE_OUTPUT"  # nbval's marker, which editors and reviewers know
@@ -51,7 +59,9 @@ def execute_in_place(path: Path, timeout: int = 300) -> None:
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name=KERNEL["name"],
+        nb,
+        timeout=timeout,
+        kernel_name=KERNEL["name"],
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
     client.execute(env=reproducible_env())  # kernel environment: see bncourse/reproducible.py
@@ -86,11 +96,16 @@ def comparable(outputs: list) -> list[str]:
     return lines
 
 
-def output_differences(committed: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> list[str]:
+def output_differences(
+    committed: nbformat.NotebookNode, executed: nbformat.NotebookNode
+) -> list[str]:
     """Where ``executed`` (a fresh run of ``committed``) printed something else: one entry
     per code cell that differs, a unified diff of its outputs; empty when they agree."""
     if len(committed.cells) != len(executed.cells):
-        return [f"the run has {len(executed.cells)} cells, the committed notebook {len(committed.cells)}"]
+        return [
+            f"the run has {len(executed.cells)} cells, the committed notebook "
+            f"{len(committed.cells)}"
+        ]
     differences = []
     for number, (ours, fresh) in enumerate(zip(committed.cells, executed.cells), start=1):
         if ours.cell_type != "code" or ours.source.lstrip().startswith(f"# {IGNORE_OUTPUT}"):

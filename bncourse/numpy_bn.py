@@ -27,6 +27,7 @@ Functions:
 * :func:`backward` -- the same gradients from the compact closed form.
 * :class:`BatchNorm` -- a stateful layer with ``train()``/``eval()``, like ``nn.BatchNorm*d``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -120,7 +121,8 @@ def channel_mean(a: np.ndarray) -> np.ndarray:
 
 
 def channel_sum(a: np.ndarray) -> np.ndarray:
-    """Per-channel sum of ``a``, shape ``(C,)``, accumulated in float64 (see :func:`channel_mean`)."""
+    """Per-channel sum of ``a``, shape ``(C,)``, accumulated in float64 (see
+    :func:`channel_mean`)."""
     return a.sum(axis=reduce_axes(a.ndim), dtype=np.float64).astype(a.dtype)
 
 
@@ -231,9 +233,7 @@ def update_running_stats(
 # --------------------------------------------------------------------------------------------
 # Backward
 # --------------------------------------------------------------------------------------------
-def backward_staged(
-    dout: np.ndarray, cache: Cache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def backward_staged(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients ``(dx, dgamma, dbeta)`` by walking the computational graph backwards.
 
     The forward pass as a chain of small nodes (per channel, ``m`` values each)::
@@ -248,15 +248,15 @@ def backward_staged(
     m = values_per_channel(dout.shape)
     xc = cache.x - cache.mean.reshape(shape)
 
-    dbeta = channel_sum(dout)                           # y = ... + beta
-    dgamma = channel_sum(dout * cache.xhat)             # y = gamma * xhat + ...
+    dbeta = channel_sum(dout)  # y = ... + beta
+    dgamma = channel_sum(dout * cache.xhat)  # y = gamma * xhat + ...
     dxhat = dout * cache.gamma.reshape(shape)
-    dinv_std = channel_sum(dxhat * xc)                  # xhat = xc * inv_std
+    dinv_std = channel_sum(dxhat * xc)  # xhat = xc * inv_std
     dxc = dxhat * cache.inv_std.reshape(shape)
-    dvar = dinv_std * -0.5 * cache.inv_std**3           # inv_std = (var + eps)**-1/2
-    dxc = dxc + (2.0 / m) * xc * dvar.reshape(shape)    # var = mean(xc**2)
-    dmu = -channel_sum(dxc)                             # xc = x - mu
-    dx = dxc + dmu.reshape(shape) / m                   # mu = mean(x)
+    dvar = dinv_std * -0.5 * cache.inv_std**3  # inv_std = (var + eps)**-1/2
+    dxc = dxc + (2.0 / m) * xc * dvar.reshape(shape)  # var = mean(xc**2)
+    dmu = -channel_sum(dxc)  # xc = x - mu
+    dx = dxc + dmu.reshape(shape) / m  # mu = mean(x)
     return dx.astype(dout.dtype), dgamma, dbeta
 
 

@@ -11,6 +11,7 @@ x86-64 CPU of the last decade has. Elsewhere (no AVX2, or not x86-64) it changes
 This module uses only the standard library: ``course.py`` imports it before any dependency
 is installed.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,9 +21,9 @@ from pathlib import Path
 __all__ = ["PINNED_CPU_ENV", "reproducible_env"]
 
 PINNED_CPU_ENV = {
-    "ATEN_CPU_CAPABILITY": "avx2",   # PyTorch's own vectorized kernels (Sleef, reductions)
-    "MKL_CBWR": "AVX2",              # MKL's conditional numerical reproducibility mode
-    "ONEDNN_MAX_CPU_ISA": "AVX2",    # oneDNN (convolutions on the CPU)
+    "ATEN_CPU_CAPABILITY": "avx2",  # PyTorch's own vectorized kernels (Sleef, reductions)
+    "MKL_CBWR": "AVX2",  # MKL's conditional numerical reproducibility mode
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (convolutions on the CPU)
     "OPENBLAS_CORETYPE": "Haswell",  # NumPy's OpenBLAS: the AVX2 kernels
 }
 

@@ -77,8 +77,14 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, deviations.square().mean(dims) - correction.square()
 
 
-def update_running_stats(running_mean: Tensor | None, running_var: Tensor | None,
-                         mean: Tensor, var: Tensor, m: int, momentum: float) -> None:
+def update_running_stats(
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    mean: Tensor,
+    var: Tensor,
+    m: int,
+    momentum: float,
+) -> None:
     """PyTorch's update of the running statistics, in place (either may be ``None``).
 
     ``running = (1 - momentum) * running + momentum * batch``; the running variance is fed the
@@ -92,8 +98,9 @@ def update_running_stats(running_mean: Tensor | None, running_var: Tensor | None
             running_var.copy_((1 - momentum) * running_var + momentum * var * (m / (m - 1)))
 
 
-def normalize(x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None,
-              bias: Tensor | None) -> Tensor:
+def normalize(
+    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> Tensor:
     """``y = (x - mean) * invstd * weight + bias`` per channel; ``mean``, ``invstd``,
     ``weight`` and ``bias`` are ``(C,)`` (``weight``/``bias`` may be ``None``)."""
     shape = channel_shape(x.ndim)
@@ -102,8 +109,9 @@ def normalize(x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None,
     return y if bias is None else y + bias.view(shape)
 
 
-def affine_map(x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None,
-               bias: Tensor | None) -> Tensor:
+def affine_map(
+    x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> Tensor:
     """Evaluation mode: the same map as :func:`normalize`, as the fixed affine map it is,
     ``y = x * a + (bias - mean * a)`` with ``a = invstd * weight`` (chapter 9 folds it into
     the layer before). Computed in this order, as ATen computes it, so that degenerate inputs
@@ -114,10 +122,15 @@ def affine_map(x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None,
     return x * scale.view(shape) + shift.view(shape)
 
 
-def batch_norm_backward(grad_output: Tensor, input: Tensor, weight: Tensor | None, mean: Tensor,
-                        invstd: Tensor, training: bool,
-                        output_mask: tuple[bool, bool, bool] = (True, True, True),
-                        ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+def batch_norm_backward(
+    grad_output: Tensor,
+    input: Tensor,
+    weight: Tensor | None,
+    mean: Tensor,
+    invstd: Tensor,
+    training: bool,
+    output_mask: tuple[bool, bool, bool] = (True, True, True),
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Closed-form gradients ``(grad_input, grad_weight, grad_bias)`` of BatchNorm.
 
     The forward pass was ``y = (x - mean) * invstd * weight + bias`` per channel, with
@@ -143,8 +156,16 @@ def batch_norm_backward(grad_output: Tensor, input: Tensor, weight: Tensor | Non
         sum_dy_xc = ((input - mean.view(shape)) * grad_output).sum(dims)
     grad_input = None
     if full_dx:
-        grad_input = grad_input_from_sums(grad_output, input, mean, invstd, weight, sum_dy, sum_dy_xc,
-                                          values_per_channel(input.shape))
+        grad_input = grad_input_from_sums(
+            grad_output,
+            input,
+            mean,
+            invstd,
+            weight,
+            sum_dy,
+            sum_dy_xc,
+            values_per_channel(input.shape),
+        )
     elif need_input:
         scale = invstd if weight is None else invstd * weight
         grad_input = grad_output * scale.view(shape)
@@ -153,8 +174,16 @@ def batch_norm_backward(grad_output: Tensor, input: Tensor, weight: Tensor | Non
     return grad_input, grad_weight, grad_bias
 
 
-def grad_input_from_sums(grad_output: Tensor, input: Tensor, mean: Tensor, invstd: Tensor,
-                         weight: Tensor | None, sum_dy: Tensor, sum_dy_xc: Tensor, m: int) -> Tensor:
+def grad_input_from_sums(
+    grad_output: Tensor,
+    input: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    sum_dy: Tensor,
+    sum_dy_xc: Tensor,
+    m: int,
+) -> Tensor:
     """Training-mode ``dx`` from the two per-channel sums over the ``m`` values that share
     the statistics: ``sum_dy = sum(dy)`` and ``sum_dy_xc = sum(dy * (x - mean))``, ``(C,)``.
 
@@ -191,13 +220,23 @@ class BatchNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None,
-                running_mean: Tensor | None, running_var: Tensor | None, training: bool,
-                momentum: float, eps: float) -> Tensor:
+    def forward(
+        ctx: Any,
+        input: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        training: bool,
+        momentum: float,
+        eps: float,
+    ) -> Tensor:
         x = input.to(accumulation_dtype(input.dtype))
         if training:
             mean, var = batch_stats(x)
-            update_running_stats(running_mean, running_var, mean, var, values_per_channel(x.shape), momentum)
+            update_running_stats(
+                running_mean, running_var, mean, var, values_per_channel(x.shape), momentum
+            )
             invstd = torch.rsqrt(var + eps)
             output = normalize(x, mean, invstd, weight, bias)
         else:
@@ -216,7 +255,8 @@ class BatchNormFunction(torch.autograd.Function):
             mean, var = batch_stats(x)
             invstd = torch.rsqrt(var + ctx.eps)
         grad_input, grad_weight, grad_bias = batch_norm_backward(
-            grad_output.to(x.dtype), x, weight, mean, invstd, ctx.training, ctx.needs_input_grad[:3])
+            grad_output.to(x.dtype), x, weight, mean, invstd, ctx.training, ctx.needs_input_grad[:3]
+        )
         if grad_input is not None:
             grad_input = grad_input.to(input.dtype)
         if grad_weight is not None:
@@ -226,9 +266,16 @@ class BatchNormFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
-def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
-               weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
     """``torch.nn.functional.batch_norm``, computed by :class:`BatchNormFunction`.
 
     ``input``: ``(N, C)`` or ``(N, C, *spatial)``. ``running_mean``, ``running_var``,
@@ -244,8 +291,9 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     in evaluation, only one of the two running statistics, a non-floating input. An empty
     input gives what PyTorch gives: ``input * weight[0] + bias[0]`` and no update.
     """
-    return apply_checked(BatchNormFunction, input, running_mean, running_var, weight, bias,
-                         training, momentum, eps)
+    return apply_checked(
+        BatchNormFunction, input, running_mean, running_var, weight, bias, training, momentum, eps
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,10 +323,18 @@ class BatchNormNd(nn.modules.batchnorm._BatchNorm):
     # are these modules with their own function here.
     functional = staticmethod(batch_norm)
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, *,
-                 bias: bool = True) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
         nn.Module.__init__(self)  # (not _BatchNorm's, which would register the same state)
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
@@ -298,7 +354,9 @@ class BatchNormNd(nn.modules.batchnorm._BatchNorm):
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory))
             self.register_buffer("running_var", torch.ones(num_features, **factory))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)

@@ -33,6 +33,7 @@ Functions: :func:`load_digits`, :func:`mlp`, :func:`cnn`, :func:`make_model`,
 :func:`init_weights`, :func:`perturb`, :func:`train`, :func:`evaluate`, :func:`batchnorm_layers`,
 :func:`freeze_batchnorm`, :func:`activations`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -76,8 +77,8 @@ class Digits:
 
     train_x: torch.Tensor  # (N_train, 1, 8, 8) DTYPE in [0, 1]
     train_y: torch.Tensor  # (N_train,) int64 in 0..9
-    test_x: torch.Tensor   # (N_test, 1, 8, 8)
-    test_y: torch.Tensor   # (N_test,)
+    test_x: torch.Tensor  # (N_test, 1, 8, 8)
+    test_y: torch.Tensor  # (N_test,)
 
 
 def load_digits(test_fraction: float = 0.3, seed: int = 0) -> Digits:
@@ -120,7 +121,9 @@ def _norm(norm: str, channels: int, spatial: bool) -> nn.Module:
     raise ValueError(f"norm should be one of {NORMS}, got {norm!r}")
 
 
-def _block(layer: nn.Module, norm: str, channels: int, spatial: bool, after: bool) -> list[nn.Module]:
+def _block(
+    layer: nn.Module, norm: str, channels: int, spatial: bool, after: bool
+) -> list[nn.Module]:
     """``layer``, then the normalization and ReLU in the requested order."""
     if norm == "none":
         return [layer, nn.ReLU()]
@@ -128,9 +131,11 @@ def _block(layer: nn.Module, norm: str, channels: int, spatial: bool, after: boo
     return [layer, nn.ReLU(), normalization] if after else [layer, normalization, nn.ReLU()]
 
 
-def mlp(norm: str = "none", width: int = 64, depth: int = 4, *,
-        norm_after_activation: bool = False) -> nn.Sequential:
-    """Flatten, then ``depth`` hidden blocks (Linear, norm, ReLU) of ``width`` units, then Linear to 10.
+def mlp(
+    norm: str = "none", width: int = 64, depth: int = 4, *, norm_after_activation: bool = False
+) -> nn.Sequential:
+    """Flatten, then ``depth`` hidden blocks (Linear, norm, ReLU) of ``width`` units, then a
+    Linear layer to 10.
 
     With a normalization layer the hidden Linear layers keep their bias (PyTorch's default),
     even though a bias right before BatchNorm is redundant (chapter 6 shows why): the models
@@ -145,8 +150,9 @@ def mlp(norm: str = "none", width: int = 64, depth: int = 4, *,
     return nn.Sequential(*layers)
 
 
-def cnn(norm: str = "none", channels: tuple[int, int] = (8, 16), *,
-        norm_after_activation: bool = False) -> nn.Sequential:
+def cnn(
+    norm: str = "none", channels: tuple[int, int] = (8, 16), *, norm_after_activation: bool = False
+) -> nn.Sequential:
     """Two 3x3 convolution blocks (conv, norm, ReLU), 2x2 max pooling after each, then Linear to 10.
 
     Shapes: ``(N, 1, 8, 8) -> (N, c1, 4, 4) -> (N, c2, 2, 2) -> (N, 10)``.
@@ -163,7 +169,8 @@ def cnn(norm: str = "none", channels: tuple[int, int] = (8, 16), *,
 
 
 def init_weights(model: nn.Module, init_scale: float = 1.0, seed: int = 0) -> nn.Module:
-    """He-normal weights times ``init_scale`` for every Linear and Conv2d, zero biases; returns ``model``.
+    """He-normal weights times ``init_scale`` for every Linear and Conv2d, zero biases;
+    returns ``model``.
 
     Normalization layers keep PyTorch's initialization (gamma = 1, beta = 0).
     """
@@ -179,8 +186,9 @@ def init_weights(model: nn.Module, init_scale: float = 1.0, seed: int = 0) -> nn
     return model
 
 
-def make_model(kind: str, norm: str = "none", init_scale: float = 1.0, seed: int = 0,
-               **options) -> nn.Sequential:
+def make_model(
+    kind: str, norm: str = "none", init_scale: float = 1.0, seed: int = 0, **options
+) -> nn.Sequential:
     """``mlp(norm, **options)`` or ``cnn(norm, **options)`` (``kind`` is ``"mlp"`` or ``"cnn"``),
     in :data:`DTYPE`, initialized."""
     builders = {"mlp": mlp, "cnn": cnn}
@@ -247,9 +255,17 @@ class History:
         return self.test_accuracy[-1]
 
 
-def train(model: nn.Module, data: Digits, *, epochs: int = 5, batch_size: int = 32,
-          lr: float = 0.05, momentum: float = 0.9, seed: int = 0,
-          frozen_batchnorm: bool = False) -> History:
+def train(
+    model: nn.Module,
+    data: Digits,
+    *,
+    epochs: int = 5,
+    batch_size: int = 32,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    seed: int = 0,
+    frozen_batchnorm: bool = False,
+) -> History:
     """Train ``model`` with SGD (with momentum) on cross-entropy; returns its :class:`History`.
 
     Every epoch visits the training images once in an order drawn from a generator seeded
@@ -264,13 +280,13 @@ def train(model: nn.Module, data: Digits, *, epochs: int = 5, batch_size: int = 
     loss_fn = nn.CrossEntropyLoss()
     history = History()
     n = len(data.train_y)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         if frozen_batchnorm:
             freeze_batchnorm(model)
         order = torch.randperm(n, generator=generator)
         for start in range(0, n - batch_size + 1, batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             loss = loss_fn(model(data.train_x[index]), data.train_y[index])
             if not torch.isfinite(loss):
                 history.diverged = True
@@ -291,8 +307,14 @@ def train(model: nn.Module, data: Digits, *, epochs: int = 5, batch_size: int = 
     return history
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, train_mode: bool = False,
-             batch_size: int | None = None) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    train_mode: bool = False,
+    batch_size: int | None = None,
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, without gradients.
 
     ``train_mode=False`` (the default) evaluates in eval mode: BatchNorm uses its running
@@ -322,8 +344,11 @@ def activations(model: nn.Sequential, x: torch.Tensor, of: type = nn.ReLU) -> li
     tensor per matching layer, in order.
     """
     found: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda module, inputs, output: found.append(inputs[0].detach()))
-             for m in model.modules() if isinstance(m, of)]
+    hooks = [
+        m.register_forward_hook(lambda module, inputs, output: found.append(inputs[0].detach()))
+        for m in model.modules()
+        if isinstance(m, of)
+    ]
     try:
         with torch.no_grad():
             model(x)

@@ -41,9 +41,15 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 # How ATen names dtypes in "not implemented for 'Long'" messages.
 _ATEN_DTYPE_NAMES = {
-    torch.bool: "Bool", torch.uint8: "Byte", torch.int8: "Char", torch.int16: "Short",
-    torch.int32: "Int", torch.int64: "Long", torch.complex64: "ComplexFloat",
-    torch.complex128: "ComplexDouble", torch.complex32: "ComplexHalf",
+    torch.bool: "Bool",
+    torch.uint8: "Byte",
+    torch.int8: "Char",
+    torch.int16: "Short",
+    torch.int32: "Int",
+    torch.int64: "Long",
+    torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
+    torch.complex32: "ComplexHalf",
 }
 
 
@@ -54,16 +60,20 @@ def _as_float(momentum: Any) -> float:
         return float(momentum)
     if isinstance(momentum, Tensor) and momentum.dim() == 0:
         return float(momentum)
-    raise TypeError("batch_norm(): argument 'momentum' (position 7) must be float, "
-                    f"not {type(momentum).__name__}")
+    raise TypeError(
+        "batch_norm(): argument 'momentum' (position 7) must be float, "
+        f"not {type(momentum).__name__}"
+    )
 
 
 def check_arguments(input: Tensor, training: bool, momentum: Any, eps: float) -> float:
     """What ``F.batch_norm`` checks before it looks at any tensor's contents, in its order;
     returns ``momentum`` as a float."""
     if not isinstance(training, bool):
-        raise TypeError("batch_norm(): argument 'training' (position 6) must be bool, "
-                        f"not {type(training).__name__}")
+        raise TypeError(
+            "batch_norm(): argument 'training' (position 6) must be bool, "
+            f"not {type(training).__name__}"
+        )
     momentum = _as_float(momentum)
     if input.dim() < 2:
         raise ValueError(conventions.too_few_dimensions(input.shape))
@@ -76,13 +86,23 @@ def check_arguments(input: Tensor, training: bool, momentum: Any, eps: float) ->
     return momentum
 
 
-def check_tensors(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
-                  weight: Tensor | None, bias: Tensor | None, training: bool) -> None:
+def check_tensors(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+) -> None:
     """Every per-channel tensor has ``C`` elements (of any shape, as in PyTorch), and dtypes
     BatchNorm can combine (ATen's checks, in ATen's order)."""
     num_features = input.shape[1]
-    named = [("running_mean", running_mean), ("running_var", running_var),
-             ("weight", weight), ("bias", bias)]
+    named = [
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ]
     for name, value in named:
         if value is None and not training and name.startswith("running"):
             raise RuntimeError(conventions.missing_in_evaluation(name))
@@ -92,17 +112,21 @@ def check_tensors(input: Tensor, running_mean: Tensor | None, running_var: Tenso
         raise ValueError("running_mean and running_var must either both be None or neither be None")
     if not input.is_floating_point():
         name = _ATEN_DTYPE_NAMES.get(input.dtype, str(input.dtype))
-        raise NotImplementedError(f'"batch_norm" not implemented for \'{name}\'')
+        raise NotImplementedError(f"\"batch_norm\" not implemented for '{name}'")
     allowed = {input.dtype, accumulation_dtype(input.dtype)}
     for name, value in named:
         if value is not None and value.dtype not in allowed:
             expected = " or ".join(sorted(str(d) for d in allowed))
-            raise RuntimeError(f"mixed dtype: {name} has dtype {value.dtype} but the input has "
-                               f"dtype {input.dtype}; expected {expected}")
+            raise RuntimeError(
+                f"mixed dtype: {name} has dtype {value.dtype} but the input has "
+                f"dtype {input.dtype}; expected {expected}"
+            )
     for name, value in named[:2]:
         if value is not None and value.requires_grad:
-            raise RuntimeError(f"The function 'batch_norm' is not differentiable with respect "
-                               f"to argument '{name}'. This input cannot have requires_grad True.")
+            raise RuntimeError(
+                f"The function 'batch_norm' is not differentiable with respect "
+                f"to argument '{name}'. This input cannot have requires_grad True."
+            )
 
 
 def apply_checked(
@@ -135,5 +159,13 @@ def apply_checked(
     def flat(t: Tensor | None) -> Tensor | None:  # (C,) stays itself: no view in the graph
         return t if t is None or t.dim() == 1 else t.reshape(-1)
 
-    return function.apply(input, flat(weight), flat(bias), flat(running_mean), flat(running_var),
-                          training, momentum, float(eps))
+    return function.apply(
+        input,
+        flat(weight),
+        flat(bias),
+        flat(running_mean),
+        flat(running_var),
+        training,
+        momentum,
+        float(eps),
+    )

@@ -16,6 +16,7 @@ arithmetic throughout, except where a method says otherwise:
 Welford's update is Chan's merge with a part of one value (count 1, ``M2`` 0), and is written
 so here.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -30,7 +31,7 @@ __all__ = ["naive_rounded", "naive", "two_pass", "welford", "chan_tiles", "METHO
 def naive_rounded(x: np.ndarray) -> np.ndarray:
     """``E[x^2] - E[x]^2``, each mean computed exactly (float64) and rounded to float32."""
     exact = x.astype(np.float64)
-    return np.float32((exact ** 2).mean(axis=1)) - np.float32(exact.mean(axis=1)) ** 2
+    return np.float32((exact**2).mean(axis=1)) - np.float32(exact.mean(axis=1)) ** 2
 
 
 def naive(x: np.ndarray) -> np.ndarray:
@@ -60,7 +61,7 @@ def chan_tiles(x: np.ndarray, tile: int = 256) -> np.ndarray:
     may be shorter), the tiles merged one after another by Chan's formula."""
     state = None
     for start in range(0, x.shape[1], tile):
-        part = x[:, start:start + tile]
+        part = x[:, start : start + tile]
         mean = part.mean(axis=1, dtype=np.float32)
         m2 = ((part - mean[:, None]) ** 2).sum(axis=1, dtype=np.float32)
         stats = (np.float32(part.shape[1]), mean, m2)
@@ -70,13 +71,18 @@ def chan_tiles(x: np.ndarray, tile: int = 256) -> np.ndarray:
 
 
 METHODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "naive, rounded": naive_rounded, "naive": naive, "two-pass": two_pass,
-    "Welford": welford, "Chan (tiles of 256)": chan_tiles}
+    "naive, rounded": naive_rounded,
+    "naive": naive,
+    "two-pass": two_pass,
+    "Welford": welford,
+    "Chan (tiles of 256)": chan_tiles,
+}
 """The five methods, by the names chapter 8 prints."""
 
 
 def channels(mean: float, seed: int = 0) -> np.ndarray:
     """16 channels (rows) of 4096 float32 values drawn around ``mean``, standard deviation 1:
     ``(16, 4096)``."""
-    return np.random.default_rng(seed).normal(loc=mean, scale=1.0,
-                                              size=(16, 4096)).astype(np.float32)
+    return (
+        np.random.default_rng(seed).normal(loc=mean, scale=1.0, size=(16, 4096)).astype(np.float32)
+    )

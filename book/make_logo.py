@@ -6,6 +6,7 @@ The picture is the course in one glance: a skewed batch (grey bars) and the same
 BatchNorm (blue bars), centred on 0 with unit spread, under the standard normal curve. The
 files are committed; run this again only to change the design.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,16 @@ def draw(size_inches: float, detailed: bool) -> plt.Figure:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.axis("off")
-    ax.add_patch(FancyBboxPatch((0.03, 0.03), 0.94, 0.94, boxstyle="round,pad=0,rounding_size=0.18",
-                                facecolor=BACKGROUND, edgecolor="none"))
+    ax.add_patch(
+        FancyBboxPatch(
+            (0.03, 0.03),
+            0.94,
+            0.94,
+            boxstyle="round,pad=0,rounding_size=0.18",
+            facecolor=BACKGROUND,
+            edgecolor="none",
+        )
+    )
     centres = np.linspace(0.2, 0.8, 7)
     width = 0.075
     z = (centres - 0.5) / 0.17
@@ -36,15 +45,35 @@ def draw(size_inches: float, detailed: bool) -> plt.Figure:
     if detailed:  # the raw, skewed batch behind the normalized one
         skewed = np.array([0.25, 0.95, 0.7, 0.45, 0.28, 0.16, 0.08])
         ax.bar(centres + 0.03, 0.55 * skewed, width=width, bottom=0.2, color=GREY, alpha=0.55)
-    ax.bar(centres, 0.55 * normal, width=width, bottom=0.2, color=BLUE, edgecolor=BACKGROUND,
-           linewidth=0.5 if detailed else 0)
+    ax.bar(
+        centres,
+        0.55 * normal,
+        width=width,
+        bottom=0.2,
+        color=BLUE,
+        edgecolor=BACKGROUND,
+        linewidth=0.5 if detailed else 0,
+    )
     grid = np.linspace(0.12, 0.88, 200)
-    ax.plot(grid, 0.2 + 0.55 * np.exp(-0.5 * ((grid - 0.5) / 0.17) ** 2), color=ORANGE,
-            lw=3 if detailed else 2.2, solid_capstyle="round")
+    ax.plot(
+        grid,
+        0.2 + 0.55 * np.exp(-0.5 * ((grid - 0.5) / 0.17) ** 2),
+        color=ORANGE,
+        lw=3 if detailed else 2.2,
+        solid_capstyle="round",
+    )
     ax.plot([0.12, 0.88], [0.2, 0.2], color="white", lw=2 if detailed else 1.5)
     if detailed:
-        ax.text(0.5, 0.085, "μ = 0,  σ = 1", ha="center", va="center", color="white",
-                fontsize=size_inches * 4.2, family="DejaVu Sans")
+        ax.text(
+            0.5,
+            0.085,
+            "μ = 0,  σ = 1",
+            ha="center",
+            va="center",
+            color="white",
+            fontsize=size_inches * 4.2,
+            family="DejaVu Sans",
+        )
     return fig
 
 

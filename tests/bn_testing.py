@@ -6,6 +6,7 @@ of tensors and module states, random inputs in every layout, and the table of er
 ``F.batch_norm`` calls.  Needs only torch and pytest (no hypothesis), so that the Triton tests
 also run on a GPU machine that has just those.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,12 +16,22 @@ from bncourse.display import raised  # noqa: F401  (the tests compare errors wit
 
 # "out": outputs, "grad": input gradients, "param": weight and bias gradients (sums like the
 # input gradient's), "stats": running buffers.
-F64 = dict(out=dict(rtol=1e-9, atol=1e-10), grad=dict(rtol=1e-9, atol=1e-10),
-           param=dict(rtol=1e-9, atol=1e-10), stats=dict(rtol=1e-10, atol=1e-12))
-F32 = dict(out=dict(rtol=1e-5, atol=2e-5), grad=dict(rtol=1e-4, atol=2e-4),
-           param=dict(rtol=1e-4, atol=2e-4), stats=dict(rtol=1e-5, atol=1e-6))
-HALF = {torch.float16: dict(rtol=2 * 2**-10, atol=2 * 2**-10),
-        torch.bfloat16: dict(rtol=2 * 2**-7, atol=2 * 2**-7)}
+F64 = dict(
+    out=dict(rtol=1e-9, atol=1e-10),
+    grad=dict(rtol=1e-9, atol=1e-10),
+    param=dict(rtol=1e-9, atol=1e-10),
+    stats=dict(rtol=1e-10, atol=1e-12),
+)
+F32 = dict(
+    out=dict(rtol=1e-5, atol=2e-5),
+    grad=dict(rtol=1e-4, atol=2e-4),
+    param=dict(rtol=1e-4, atol=2e-4),
+    stats=dict(rtol=1e-5, atol=1e-6),
+)
+HALF = {
+    torch.float16: dict(rtol=2 * 2**-10, atol=2 * 2**-10),
+    torch.bfloat16: dict(rtol=2 * 2**-7, atol=2 * 2**-7),
+}
 TOL = {torch.float64: F64, torch.float32: F32}
 
 
@@ -77,7 +88,9 @@ def randomize(module, generator):
             if value is not None:
                 value.copy_(torch.randn(value.shape, generator=generator) * 1.5)
         if module.running_var is not None:
-            module.running_var.copy_(torch.rand(module.running_var.shape, generator=generator) + 0.5)
+            module.running_var.copy_(
+                torch.rand(module.running_var.shape, generator=generator) + 0.5
+            )
 
 
 def make_input(shape, dtype, layout, generator, loc=0.0, scale=1.0):
@@ -106,7 +119,9 @@ def compare_step(ours, theirs, x, dy, tol, layout, widen=False):
     assert_close(out_ours, out_theirs, **tol["out"])
     if layout == "channels_last":
         fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
-        assert out_ours.is_contiguous(memory_format=fmt) == out_theirs.is_contiguous(memory_format=fmt)
+        assert out_ours.is_contiguous(memory_format=fmt) == out_theirs.is_contiguous(
+            memory_format=fmt
+        )
     out_ours.backward(dy)
     out_theirs.backward(convert(dy))
     assert_close(xs[0].grad, xs[1].grad, **tol["grad"])
@@ -134,13 +149,18 @@ FUNCTIONAL_ERRORS = {
     "running_mean without running_var": ((X, RM, None), dict(training=True)),
     "running_var without running_mean": ((X, None, RV), dict(training=True)),
     "wrong size before one missing": ((X, torch.zeros(4), None), dict(training=True)),
-    "wrong size before integer input": ((torch.ones(4, 3, dtype=torch.long), torch.zeros(4),
-                                         torch.ones(4)), dict(training=True)),
+    "wrong size before integer input": (
+        (torch.ones(4, 3, dtype=torch.long), torch.zeros(4), torch.ones(4)),
+        dict(training=True),
+    ),
     "eps 0 in training": ((X, None, None), dict(training=True, eps=0.0)),
     "eps < 0 in training": ((X, None, None), dict(training=True, eps=-1.0)),
     "eps < 0 in eval": ((X, RM, RV), dict(training=False, eps=-1.0)),
     "momentum None": ((X, RM, RV), dict(training=True, momentum=None)),
-    "momentum a tensor of one element, not 0-d": ((X, RM, RV), dict(training=True, momentum=torch.tensor([0.3]))),
+    "momentum a tensor of one element, not 0-d": (
+        (X, RM, RV),
+        dict(training=True, momentum=torch.tensor([0.3])),
+    ),
     "training not a bool": ((X, RM, RV), dict(training=1)),
     "integer input": ((torch.ones(4, 3, dtype=torch.long), None, None), dict(training=True)),
     "complex input": ((torch.ones(4, 3, dtype=torch.complex64), None, None), dict(training=True)),

@@ -9,6 +9,7 @@
   browser tests. While developing the browser tests, ``BNCOURSE_REUSE_BOOK=DIR`` points the
   fixture at a book already built into ``DIR/_build`` instead (CI never sets it).
 """
+
 from __future__ import annotations
 
 import os
@@ -64,7 +65,10 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     result = subprocess.run(
         [str(jupyter_book), *BOOK_BUILD, "--path-output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     return BuiltBook(result.returncode, result.stdout + result.stderr, out / "_build" / "html")
 
@@ -74,14 +78,20 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
 # --------------------------------------------------------------------------------------------
 # The longest tests go first, so that no worker is left running one of them at the end: the
 # chapters executed (chapter 7 takes about 90 s each way), then the book build and the browser.
-FIRST = ("tests/test_notebooks.py::test_chapter_prints_what_is_committed_and_its_solutions_pass[07",
-         "tests/test_notebooks.py::test_generated_exercises_are_not_attempted_yet[07",
-         "tests/test_notebooks.py::test_chapter", "tests/test_notebooks.py::test_generated",
-         "tests/test_book.py", "tests/test_site.py")
+FIRST = (
+    "tests/test_notebooks.py::test_chapter_prints_what_is_committed_and_its_solutions_pass[07",
+    "tests/test_notebooks.py::test_generated_exercises_are_not_attempted_yet[07",
+    "tests/test_notebooks.py::test_chapter",
+    "tests/test_notebooks.py::test_generated",
+    "tests/test_book.py",
+    "tests/test_site.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
-        return next((i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST))
+        return next(
+            (i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST)
+        )
 
     items.sort(key=rank)  # stable: the order within each rank is pytest's

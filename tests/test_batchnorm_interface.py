@@ -43,8 +43,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bn_testing import (F32, F64, FUNCTIONAL_ERRORS, RV, TOL, X, assert_close, assert_same_state,
-                        compare_step, half_tol, make_input, module_pair, randomize, raised)
+from bn_testing import (
+    F32,
+    F64,
+    FUNCTIONAL_ERRORS,
+    RV,
+    TOL,
+    X,
+    assert_close,
+    assert_same_state,
+    compare_step,
+    half_tol,
+    make_input,
+    module_pair,
+    raised,
+    randomize,
+)
 from bncourse import fold, torch_bn, training
 
 
@@ -115,8 +129,14 @@ def run_steps(cfg, ours, theirs, steps, input_dtype, tol, reference=False):
         ours.train(training_)
         theirs.train(training_)
         shape = (int(rng.integers(2, 6)), c, *cfg["spatial"])
-        x = make_input(shape, input_dtype, cfg["layout"], g, loc=float(rng.uniform(-3, 3)),
-                       scale=float(rng.uniform(0.1, 3)))
+        x = make_input(
+            shape,
+            input_dtype,
+            cfg["layout"],
+            g,
+            loc=float(rng.uniform(-3, 3)),
+            scale=float(rng.uniform(0.1, 3)),
+        )
         dy = make_input(shape, input_dtype, cfg["layout"], g)
         compare_step(ours, theirs, x, dy, tol, cfg["layout"], widen=reference)
 
@@ -129,9 +149,14 @@ def test_modules_match_torch_nn_over_many_steps(impl):
     @settings(max_examples=impl.examples)
     @given(configurations())
     def check(cfg):
-        kwargs = dict(eps=cfg["eps"], momentum=cfg["momentum"], affine=cfg["affine"],
-                      track_running_stats=cfg["track_running_stats"], dtype=cfg["dtype"],
-                      bias=cfg["bias"])
+        kwargs = dict(
+            eps=cfg["eps"],
+            momentum=cfg["momentum"],
+            affine=cfg["affine"],
+            track_running_stats=cfg["track_running_stats"],
+            dtype=cfg["dtype"],
+            bias=cfg["bias"],
+        )
         ours, theirs = module_pair(impl, cfg["ndim"], cfg["channels"], **kwargs)
         randomize(theirs, torch.Generator().manual_seed(cfg["seed"]))
         ours.load_state_dict(theirs.state_dict())
@@ -152,16 +177,28 @@ def test_half_precision_inputs_match_float64_torch_nn(impl):
     @settings(max_examples=max(4, impl.examples // 2))
     @given(configurations(dtypes=(torch.float16, torch.bfloat16)), st.booleans())
     def check(cfg, half_module):
-        kwargs = dict(eps=cfg["eps"], momentum=cfg["momentum"], affine=cfg["affine"],
-                      track_running_stats=cfg["track_running_stats"], bias=cfg["bias"])
+        kwargs = dict(
+            eps=cfg["eps"],
+            momentum=cfg["momentum"],
+            affine=cfg["affine"],
+            track_running_stats=cfg["track_running_stats"],
+            bias=cfg["bias"],
+        )
         ours, reference = module_pair(impl, cfg["ndim"], cfg["channels"], **kwargs)
         randomize(ours, torch.Generator().manual_seed(cfg["seed"]))
         if half_module:
             ours.to(cfg["dtype"])
         reference.load_state_dict(ours.state_dict())
         reference.double()
-        run_steps(cfg, ours, reference, max(2, impl.steps // 2), cfg["dtype"],
-                  half_tol(cfg["dtype"], half_module), reference=True)
+        run_steps(
+            cfg,
+            ours,
+            reference,
+            max(2, impl.steps // 2),
+            cfg["dtype"],
+            half_tol(cfg["dtype"], half_module),
+            reference=True,
+        )
 
     check()
 
@@ -174,8 +211,12 @@ def test_momentum_none_is_a_cumulative_average(impl):
         module(x)
     # (float64 for the Triton kernels too, whose scalar arguments are float32: 1e-7 relative)
     tol = dict(rtol=1e-6, atol=1e-6) if impl.module is not torch_bn else {}
-    torch.testing.assert_close(module.running_mean, torch.stack([x.mean(0) for x in batches]).mean(0), **tol)
-    torch.testing.assert_close(module.running_var, torch.stack([x.var(0) for x in batches]).mean(0), **tol)
+    torch.testing.assert_close(
+        module.running_mean, torch.stack([x.mean(0) for x in batches]).mean(0), **tol
+    )
+    torch.testing.assert_close(
+        module.running_var, torch.stack([x.var(0) for x in batches]).mean(0), **tol
+    )
     assert int(module.num_batches_tracked) == 25
 
 
@@ -207,10 +248,12 @@ def test_functional_training_with_any_subset_of_tensors(impl, with_stats, with_w
     weight and bias: the same output, and the same in-place update."""
     g = torch.Generator().manual_seed(8)
     x = torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
-    tensors = {"running_mean": torch.randn(3, generator=g, dtype=torch.float64) if with_stats else None,
-               "running_var": torch.rand(3, generator=g, dtype=torch.float64) if with_stats else None,
-               "weight": torch.randn(3, generator=g, dtype=torch.float64) if with_weight else None,
-               "bias": torch.randn(3, generator=g, dtype=torch.float64) if with_bias else None}
+    tensors = {
+        "running_mean": torch.randn(3, generator=g, dtype=torch.float64) if with_stats else None,
+        "running_var": torch.rand(3, generator=g, dtype=torch.float64) if with_stats else None,
+        "weight": torch.randn(3, generator=g, dtype=torch.float64) if with_weight else None,
+        "bias": torch.randn(3, generator=g, dtype=torch.float64) if with_bias else None,
+    }
     copies = [{k: None if v is None else v.clone() for k, v in tensors.items()} for _ in range(2)]
     y_ours = impl.batch_norm(x, training=True, momentum=0.3, **copies[0])
     y_theirs = nn.functional.batch_norm(x, training=True, momentum=0.3, **copies[1])
@@ -228,27 +271,49 @@ def test_functional_training_with_any_subset_of_tensors(impl, with_stats, with_w
 @pytest.mark.parametrize("name", ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"])
 def test_constructor_signature_is_torch_nns(impl, name):
     def described(cls):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()]
+        return [
+            (p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()
+        ]
 
     assert described(getattr(impl, name)) == described(getattr(nn, name))
 
 
-OPTIONS = [dict(affine=a, track_running_stats=t, bias=b)
-           for a in (True, False) for t in (True, False) for b in (True, False)]
+OPTIONS = [
+    dict(affine=a, track_running_stats=t, bias=b)
+    for a in (True, False)
+    for t in (True, False)
+    for b in (True, False)
+]
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize(
+    "options", OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items())
+)
 @pytest.mark.parametrize("ndim", [2, 4, 5])
 def test_parameters_buffers_state_dict_and_repr_are_torch_nns(impl, options, ndim):
-    ours, theirs = module_pair(impl, ndim, 6, eps=1e-3, momentum=None, dtype=torch.float64, **options)
+    ours, theirs = module_pair(
+        impl, ndim, 6, eps=1e-3, momentum=None, dtype=torch.float64, **options
+    )
     assert repr(ours) == repr(theirs)
     for method in ("named_parameters", "named_buffers"):
-        described = [[(n, t.shape, t.dtype, t.requires_grad) for n, t in getattr(m, method)()]
-                     for m in (ours, theirs)]
+        described = [
+            [(n, t.shape, t.dtype, t.requires_grad) for n, t in getattr(m, method)()]
+            for m in (ours, theirs)
+        ]
         assert described[0] == described[1]
     assert list(ours.state_dict()) == list(theirs.state_dict())
-    for attr in ("num_features", "eps", "momentum", "affine", "track_running_stats",
-                 "weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+    for attr in (
+        "num_features",
+        "eps",
+        "momentum",
+        "affine",
+        "track_running_stats",
+        "weight",
+        "bias",
+        "running_mean",
+        "running_var",
+        "num_batches_tracked",
+    ):
         assert (getattr(ours, attr) is None) == (getattr(theirs, attr) is None), attr
     learnable = sum(p.numel() for p in ours.parameters())
     assert learnable == sum(p.numel() for p in theirs.parameters())
@@ -330,11 +395,19 @@ def test_drop_in_inside_a_small_network_trains_identically(impl):
     nets = []
     for bn in (nn.BatchNorm2d, impl.BatchNorm2d):
         torch.manual_seed(10)
-        nets.append(nn.Sequential(nn.Conv2d(2, 4, 3), bn(4), nn.ReLU(), nn.Flatten(),
-                                  nn.Linear(4 * 4 * 4, 3)).double())
+        nets.append(
+            nn.Sequential(
+                nn.Conv2d(2, 4, 3), bn(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)
+            ).double()
+        )
     g = torch.Generator().manual_seed(11)
-    data = [(torch.randn(8, 2, 6, 6, generator=g, dtype=torch.float64),
-             torch.randint(0, 3, (8,), generator=g)) for _ in range(5)]
+    data = [
+        (
+            torch.randn(8, 2, 6, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (8,), generator=g),
+        )
+        for _ in range(5)
+    ]
     for net in nets:
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         for x, target in data:
@@ -377,35 +450,50 @@ def test_functional_errors_are_pytorchs(impl, case):
 
 def test_the_exact_words_of_the_most_common_errors(impl):
     assert raised(lambda: impl.batch_norm(torch.randn(1, 3), None, None, training=True)) == (
-        ValueError, "Expected more than 1 value per channel when training, got input size "
-                    "torch.Size([1, 3])")
+        ValueError,
+        "Expected more than 1 value per channel when training, got input size torch.Size([1, 3])",
+    )
     assert raised(lambda: impl.batch_norm(X, torch.zeros(4), RV)) == (
-        RuntimeError, "running_mean should contain 3 elements not 4")
+        RuntimeError,
+        "running_mean should contain 3 elements not 4",
+    )
     assert raised(lambda: impl.batch_norm(X, None, None, training=True, eps=0.0)) == (
-        ValueError, "batch_norm eps must be positive during training, but got 0.0")
+        ValueError,
+        "batch_norm eps must be positive during training, but got 0.0",
+    )
     assert raised(lambda: impl.BatchNorm2d(3)(torch.randn(2, 3, 4))) == (
-        ValueError, "expected 4D input (got 3D input)")
+        ValueError,
+        "expected 4D input (got 3D input)",
+    )
 
 
 def test_deliberate_differences_are_clearer_errors(impl):
     """Where PyTorch's message is an accident of its implementation, ours says what is wrong
     (both raise)."""
     one_d = raised(lambda: impl.batch_norm(torch.randn(3), None, None, training=True))
-    assert one_d == (ValueError, "batch_norm: expected an input of shape (N, C) or "
-                                 "(N, C, *spatial), got 1D input of shape (3,)")
+    assert one_d == (
+        ValueError,
+        "batch_norm: expected an input of shape (N, C) or "
+        "(N, C, *spatial), got 1D input of shape (3,)",
+    )
     assert raised(lambda: nn.functional.batch_norm(torch.randn(3), None, None, training=True))
     mixed = raised(lambda: impl.batch_norm(X.double(), None, None, torch.ones(3), training=True))
     assert mixed[0] is RuntimeError and mixed[1].startswith(
-        "mixed dtype: weight has dtype torch.float32 but the input has dtype torch.float64")
-    assert raised(lambda: nn.functional.batch_norm(X.double(), None, None, torch.ones(3), training=True))
+        "mixed dtype: weight has dtype torch.float32 but the input has dtype torch.float64"
+    )
+    assert raised(
+        lambda: nn.functional.batch_norm(X.double(), None, None, torch.ones(3), training=True)
+    )
     graded = torch.zeros(3, requires_grad=True)
     ours = raised(lambda: impl.batch_norm(X, graded, RV))
     theirs = raised(lambda: nn.functional.batch_norm(X, graded, RV))
     assert ours == (theirs[0], theirs[1].replace("native_batch_norm", "batch_norm"))
 
 
-@pytest.mark.parametrize("name, bad_ndims", [("BatchNorm1d", [1, 4]), ("BatchNorm2d", [2, 3, 5]),
-                                             ("BatchNorm3d", [3, 4, 6])])
+@pytest.mark.parametrize(
+    "name, bad_ndims",
+    [("BatchNorm1d", [1, 4]), ("BatchNorm2d", [2, 3, 5]), ("BatchNorm3d", [3, 4, 6])],
+)
 def test_module_errors_for_the_number_of_dimensions(impl, name, bad_ndims):
     for ndim in bad_ndims:
         x = torch.randn((2, 3, 2, 2, 2, 2)[:ndim])
@@ -469,10 +557,17 @@ def test_eps_zero_in_evaluation_with_a_zero_running_variance_is_pytorchs_nan(imp
 
 def test_an_infinite_input_gives_pytorchs_buffers(impl, request):
     if impl.module is not torch_bn and impl.module.__name__ == "bncourse.triton_bn":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the kernels merge per-tile (count, mean, M2) with Chan's formula, where an infinite "
-            "value makes the mean NaN; PyTorch sums, and its running mean is that infinity "
-            "(the outputs are NaN in both)")))
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "the kernels merge per-tile (count, mean, M2) with Chan's formula, where an "
+                    "infinite "
+                    "value makes the mean NaN; PyTorch sums, and its running mean is that infinity "
+                    "(the outputs are NaN in both)"
+                ),
+            )
+        )
     x = X.clone()
     x[0, 0] = math.inf
     results = []
@@ -506,8 +601,11 @@ def test_weight_and_bias_of_any_shape_with_c_elements(impl):
 def module_infos():
     from torch.testing._internal.common_modules import module_db
 
-    return {info.module_cls.__name__: info for info in module_db
-            if info.module_cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)}
+    return {
+        info.module_cls.__name__: info
+        for info in module_db
+        if info.module_cls in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    }
 
 
 @pytest.mark.parametrize("name", ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"])
@@ -517,8 +615,9 @@ def test_pytorch_module_inputs(impl, module_infos, name, training_, dtype):
     """Every input of ``module_inputs_torch_nn_<name>``: the same outputs, gradients and
     buffers as torch.nn's module, over three steps from the same (randomized) state."""
     info = module_infos[name]
-    cases = info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True,
-                                    training=training_)
+    cases = info.module_inputs_func(
+        info, device="cpu", dtype=dtype, requires_grad=True, training=training_
+    )
     assert len(cases) >= 7
     tol = TOL[dtype] if impl.module is torch_bn else F32
     for case in cases:
@@ -534,8 +633,9 @@ def test_pytorch_module_inputs(impl, module_infos, name, training_, dtype):
             xs = [x.detach().clone().requires_grad_() for _ in range(2)]
             out_ours, out_theirs = ours(xs[0]), theirs(xs[1])
             assert_close(out_ours, out_theirs, **tol["out"])
-            dy = torch.randn(out_theirs.shape, generator=torch.Generator().manual_seed(step),
-                             dtype=torch.float64).to(dtype)
+            dy = torch.randn(
+                out_theirs.shape, generator=torch.Generator().manual_seed(step), dtype=torch.float64
+            ).to(dtype)
             out_ours.backward(dy)
             out_theirs.backward(dy)
             assert_close(xs[0].grad, xs[1].grad, **tol["grad"])
@@ -547,12 +647,14 @@ def test_pytorch_module_inputs(impl, module_infos, name, training_, dtype):
 @pytest.mark.parametrize("name", ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"])
 def test_pytorch_module_error_inputs(impl, module_infos, name):
     info = module_infos[name]
-    cases = info.module_error_inputs_func(info, device="cpu", dtype=torch.float32,
-                                          requires_grad=False, training=True)
+    cases = info.module_error_inputs_func(
+        info, device="cpu", dtype=torch.float32, requires_grad=False, training=True
+    )
     assert cases
     for case in cases:
         module_input = case.module_error_input
-        ours = getattr(impl, name)(*module_input.constructor_input.args,
-                                   **module_input.constructor_input.kwargs)
+        ours = getattr(impl, name)(
+            *module_input.constructor_input.args, **module_input.constructor_input.kwargs
+        )
         with pytest.raises(case.error_type, match=case.error_regex):
             ours(*module_input.forward_input.args)

@@ -4,6 +4,7 @@ This is the same command as README's first one (``python3 course.py book``) minu
 environment setup: ``jupyter-book build . -W -n --keep-going``, into a temporary folder so the
 execution cache starts empty and every notebook really runs (see ``built_book`` in conftest).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_strict_book_build(built_book):
     log = built_book.log
     assert built_book.returncode == 0, log[-5000:]
-    assert "WARNING" not in log.replace("[IPKernelApp] WARNING | Kernel is running over TCP", ""), log[-5000:]
+    assert "WARNING" not in log.replace("[IPKernelApp] WARNING | Kernel is running over TCP", ""), (
+        log[-5000:]
+    )
     html = built_book.html
     assert (html / "index.html").exists()
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):

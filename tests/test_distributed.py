@@ -10,6 +10,7 @@ and 3 steps of per-rank sums over up to ~100 values) within atol=1e-4, rtol=1e-4
 within atol=1e-5, rtol=1e-5. The merged statistics differ from single-process ones only by
 float32 rounding in a different order.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -45,26 +46,32 @@ def no_process_left_behind():
 @pytest.mark.parametrize(
     "sizes, shape, momentum, affine",
     [
-        ([4, 4], (3,), 0.1, True),                 # world size 2, (N, C)
-        ([3, 5], (2, 6), None, True),              # unequal sizes, (N, C, L), cumulative average
-        ([2, 1, 4], (3, 4, 4), 0.3, True),         # world size 3, images, a rank with one sample
-        ([5, 0, 2], (2, 3), 0.1, False),           # a rank with no sample at all, affine=False
-        ([0, 0], (3,), 0.1, True),                 # no sample anywhere: an empty output, as BN's
+        ([4, 4], (3,), 0.1, True),  # world size 2, (N, C)
+        ([3, 5], (2, 6), None, True),  # unequal sizes, (N, C, L), cumulative average
+        ([2, 1, 4], (3, 4, 4), 0.3, True),  # world size 3, images, a rank with one sample
+        ([5, 0, 2], (2, 3), 0.1, False),  # a rank with no sample at all, affine=False
+        ([0, 0], (3,), 0.1, True),  # no sample anywhere: an empty output, as BN's
     ],
 )
 def test_sync_bn_equals_one_bn_over_the_global_batch(sizes, shape, momentum, affine):
-    results = run_distributed(sync_bn_worker, len(sizes), sizes, shape, 3, 0, momentum, affine,
-                              timeout=120)
+    results = run_distributed(
+        sync_bn_worker, len(sizes), sizes, shape, 3, 0, momentum, affine, timeout=120
+    )
     bn, out, grad_input = one_batch_norm_reference(sizes, shape, momentum=momentum, affine=affine)
     out, grad_input = out.numpy(), grad_input.numpy()
-    np.testing.assert_allclose(np.concatenate([r["out"] for r in results]), out, atol=1e-5, rtol=1e-4)
-    np.testing.assert_allclose(np.concatenate([r["grad_input"] for r in results]), grad_input,
-                               atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(
+        np.concatenate([r["out"] for r in results]), out, atol=1e-5, rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        np.concatenate([r["grad_input"] for r in results]), grad_input, atol=1e-5, rtol=1e-4
+    )
     if affine:  # per-rank parameter gradients add up to the global ones (DDP averages them)
-        np.testing.assert_allclose(sum(r["grad_weight"] for r in results), bn.weight.grad.numpy(),
-                                   atol=1e-4, rtol=1e-4)
-        np.testing.assert_allclose(sum(r["grad_bias"] for r in results), bn.bias.grad.numpy(),
-                                   atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(
+            sum(r["grad_weight"] for r in results), bn.weight.grad.numpy(), atol=1e-4, rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            sum(r["grad_bias"] for r in results), bn.bias.grad.numpy(), atol=1e-4, rtol=1e-4
+        )
     for r in results:  # every rank holds the same buffers, those of the global BN
         np.testing.assert_allclose(r["running_mean"], bn.running_mean.numpy(), atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(r["running_var"], bn.running_var.numpy(), atol=1e-5, rtol=1e-5)
@@ -75,8 +82,11 @@ def test_chan_merge_equals_statistics_of_the_union():
     torch.manual_seed(0)
     parts = [torch.randn(n, 3, dtype=torch.float64) * 5 + 100 for n in (1, 4, 0, 7)]
     stats = [local_stats(p) for p in parts]
-    count, mean, m2 = merge_stats(torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats]),
-                                  torch.stack([s[2] for s in stats]))
+    count, mean, m2 = merge_stats(
+        torch.stack([s[0] for s in stats]),
+        torch.stack([s[1] for s in stats]),
+        torch.stack([s[2] for s in stats]),
+    )
     union = torch.cat(parts)
     assert int(count) == 12
     torch.testing.assert_close(mean, union.mean(0))
@@ -87,12 +97,18 @@ def test_chan_merge_keeps_float32_accuracy_where_sum_of_squares_fails():
     """Mean 1e4, std 1, in float32: the merged variance is right to 1e-3 relative, the
     E[x^2] - E[x]^2 formula from all-reduced sums is off by far more."""
     generator = torch.Generator().manual_seed(1)
-    parts = [(torch.randn(512, 2, generator=generator, dtype=torch.float64) + 1e4).float() for _ in range(3)]
+    parts = [
+        (torch.randn(512, 2, generator=generator, dtype=torch.float64) + 1e4).float()
+        for _ in range(3)
+    ]
     union = torch.cat(parts).double()
     exact = union.var(0, correction=0)
     stats = [local_stats(p) for p in parts]
-    _, _, m2 = merge_stats(torch.stack([s[0] for s in stats]), torch.stack([s[1] for s in stats]),
-                           torch.stack([s[2] for s in stats]))
+    _, _, m2 = merge_stats(
+        torch.stack([s[0] for s in stats]),
+        torch.stack([s[1] for s in stats]),
+        torch.stack([s[2] for s in stats]),
+    )
     assert torch.allclose(m2.double() / union.shape[0], exact, rtol=1e-3)
     n = union.shape[0]
     sums = sum(p.sum(0) for p in parts)
@@ -115,8 +131,12 @@ def test_eval_mode_and_no_process_group_are_plain_batchnorm():
 
 
 def test_convert_sync_batchnorm_replaces_and_shares_state():
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, momentum=None)))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, momentum=None)),
+    )
     model[1].running_mean.fill_(0.5)
     converted = convert_sync_batchnorm(model)
     assert isinstance(converted[1], SyncBatchNorm) and isinstance(converted[3][1], SyncBatchNorm)
@@ -171,7 +191,9 @@ def test_a_rank_that_raises_fails_the_run_promptly():
     assert run_distributed(returns_rank, 2, timeout=600) == [0, 1]
     startup = time.monotonic() - start
     start = time.monotonic()
-    with pytest.raises(DistributedError, match=r"rank 1 raised:(.|\n)*ValueError: rank 1 fails on purpose"):
+    with pytest.raises(
+        DistributedError, match=r"rank 1 raised:(.|\n)*ValueError: rank 1 fails on purpose"
+    ):
         run_distributed(fails_on_rank_1, 2, timeout=600)
     assert time.monotonic() - start < startup + 20
 

@@ -5,6 +5,7 @@ affine maps), so folded and unfused outputs agree to ``atol=1e-5, rtol=1e-5`` in
 ``1e-12`` in float64; the normalization family matches torch's modules to ``atol=1e-5`` in
 float32 (O(1) outputs, statistics over at most a few hundred values).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -32,10 +33,30 @@ def trained_bn(bn: nn.Module, shape, steps=5, seed=0):
 
 
 CASES = [
-    (lambda bias: nn.Linear(6, 4, bias=bias), lambda affine: nn.BatchNorm1d(4, affine=affine), (5, 6), (5, 4)),
-    (lambda bias: nn.Conv1d(3, 4, 3, bias=bias), lambda affine: nn.BatchNorm1d(4, affine=affine), (2, 3, 9), (2, 4, 7)),
-    (lambda bias: nn.Conv2d(3, 4, 3, padding=1, bias=bias), lambda affine: nn.BatchNorm2d(4, affine=affine), (2, 3, 6, 6), (2, 4, 6, 6)),
-    (lambda bias: nn.Conv3d(2, 4, 2, bias=bias), lambda affine: nn.BatchNorm3d(4, affine=affine), (2, 2, 4, 4, 4), (2, 4, 3, 3, 3)),
+    (
+        lambda bias: nn.Linear(6, 4, bias=bias),
+        lambda affine: nn.BatchNorm1d(4, affine=affine),
+        (5, 6),
+        (5, 4),
+    ),
+    (
+        lambda bias: nn.Conv1d(3, 4, 3, bias=bias),
+        lambda affine: nn.BatchNorm1d(4, affine=affine),
+        (2, 3, 9),
+        (2, 4, 7),
+    ),
+    (
+        lambda bias: nn.Conv2d(3, 4, 3, padding=1, bias=bias),
+        lambda affine: nn.BatchNorm2d(4, affine=affine),
+        (2, 3, 6, 6),
+        (2, 4, 6, 6),
+    ),
+    (
+        lambda bias: nn.Conv3d(2, 4, 2, bias=bias),
+        lambda affine: nn.BatchNorm3d(4, affine=affine),
+        (2, 2, 4, 4, 4),
+        (2, 4, 3, 3, 3),
+    ),
 ]
 
 
@@ -43,7 +64,9 @@ CASES = [
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_folded_layer_equals_layer_then_bn_in_eval(make_layer, make_bn, in_shape, out_shape, bias, affine, dtype):
+def test_folded_layer_equals_layer_then_bn_in_eval(
+    make_layer, make_bn, in_shape, out_shape, bias, affine, dtype
+):
     torch.manual_seed(1)
     layer = make_layer(bias).to(dtype).eval()
     bn = trained_bn(make_bn(affine).to(dtype), out_shape)
@@ -62,17 +85,22 @@ def test_folded_layer_equals_layer_then_bn_in_eval(make_layer, make_bn, in_shape
             torch.testing.assert_close(folded(x), fuse_conv_bn_eval(layer, bn)(x), **tol)
     assert folded.weight.dtype == dtype and folded.bias is not None
     after = layer.state_dict()
-    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before), (
-        "the original layer is not modified")
+    assert after.keys() == before.keys() and all(
+        torch.equal(after[k], before[k]) for k in before
+    ), "the original layer is not modified"
     assert folded is not layer and (layer.bias is None) == (not bias)
 
 
 def test_fold_sequential_folds_every_pair_and_keeps_the_rest():
     torch.manual_seed(2)
     model = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
         nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
-        nn.Flatten(), nn.Linear(8 * 3 * 3, 10), nn.BatchNorm1d(10),
+        nn.Flatten(),
+        nn.Linear(8 * 3 * 3, 10),
+        nn.BatchNorm1d(10),
     )
     model.train()
     for _ in range(4):
@@ -91,7 +119,9 @@ def test_fold_sequential_folds_every_pair_and_keeps_the_rest():
 def test_fold_refuses_what_cannot_be_folded():
     with pytest.raises(ValueError, match="track_running_stats=True"):
         fold_batchnorm(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False))
-    with pytest.raises(ValueError, match=r"BatchNorm2d\(5\) cannot follow a layer with 4 output channels"):
+    with pytest.raises(
+        ValueError, match=r"BatchNorm2d\(5\) cannot follow a layer with 4 output channels"
+    ):
         fold_batchnorm(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(5))
     with pytest.raises(TypeError, match="not ConvTranspose2d"):
         fold_batchnorm(nn.ConvTranspose2d(3, 4, 1), nn.BatchNorm2d(4))
@@ -118,7 +148,9 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 def test_batch_norm_is_bn_in_training(case):
     x, _ = case
     module = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[x.dim()]
-    torch.testing.assert_close(norm_family.batch_norm(x), module(x.shape[1], affine=False)(x), **TOL)
+    torch.testing.assert_close(
+        norm_family.batch_norm(x), module(x.shape[1], affine=False)(x), **TOL
+    )
 
 
 @given(inputs())

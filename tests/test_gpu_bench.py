@@ -7,6 +7,7 @@ table and the figures are all exercised.  On a GPU the ``cuda`` test runs the co
 on one small shape.  (Only torch, triton and pytest are needed for the ``cuda`` test, so that
 it runs on a bare GPU machine.)
 """
+
 from __future__ import annotations
 
 import json
@@ -36,22 +37,37 @@ def stand_in_timer():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """A results file written by the suite on tiny inputs, read back by the loader."""
-    cases = [gpu_bench.Case((6, 5, 7, 9), "bfloat16", "channels_last"),
-             gpu_bench.Case((4, 3, 5, 6)), gpu_bench.Case((300, 7))]
+    cases = [
+        gpu_bench.Case((6, 5, 7, 9), "bfloat16", "channels_last"),
+        gpu_bench.Case((4, 3, 5, 6)),
+        gpu_bench.Case((300, 7)),
+    ]
     results = gpu_bench.run(cases, device="cpu", timer=stand_in_timer())
     path = tmp_path_factory.mktemp("bench") / "gpu_bench.json"
-    path.write_text(json.dumps({"format": gpu_bench.FORMAT, "date": "2026-01-31",
-                                "environment": gpu_bench.environment("cpu"),
-                                "timing": gpu_bench.TIMING, "results": results}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": gpu_bench.FORMAT,
+                "date": "2026-01-31",
+                "environment": gpu_bench.environment("cpu"),
+                "timing": gpu_bench.TIMING,
+                "results": results,
+            }
+        )
+    )
     return gpu_bench.load_results(path)
 
 
 def test_the_suite_writes_what_the_loader_accepts(report):
     rows = report["results"]
     assert [(r["shape"], r["pass"]) for r in rows] == [
-        ([6, 5, 7, 9], "forward"), ([6, 5, 7, 9], "forward+backward"),
-        ([4, 3, 5, 6], "forward"), ([4, 3, 5, 6], "forward+backward"),
-        ([300, 7], "forward"), ([300, 7], "forward+backward")]
+        ([6, 5, 7, 9], "forward"),
+        ([6, 5, 7, 9], "forward+backward"),
+        ([4, 3, 5, 6], "forward"),
+        ([4, 3, 5, 6], "forward+backward"),
+        ([300, 7], "forward"),
+        ([300, 7], "forward+backward"),
+    ]
     for r in rows:
         assert r["ms"] == STAND_IN_MS and r["checked"], r
         assert r["max_error"] <= 2 * 2**-7  # within bfloat16's tolerance, for every dtype
@@ -59,8 +75,12 @@ def test_the_suite_writes_what_the_loader_accepts(report):
         assert r["bytes"] == gpu_bench.PASSES[r["pass"]] * numel * size
         assert r["gbps"]["triton"] == pytest.approx(r["bytes"] / 2e-3 / 1e9)
         assert r["gbps"]["copy"] == pytest.approx(2 * numel * size / 1e-3 / 1e9)
-        assert r["ratios"] == {"triton/cudnn": 2 / 3, "triton/native": 0.5, "triton/copy": 2.0,
-                               "torch_bn/cudnn": 10 / 3}
+        assert r["ratios"] == {
+            "triton/cudnn": 2 / 3,
+            "triton/native": 0.5,
+            "triton/copy": 2.0,
+            "torch_bn/cudnn": 10 / 3,
+        }
     assert report["environment"]["triton"] and report["environment"]["torch"] == torch.__version__
 
 
@@ -85,11 +105,15 @@ def test_loader_without_a_file_and_with_bad_ones(tmp_path, report, monkeypatch):
     assert gpu_bench.load_results(tmp_path / "none.json") is None
     monkeypatch.setattr(gpu_bench, "RESULTS_PATH", tmp_path / "none.json")
     assert gpu_bench.load_results() is None, "no results recorded: the chapter shows the note"
-    broken = [({"format": "something else"}, "not a results file"),
-              ({k: v for k, v in report.items() if k != "date"}, "no 'date'"),
-              (dict(report, environment={"gpu": "x", "torch": "2"}), "does not name the driver"),
-              (dict(report, results=[{k: v for k, v in report["results"][0].items() if k != "ms"}]),
-               "ms['copy']")]
+    broken = [
+        ({"format": "something else"}, "not a results file"),
+        ({k: v for k, v in report.items() if k != "date"}, "no 'date'"),
+        (dict(report, environment={"gpu": "x", "torch": "2"}), "does not name the driver"),
+        (
+            dict(report, results=[{k: v for k, v in report["results"][0].items() if k != "ms"}]),
+            "ms['copy']",
+        ),
+    ]
     for content, message in broken:
         path = tmp_path / "bad.json"
         path.write_text(json.dumps(content))
@@ -105,7 +129,8 @@ def test_the_default_cases_are_the_issues():
     assert all(c.layout == "channels_last" for c in cases if c.dtype == "bfloat16")
     assert [c.shape for c in cases if len(c.shape) == 2] == [(65536, 256), (100000, 32)]
     assert gpu_bench.minimal_bytes(cases[0], "forward") == (
-        gpu_bench.PASSES["forward"] * math.prod(cases[0].shape) * torch.float32.itemsize)
+        gpu_bench.PASSES["forward"] * math.prod(cases[0].shape) * torch.float32.itemsize
+    )
 
 
 def test_minimal_traffic_is_the_documented_passes():
@@ -127,31 +152,53 @@ def test_the_recorded_results_check_accepts_a_run_and_refuses_a_failed_check(rep
         check_recorded(failed)
 
 
-@pytest.mark.skipif(not gpu_bench.RESULTS_PATH.exists(),
-                    reason=f"no GPU results recorded yet ({gpu_bench.RESULTS_PATH.name} is "
-                           "written by `python -m bncourse bench --device cuda --json ...` on a "
-                           "GPU); the loader's answer without one is tested above")
+@pytest.mark.skipif(
+    not gpu_bench.RESULTS_PATH.exists(),
+    reason=f"no GPU results recorded yet ({gpu_bench.RESULTS_PATH.name} is "
+    "written by `python -m bncourse bench --device cuda --json ...` on a "
+    "GPU); the loader's answer without one is tested above",
+)
 def test_the_committed_results_load_and_passed_their_checks():
     check_recorded(gpu_bench.load_results())
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dtype", "bfloat16"], "--dtype and --channels-last are for --device cuda"),
-    (["--channels-last"], "--dtype and --channels-last are for --device cuda"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dtype", "bfloat16"], "--dtype and --channels-last are for --device cuda"),
+        (["--channels-last"], "--dtype and --channels-last are for --device cuda"),
+    ],
+)
 def test_cpu_bench_refuses_gpu_options(argv, message, capsys):
     assert cli(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="no CUDA GPU here: the stand-in run above covers the pipeline on "
-                           "the CPU; the command times the compiled kernels on a GPU")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA GPU here: the stand-in run above covers the pipeline on "
+    "the CPU; the command times the compiled kernels on a GPU",
+)
 def test_cuda_bench_command_on_a_small_shape(tmp_path, capsys):
     path = tmp_path / "gpu_bench.json"
-    assert cli(["bench", "--device", "cuda", "--shape", "32x64x16x16", "--dtype", "bfloat16",
-                "--channels-last", "--json", str(path)]) == 0
+    assert (
+        cli(
+            [
+                "bench",
+                "--device",
+                "cuda",
+                "--shape",
+                "32x64x16x16",
+                "--dtype",
+                "bfloat16",
+                "--channels-last",
+                "--json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     report = gpu_bench.load_results(path)
     assert [r["pass"] for r in report["results"]] == ["forward", "forward+backward"]
     assert report["environment"]["gpu"] == torch.cuda.get_device_name()

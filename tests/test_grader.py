@@ -4,6 +4,7 @@ Small synthetic notebooks (two chapter-1 exercises, no torch import) keep the be
 tests fast; the full chapters are graded in tests/test_notebooks.py (solutions: all pass;
 generated exercises: all "not attempted yet").
 """
+
 from __future__ import annotations
 
 import json
@@ -18,22 +19,37 @@ import pytest
 
 from bncourse import grader
 from bncourse.checks import EXERCISES
-from bncourse.exercise_notebooks import BEGIN, make_exercise_notebook, out_of_sync, stub_source, write_exercises
+from bncourse.exercise_notebooks import (
+    BEGIN,
+    make_exercise_notebook,
+    out_of_sync,
+    stub_source,
+    write_exercises,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_grade(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bncourse", "grade", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "bncourse", "grade", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def exercise_cells(exercise_id: str, code: str) -> list:
     """An exercise as the chapters write it: statement, dropdown solution, check cell."""
     function = EXERCISES[exercise_id].function
     return [
-        nbformat.v4.new_markdown_cell(f"```{{exercise}} Title\n:label: ex-{exercise_id}\n\nWrite it.\n```"),
-        nbformat.v4.new_markdown_cell(f"```{{solution-start}} ex-{exercise_id}\n:class: dropdown\n```"),
+        nbformat.v4.new_markdown_cell(
+            f"```{{exercise}} Title\n:label: ex-{exercise_id}\n\nWrite it.\n```"
+        ),
+        nbformat.v4.new_markdown_cell(
+            f"```{{solution-start}} ex-{exercise_id}\n:class: dropdown\n```"
+        ),
         nbformat.v4.new_code_cell(code),
         nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
         nbformat.v4.new_code_cell(f'check("{exercise_id}", {function})'),
@@ -52,7 +68,9 @@ EXPECTED_STD = f'''def expected_std(n, c):
     ### END SOLUTION'''
 
 
-def small_chapter(standardize: str = STANDARDIZE, expected_std: str = EXPECTED_STD, extra=()) -> nbformat.NotebookNode:
+def small_chapter(
+    standardize: str = STANDARDIZE, expected_std: str = EXPECTED_STD, extra=()
+) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell("# A small chapter"),
@@ -78,7 +96,8 @@ def statuses(results) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 def test_exercises_folder_is_in_sync_with_notebooks():
     assert out_of_sync(ROOT / "notebooks", ROOT / "exercises") == [], (
-        "exercises/ is stale: run `python -m bncourse make-exercises`")
+        "exercises/ is stale: run `python -m bncourse make-exercises`"
+    )
 
 
 def test_generation_is_idempotent(tmp_path):
@@ -118,9 +137,13 @@ def test_generated_notebook_hides_solutions_and_keeps_the_rest(path):
 
 
 def test_stub_keeps_signature_docstring_and_indentation():
-    source = 'def f(x):\n    """Doc."""\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION'
+    source = (
+        'def f(x):\n    """Doc."""\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n'
+        "    ### END SOLUTION"
+    )
     assert stub_source(source, "demo") == (
-        'def f(x):\n    """Doc."""\n    raise NotImplementedError("demo: write your solution here")')
+        'def f(x):\n    """Doc."""\n    raise NotImplementedError("demo: write your solution here")'
+    )
     with pytest.raises(ValueError, match="without"):
         stub_source("### BEGIN SOLUTION\nx = 1", "demo")
 
@@ -129,8 +152,12 @@ def test_make_exercises_check_flag_reports_a_stale_folder(tmp_path):
     write_exercises(ROOT / "notebooks", tmp_path)
     victim = sorted(tmp_path.glob("*.ipynb"))[0]
     victim.write_text(victim.read_text().replace("NotImplementedError", "NotImplementedErr"))
-    result = subprocess.run([sys.executable, "-m", "bncourse", "make-exercises", "--check",
-                             "--target", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bncourse", "make-exercises", "--check", "--target", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and victim.name in result.stdout
 
 
@@ -141,12 +168,20 @@ def test_the_command_reports_a_table_json_junit_and_markdown(tmp_path):
     """The full chapters are graded in tests/test_notebooks.py; here the command's reports,
     on a solved and an unsolved copy of a small chapter."""
     write(small_chapter(), tmp_path / "a_solved.ipynb")
-    stubbed = small_chapter(standardize=stub_source(STANDARDIZE, "standardize"),
-                            expected_std=stub_source(EXPECTED_STD, "expected-std"))
+    stubbed = small_chapter(
+        standardize=stub_source(STANDARDIZE, "standardize"),
+        expected_std=stub_source(EXPECTED_STD, "expected-std"),
+    )
     unsolved = write(stubbed, tmp_path / "b_unsolved.ipynb")
     before = unsolved.read_bytes()
-    reports = ["--json", str(tmp_path / "g.json"), "--junit", str(tmp_path / "g.xml"),
-               "--markdown", str(tmp_path / "summary.md")]
+    reports = [
+        "--json",
+        str(tmp_path / "g.json"),
+        "--junit",
+        str(tmp_path / "g.xml"),
+        "--markdown",
+        str(tmp_path / "summary.md"),
+    ]
     solved = run_grade(str(tmp_path / "a_solved.ipynb"), *reports[:4])
     assert solved.returncode == 0, solved.stdout + solved.stderr
     assert solved.stdout.splitlines()[-1] == "2/2 exercises passed"
@@ -208,7 +243,9 @@ def test_a_dead_kernel_is_restarted_without_the_cell_that_killed_it(tmp_path):
 
 def test_a_function_that_does_not_exist_is_an_error_that_says_so(tmp_path):
     renamed = STANDARDIZE.replace("def standardize(", "def standardise(")
-    results = grader.grade_notebook(write(small_chapter(standardize=renamed), tmp_path / "nb.ipynb"), timeout=60)
+    results = grader.grade_notebook(
+        write(small_chapter(standardize=renamed), tmp_path / "nb.ipynb"), timeout=60
+    )
     assert statuses(results)["standardize"] == "error"
     assert "standardize is not defined" in results[0].message
 

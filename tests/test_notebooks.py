@@ -15,6 +15,7 @@ builds then starts from weights multiplied by ``1 + 1e-12 z``, a stand-in for th
 differences of any other machine, which a chaotic training run would amplify into another
 printed number (chapter 7, "Why float64").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,8 @@ TIMEOUT = 300  # seconds per cell; the slowest cell of any chapter takes about 3
 
 PERTURB = os.environ.get("BNCOURSE_PERTURB_WEIGHTS")
 PERTURBING_CELL = f"""\
-import bncourse.training as _training  # (tests/test_notebooks.py: BNCOURSE_PERTURB_WEIGHTS={PERTURB})
+# tests/test_notebooks.py, BNCOURSE_PERTURB_WEIGHTS={PERTURB}
+import bncourse.training as _training
 _unperturbed = _training.init_weights
 def _perturbed(model, init_scale=1.0, seed=0):
     return _training.perturb(_unperturbed(model, init_scale, seed), {PERTURB}, seed=seed + 1)
@@ -72,7 +74,9 @@ def test_chapter_prints_what_is_committed_and_its_solutions_pass(path, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [ROOT / "exercises" / p.name for p in CHAPTERS], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [ROOT / "exercises" / p.name for p in CHAPTERS], ids=lambda p: p.stem
+)
 def test_generated_exercises_are_not_attempted_yet(path):
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     results = grader.grade_notebook(path, timeout=TIMEOUT)
@@ -80,7 +84,9 @@ def test_generated_exercises_are_not_attempted_yet(path):
     for result in results:
         assert result.status == "not attempted", (result.exercise, result.status, result.message)
         assert "not attempted yet" in result.message and "Traceback" not in result.message
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == before, "grading must not modify the notebook"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before, (
+        "grading must not modify the notebook"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,13 +114,19 @@ def test_the_comparison_finds_a_changed_number_and_says_where():
     assert "-[stdout] accuracy 0.93" in difference and "+[stdout] accuracy 0.94" in difference
 
 
-@pytest.mark.parametrize("fresh_outputs, why", [
-    ([], "a cell that stopped printing"),
-    ([stream("accuracy 0.93\n"), stream("extra\n")], "an extra line"),
-    ([stream("accuracy 0.93\n", name="stderr")], "the same text on stderr"),
-    ([nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[])], "an error"),
-    ([figure()], "a figure instead of text"),
-])
+@pytest.mark.parametrize(
+    "fresh_outputs, why",
+    [
+        ([], "a cell that stopped printing"),
+        ([stream("accuracy 0.93\n"), stream("extra\n")], "an extra line"),
+        ([stream("accuracy 0.93\n", name="stderr")], "the same text on stderr"),
+        (
+            [nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[])],
+            "an error",
+        ),
+        ([figure()], "a figure instead of text"),
+    ],
+)
 def test_the_comparison_fails_on_any_other_output(fresh_outputs, why):
     committed = notebook(("print(acc)", [stream("accuracy 0.93\n")]))
     assert output_differences(committed, notebook(("print(acc)", fresh_outputs))), why
@@ -134,5 +146,9 @@ def test_the_comparison_ignores_only_what_varies_by_nature():
         ("# NBVAL_IGNORE_OUTPUT\nprint(seconds)", [stream("0.21 s\n")]),
     )
     assert output_differences(committed, fresh) == []
-    fresh.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"text/plain": "<Figure size 640x480 with 1 Axes>"})]
+    fresh.cells[2].outputs = [
+        nbformat.v4.new_output(
+            "display_data", data={"text/plain": "<Figure size 640x480 with 1 Axes>"}
+        )
+    ]
     assert output_differences(committed, fresh), "a figure that disappeared is a difference"

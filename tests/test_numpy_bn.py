@@ -9,6 +9,7 @@ Tolerances (stated once, used below):
   within ``atol=2e-4`` (the backward sums over m terms); running statistics within
   ``rtol=1e-5, atol=1e-6``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,13 +22,23 @@ from bncourse import numpy_bn
 from bncourse.gradcheck import numerical_gradient, relative_error
 
 TOL = {
-    np.float64: dict(out=dict(rtol=1e-9, atol=1e-10), grad=dict(rtol=1e-9, atol=1e-10),
-                     stats=dict(rtol=1e-10, atol=1e-12)),
-    np.float32: dict(out=dict(rtol=1e-5, atol=2e-5), grad=dict(rtol=1e-4, atol=2e-4),
-                     stats=dict(rtol=1e-5, atol=1e-6)),
+    np.float64: dict(
+        out=dict(rtol=1e-9, atol=1e-10),
+        grad=dict(rtol=1e-9, atol=1e-10),
+        stats=dict(rtol=1e-10, atol=1e-12),
+    ),
+    np.float32: dict(
+        out=dict(rtol=1e-5, atol=2e-5),
+        grad=dict(rtol=1e-4, atol=2e-4),
+        stats=dict(rtol=1e-5, atol=1e-6),
+    ),
 }
-TORCH_MODULES = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d,
-                 5: torch.nn.BatchNorm3d}
+TORCH_MODULES = {
+    2: torch.nn.BatchNorm1d,
+    3: torch.nn.BatchNorm1d,
+    4: torch.nn.BatchNorm2d,
+    5: torch.nn.BatchNorm3d,
+}
 
 
 def torch_dtype(dtype):
@@ -59,8 +70,12 @@ def test_matches_torch_module_over_many_steps(cfg):
     rng = np.random.default_rng(cfg["seed"])
     dtype, c = cfg["dtype"], cfg["channels"]
     tol = TOL[dtype]
-    kwargs = dict(eps=cfg["eps"], momentum=cfg["momentum"], affine=cfg["affine"],
-                  track_running_stats=cfg["track_running_stats"])
+    kwargs = dict(
+        eps=cfg["eps"],
+        momentum=cfg["momentum"],
+        affine=cfg["affine"],
+        track_running_stats=cfg["track_running_stats"],
+    )
     ours = numpy_bn.BatchNorm(c, dtype=dtype, **kwargs)
     ref = TORCH_MODULES[cfg["ndim"]](c, dtype=torch_dtype(dtype), **kwargs)
     if cfg["affine"]:
@@ -144,8 +159,12 @@ def test_backward_matches_central_differences(shape, backward):
     dout = rng.normal(size=shape)
 
     def loss(x_=None, gamma_=None, beta_=None):
-        out, _ = numpy_bn.forward_train(x if x_ is None else x_, gamma if gamma_ is None else gamma_,
-                                        beta if beta_ is None else beta_, 1e-5)
+        out, _ = numpy_bn.forward_train(
+            x if x_ is None else x_,
+            gamma if gamma_ is None else gamma_,
+            beta if beta_ is None else beta_,
+            1e-5,
+        )
         return float(np.sum(out * dout))
 
     _, cache = numpy_bn.forward_train(x, gamma, beta, 1e-5)
@@ -191,9 +210,15 @@ def test_momentum_none_is_a_cumulative_average():
 def test_momentum_is_pytorch_convention():
     """running = (1 - momentum) * running + momentum * batch, with the unbiased variance."""
     x = np.array([[1.0], [2.0], [6.0]])  # mean 3, biased var 14/3, unbiased var 7
-    mean, var = numpy_bn.update_running_stats(np.zeros(1), np.ones(1), np.array([3.0]),
-                                              np.array([14 / 3]), m=3, momentum=0.1,
-                                              num_batches_tracked=1)
+    mean, var = numpy_bn.update_running_stats(
+        np.zeros(1),
+        np.ones(1),
+        np.array([3.0]),
+        np.array([14 / 3]),
+        m=3,
+        momentum=0.1,
+        num_batches_tracked=1,
+    )
     np.testing.assert_allclose(mean, [0.3])
     np.testing.assert_allclose(var, [0.9 * 1 + 0.1 * 7])
     assert numpy_bn.batch_stats(x)[1][0] == pytest.approx(14 / 3)
@@ -223,9 +248,14 @@ def test_constant_channel_gives_beta_and_finite_gradients(dtype):
     np.testing.assert_allclose(out[:, 1], -0.25, atol=1e-5)
     dx, dgamma, dbeta = numpy_bn.backward(rng.normal(size=x.shape).astype(dtype), cache)
     assert np.isfinite(dx).all() and np.isfinite(dgamma).all() and np.isfinite(dbeta).all()
-    ref = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None,
-                                         torch.full((3,), 3.0, dtype=torch_dtype(dtype)),
-                                         torch.from_numpy(beta), training=True)
+    ref = torch.nn.functional.batch_norm(
+        torch.from_numpy(x),
+        None,
+        None,
+        torch.full((3,), 3.0, dtype=torch_dtype(dtype)),
+        torch.from_numpy(beta),
+        training=True,
+    )
     np.testing.assert_allclose(out, ref.numpy(), **TOL[dtype]["out"])
 
 
@@ -252,7 +282,10 @@ def test_one_value_per_channel_in_training_is_pytorch_error(shape):
         numpy_bn.forward_train(x)
     with pytest.raises(ValueError) as theirs:
         torch.nn.functional.batch_norm(torch.ones(shape), None, None, training=True)
-    assert str(ours.value) == f"Expected more than 1 value per channel when training, got input size {shape}"
+    assert (
+        str(ours.value)
+        == f"Expected more than 1 value per channel when training, got input size {shape}"
+    )
     assert str(theirs.value).startswith("Expected more than 1 value per channel when training")
     # evaluation mode normalizes each sample on its own: one value is fine
     out = numpy_bn.forward_eval(x, np.zeros(shape[1]), np.ones(shape[1]))
@@ -261,7 +294,9 @@ def test_one_value_per_channel_in_training_is_pytorch_error(shape):
 
 @pytest.mark.parametrize("bad", [np.ones(3), np.array(1.0)])
 def test_wrong_number_of_dimensions(bad):
-    with pytest.raises(ValueError, match=r"expected an input of shape \(N, C\) or \(N, C, \*spatial\), got [01]D"):
+    with pytest.raises(
+        ValueError, match=r"expected an input of shape \(N, C\) or \(N, C, \*spatial\), got [01]D"
+    ):
         numpy_bn.forward_train(bad)
 
 
@@ -295,7 +330,9 @@ def test_running_stats_of_the_wrong_shape():
 
 
 def test_layer_rejects_wrong_channel_count():
-    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, \*\), got shape \(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"expected input of shape \(N, 3, \*\), got shape \(4, 2\)"
+    ):
         numpy_bn.BatchNorm(3)(np.ones((4, 2), dtype=np.float32))
 
 

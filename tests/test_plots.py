@@ -4,6 +4,7 @@ Every figure is drawn by the chapters (tests/test_notebooks.py runs them all); h
 chapters cannot see: that ``plots`` re-exports each module's figures, and that the memory
 order chapter 8 draws is the tensor's.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bncourse import plots  # noqa: E402
 
-MODULES = [importlib.import_module(f"bncourse.plots.{info.name}")
-           for info in pkgutil.iter_modules(plots.__path__)]
+MODULES = [
+    importlib.import_module(f"bncourse.plots.{info.name}")
+    for info in pkgutil.iter_modules(plots.__path__)
+]
 
 
 def test_plots_re_exports_every_figure_of_its_modules():
@@ -63,15 +66,20 @@ def _programs_as_the_kernels_read(plan):
     return owner
 
 
-SHAPES = [((2, 3, 2, 3), torch.contiguous_format), ((2, 3, 2, 3), torch.channels_last),
-          ((3, 5, 2, 2, 3), torch.channels_last_3d), ((40, 6), torch.contiguous_format),
-          ((3, 7, 5), torch.contiguous_format)]
+SHAPES = [
+    ((2, 3, 2, 3), torch.contiguous_format),
+    ((2, 3, 2, 3), torch.channels_last),
+    ((3, 5, 2, 2, 3), torch.channels_last_3d),
+    ((40, 6), torch.contiguous_format),
+    ((3, 7, 5), torch.contiguous_format),
+]
 
 
 @pytest.mark.parametrize("shape, memory_format", SHAPES)
 @pytest.mark.parametrize("tile_elements, target_programs", [(4, 4), (8, 3)])
-def test_the_pictures_are_what_the_kernels_read(shape, memory_format, tile_elements,
-                                                target_programs):
+def test_the_pictures_are_what_the_kernels_read(
+    shape, memory_format, tile_elements, target_programs
+):
     triton_bn = pytest.importorskip("bncourse.triton_bn")  # (Linux only)
     t = torch.arange(int(np.prod(shape))).reshape(shape).to(memory_format=memory_format)
     plan = triton_bn.tiling(t, tile_elements=tile_elements, target_programs=target_programs)
@@ -89,8 +97,10 @@ def test_tiles_in_memory_draws_one_strip_per_layout():
     triton_bn = pytest.importorskip("bncourse.triton_bn")
     shape = (2, 3, 2, 3)
     layouts = {}
-    for name, memory_format in [("NCHW", torch.contiguous_format),
-                                ("channels_last", torch.channels_last)]:
+    for name, memory_format in [
+        ("NCHW", torch.contiguous_format),
+        ("channels_last", torch.channels_last),
+    ]:
         t = torch.zeros(shape).to(memory_format=memory_format)
         layouts[name] = (t, triton_bn.tiling(t, tile_elements=4, target_programs=4))
     fig = plots.tiles_in_memory(layouts)

@@ -5,6 +5,7 @@ notebook is in the book, is committed executed, ends with exercises in the agree
 (exercise block, dropdown solution with BEGIN/END SOLUTION markers, check cell), and every
 exercise id it checks is registered in bncourse.checks.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,9 @@ def test_readme_quick_start_is_two_commands_and_ci_runs_the_second():
     readme = (ROOT / "README.md").read_text()
     quick_start = readme.split("## Quick start", 1)[1]
     block = re.search(r"```\w*\n(.*?)```", quick_start, re.S).group(1)
-    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+    commands = [
+        line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()
+    ]
     assert commands == ["python3 course.py book", "python3 course.py test"]
     first_block = re.search(r"```\w*\n(.*?)```", readme, re.S).group(1)
     assert first_block == block, "the quick start must be the README's first code block"
@@ -51,8 +54,11 @@ def pins_for(environment: dict[str, str]) -> dict[str, str]:
     return pins
 
 
-PLATFORMS = {"linux": ("linux", "Linux", "posix"), "darwin": ("darwin", "Darwin", "posix"),
-             "win32": ("win32", "Windows", "nt")}
+PLATFORMS = {
+    "linux": ("linux", "Linux", "posix"),
+    "darwin": ("darwin", "Darwin", "posix"),
+    "win32": ("win32", "Windows", "nt"),
+}
 
 
 @pytest.mark.parametrize("python", ["3.10.13", "3.11.2", "3.11.7", "3.12.1", "3.13.0"])
@@ -62,10 +68,16 @@ def test_requirements_pin_one_version_of_everything_for_every_python(python, sys
     exact pins, at most one per package wherever it is installed. That they also resolve
     from the package index is checked by `course.py check-pins` (in .ci/run)."""
     sys_platform, platform_system, os_name = PLATFORMS[system]
-    environment = {"python_version": python.rsplit(".", 1)[0], "python_full_version": python,
-                   "sys_platform": sys_platform, "platform_system": platform_system, "os_name": os_name,
-                   "platform_machine": "x86_64", "implementation_name": "cpython",
-                   "platform_python_implementation": "CPython"}
+    environment = {
+        "python_version": python.rsplit(".", 1)[0],
+        "python_full_version": python,
+        "sys_platform": sys_platform,
+        "platform_system": platform_system,
+        "os_name": os_name,
+        "platform_machine": "x86_64",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
     pins = pins_for(environment)
     assert pins["torch"] == "2.13.0", "the version the course is tested with"
     assert pins["jupyter-book"].startswith("1."), "Jupyter Book 2 cannot build offline"
@@ -73,9 +85,21 @@ def test_requirements_pin_one_version_of_everything_for_every_python(python, sys
     import course
 
     assert not [name for name in pins if course.CUDA_ONLY.fullmatch(name)], (
-        "PyTorch's CUDA libraries stay out of the lock (the CPU build needs none; torch pins them)")
-    for needed in ["numpy", "matplotlib", "scikit-learn", "pytest", "pytest-xdist", "hypothesis",
-                   "sphinx-exercise", "sphinx-proof", "sphinxcontrib-bibtex", "ipykernel", "nbclient"]:
+        "PyTorch's CUDA libraries stay out of the lock (the CPU build needs none; torch pins them)"
+    )
+    for needed in [
+        "numpy",
+        "matplotlib",
+        "scikit-learn",
+        "pytest",
+        "pytest-xdist",
+        "hypothesis",
+        "sphinx-exercise",
+        "sphinx-proof",
+        "sphinxcontrib-bibtex",
+        "ipykernel",
+        "nbclient",
+    ]:
         assert needed in pins, f"{needed} is not pinned"
 
 
@@ -119,7 +143,9 @@ def exercises_in(nb):
             continue
         label = match.group(1)
         start = SOLUTION_START.fullmatch(cells[i + 1].source.strip())
-        assert start and start.group(1) == label, f"{label}: the next cell must open its dropdown solution"
+        assert start and start.group(1) == label, (
+            f"{label}: the next cell must open its dropdown solution"
+        )
         j = i + 2
         code = []
         while not cells[j].source.startswith("```{solution-end}"):
@@ -147,7 +173,8 @@ def test_notebook_structure(path):
         assert source.count("### BEGIN SOLUTION") == source.count("### END SOLUTION") >= 1
         function = EXERCISES[exercise_id].function
         assert f"def {function}(" in source or f"class {function}" in source, (
-            f"{label}: the solution must define {function}, the name in the exercise's signature")
+            f"{label}: the solution must define {function}, the name in the exercise's signature"
+        )
 
 
 # What a cell whose output nbval may ignore must call: it prints times, which vary.
@@ -166,7 +193,8 @@ def test_notebook_is_committed_executed_and_deterministic(path):
             assert output.get("name") != "stderr", f"stderr output in: {cell.source[:80]}"
         if "NBVAL_IGNORE_OUTPUT" in cell.source:
             assert any(timer in cell.source for timer in TIMERS), (
-                "NBVAL_IGNORE_OUTPUT is only for timings: " + cell.source[:80])
+                "NBVAL_IGNORE_OUTPUT is only for timings: " + cell.source[:80]
+            )
         figures = [o for o in cell.outputs if "image/png" in o.get("data", {})]
         if figures:
             assert cell.source.rstrip().endswith("plt.show()"), "figures end with plt.show()"
@@ -176,7 +204,9 @@ def test_every_exercise_is_in_exactly_one_notebook():
     seen = {}
     for path in NOTEBOOKS:
         for _, _, exercise_id in exercises_in(nbformat.read(path, as_version=4)):
-            assert exercise_id not in seen, f"{exercise_id} in {seen.get(exercise_id)} and {path.stem}"
+            assert exercise_id not in seen, (
+                f"{exercise_id} in {seen.get(exercise_id)} and {path.stem}"
+            )
             seen[exercise_id] = path.stem
     assert set(seen) == set(EXERCISES)
 
@@ -194,8 +224,12 @@ def test_every_figure_is_numbered_with_a_caption(path):
     for cell in nb.cells:
         if cell.cell_type == "code" and any("image/png" in o.get("data", {}) for o in cell.outputs):
             figure = cell.metadata.get("mystnb", {}).get("figure", {})
-            assert figure.get("caption", "").strip(), f"figure without a caption: {cell.source[:60]}"
-            assert figure.get("name", "").startswith("fig-"), f"figure without a name: {cell.source[:60]}"
+            assert figure.get("caption", "").strip(), (
+                f"figure without a caption: {cell.source[:60]}"
+            )
+            assert figure.get("name", "").startswith("fig-"), (
+                f"figure without a name: {cell.source[:60]}"
+            )
             names.append(figure["name"])
     assert len(names) == len(set(names))
 
@@ -213,7 +247,9 @@ def test_launch_buttons_and_binder_environment():
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert CONFIG["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
     assert CONFIG["only_build_toc_files"] is True
-    assert CONFIG["execute"]["execute_notebooks"] == "off", "the book shows the committed, tested outputs"
+    assert CONFIG["execute"]["execute_notebooks"] == "off", (
+        "the book shows the committed, tested outputs"
+    )
     binder = (ROOT / "binder" / "requirements.txt").read_text()
     assert "-r ../requirements.txt" in binder
     assert "pip install --no-deps -e ." in (ROOT / "binder" / "postBuild").read_text()
@@ -221,8 +257,11 @@ def test_launch_buttons_and_binder_environment():
 
 def check_workflows(*paths: Path) -> subprocess.CompletedProcess:
     checker = Path(sys.executable).with_name("check-jsonschema")
-    return subprocess.run([str(checker), "--builtin-schema", "vendor.github-workflows", *map(str, paths)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.github-workflows", *map(str, paths)],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_workflows_are_valid_github_actions():
@@ -244,11 +283,18 @@ def test_workflows_run_the_readme_commands():
     grade = yaml.safe_load((ROOT / ".github/workflows/grade.yml").read_text())
 
     def runs(workflow):
-        return [step.get("run", "") for job in workflow["jobs"].values() for step in job.get("steps", [])]
+        return [
+            step.get("run", "")
+            for job in workflow["jobs"].values()
+            for step in job.get("steps", [])
+        ]
 
     assert "python3 course.py test" in runs(ci)
     assert "python3 course.py book" in runs(publish)
-    assert any("actions/deploy-pages" in step.get("uses", "") for step in publish["jobs"]["deploy"]["steps"])
+    assert any(
+        "actions/deploy-pages" in step.get("uses", "")
+        for step in publish["jobs"]["deploy"]["steps"]
+    )
     assert any("python -m bncourse grade exercises" in run for run in runs(grade))
 
 
@@ -273,8 +319,11 @@ def test_site_layout_changes_rewrite_every_page(tmp_path, monkeypatch):
     fill()
     course.invalidate_stale_site()
     assert [doctrees.exists(), html.exists()] == [True, True], "nothing changed: the build stays"
-    for path, text in [("_toc.yml", "root: intro\nchapters: []\n"), ("_config.yml", "title: b\n"),
-                       ("book/static/course.css", "a { color: red }\n")]:
+    for path, text in [
+        ("_toc.yml", "root: intro\nchapters: []\n"),
+        ("_config.yml", "title: b\n"),
+        ("book/static/course.css", "a { color: red }\n"),
+    ]:
         (tmp_path / path).write_text(text)
         course.invalidate_stale_site()
         assert [doctrees.exists(), html.exists()] == [False, False], path
@@ -284,23 +333,41 @@ def test_site_layout_changes_rewrite_every_page(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------
 # Where course.py takes PyTorch from
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("platform, gpu, reachable, setting, expected", [
-    ("linux", False, True, None, "cpu"),         # a Linux laptop: the CPU build, no CUDA download
-    ("linux", False, False, None, None),         # PyTorch's index unreachable (this machine kind): the default index
-    ("linux", True, True, None, None),           # an NVIDIA GPU: the CUDA build from the default index
-    ("darwin", False, True, None, None),         # macOS and Windows: the default index has CPU builds
-    ("win32", False, True, None, None),
-    ("linux", False, True, "default", None),     # the learner decides
-    ("linux", True, True, "https://download.pytorch.org/whl/cu126", "https://download.pytorch.org/whl/cu126"),
-])
-def test_torch_comes_from_the_cpu_index_on_linux_without_a_gpu(monkeypatch, capsys, platform, gpu,
-                                                                reachable, setting, expected):
+@pytest.mark.parametrize(
+    "platform, gpu, reachable, setting, expected",
+    [
+        ("linux", False, True, None, "cpu"),  # a Linux laptop: the CPU build, no CUDA download
+        (
+            "linux",
+            False,
+            False,
+            None,
+            None,
+        ),  # PyTorch's index unreachable (this machine kind): the default index
+        ("linux", True, True, None, None),  # an NVIDIA GPU: the CUDA build from the default index
+        ("darwin", False, True, None, None),  # macOS and Windows: the default index has CPU builds
+        ("win32", False, True, None, None),
+        ("linux", False, True, "default", None),  # the learner decides
+        (
+            "linux",
+            True,
+            True,
+            "https://download.pytorch.org/whl/cu126",
+            "https://download.pytorch.org/whl/cu126",
+        ),
+    ],
+)
+def test_torch_comes_from_the_cpu_index_on_linux_without_a_gpu(
+    monkeypatch, capsys, platform, gpu, reachable, setting, expected
+):
     import course
 
     monkeypatch.setattr(course.sys, "platform", platform)
     monkeypatch.setattr(course, "_has_nvidia_gpu", lambda: gpu)
     asked = []
-    monkeypatch.setattr(course, "_reachable", lambda url, timeout=10.0: asked.append(url) or reachable)
+    monkeypatch.setattr(
+        course, "_reachable", lambda url, timeout=10.0: asked.append(url) or reachable
+    )
     if setting is None:
         monkeypatch.delenv("BNCOURSE_TORCH_INDEX", raising=False)
     else:
@@ -337,7 +404,15 @@ def test_the_environment_installs_torch_first_from_the_chosen_index(tmp_path, mo
     (tmp_path / "python").write_text("")
     course.ensure_environment()
     assert [c[4:] for c in commands] == [
-        ["install", "-q", "--extra-index-url", "https://example.org/whl/cpu", "-c", str(course.REQUIREMENTS), "torch"],
+        [
+            "install",
+            "-q",
+            "--extra-index-url",
+            "https://example.org/whl/cpu",
+            "-c",
+            str(course.REQUIREMENTS),
+            "torch",
+        ],
         ["install", "-q", "-r", str(course.REQUIREMENTS)],
         ["install", "-q", "--no-deps", "-e", "."],
     ]
@@ -352,28 +427,39 @@ def test_check_pins_resolves_as_a_learner_would(monkeypatch):
 
     import course
 
-    for name, value in [("PIP_FIND_LINKS", "/opt/wheels"), ("PIP_INDEX_URL", "https://mirror.example/simple"),
-                        ("PIP_CONSTRAINT", "/etc/c.txt"), ("PIP_CERT", "/etc/ssl/certs/ca.crt")]:
+    for name, value in [
+        ("PIP_FIND_LINKS", "/opt/wheels"),
+        ("PIP_INDEX_URL", "https://mirror.example/simple"),
+        ("PIP_CONSTRAINT", "/etc/c.txt"),
+        ("PIP_CERT", "/etc/ssl/certs/ca.crt"),
+    ]:
         monkeypatch.setenv(name, value)
     env = course._index_only_env()
     assert env["PIP_CONFIG_FILE"] == os.devnull and env["PIP_CERT"] == "/etc/ssl/certs/ca.crt"
     assert not {"PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_CONSTRAINT"} & set(env)
-    assert course._pinned("torch==2.13.0\nnumpy==2.2.6 ; python_full_version < '3.11'\n# c\n    # via x\n") == {
-        "torch": "2.13.0", "numpy": "2.2.6"}
+    assert course._pinned(
+        "torch==2.13.0\nnumpy==2.2.6 ; python_full_version < '3.11'\n# c\n    # via x\n"
+    ) == {"torch": "2.13.0", "numpy": "2.2.6"}
 
 
 # --------------------------------------------------------------------------------------------
 # The code is kept as pyproject.toml configures ruff
 # --------------------------------------------------------------------------------------------
 def ruff(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("ruff")), *args], cwd=ROOT,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ruff")), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_the_code_passes_ruffs_lint_and_format_checks():
     lint, layout = ruff("check", "."), ruff("format", "--check", ".")
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert layout.returncode == 0, "run `.venv/bin/ruff format .`:\n" + layout.stdout + layout.stderr
+    assert layout.returncode == 0, (
+        "run `.venv/bin/ruff format .`:\n" + layout.stdout + layout.stderr
+    )
 
 
 def test_ruff_would_catch_a_loop_closure(tmp_path):

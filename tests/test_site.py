@@ -10,6 +10,7 @@ variable, set by GitHub Actions and by ``.ci/run``), where a missing browser is 
 Screenshots of the introduction and a chapter, at desktop and phone widths, are written to
 ``reports/screenshots/`` for a person to look at.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,7 +54,8 @@ PAGES = toc_pages()
 # The page's prose as a reader sees it: without code, outputs and the rendered math itself.
 PROSE = """() => {
     const main = document.querySelector('main').cloneNode(true);
-    main.querySelectorAll('pre, code, .cell_output, script, mjx-container').forEach(e => e.remove());
+    main.querySelectorAll('pre, code, .cell_output, script, mjx-container')
+        .forEach(e => e.remove());
     return main.innerText;
 }"""
 NOTEBOOK_PAGES = [page for page in PAGES if page.startswith("notebooks/")]
@@ -88,11 +90,16 @@ def site(built_book):
 def browser():
     path = find_browser()
     if path is None and os.environ.get("CI"):
-        pytest.fail("CI must run the browser tests, and no Chromium-based browser is on the PATH "
-                    "(course.py installs Debian's 'chromium' when run as root)", pytrace=False)
+        pytest.fail(
+            "CI must run the browser tests, and no Chromium-based browser is on the PATH "
+            "(course.py installs Debian's 'chromium' when run as root)",
+            pytrace=False,
+        )
     if path is None:
-        pytest.skip("no Chromium-based browser on the PATH (install Debian's 'chromium'; "
-                    "`python3 course.py test` does so when run as root)")
+        pytest.skip(
+            "no Chromium-based browser on the PATH (install Debian's 'chromium'; "
+            "`python3 course.py test` does so when run as root)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -138,7 +145,9 @@ class Visit:
 
     def wait_for_math(self) -> None:
         """Wait until MathJax has typeset the page (if the page loads MathJax)."""
-        if self.page.evaluate("() => typeof window.MathJax === 'object' && !!window.MathJax.startup"):
+        if self.page.evaluate(
+            "() => typeof window.MathJax === 'object' && !!window.MathJax.startup"
+        ):
             self.page.evaluate("() => window.MathJax.startup.promise")
 
     def close(self) -> None:
@@ -180,7 +189,8 @@ def test_page_loads_renders_math_and_every_figure(visit, built_book, path):
         assert not cut, f"display math wider than the text column at {DESKTOP['width']}px: {cut}"
     images = page.evaluate(
         """() => Array.from(document.querySelectorAll('main img')).map(
-               img => ({src: img.currentSrc, ok: img.complete && img.naturalWidth > 0}))""")
+               img => ({src: img.currentSrc, ok: img.complete && img.naturalWidth > 0}))"""
+    )
     broken = [image["src"] for image in images if not image["ok"]]
     assert not broken, f"images that did not load: {broken}"
     if path in NOTEBOOK_PAGES:
@@ -229,7 +239,10 @@ def test_search_finds_running_var(visit):
     v = visit("search.html?q=running_var")
     results = v.page.locator("#search-results ul.search li")
     results.first.wait_for(timeout=20000)
-    links = [urlparse(href).path for href in results.locator("a").evaluate_all("as => as.map(a => a.href)")]
+    links = [
+        urlparse(href).path
+        for href in results.locator("a").evaluate_all("as => as.map(a => a.href)")
+    ]
     assert any(link.endswith("notebooks/04_running_stats.html") for link in links), links
     assert not v.problems, "\n".join(v.problems)
 
@@ -248,8 +261,13 @@ def test_notebook_pages_offer_the_ipynb_download(visit, path):
 def test_launch_buttons_point_at_the_notebook(visit):
     v = visit("notebooks/02_numpy_forward.html")
     hrefs = v.page.locator(".dropdown-launch-buttons a").evaluate_all("as => as.map(a => a.href)")
-    assert any("colab.research.google.com" in h and h.endswith("notebooks/02_numpy_forward.ipynb") for h in hrefs), hrefs
-    assert any("mybinder.org" in h and "notebooks/02_numpy_forward.ipynb" in h for h in hrefs), hrefs
+    assert any(
+        "colab.research.google.com" in h and h.endswith("notebooks/02_numpy_forward.ipynb")
+        for h in hrefs
+    ), hrefs
+    assert any("mybinder.org" in h and "notebooks/02_numpy_forward.ipynb" in h for h in hrefs), (
+        hrefs
+    )
 
 
 def test_next_and_previous_walk_the_whole_book(visit):
@@ -280,7 +298,9 @@ def test_screenshots_and_no_sideways_scrolling(visit, path, name, viewport):
     v = visit(path, viewport)
     v.wait_for_math()
     width = v.page.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= viewport["width"] + 1, f"the page scrolls sideways: {width}px > {viewport['width']}px"
+    assert width <= viewport["width"] + 1, (
+        f"the page scrolls sideways: {width}px > {viewport['width']}px"
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     target = SCREENSHOTS / f"{Path(path).stem}-{name}.png"
     v.page.screenshot(path=str(target))

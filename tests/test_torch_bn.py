@@ -8,6 +8,7 @@ reference, statistics that accumulate in float32 for half-precision inputs and r
 float32 floor for a large mean, the GPU where there is one, and the benchmark command.
 Checks that need a CUDA device are skipped, with the reason printed, where there is none.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,16 +20,16 @@ import pytest
 import torch
 from torch import nn
 
+from bn_testing import F32, HALF, compare_step, half_tol, make_input, module_pair, randomize
 from bncourse import numpy_bn, torch_bn
-from bncourse.gradcheck import batch_norm_gradcheck
 from bncourse.__main__ import main as cli
-from bn_testing import (F32, HALF, compare_step, half_tol, make_input, module_pair,
-                        randomize)
+from bncourse.gradcheck import batch_norm_gradcheck
 
 CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="no CUDA device here: torch_bn uses only device-generic torch operations, which "
-           "every other test runs on the CPU")
+    "every other test runs on the CPU",
+)
 
 
 modules = functools.partial(module_pair, torch_bn)  # (ours, torch.nn's) for ndim, *args
@@ -46,7 +47,9 @@ SHAPES = [(5, 3), (3, 2, 4), (2, 3, 2, 2), (2, 2, 2, 1, 3)]
 def test_gradcheck_and_gradgradcheck_float64(shape, training, params):
     """First and second derivatives of our batch_norm match finite differences (float64)."""
     parameters = {"affine": ("weight", "bias"), "none": (), "weight-only": ("weight",)}[params]
-    first, second = batch_norm_gradcheck(torch_bn.batch_norm, shape, training, parameters, seed=len(shape))
+    first, second = batch_norm_gradcheck(
+        torch_bn.batch_norm, shape, training, parameters, seed=len(shape)
+    )
     assert first and second
 
 
@@ -86,9 +89,14 @@ def test_backward_closed_form_matches_numpy_reference():
     _, cache = numpy_bn.forward_train(x, gamma, None, 1e-5)
     expected = numpy_bn.backward(dout, cache)
     mean, var = torch_bn.batch_stats(torch.from_numpy(x))
-    got = torch_bn.batch_norm_backward(torch.from_numpy(dout), torch.from_numpy(x),
-                                       torch.from_numpy(gamma), mean, torch.rsqrt(var + 1e-5),
-                                       training=True)
+    got = torch_bn.batch_norm_backward(
+        torch.from_numpy(dout),
+        torch.from_numpy(x),
+        torch.from_numpy(gamma),
+        mean,
+        torch.rsqrt(var + 1e-5),
+        training=True,
+    )
     for ours, reference in zip(got, expected):
         np.testing.assert_allclose(ours.numpy(), reference, rtol=1e-10, atol=1e-12)
 
@@ -124,8 +132,9 @@ def test_large_mean_in_float32_matches_float64():
     xs = x.clone().requires_grad_()
     y = nn.functional.batch_norm(xs, None, None, training=True)
     y.backward(dy)
-    for ours, theirs, exact in zip(results[torch.float32], (y.detach().double(), xs.grad.double()),
-                                   results[torch.float64]):
+    for ours, theirs, exact in zip(
+        results[torch.float32], (y.detach().double(), xs.grad.double()), results[torch.float64]
+    ):
         torch.testing.assert_close(ours, exact, rtol=0, atol=1e-3)
         assert (ours - exact).abs().max() <= (theirs - exact).abs().max() * 1.01
 
@@ -148,7 +157,11 @@ def test_cuda_matches_torch_nn(dtype, layout):
     # cuDNN's half-precision kernels also compute in float32: compared directly, not to
     # float64. The weight and bias gradients to the input dtype's precision: PyTorch's kernels
     # may round them through it (its CPU kernel does for bfloat16 channels_last).
-    tol = F32 if dtype == torch.float32 else dict(half_tol(dtype, half_module=False), param=HALF[dtype])
+    tol = (
+        F32
+        if dtype == torch.float32
+        else dict(half_tol(dtype, half_module=False), param=HALF[dtype])
+    )
     for step in range(6):
         ours.train(step % 3 != 2)
         theirs.train(step % 3 != 2)
@@ -162,8 +175,21 @@ def test_cuda_matches_torch_nn(dtype, layout):
 # --------------------------------------------------------------------------------------------
 def test_bench_runs_on_tiny_shapes_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    status = cli(["bench", "--shape", "4x3x2x2", "--shape", "6x5", "--repeats", "2",
-                  "--warmup", "1", "--json", str(path)])
+    status = cli(
+        [
+            "bench",
+            "--shape",
+            "4x3x2x2",
+            "--shape",
+            "6x5",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+            str(path),
+        ]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     assert "ours/native" in printed and "(4, 3, 2, 2)" in printed and "BatchNorm1d" in printed
@@ -172,19 +198,32 @@ def test_bench_runs_on_tiny_shapes_and_writes_json(tmp_path, capsys):
     assert [r["shape"] for r in report["results"]] == [[4, 3, 2, 2], [6, 5]]
     assert [r["module"] for r in report["results"]] == ["BatchNorm2d", "BatchNorm1d"]
     for r in report["results"]:
-        for key in ("ours_ms", "native_ms", "copy_ms", "ours_median_ms", "native_median_ms",
-                    "copy_median_ms", "ours_over_native", "native_over_copy"):
+        for key in (
+            "ours_ms",
+            "native_ms",
+            "copy_ms",
+            "ours_median_ms",
+            "native_median_ms",
+            "copy_median_ms",
+            "ours_over_native",
+            "native_over_copy",
+        ):
             assert math.isfinite(r[key]) and r[key] > 0, key
         assert r["ours_over_native"] == pytest.approx(r["ours_ms"] / r["native_ms"])
         assert r["native_over_copy"] == pytest.approx(r["native_ms"] / r["copy_ms"])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--shape", "64x"], "a shape is sizes joined by 'x'"),
-    (["--shape", "64"], "2 to 5 positive sizes"),
-    (["--device", "cuda"] if not torch.cuda.is_available() else ["--shape", "0x3"],
-     "CUDA is not available" if not torch.cuda.is_available() else "2 to 5 positive sizes"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--shape", "64x"], "a shape is sizes joined by 'x'"),
+        (["--shape", "64"], "2 to 5 positive sizes"),
+        (
+            ["--device", "cuda"] if not torch.cuda.is_available() else ["--shape", "0x3"],
+            "CUDA is not available" if not torch.cuda.is_available() else "2 to 5 positive sizes",
+        ),
+    ],
+)
 def test_bench_rejects_bad_arguments(argv, message, capsys):
     assert cli(["bench", *argv]) == 2
     assert message in capsys.readouterr().err

@@ -6,6 +6,7 @@ Linear before it) use ``atol=1e-5`` on outputs of size ~1-10, a bound that float
 too and float64 meets with room to spare; reproducibility is checked bit for bit (same seed,
 same thread count), and across thread counts and perturbed weights to the printed digit.
 """
+
 from __future__ import annotations
 
 import copy
@@ -37,7 +38,9 @@ def data():
 # --------------------------------------------------------------------------------------------
 def test_digits_shapes_types_and_range(data):
     assert data.train_x.shape == (1258, 1, 8, 8) and data.test_x.shape == (539, 1, 8, 8)
-    assert data.train_x.dtype == training.DTYPE == torch.float64 and data.train_y.dtype == torch.int64
+    assert (
+        data.train_x.dtype == training.DTYPE == torch.float64 and data.train_y.dtype == torch.int64
+    )
     assert data.train_y.shape == (1258,) and data.test_y.shape == (539,)
     for x in (data.train_x, data.test_x):
         assert x.min() == 0.0 and x.max() == 1.0
@@ -59,7 +62,11 @@ def test_digits_split_is_disjoint_complete_and_stratified(data):
 
 
 def test_digits_split_depends_only_on_the_seed():
-    a, b, c = training.load_digits(seed=0), training.load_digits(seed=0), training.load_digits(seed=1)
+    a, b, c = (
+        training.load_digits(seed=0),
+        training.load_digits(seed=0),
+        training.load_digits(seed=1),
+    )
     assert torch.equal(a.test_x, b.test_x) and torch.equal(a.train_y, b.train_y)
     assert not torch.equal(a.test_x, c.test_x)
 
@@ -76,15 +83,23 @@ def test_every_model_maps_images_to_ten_logits(kind, norm):
 
 @pytest.mark.parametrize(
     "kind, norm, expected",
-    [("mlp", "batch", nn.BatchNorm1d), ("mlp", "layer", nn.LayerNorm), ("mlp", "group", nn.GroupNorm),
-     ("cnn", "batch", nn.BatchNorm2d), ("cnn", "layer", nn.GroupNorm), ("cnn", "group", nn.GroupNorm)],
+    [
+        ("mlp", "batch", nn.BatchNorm1d),
+        ("mlp", "layer", nn.LayerNorm),
+        ("mlp", "group", nn.GroupNorm),
+        ("cnn", "batch", nn.BatchNorm2d),
+        ("cnn", "layer", nn.GroupNorm),
+        ("cnn", "group", nn.GroupNorm),
+    ],
 )
 def test_one_normalization_before_every_relu(kind, norm, expected):
     layers = list(training.make_model(kind, norm))
     relus = [i for i, layer in enumerate(layers) if isinstance(layer, nn.ReLU)]
     assert len(relus) == (4 if kind == "mlp" else 2)
     for i in relus:
-        assert isinstance(layers[i - 1], expected) and isinstance(layers[i - 2], (nn.Linear, nn.Conv2d))
+        assert isinstance(layers[i - 1], expected) and isinstance(
+            layers[i - 2], (nn.Linear, nn.Conv2d)
+        )
     if kind == "cnn" and norm == "layer":
         assert all(layers[i - 1].num_groups == 1 for i in relus)
 
@@ -114,7 +129,9 @@ def test_init_is_he_normal_times_scale(scale):
             assert float(layer.weight.detach().std()) == pytest.approx(target, rel=0.05)
             assert torch.count_nonzero(layer.bias) == 0
         if isinstance(layer, nn.BatchNorm1d):
-            assert torch.equal(layer.weight, torch.ones(64)) and torch.equal(layer.bias, torch.zeros(64))
+            assert torch.equal(layer.weight, torch.ones(64)) and torch.equal(
+                layer.bias, torch.zeros(64)
+            )
 
 
 def test_init_depends_only_on_the_seed():
@@ -135,8 +152,9 @@ def test_training_is_reproducible_bit_for_bit(data):
     (h1, s1), (h2, s2) = runs
     assert h1.step_loss == h2.step_loss and h1.test_accuracy == h2.test_accuracy
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    other = training.train(training.make_model("mlp", "batch", seed=0), data, epochs=2,
-                           batch_size=64, lr=0.1, seed=6)
+    other = training.train(
+        training.make_model("mlp", "batch", seed=0), data, epochs=2, batch_size=64, lr=0.1, seed=6
+    )
     assert other.step_loss != h1.step_loss
 
 
@@ -146,6 +164,7 @@ def test_training_prints_the_same_with_other_sums_or_last_bits(data, threads, re
     bits (here: every initial weight times 1 + 1e-12 noise, 10^4 float64 ulps). Neither moves
     a test accuracy of a run that float32 would move by several points (chapter 7, "Why
     float64"), at any digit."""
+
     def accuracies() -> list[float]:
         model = training.perturb(training.make_model("mlp", "none", seed=0), relative, seed=1)
         return training.train(model, data, epochs=3, batch_size=32, lr=0.1, seed=0).test_accuracy
@@ -179,10 +198,14 @@ def test_training_learns_and_records_every_step(data):
 
 def test_divergence_stops_training_and_pads_the_history(data):
     model = training.make_model("mlp", "none", init_scale=10.0)
-    history = training.train(model, data, epochs=3, batch_size=32, lr=10.0)  # float64 overflows late
+    history = training.train(
+        model, data, epochs=3, batch_size=32, lr=10.0
+    )  # float64 overflows late
     assert history.diverged
     assert len(history.step_loss) < 3 * (1258 // 32)
-    assert history.test_accuracy == [0.1, 0.1, 0.1] and all(math.isnan(v) for v in history.test_loss)
+    assert history.test_accuracy == [0.1, 0.1, 0.1] and all(
+        math.isnan(v) for v in history.test_loss
+    )
 
 
 def fold_batchnorm(model: nn.Sequential) -> nn.Sequential:
@@ -207,14 +230,18 @@ def test_batchnorm_in_eval_mode_is_the_folded_affine_map(data):
     with torch.no_grad():
         assert torch.allclose(model(data.test_x), fold_batchnorm(model)(data.test_x), atol=1e-5)
         # ... and in training mode it is not (batch statistics differ from running ones)
-        assert not torch.allclose(model.train()(data.test_x[:8]), fold_batchnorm(model)(data.test_x[:8]), atol=1e-2)
+        assert not torch.allclose(
+            model.train()(data.test_x[:8]), fold_batchnorm(model)(data.test_x[:8]), atol=1e-2
+        )
 
 
 def test_evaluate_never_changes_the_model(data):
     model = training.make_model("mlp", "batch", seed=0)
     training.train(model, data, epochs=1, batch_size=32, lr=0.1)
     before = copy.deepcopy(model.state_dict())
-    loss, accuracy = training.evaluate(model, data.test_x, data.test_y, train_mode=True, batch_size=2)
+    loss, accuracy = training.evaluate(
+        model, data.test_x, data.test_y, train_mode=True, batch_size=2
+    )
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert 0.0 <= accuracy <= 1.0 and loss > 0
     model.eval()
@@ -230,8 +257,9 @@ def test_evaluate_in_train_mode_uses_the_batch_statistics(data):
     training.train(model, data, epochs=2, batch_size=32, lr=0.1)
     order = torch.argsort(data.test_y, stable=True)
     mixed = training.evaluate(model, data.test_x, data.test_y, train_mode=True)[1]
-    by_digit = training.evaluate(model, data.test_x[order], data.test_y[order], train_mode=True,
-                                 batch_size=32)[1]
+    by_digit = training.evaluate(
+        model, data.test_x[order], data.test_y[order], train_mode=True, batch_size=32
+    )[1]
     assert mixed > 0.8 and by_digit < 0.5
 
 

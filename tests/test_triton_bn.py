@@ -25,6 +25,7 @@ with float64 torch.nn fed the same numbers: within two units in the last place o
 input's dtype, since the kernels compute in float32 and round once (to nearest on a GPU; the
 interpreter rounds float32 to bfloat16 by truncation, one unit at most).
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,36 +36,60 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
 import triton.language as tl
+from torch import nn
 from triton.runtime.jit import JITFunction
 
+from bn_testing import (
+    F32,
+    F64,
+    NAMES,
+    assert_close,
+    compare_step,
+    half_tol,
+    make_input,
+    module_pair,
+    raised,
+    randomize,
+)
 from bncourse import conventions, torch_bn, triton_bn
 from bncourse.triton_bn import backends, tiles
-from bn_testing import (F32, F64, NAMES, assert_close, compare_step,
-                        half_tol, make_input, module_pair, randomize, raised)
 
 INTERPRETER = pytest.param("interpreter")
 CUDA = pytest.param(
     "cuda",
-    marks=[pytest.mark.cuda,
-           pytest.mark.skipif(not torch.cuda.is_available(),
-                              reason="no CUDA GPU here: the compiled kernels are tested by the "
-                                     "cuda cases on a GPU; the interpreter cases run the same "
-                                     "kernels on CPU tensors")])
+    marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(
+            not torch.cuda.is_available(),
+            reason="no CUDA GPU here: the compiled kernels are tested by the "
+            "cuda cases on a GPU; the interpreter cases run the same "
+            "kernels on CPU tensors",
+        ),
+    ],
+)
 BACKENDS = [INTERPRETER, CUDA]
 DEVICE = {"interpreter": "cpu", "cuda": "cuda"}
 
 # Shapes for each backend: (shape, layout). Ragged sizes, about 10^4 values in the interpreter.
 SHAPES = {
-    "interpreter": [((700, 14), "contiguous"), ((9, 7, 131), "contiguous"),
-                    ((5, 6, 17, 19), "contiguous"), ((5, 6, 17, 19), "channels_last"),
-                    ((3, 4, 7, 9, 11), "contiguous")],
-    "cuda": [((65536, 96), "contiguous"), ((100000, 32), "contiguous"),
-             ((64, 48, 333), "contiguous"), ((32, 64, 28, 28), "contiguous"),
-             ((32, 64, 28, 28), "channels_last"), ((16, 512, 7, 7), "channels_last"),
-             ((8, 16, 9, 17, 19), "contiguous"), ((8, 16, 9, 17, 19), "channels_last")],
+    "interpreter": [
+        ((700, 14), "contiguous"),
+        ((9, 7, 131), "contiguous"),
+        ((5, 6, 17, 19), "contiguous"),
+        ((5, 6, 17, 19), "channels_last"),
+        ((3, 4, 7, 9, 11), "contiguous"),
+    ],
+    "cuda": [
+        ((65536, 96), "contiguous"),
+        ((100000, 32), "contiguous"),
+        ((64, 48, 333), "contiguous"),
+        ((32, 64, 28, 28), "contiguous"),
+        ((32, 64, 28, 28), "channels_last"),
+        ((16, 512, 7, 7), "channels_last"),
+        ((8, 16, 9, 17, 19), "contiguous"),
+        ((8, 16, 9, 17, 19), "channels_last"),
+    ],
 }
 # float64 buffers: the momentum reaches the kernel as float32 (see the module docstring).
 F64_TRITON = dict(F64, stats=dict(rtol=1e-6, atol=1e-9))
@@ -107,10 +132,13 @@ OPTIONS = {
 
 # Every option on the first shape, one option each (in turn) on the others.
 CASES_WITH_OPTIONS = [
-    pytest.param(b.values[0], case, option, marks=b.marks,
-                 id=f"{b.values[0]}-{shape_id(case)}-{option}")
-    for b in BACKENDS for i, case in enumerate(SHAPES[b.values[0]])
-    for option in (list(OPTIONS) if i == 0 else [list(OPTIONS)[i % len(OPTIONS)]])]
+    pytest.param(
+        b.values[0], case, option, marks=b.marks, id=f"{b.values[0]}-{shape_id(case)}-{option}"
+    )
+    for b in BACKENDS
+    for i, case in enumerate(SHAPES[b.values[0]])
+    for option in (list(OPTIONS) if i == 0 else [list(OPTIONS)[i % len(OPTIONS)]])
+]
 
 
 @pytest.mark.parametrize("backend, case, options", CASES_WITH_OPTIONS)
@@ -126,9 +154,12 @@ def test_modules_match_torch_nn(backend, case, options):
     steps(ours, theirs, shape, layout, device, torch.float32, tol, "ttet", seed=2)
 
 
-HALF_CASES = [pytest.param(b.values[0], case, id=f"{b.values[0]}-{shape_id(case)}", marks=b.marks)
-              for b in BACKENDS for case in SHAPES[b.values[0]]
-              if len(case[0]) in (2, 4)]  # (N, C), NCHW and channels last
+HALF_CASES = [
+    pytest.param(b.values[0], case, id=f"{b.values[0]}-{shape_id(case)}", marks=b.marks)
+    for b in BACKENDS
+    for case in SHAPES[b.values[0]]
+    if len(case[0]) in (2, 4)
+]  # (N, C), NCHW and channels last
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
@@ -156,8 +187,7 @@ def test_float64_inputs_match_torch_nn(backend):
     ours, theirs = triton_pair(len(shape), shape[1], device=device, dtype=torch.float64)
     randomize(theirs, torch.Generator().manual_seed(5))
     ours.load_state_dict(theirs.state_dict())
-    steps(ours, theirs, shape, layout, device, torch.float64, F64_TRITON,
-          "tet", seed=6)
+    steps(ours, theirs, shape, layout, device, torch.float64, F64_TRITON, "tet", seed=6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -173,7 +203,7 @@ def test_gradcheck_float64(backend, training):
         running_mean = torch.randn(shape[1], generator=g, dtype=torch.float64).to(device)
         running_var = (torch.rand(shape[1], generator=g, dtype=torch.float64) + 0.5).to(device)
 
-        def f(x, weight, bias):
+        def f(x, weight, bias, running_mean=running_mean, running_var=running_var):
             rm, rv = (None, None) if training else (running_mean, running_var)
             return triton_bn.batch_norm(x, rm, rv, weight, bias, training=training, eps=1e-3)
 
@@ -225,8 +255,9 @@ def test_constant_channel(backend):
     xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
     out_ours, out_theirs = ours(xs[0]), theirs(xs[1])
     assert_close(out_ours, out_theirs, **F32["out"])
-    torch.testing.assert_close(out_ours[:, 1], torch.full_like(out_ours[:, 1], ours.bias[1].item()),
-                               **F32["out"])
+    torch.testing.assert_close(
+        out_ours[:, 1], torch.full_like(out_ours[:, 1], ours.bias[1].item()), **F32["out"]
+    )
     dy = torch.randn(shape, generator=g).to(device)
     out_ours.backward(dy)
     out_theirs.backward(dy)
@@ -265,8 +296,12 @@ def test_only_some_gradients_and_evaluation_backward(backend):
     rv = (torch.rand(6, generator=g, dtype=torch.float64) + 0.5).to(device)
     w = torch.randn(6, generator=g, dtype=torch.float64).to(device)
     b = torch.randn(6, generator=g, dtype=torch.float64).to(device)
-    for training, wants in [(True, (True, False, False)), (True, (False, True, False)),
-                            (False, (True, False, False)), (False, (True, True, True))]:
+    for training, wants in [
+        (True, (True, False, False)),
+        (True, (False, True, False)),
+        (False, (True, False, False)),
+        (False, (True, True, True)),
+    ]:
         grads = []
         for fn in (triton_bn.batch_norm, nn.functional.batch_norm):
             leaves = [t.clone().requires_grad_(want) for t, want in zip((x, w, b), wants)]
@@ -290,8 +325,16 @@ def test_deterministic(backend):
         xs = x.clone().requires_grad_()
         y = module(xs)
         y.backward(dy)
-        runs.append([y, xs.grad, module.weight.grad, module.bias.grad, module.running_mean,
-                     module.running_var])
+        runs.append(
+            [
+                y,
+                xs.grad,
+                module.weight.grad,
+                module.bias.grad,
+                module.running_mean,
+                module.running_var,
+            ]
+        )
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 
@@ -307,11 +350,19 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(tiles, "TARGET_PROGRAMS", 8)
 
 
-SMALL_TILE_CASES = {"interpreter": [((300, 14), "contiguous"), ((3, 5, 9, 13), "contiguous"),
-                                     ((3, 5, 9, 13), "channels_last")],
-                    "cuda": SHAPES["cuda"][:3]}
-SMALL_TILES = [pytest.param(b.values[0], case, id=f"{b.values[0]}-{shape_id(case)}", marks=b.marks)
-               for b in BACKENDS for case in SMALL_TILE_CASES[b.values[0]]]
+SMALL_TILE_CASES = {
+    "interpreter": [
+        ((300, 14), "contiguous"),
+        ((3, 5, 9, 13), "contiguous"),
+        ((3, 5, 9, 13), "channels_last"),
+    ],
+    "cuda": SHAPES["cuda"][:3],
+}
+SMALL_TILES = [
+    pytest.param(b.values[0], case, id=f"{b.values[0]}-{shape_id(case)}", marks=b.marks)
+    for b in BACKENDS
+    for case in SMALL_TILE_CASES[b.values[0]]
+]
 
 
 @pytest.mark.parametrize("backend, case", SMALL_TILES)
@@ -325,15 +376,15 @@ def test_small_tiles_match_torch_nn(backend, case, small_tiles):
     ours, theirs = triton_pair(len(shape), shape[1], device=device)
     randomize(theirs, torch.Generator().manual_seed(14))
     ours.load_state_dict(theirs.state_dict())
-    steps(ours, theirs, shape, layout, device, torch.float32, F32,
-          "te", seed=15)
+    steps(ours, theirs, shape, layout, device, torch.float32, F32, "te", seed=15)
 
 
 def test_small_tiles_cover_every_path(small_tiles):
     """The small-tile shapes really take the paths the small tiles are for."""
-    plans = [triton_bn.tiling(tiles.dense(make_input(shape, torch.float32, layout,
-                                                     torch.Generator())))
-             for shape, layout in SMALL_TILE_CASES["interpreter"]]
+    plans = [
+        triton_bn.tiling(tiles.dense(make_input(shape, torch.float32, layout, torch.Generator())))
+        for shape, layout in SMALL_TILE_CASES["interpreter"]
+    ]
     assert {p.layout for p in plans} == {"planes", "channels last"}
     assert any(p.num_tiles % p.tiles_per_program for p in plans), "a program with padding tiles"
     assert any(p.view[1] % p.block_c for p in plans), "a ragged block of channels"
@@ -358,17 +409,21 @@ def test_partials_merge_with_the_reference_merge_stats(backend, case, small_tile
     torch.testing.assert_close(mean, kernel_mean, rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(m2 / total, kernel_var, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(kernel_mean.double(), exact.mean(1), rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(kernel_var.double(), exact.var(1, correction=0), rtol=1e-5,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        kernel_var.double(), exact.var(1, correction=0), rtol=1e-5, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("shape, layout, expected", [
-    ((256, 64, 56, 56), "contiguous", ("planes", (256, 64, 3136), 1, 4096)),
-    ((256, 512, 7, 7), "contiguous", ("planes", (256, 512, 49), 64, 64)),
-    ((256, 64, 56, 56), "channels_last", ("channels last", (1, 64, 802816), 64, 64)),
-    ((65536, 256), "contiguous", ("channels last", (1, 256, 65536), 64, 64)),
-    ((100000, 32), "contiguous", ("channels last", (1, 32, 100000), 32, 128)),
-])
+@pytest.mark.parametrize(
+    "shape, layout, expected",
+    [
+        ((256, 64, 56, 56), "contiguous", ("planes", (256, 64, 3136), 1, 4096)),
+        ((256, 512, 7, 7), "contiguous", ("planes", (256, 512, 49), 64, 64)),
+        ((256, 64, 56, 56), "channels_last", ("channels last", (1, 64, 802816), 64, 64)),
+        ((65536, 256), "contiguous", ("channels last", (1, 256, 65536), 64, 64)),
+        ((100000, 32), "contiguous", ("channels last", (1, 32, 100000), 32, 128)),
+    ],
+)
 def test_tiling_reads_along_memory(shape, layout, expected):
     """The tile's long side runs along the contiguous axis, for the benchmark's shapes
     (planned on the meta device: no memory, no kernel)."""
@@ -390,8 +445,9 @@ def test_tiling_reads_along_memory(shape, layout, expected):
 
 def test_wrong_device_is_a_clear_error():
     where = "meta"  # neither the interpreter's CPU nor a GPU
-    error = raised(lambda: triton_bn.batch_norm(torch.empty(4, 3, device=where), None, None,
-                                                training=True))
+    error = raised(
+        lambda: triton_bn.batch_norm(torch.empty(4, 3, device=where), None, None, training=True)
+    )
     assert error[0] is RuntimeError and "triton_bn: got an input on meta" in error[1]
     assert "CUDA tensors (compiled) or CPU tensors (Triton's interpreter)" in error[1]
     x, w = torch.randn(4, 3), torch.ones(3, device=where)
@@ -442,28 +498,35 @@ def _python(code):
     root = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_importing_sets_nothing():
-    result = _python("import os, triton\n"
-                     "before = dict(os.environ)\n"
-                     "import bncourse.triton_bn\n"
-                     "assert dict(os.environ) == before, set(os.environ) ^ set(before)\n"
-                     "assert not triton.knobs.runtime.interpret\n")
+    result = _python(
+        "import os, triton\n"
+        "before = dict(os.environ)\n"
+        "import bncourse.triton_bn\n"
+        "assert dict(os.environ) == before, set(os.environ) ^ set(before)\n"
+        "assert not triton.knobs.runtime.interpret\n"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_without_triton_the_import_error_says_why():
     """macOS and Windows have no Triton: the error names chapter 8 and Linux."""
-    result = _python("import sys\n"
-                     "sys.modules['triton'] = None  # as if none were installed\n"
-                     "import bncourse.triton_bn\n")
+    result = _python(
+        "import sys\n"
+        "sys.modules['triton'] = None  # as if none were installed\n"
+        "import bncourse.triton_bn\n"
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: bncourse.triton_bn: chapter 8's kernels need Linux "
-                           "(Triton publishes Linux wheels only)"), last
+    assert last.startswith(
+        "ImportError: bncourse.triton_bn: chapter 8's kernels need Linux "
+        "(Triton publishes Linux wheels only)"
+    ), last
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,8 +540,8 @@ def test_every_launch_compiles_for_an_h100(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)
     script = Path(__file__).with_name("triton_compile_check.py")
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "launches compiled for sm_90" in result.stdout
-

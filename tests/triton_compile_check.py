@@ -14,6 +14,7 @@ constant.
 Run by ``tests/test_triton_bn.py`` in a subprocess (with an empty kernel cache); prints one
 line per compiled launch and exits non-zero on a failure.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,8 +29,12 @@ from bncourse import triton_bn
 from bncourse.triton_bn import backends
 from bncourse.validation import accumulation_dtype
 
-POINTER = {torch.float32: "*fp32", torch.float64: "*fp64", torch.float16: "*fp16",
-           torch.bfloat16: "*bf16"}
+POINTER = {
+    torch.float32: "*fp32",
+    torch.float64: "*fp64",
+    torch.float16: "*fp16",
+    torch.bfloat16: "*bf16",
+}
 OPTIONS = ("num_warps", "num_stages")  # launch options, not kernel arguments
 
 
@@ -40,7 +45,7 @@ def argument_type(value):
     if isinstance(value, bool):
         return "i1"
     if isinstance(value, int):
-        return None if value == 1 else ("i32" if -2**31 <= value < 2**31 else "i64")
+        return None if value == 1 else ("i32" if -(2**31) <= value < 2**31 else "i64")
     if isinstance(value, float):
         return "fp32"
     raise TypeError(f"unexpected launch argument {value!r}")
@@ -63,9 +68,12 @@ class Recorder:
                 if kind is None:
                     constants[param.name] = value
                 signature[param.name] = "constexpr" if kind is None else kind
-            key = (self.kernel.fn.__name__, tuple(sorted(signature.items())),
-                   tuple(sorted((k, str(v)) for k, v in constants.items())),
-                   tuple(sorted(options.items())))
+            key = (
+                self.kernel.fn.__name__,
+                tuple(sorted(signature.items())),
+                tuple(sorted((k, str(v)) for k, v in constants.items())),
+                tuple(sorted(options.items())),
+            )
             self.launches[key] = (self.kernel, signature, constants, options)
 
         return launch
@@ -82,23 +90,32 @@ def interpret_once():
 
 def record_launches():
     launches = {}
-    recorders = types.SimpleNamespace(**{name: Recorder(kernel, launches)
-                                         for name, kernel in vars(backends.COMPILED).items()})
+    recorders = types.SimpleNamespace(
+        **{name: Recorder(kernel, launches) for name, kernel in vars(backends.COMPILED).items()}
+    )
     backends.for_device = lambda device: recorders  # CPU tensors stand in for CUDA ones
     # (float16 takes bfloat16's paths, float64 is one more accumulation type; the sizes give
     # tiles and partials of more than one)
-    layouts = [((32, 16, 30, 30), "contiguous"), ((32, 16, 30, 30), "channels_last"),
-               ((3000, 6), "contiguous")]
-    for dtype, cases in [(torch.float32, layouts), (torch.bfloat16, layouts),
-                         (torch.float64, layouts[:1])]:
+    layouts = [
+        ((32, 16, 30, 30), "contiguous"),
+        ((32, 16, 30, 30), "channels_last"),
+        ((3000, 6), "contiguous"),
+    ]
+    for dtype, cases in [
+        (torch.float32, layouts),
+        (torch.bfloat16, layouts),
+        (torch.float64, layouts[:1]),
+    ]:
         for shape, layout in cases:
             x = torch.zeros(shape, dtype=dtype)
             if layout == "channels_last":
                 x = x.to(memory_format=torch.channels_last)
             c, acc = shape[1], accumulation_dtype(dtype)
             for training, affine in [(True, True), (False, True), (True, False)]:
-                params = [torch.ones(c, dtype=acc, requires_grad=True) if affine else None
-                          for _ in range(2)]
+                params = [
+                    torch.ones(c, dtype=acc, requires_grad=True) if affine else None
+                    for _ in range(2)
+                ]
                 stats = torch.zeros(c, dtype=acc), torch.ones(c, dtype=acc)
                 leaf = x.clone().requires_grad_()
                 y = triton_bn.batch_norm(leaf, *stats, *params, training=training)
@@ -106,8 +123,9 @@ def record_launches():
                 if affine:  # only the input's gradient: the backward without the sums (eval)
                     leaf = x.clone().requires_grad_()
                     frozen = [p.detach() for p in params]
-                    triton_bn.batch_norm(leaf, *stats, *frozen,
-                                         training=training).backward(torch.zeros_like(y))
+                    triton_bn.batch_norm(leaf, *stats, *frozen, training=training).backward(
+                        torch.zeros_like(y)
+                    )
     return launches
 
 
@@ -115,8 +133,11 @@ def main() -> int:
     interpret_once()
     launches = record_launches()
     launched = {name for name, _, _, _ in launches}
-    never = [name for name in vars(backends.COMPILED) if name.endswith("_kernel")
-             and name not in launched]
+    never = [
+        name
+        for name in vars(backends.COMPILED)
+        if name.endswith("_kernel") and name not in launched
+    ]
     for name in never:
         print(f"FAILED {name}: never launched")
     target = GPUTarget("cuda", 90, 32)

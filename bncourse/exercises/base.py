@@ -163,7 +163,9 @@ def as_array(name: str, value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, (tuple, list)):
-        raise CheckFailed(f"{name} should be one array, got a {type(value).__name__} of {len(value)} items")
+        raise CheckFailed(
+            f"{name} should be one array, got a {type(value).__name__} of {len(value)} items"
+        )
     import torch  # (here: a checker of a NumPy exercise does not need torch)
 
     if isinstance(value, torch.Tensor):
@@ -232,8 +234,14 @@ def compare(
     raise CheckFailed(message)
 
 
-def compare_number(name: str, got: Any, expected: float, *, rtol: float = 1e-9,
-                   mistakes: dict[str, float] | None = None) -> float:
+def compare_number(
+    name: str,
+    got: Any,
+    expected: float,
+    *,
+    rtol: float = 1e-9,
+    mistakes: dict[str, float] | None = None,
+) -> float:
     """Raise :class:`CheckFailed` unless ``got`` is a number within ``rtol`` of ``expected``.
 
     ``mistakes`` maps a misconception's description to the number it would produce; when
@@ -263,7 +271,8 @@ def first_output(result: Any) -> Any:
 
 
 def unpack(name: str, result: Any, names: tuple[str, ...]) -> tuple[Any, ...]:
-    """``result`` as a tuple of ``len(names)`` outputs, or a :class:`CheckFailed` saying what it was."""
+    """``result`` as a tuple of ``len(names)`` outputs, or a :class:`CheckFailed` saying what
+    it was instead."""
     if not isinstance(result, (tuple, list)) or len(result) != len(names):
         what = f"a {type(result).__name__}"
         if isinstance(result, (tuple, list)):

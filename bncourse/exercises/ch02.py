@@ -36,8 +36,14 @@ def forward_cases() -> list[dict[str, Any]]:
         beta = generator.uniform(-1.0, 1.0, size=c)
         cases.append(dict(x=x, gamma=gamma, beta=beta, eps=eps))
     f32 = cases[0]
-    cases.append(dict(x=f32["x"].astype(np.float32), gamma=f32["gamma"].astype(np.float32),
-                      beta=f32["beta"].astype(np.float32), eps=1e-5))
+    cases.append(
+        dict(
+            x=f32["x"].astype(np.float32),
+            gamma=f32["gamma"].astype(np.float32),
+            beta=f32["beta"].astype(np.float32),
+            eps=1e-5,
+        )
+    )
     return cases
 
 
@@ -52,9 +58,17 @@ def wrong_axes(ndim: int) -> Iterator[tuple[tuple[int, ...], str]]:
             if 1 in axes:
                 hint = "; axis 1 holds the channels, and each channel gets its own statistics"
             elif ndim > 2:
-                hint = "; images and sequences share one mean per channel over N and every spatial axis"
-            yield axes, (f"wrong reduction axes: statistics over axes {tuple_text(axes)} "
-                         f"instead of {tuple_text(right)}{hint}")
+                hint = (
+                    "; images and sequences share one mean per channel over N and every "
+                    "spatial axis"
+                )
+            yield (
+                axes,
+                (
+                    f"wrong reduction axes: statistics over axes {tuple_text(axes)} "
+                    f"instead of {tuple_text(right)}{hint}"
+                ),
+            )
 
 
 def affine(xhat: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -69,8 +83,10 @@ def affine(xhat: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
 MEAN, VARIANCE = Mistakes(), Mistakes()
 
 
-@MEAN.add("the statistics keep the reduced dimensions (keepdims=True); return one value per "
-          "channel, shape (C,)")
+@MEAN.add(
+    "the statistics keep the reduced dimensions (keepdims=True); return one value per "
+    "channel, shape (C,)"
+)
 def mean_with_kept_dims(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=reduce_axes(x.ndim), keepdims=True)
 
@@ -81,8 +97,10 @@ def mean_over_wrong_axes(x: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
         yield cause, x.mean(axis=axes)
 
 
-@VARIANCE.add("unbiased variance (divide by m - 1); BatchNorm normalizes with the biased "
-              "variance (divide by m)")
+@VARIANCE.add(
+    "unbiased variance (divide by m - 1); BatchNorm normalizes with the biased "
+    "variance (divide by m)"
+)
 def unbiased_variance(x: np.ndarray) -> np.ndarray:
     return x.var(axis=reduce_axes(x.ndim), ddof=1)
 
@@ -92,8 +110,10 @@ def standard_deviation(x: np.ndarray) -> np.ndarray:
     return x.std(axis=reduce_axes(x.ndim))
 
 
-@VARIANCE.add("the statistics keep the reduced dimensions (keepdims=True); return one value "
-              "per channel, shape (C,)")
+@VARIANCE.add(
+    "the statistics keep the reduced dimensions (keepdims=True); return one value "
+    "per channel, shape (C,)"
+)
 def variance_with_kept_dims(x: np.ndarray) -> np.ndarray:
     return x.var(axis=reduce_axes(x.ndim), keepdims=True)
 
@@ -104,8 +124,12 @@ def variance_over_wrong_axes(x: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
         yield cause, x.var(axis=axes)
 
 
-@exercise("numpy-batch-stats", chapter=CHAPTER, title="Per-channel batch statistics",
-          signature="batch_stats(x) -> (mean, var), each of shape (C,), for x of shape (N, C, *spatial)")
+@exercise(
+    "numpy-batch-stats",
+    chapter=CHAPTER,
+    title="Per-channel batch statistics",
+    signature="batch_stats(x) -> (mean, var), each of shape (C,), for x of shape (N, C, *spatial)",
+)
 def check_batch_stats(batch_stats: Callable[..., Any]) -> str:
     for case in forward_cases():
         x = case["x"]
@@ -114,7 +138,9 @@ def check_batch_stats(batch_stats: Callable[..., Any]) -> str:
         right_mean, right_var = numpy_bn.batch_stats(x)
         tolerance = dict(rtol=1e-4, atol=1e-6) if x.dtype == np.float32 else {}
         compare(f"the mean from {name}", mean, right_mean, mistakes=MEAN.answers(x), **tolerance)
-        compare(f"the variance from {name}", var, right_var, mistakes=VARIANCE.answers(x), **tolerance)
+        compare(
+            f"the variance from {name}", var, right_var, mistakes=VARIANCE.answers(x), **tolerance
+        )
     return "per-channel mean and biased variance over all axes but 1, for 2-4 dimensions"
 
 
@@ -127,12 +153,16 @@ FORWARD = Mistakes()
 @FORWARD.family  # (a family of one, for the numbers in its sentence)
 def forward_with_unbiased_variance(x, gamma, beta, eps):
     m = values_per_channel(x.shape)
-    yield (f"unbiased variance (divide by m - 1 = {m - 1}); BatchNorm normalizes with the biased "
-           f"variance (divide by m = {m})",
-           affine(normalize_over(x, reduce_axes(x.ndim), eps, ddof=1), gamma, beta))
+    yield (
+        f"unbiased variance (divide by m - 1 = {m - 1}); BatchNorm normalizes with the biased "
+        f"variance (divide by m = {m})",
+        affine(normalize_over(x, reduce_axes(x.ndim), eps, ddof=1), gamma, beta),
+    )
 
 
-@FORWARD.add("eps outside the square root: use (x - mean) / sqrt(var + eps), not / (sqrt(var) + eps)")
+@FORWARD.add(
+    "eps outside the square root: use (x - mean) / sqrt(var + eps), not / (sqrt(var) + eps)"
+)
 def forward_with_eps_outside_the_root(x, gamma, beta, eps):
     axes = reduce_axes(x.ndim)
     centered = x - x.mean(axis=axes, keepdims=True)
@@ -157,8 +187,10 @@ def forward_without_gamma_and_beta(x, gamma, beta, eps):
 @FORWARD.family
 def forward_with_eps_fixed_at_1e_5(x, gamma, beta, eps):
     if eps != 1e-5:  # (with eps = 1e-5 it is the right answer)
-        yield (f"the eps argument is ignored (1e-5 used instead of eps={eps:g})",
-               affine(normalize_over(x, reduce_axes(x.ndim), 1e-5), gamma, beta))
+        yield (
+            f"the eps argument is ignored (1e-5 used instead of eps={eps:g})",
+            affine(normalize_over(x, reduce_axes(x.ndim), 1e-5), gamma, beta),
+        )
 
 
 @FORWARD.family
@@ -167,14 +199,22 @@ def forward_over_wrong_axes(x, gamma, beta, eps):
         yield cause, affine(normalize_over(x, axes, eps), gamma, beta)
 
 
-@exercise("numpy-forward", chapter=CHAPTER, title="The training forward pass",
-          signature="batchnorm_forward(x, gamma, beta, eps=1e-5) -> out or (out, cache)")
+@exercise(
+    "numpy-forward",
+    chapter=CHAPTER,
+    title="The training forward pass",
+    signature="batchnorm_forward(x, gamma, beta, eps=1e-5) -> out or (out, cache)",
+)
 def check_forward(batchnorm_forward: Callable[..., Any]) -> str:
     for case in forward_cases():
         x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
-        name = f"batchnorm_forward output for x of shape {tuple_text(x.shape)} ({x.dtype}), eps={eps:g}"
+        shape = tuple_text(x.shape)
+        name = f"batchnorm_forward output for x of shape {shape} ({x.dtype}), eps={eps:g}"
         got = first_output(batchnorm_forward(x.copy(), gamma.copy(), beta.copy(), eps=eps))
         expected, _ = numpy_bn.forward_train(x, gamma, beta, eps)
         tolerance = dict(rtol=1e-4, atol=1e-5) if x.dtype == np.float32 else {}
         compare(name, got, expected, mistakes=FORWARD.answers(x, gamma, beta, eps), **tolerance)
-    return "outputs match nn.BatchNorm's training forward for (N, C), (N, C, L), (N, C, H, W), float32/64"
+    return (
+        "outputs match nn.BatchNorm's training forward for (N, C), (N, C, L), (N, C, H, W), "
+        "float32/64"
+    )

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from .. import numpy_bn
-from ..gradcheck import forward_difference
 from ..conventions import channel_shape, reduce_axes
+from ..gradcheck import forward_difference
 from .base import CheckFailed, Mistakes, compare, exercise, rng, tuple_text, unpack
 
 CHAPTER = "03_backward_by_hand"
@@ -33,7 +33,9 @@ def backward_cases() -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 # batchnorm_backward: (dx, dgamma, dbeta)
 # --------------------------------------------------------------------------------------------
-def _paths(dout: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float) -> tuple[np.ndarray, ...]:
+def _paths(
+    dout: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float
+) -> tuple[np.ndarray, ...]:
     """The pieces of chapter 3's ``dx = s * (g - mean(g) - xhat * mean(g * xhat))`` with
     ``g = gamma * dout``: ``s = 1 / sqrt(var + eps)``, ``g``, ``xhat``, ``mean(g)`` and
     ``mean(g * xhat)`` (the means per channel, dims kept). The mistakes drop some of them."""
@@ -55,15 +57,19 @@ def dx_without_the_mean_path(dout, x, gamma, eps):
     return s * (g - xhat * mean_g_xhat)
 
 
-@DX.add("the variance path is missing (the gradient through var): the per-channel sum of "
-        "dx * xhat should be 0")
+@DX.add(
+    "the variance path is missing (the gradient through var): the per-channel sum of "
+    "dx * xhat should be 0"
+)
 def dx_without_the_variance_path(dout, x, gamma, eps):
     s, g, xhat, mean_g, mean_g_xhat = _paths(dout, x, gamma, eps)
     return s * (g - mean_g)
 
 
-@DX.add("both the mean and the variance paths are missing: dx is not just gamma * dout / "
-        "sqrt(var + eps)")
+@DX.add(
+    "both the mean and the variance paths are missing: dx is not just gamma * dout / "
+    "sqrt(var + eps)"
+)
 def dx_as_a_constant_scale(dout, x, gamma, eps):
     s, g, *_ = _paths(dout, x, gamma, eps)
     return s * g
@@ -80,8 +86,12 @@ def sum_over_axis_0(a: np.ndarray) -> np.ndarray:
     return a.sum(axis=0)
 
 
-@exercise("numpy-backward", chapter=CHAPTER, title="The closed-form backward pass",
-          signature="batchnorm_backward(dout, x, gamma, eps=1e-5) -> (dx, dgamma, dbeta)")
+@exercise(
+    "numpy-backward",
+    chapter=CHAPTER,
+    title="The closed-form backward pass",
+    signature="batchnorm_backward(dout, x, gamma, eps=1e-5) -> (dx, dgamma, dbeta)",
+)
 def check_backward(batchnorm_backward: Callable[..., Any]) -> str:
     for case in backward_cases():
         x, gamma, dout, eps = case["x"], case["gamma"], case["dout"], case["eps"]
@@ -90,13 +100,26 @@ def check_backward(batchnorm_backward: Callable[..., Any]) -> str:
         dx, dgamma, dbeta = unpack(name, result, ("dx", "dgamma", "dbeta"))
         _, cache = numpy_bn.forward_train(x, gamma, None, eps)
         right_dx, right_dgamma, right_dbeta = numpy_bn.backward(dout, cache)
-        compare(f"dbeta from {name}", dbeta, right_dbeta,
-                mistakes={"dgamma and dbeta are swapped": right_dgamma,
-                          "dbeta should sum dout over every axis but 1": sum_over_axis_0(dout)})
-        compare(f"dgamma from {name}", dgamma, right_dgamma,
-                mistakes={"dgamma and dbeta are swapped": right_dbeta,
-                          "dgamma should sum dout * xhat over every axis but 1":
-                              sum_over_axis_0(dout * cache.xhat)})
+        compare(
+            f"dbeta from {name}",
+            dbeta,
+            right_dbeta,
+            mistakes={
+                "dgamma and dbeta are swapped": right_dgamma,
+                "dbeta should sum dout over every axis but 1": sum_over_axis_0(dout),
+            },
+        )
+        compare(
+            f"dgamma from {name}",
+            dgamma,
+            right_dgamma,
+            mistakes={
+                "dgamma and dbeta are swapped": right_dbeta,
+                "dgamma should sum dout * xhat over every axis but 1": sum_over_axis_0(
+                    dout * cache.xhat
+                ),
+            },
+        )
         compare(f"dx from {name}", dx, right_dx, mistakes=DX.answers(dout, x, gamma, eps))
     return "dx, dgamma, dbeta match the analytic gradients for (N, C) and (N, C, H, W)"
 
@@ -104,8 +127,12 @@ def check_backward(batchnorm_backward: Callable[..., Any]) -> str:
 # --------------------------------------------------------------------------------------------
 # numerical_gradient: central differences
 # --------------------------------------------------------------------------------------------
-@exercise("numerical-gradient", chapter=CHAPTER, title="Central differences",
-          signature="numerical_gradient(f, x, h=1e-5) -> array shaped like x")
+@exercise(
+    "numerical-gradient",
+    chapter=CHAPTER,
+    title="Central differences",
+    signature="numerical_gradient(f, x, h=1e-5) -> array shaped like x",
+)
 def check_numerical_gradient(numerical_gradient: Callable[..., Any]) -> str:
     generator = rng(30)
     x = generator.normal(size=(3, 4))
@@ -124,7 +151,8 @@ def check_numerical_gradient(numerical_gradient: Callable[..., Any]) -> str:
     if not np.array_equal(x, before):
         raise CheckFailed(
             "numerical_gradient left x changed: restore each entry after nudging it "
-            "(x[i] = old value), or the later entries are measured at the wrong point")
+            "(x[i] = old value), or the later entries are measured at the wrong point"
+        )
     if not calls:
         raise CheckFailed("numerical_gradient never called f")
     mistakes = {

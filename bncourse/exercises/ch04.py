@@ -23,31 +23,40 @@ CHAPTER = "04_running_stats"
 TF_MOMENTUM = (
     "TF/Keras-style momentum: PyTorch computes running = (1 - momentum) * running + "
     "momentum * batch, so momentum=0.1 is the weight of the NEW batch (Keras' momentum=0.99 and "
-    "CS231n's 0.9 weigh the OLD value: the opposite convention)")
+    "CS231n's 0.9 weigh the OLD value: the opposite convention)"
+)
 BIASED_RUNNING_VAR = (
     "running_var fed the biased batch variance (divide by m); PyTorch normalizes with the "
-    "biased one but stores the unbiased one, var * m / (m - 1), in running_var")
+    "biased one but stores the unbiased one, var * m / (m - 1), in running_var"
+)
 UNBIASED_WITH_BATCH_SIZE = (
     "the unbiased correction m / (m - 1) uses m = N, the batch size; m counts every value of "
-    "a channel, N * prod(spatial)")
+    "a channel, N * prod(spatial)"
+)
 NONE_AS_DEFAULT = (
     "momentum=None treated as the default 0.1; None means a cumulative average: "
-    "momentum = 1 / num_batches_tracked")
+    "momentum = 1 / num_batches_tracked"
+)
 NONE_COUNT_BEFORE_BATCH = (
     "momentum=None: 1 / num_batches_tracked must count this batch too (add 1 first), so the "
-    "first batch gets weight 1 and batch k gets weight 1/k")
+    "first batch gets weight 1 and batch k gets weight 1/k"
+)
 NONE_COUNT_TWICE = (
     "momentum=None: num_batches_tracked already counts this batch, so the factor is "
-    "1 / num_batches_tracked, not 1 / (num_batches_tracked + 1)")
+    "1 / num_batches_tracked, not 1 / (num_batches_tracked + 1)"
+)
 NONE_NO_UPDATE = (
     "momentum=None treated as 'no update'; None means a cumulative average: "
-    "momentum = 1 / num_batches_tracked")
+    "momentum = 1 / num_batches_tracked"
+)
 BATCH_STATS_IN_EVAL = (
     "batch statistics used in eval mode: after model.eval() BatchNorm normalizes with "
-    "running_mean and running_var (and leaves them alone)")
+    "running_mean and running_var (and leaves them alone)"
+)
 RUNNING_STATS_IN_TRAINING = (
     "running statistics used in training mode: training normalizes with the batch's own "
-    "mean and biased variance (the running statistics are only updated)")
+    "mean and biased variance (the running statistics are only updated)"
+)
 
 
 def tensor(array: np.ndarray) -> Any:
@@ -70,26 +79,48 @@ def state_size_mistakes(c: int, affine: bool, track: bool) -> list[tuple[tuple[i
     right = (2 * c if affine else 0, 2 * c + 1 if track else 0)
     as_parameters = (right[0] + (2 * c if track else 0), 1 if track else 0)
     return [
-        ((2 * c, 2 * c + 1), "affine=False has no weight and bias and track_running_stats=False "
-                             "no buffers (they are None)"),
-        (as_parameters, "running_mean and running_var counted as learnable: they are buffers, "
-                        "updated by the forward pass, never by the optimizer"),
-        ((as_parameters[0], right[1]), "running_mean and running_var counted as learnable (and "
-                                       "as buffers): they are buffers only"),
-        ((right[0], 2 * c if track else 0), "num_batches_tracked forgotten: a third buffer, one "
-                                            "int64 that counts the training batches"),
-        ((2 if affine else 0, 3 if track else 0), "tensors counted, not numbers: weight and bias "
-                                                  "hold C numbers each"),
+        (
+            (2 * c, 2 * c + 1),
+            "affine=False has no weight and bias and track_running_stats=False "
+            "no buffers (they are None)",
+        ),
+        (
+            as_parameters,
+            "running_mean and running_var counted as learnable: they are buffers, "
+            "updated by the forward pass, never by the optimizer",
+        ),
+        (
+            (as_parameters[0], right[1]),
+            "running_mean and running_var counted as learnable (and "
+            "as buffers): they are buffers only",
+        ),
+        (
+            (right[0], 2 * c if track else 0),
+            "num_batches_tracked forgotten: a third buffer, one "
+            "int64 that counts the training batches",
+        ),
+        (
+            (2 if affine else 0, 3 if track else 0),
+            "tensors counted, not numbers: weight and bias hold C numbers each",
+        ),
     ]
 
 
-@exercise("state-sizes", chapter=CHAPTER,
-          title="How many numbers BatchNorm learns and how many it stores",
-          signature="state_sizes(num_features, affine, track_running_stats) -> "
-                    "(learnable, buffer_values)")
+@exercise(
+    "state-sizes",
+    chapter=CHAPTER,
+    title="How many numbers BatchNorm learns and how many it stores",
+    signature="state_sizes(num_features, affine, track_running_stats) -> "
+    "(learnable, buffer_values)",
+)
 def check_state_sizes(state_sizes: Callable[..., Any]) -> str:
-    for c, affine_, track in [(3, True, True), (64, True, True), (3, False, True),
-                              (3, True, False), (5, False, False)]:
+    for c, affine_, track in [
+        (3, True, True),
+        (64, True, True),
+        (3, False, True),
+        (3, True, False),
+        (5, False, False),
+    ]:
         call = f"state_sizes({c}, affine={affine_}, track_running_stats={track})"
         got = unpack(call, state_sizes(c, affine_, track), ("learnable", "buffer_values"))
         try:
@@ -116,16 +147,29 @@ def running_stats_cases() -> list[dict[str, Any]]:
     statistics far from the batch's (so either momentum convention shows), (N, C) and
     (N, C, L), a fixed momentum and momentum=None after a few batches and on the first one."""
     cases = []
-    for seed, shape, momentum, tracked in [(40, (4, 3), 0.1, 1), (41, (3, 2, 4), 0.3, 5),
-                                           (42, (5, 3), None, 3), (43, (3, 2, 2), None, 1)]:
+    for seed, shape, momentum, tracked in [
+        (40, (4, 3), 0.1, 1),
+        (41, (3, 2, 4), 0.3, 5),
+        (42, (5, 3), None, 3),
+        (43, (3, 2, 2), None, 1),
+    ]:
         generator = rng(seed)
         c = shape[1]
         view = channel_shape(len(shape))
-        x = generator.normal(loc=generator.uniform(-3, 3, size=c).reshape(view),
-                             scale=generator.uniform(0.5, 2.0, size=c).reshape(view), size=shape)
-        cases.append(dict(x=x, running_mean=generator.uniform(-1, 1, size=c),
-                          running_var=generator.uniform(0.5, 3.0, size=c), momentum=momentum,
-                          num_batches_tracked=tracked))
+        x = generator.normal(
+            loc=generator.uniform(-3, 3, size=c).reshape(view),
+            scale=generator.uniform(0.5, 2.0, size=c).reshape(view),
+            size=shape,
+        )
+        cases.append(
+            dict(
+                x=x,
+                running_mean=generator.uniform(-1, 1, size=c),
+                running_var=generator.uniform(0.5, 3.0, size=c),
+                momentum=momentum,
+                num_batches_tracked=tracked,
+            )
+        )
     return cases
 
 
@@ -133,9 +177,15 @@ def _updated(running_mean, running_var, x, factor, batch_var=None):
     """PyTorch's update with momentum ``factor``, fed ``batch_var`` (the biased variance by
     default, which the update turns into the unbiased one)."""
     mean, var = numpy_bn.batch_stats(x)
-    return numpy_bn.update_running_stats(running_mean, running_var, mean,
-                                         var if batch_var is None else batch_var,
-                                         values_per_channel(x.shape), factor, 1)
+    return numpy_bn.update_running_stats(
+        running_mean,
+        running_var,
+        mean,
+        var if batch_var is None else batch_var,
+        values_per_channel(x.shape),
+        factor,
+        1,
+    )
 
 
 def _factor(momentum: float | None, num_batches_tracked: int) -> float:
@@ -197,25 +247,41 @@ def part(mistakes: dict[str, tuple[Any, ...]], index: int) -> dict[str, Any]:
     return {cause: answer[index] for cause, answer in mistakes.items()}
 
 
-@exercise("running-stats-update", chapter=CHAPTER, title="One update of the running statistics",
-          signature="update_running_stats(running_mean, running_var, x, momentum, "
-                    "num_batches_tracked) -> (new_mean, new_var), float64 tensors")
+@exercise(
+    "running-stats-update",
+    chapter=CHAPTER,
+    title="One update of the running statistics",
+    signature="update_running_stats(running_mean, running_var, x, momentum, "
+    "num_batches_tracked) -> (new_mean, new_var), float64 tensors",
+)
 def check_running_stats_update(update_running_stats: Callable[..., Any]) -> str:
     for case in running_stats_cases():
         x, rm, rv = case["x"], case["running_mean"], case["running_var"]
         momentum, tracked = case["momentum"], case["num_batches_tracked"]
-        name = (f"update_running_stats for x of shape {tuple_text(x.shape)}, momentum={momentum}, "
-                f"num_batches_tracked={tracked}")
+        name = (
+            f"update_running_stats for x of shape {tuple_text(x.shape)}, momentum={momentum}, "
+            f"num_batches_tracked={tracked}"
+        )
         result = update_running_stats(tensor(rm), tensor(rv), tensor(x), momentum, tracked)
         got_mean, got_var = unpack(name, result, ("new_mean", "new_var"))
         right_mean, right_var = _updated(rm, rv, x, _factor(momentum, tracked))
         wrong = RUNNING_STATS.answers(rm, rv, x, momentum, tracked)
-        compare(f"the running mean from {name}", float64("new_mean", got_mean), right_mean,
-                mistakes=part(wrong, 0))
-        compare(f"the running variance from {name}", float64("new_var", got_var), right_var,
-                mistakes=part(wrong, 1))
-    return ("running = (1 - momentum) * running + momentum * batch, unbiased variance, "
-            "momentum=None as a cumulative average")
+        compare(
+            f"the running mean from {name}",
+            float64("new_mean", got_mean),
+            right_mean,
+            mistakes=part(wrong, 0),
+        )
+        compare(
+            f"the running variance from {name}",
+            float64("new_var", got_var),
+            right_var,
+            mistakes=part(wrong, 1),
+        )
+    return (
+        "running = (1 - momentum) * running + momentum * batch, unbiased variance, "
+        "momentum=None as a cumulative average"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,9 +308,13 @@ def running_var_as_a_standard_deviation(x, running_mean, running_var, gamma, bet
     return numpy_bn.forward_eval(x, running_mean, running_var**2, gamma, beta, eps)
 
 
-@exercise("batchnorm-modes", chapter=CHAPTER, title="BatchNorm in training and in evaluation mode",
-          signature="batch_norm(x, running_mean, running_var, weight, bias, training, "
-                    "momentum=0.1, eps=1e-5) -> out, updating the running statistics in place")
+@exercise(
+    "batchnorm-modes",
+    chapter=CHAPTER,
+    title="BatchNorm in training and in evaluation mode",
+    signature="batch_norm(x, running_mean, running_var, weight, bias, training, "
+    "momentum=0.1, eps=1e-5) -> out, updating the running statistics in place",
+)
 def check_batchnorm_modes(batch_norm: Callable[..., Any]) -> str:
     for case in running_stats_cases()[:2]:
         x, rm, rv, momentum = case["x"], case["running_mean"], case["running_var"], case["momentum"]
@@ -261,27 +331,45 @@ def check_batchnorm_modes(batch_norm: Callable[..., Any]) -> str:
             mode = "training" if training else "evaluation"
             name = f"batch_norm in {mode} mode for x of shape {tuple_text(x.shape)}"
             rm_t, rv_t = tensor(rm), tensor(rv)
-            out = batch_norm(tensor(x), rm_t, rv_t, tensor(gamma), tensor(beta), training,
-                             momentum=momentum, eps=1e-5)
+            out = batch_norm(
+                tensor(x),
+                rm_t,
+                rv_t,
+                tensor(gamma),
+                tensor(beta),
+                training,
+                momentum=momentum,
+                eps=1e-5,
+            )
             if not training:
-                compare(f"the output of {name}", float64("out", out), evaluated,
-                        mistakes=EVALUATION.answers(x, rm, rv, gamma, beta, 1e-5))
+                compare(
+                    f"the output of {name}",
+                    float64("out", out),
+                    evaluated,
+                    mistakes=EVALUATION.answers(x, rm, rv, gamma, beta, 1e-5),
+                )
                 if not (np.array_equal(rm_t.numpy(), rm) and np.array_equal(rv_t.numpy(), rv)):
                     raise CheckFailed(
                         f"{name} changed running_mean or running_var: in evaluation mode they "
-                        f"are read, never updated. Likely cause: {BATCH_STATS_IN_EVAL}.")
+                        f"are read, never updated. Likely cause: {BATCH_STATS_IN_EVAL}."
+                    )
                 continue
-            mistakes = {RUNNING_STATS_IN_TRAINING: evaluated,
-                        RUNNING_STATS_IN_TRAINING + " (here the freshly updated ones)":
-                            numpy_bn.forward_eval(x, new_mean, new_var, gamma, beta, 1e-5),
-                        **FORWARD.answers(x, gamma, beta, 1e-5)}
+            mistakes = {
+                RUNNING_STATS_IN_TRAINING: evaluated,
+                RUNNING_STATS_IN_TRAINING
+                + " (here the freshly updated ones)": numpy_bn.forward_eval(
+                    x, new_mean, new_var, gamma, beta, 1e-5
+                ),
+                **FORWARD.answers(x, gamma, beta, 1e-5),
+            }
             compare(f"the output of {name}", float64("out", out), trained, mistakes=mistakes)
             if np.array_equal(rm_t.numpy(), rm) and np.array_equal(rv_t.numpy(), rv):
                 raise CheckFailed(
                     f"{name} left running_mean and running_var unchanged: update them in place "
                     f"(running_mean.mul_(1 - momentum).add_(momentum * mean), or "
                     f"running_mean.copy_(...)); `running_mean = ...` only rebinds a local name, "
-                    f"the caller's tensor stays as it was")
+                    f"the caller's tensor stays as it was"
+                )
             wrong = RUNNING_STATS.answers(rm, rv, x, momentum, 1)
             compare(f"running_mean after {name}", rm_t, new_mean, mistakes=part(wrong, 0))
             compare(f"running_var after {name}", rv_t, new_var, mistakes=part(wrong, 1))

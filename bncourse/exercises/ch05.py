@@ -36,9 +36,13 @@ CHAPTER = "05_pytorch_module"
 # --------------------------------------------------------------------------------------------
 # BatchNormTrain: a torch.autograd.Function with the closed-form backward
 # --------------------------------------------------------------------------------------------
-@exercise("autograd-function", chapter=CHAPTER, title="BatchNorm as a torch.autograd.Function",
-          signature="BatchNormTrain(torch.autograd.Function): forward(ctx, x, weight, bias, "
-                    "eps) and backward(ctx, grad_output) -> (dx, dweight, dbias, None)")
+@exercise(
+    "autograd-function",
+    chapter=CHAPTER,
+    title="BatchNorm as a torch.autograd.Function",
+    signature="BatchNormTrain(torch.autograd.Function): forward(ctx, x, weight, bias, "
+    "eps) and backward(ctx, grad_output) -> (dx, dweight, dbias, None)",
+)
 def check_autograd_function(candidate: Callable[..., Any]) -> str:
     import torch
 
@@ -52,33 +56,54 @@ def check_autograd_function(candidate: Callable[..., Any]) -> str:
         xt, gt, bt = (tensor(a).requires_grad_() for a in (x, gamma, beta))
         out = apply(xt, gt, bt, eps)
         expected, cache = numpy_bn.forward_train(x, gamma, beta, eps)
-        compare(f"the output of {name}", float64("output", out), expected,
-                mistakes=FORWARD.answers(x, gamma, beta, eps))
+        compare(
+            f"the output of {name}",
+            float64("output", out),
+            expected,
+            mistakes=FORWARD.answers(x, gamma, beta, eps),
+        )
         node = type(out.grad_fn).__name__ if out.grad_fn is not None else None
         if node != f"{getattr(candidate, '__name__', '?')}Backward":
             raise CheckFailed(
                 f"the output of {name} has grad_fn {node}: autograd recorded the forward's "
                 f"operations instead of one node of your Function. Write a subclass of "
-                f"torch.autograd.Function, call it with .apply, and pass the class to check")
+                f"torch.autograd.Function, call it with .apply, and pass the class to check"
+            )
         try:
-            dx, dgamma, dbeta = torch.autograd.grad(out, (xt, gt, bt), tensor(dout), allow_unused=True)
+            dx, dgamma, dbeta = torch.autograd.grad(
+                out, (xt, gt, bt), tensor(dout), allow_unused=True
+            )
         except RuntimeError as error:
             hint = ""
             if "incorrect number of gradients" in str(error):
-                hint = (" Likely cause: backward returns one gradient per input of forward, in "
-                        "order: (dx, dweight, dbias, None), None for eps.")
+                hint = (
+                    " Likely cause: backward returns one gradient per input of forward, in "
+                    "order: (dx, dweight, dbias, None), None for eps."
+                )
             raise CheckFailed(f"backward of {name} raised RuntimeError: {error}{hint}") from None
         right_dx, right_dgamma, right_dbeta = numpy_bn.backward(dout, cache)
-        for label, got, right, other in [("dbias", dbeta, right_dbeta, right_dgamma),
-                                         ("dweight", dgamma, right_dgamma, right_dbeta)]:
+        for label, got, right, other in [
+            ("dbias", dbeta, right_dbeta, right_dgamma),
+            ("dweight", dgamma, right_dgamma, right_dbeta),
+        ]:
             if got is None:
-                raise CheckFailed(f"{label} from {name} is None: return the gradient of every tensor input")
-            compare(f"{label} from {name}", float64(label, got), right,
-                    mistakes={"dweight and dbias swapped: return (dx, dweight, dbias, None) in "
-                              "the order of forward's inputs": other})
+                raise CheckFailed(
+                    f"{label} from {name} is None: return the gradient of every tensor input"
+                )
+            compare(
+                f"{label} from {name}",
+                float64(label, got),
+                right,
+                mistakes={
+                    "dweight and dbias swapped: return (dx, dweight, dbias, None) in "
+                    "the order of forward's inputs": other
+                },
+            )
         if dx is None:
             raise CheckFailed(f"dx from {name} is None: return the gradient of every tensor input")
-        compare(f"dx from {name}", float64("dx", dx), right_dx, mistakes=DX.answers(dout, x, gamma, eps))
+        compare(
+            f"dx from {name}", float64("dx", dx), right_dx, mistakes=DX.answers(dout, x, gamma, eps)
+        )
     return "training forward and closed-form backward in one autograd node, (N, C) to (N, C, H, W)"
 
 
@@ -144,7 +169,9 @@ MODULE = {  # in this order: "not counted" after the momentum mistakes it resemb
     "momentum=None divides by that count)": NotCounted,
     RUNNING_STATS_IN_TRAINING: RunningStatisticsInTraining,
     BATCH_STATS_IN_EVAL: BatchStatisticsInEvaluation,
-    "num_batches_tracked incremented in eval mode: it counts training batches only": CountedInEvaluation,
+    "num_batches_tracked incremented in eval mode: it counts training batches only": (
+        CountedInEvaluation
+    ),
 }
 """What a wrong module forward does, as modules: ``{cause: subclass of torch_bn.BatchNorm1d}``."""
 
@@ -193,21 +220,28 @@ MODULE_SCRIPT: list[tuple[dict[str, Any], list[bool]]] = [
 def _hint(error: Exception) -> str:
     text = str(error)
     if isinstance(error, TypeError) and "momentum" in text and "NoneType" in text:
-        return (" Likely cause: momentum=None reached batch_norm; the module turns it into "
-                "1 / num_batches_tracked (a cumulative average).")
+        return (
+            " Likely cause: momentum=None reached batch_norm; the module turns it into "
+            "1 / num_batches_tracked (a cumulative average)."
+        )
     if isinstance(error, ZeroDivisionError):
         return f" Likely cause: {NONE_COUNT_BEFORE_BATCH}."
     if "must be defined in evaluation mode" in text:
-        return (" Likely cause: without running statistics (track_running_stats=False) "
-                "evaluation normalizes with the batch's statistics: pass training=True when "
-                "running_mean is None.")
+        return (
+            " Likely cause: without running statistics (track_running_stats=False) "
+            "evaluation normalizes with the batch's statistics: pass training=True when "
+            "running_mean is None."
+        )
     return ""
 
 
-@exercise("module-forward", chapter=CHAPTER,
-          title="The forward of nn.BatchNorm: which statistics, which momentum",
-          signature="module_forward(module, x) -> out, using torch_bn.batch_norm and updating "
-                    "module's buffers like nn.BatchNorm*d")
+@exercise(
+    "module-forward",
+    chapter=CHAPTER,
+    title="The forward of nn.BatchNorm: which statistics, which momentum",
+    signature="module_forward(module, x) -> out, using torch_bn.batch_norm and updating "
+    "module's buffers like nn.BatchNorm*d",
+)
 def check_module_forward(module_forward: Callable[..., Any]) -> str:
     import torch
 
@@ -227,8 +261,9 @@ def check_module_forward(module_forward: Callable[..., Any]) -> str:
         for training in modes:
             steps += 1
             module.train(training)
-            x = (torch.randn(3, 3, 2, generator=generator, dtype=torch.float64) * 2
-                 + torch.tensor([-2.0, 0.5, 3.0], dtype=torch.float64).view(1, 3, 1))
+            x = torch.randn(3, 3, 2, generator=generator, dtype=torch.float64) * 2 + torch.tensor(
+                [-2.0, 0.5, 3.0], dtype=torch.float64
+            ).view(1, 3, 1)
             mode = "training" if training else "evaluation"
             name = f"module_forward for BatchNorm1d(3, {described}) in {mode} mode (step {steps})"
             mistakes = module_mistakes(module, x)
@@ -238,15 +273,29 @@ def check_module_forward(module_forward: Callable[..., Any]) -> str:
             except NotImplementedError:
                 raise
             except (TypeError, ZeroDivisionError, RuntimeError, ValueError) as error:
-                raise CheckFailed(f"{name} raised {type(error).__name__}: {error}{_hint(error)}") from None
-            compare(f"the output of {name}", float64("out", out), right[0],
-                    mistakes={cause: answer[0] for cause, answer in mistakes.items()})
+                raise CheckFailed(
+                    f"{name} raised {type(error).__name__}: {error}{_hint(error)}"
+                ) from None
+            compare(
+                f"the output of {name}",
+                float64("out", out),
+                right[0],
+                mistakes={cause: answer[0] for cause, answer in mistakes.items()},
+            )
             for slot, key in [(3, "num_batches_tracked"), (1, "running_mean"), (2, "running_var")]:
                 if right[slot] is None:
                     continue
-                compare(f"{key} after {name}", np.atleast_1d(float64(key, getattr(module, key))),
-                        np.atleast_1d(np.asarray(right[slot], dtype=np.float64)), check_dtype=False,
-                        mistakes={cause: np.atleast_1d(np.asarray(answer[slot], dtype=np.float64))
-                                  for cause, answer in mistakes.items()})
-    return ("momentum=None, train/eval and track_running_stats handled like nn.BatchNorm1d "
-            f"over {steps} steps")
+                compare(
+                    f"{key} after {name}",
+                    np.atleast_1d(float64(key, getattr(module, key))),
+                    np.atleast_1d(np.asarray(right[slot], dtype=np.float64)),
+                    check_dtype=False,
+                    mistakes={
+                        cause: np.atleast_1d(np.asarray(answer[slot], dtype=np.float64))
+                        for cause, answer in mistakes.items()
+                    },
+                )
+    return (
+        "momentum=None, train/eval and track_running_stats handled like nn.BatchNorm1d "
+        f"over {steps} steps"
+    )

@@ -17,19 +17,25 @@ CHAPTER = "07_bn_in_training"
 PER_STATISTIC = Mistakes()  # arguments: (norm, shape, groups)
 
 
-@PER_STATISTIC.add("BatchNorm also reduces over every spatial position: m = N * H * W (times any "
-                   "other spatial axes), not N")
+@PER_STATISTIC.add(
+    "BatchNorm also reduces over every spatial position: m = N * H * W (times any "
+    "other spatial axes), not N"
+)
 def batch_without_positions(norm, shape, groups):
     return shape[0] if norm == "batch" else None
 
 
-@PER_STATISTIC.add("BatchNorm keeps one statistic per channel: the channels are not pooled, "
-                   "m = N * H * W, not N * C * H * W")
+@PER_STATISTIC.add(
+    "BatchNorm keeps one statistic per channel: the channels are not pooled, "
+    "m = N * H * W, not N * C * H * W"
+)
 def batch_pooling_channels(norm, shape, groups):
     return math.prod(shape) if norm == "batch" else None
 
 
-@PER_STATISTIC.add("LayerNorm over (C, H, W) also reduces over the spatial positions: m = C * H * W")
+@PER_STATISTIC.add(
+    "LayerNorm over (C, H, W) also reduces over the spatial positions: m = C * H * W"
+)
 def layer_without_positions(norm, shape, groups):
     return shape[1] if norm == "layer" else None
 
@@ -39,13 +45,16 @@ def layer_pooling_the_batch(norm, shape, groups):
     return math.prod(shape) if norm == "layer" else None
 
 
-@PER_STATISTIC.add("groups is the number of groups, not the channels per group: a group holds "
-                   "C // groups channels")
+@PER_STATISTIC.add(
+    "groups is the number of groups, not the channels per group: a group holds C // groups channels"
+)
 def group_size_as_the_count(norm, shape, groups):
     return groups * math.prod(shape[2:]) if norm == "group" else None
 
 
-@PER_STATISTIC.add("the groups were ignored: GroupNorm(groups, C) reduces over C // groups channels")
+@PER_STATISTIC.add(
+    "the groups were ignored: GroupNorm(groups, C) reduces over C // groups channels"
+)
 def group_ignored(norm, shape, groups):
     return shape[1] * math.prod(shape[2:]) if norm == "group" else None
 
@@ -55,24 +64,44 @@ def group_pooling_the_batch(norm, shape, groups):
     return shape[0] * (shape[1] // groups) * math.prod(shape[2:]) if norm == "group" else None
 
 
-@exercise("values-per-statistic", chapter=CHAPTER, title="How many values behind each statistic?",
-          signature="values_per_statistic(norm, shape, groups=1) -> int, norm in 'batch', 'layer', 'group'")
+@exercise(
+    "values-per-statistic",
+    chapter=CHAPTER,
+    title="How many values behind each statistic?",
+    signature="values_per_statistic(norm, shape, groups=1) -> int, norm in 'batch', 'layer', "
+    "'group'",
+)
 def check_values_per_statistic(values_per_statistic: Callable[..., Any]) -> str:
-    cases = [("batch", (2, 64), 1, 2), ("batch", (2, 8, 8, 8), 1, 128), ("batch", (5, 3, 7), 1, 35),
-             ("layer", (2, 64), 1, 64), ("layer", (4, 16, 4, 4), 1, 256),
-             ("group", (2, 64), 4, 16), ("group", (3, 16, 4, 4), 4, 64), ("group", (8, 6, 5), 2, 15)]
+    cases = [
+        ("batch", (2, 64), 1, 2),
+        ("batch", (2, 8, 8, 8), 1, 128),
+        ("batch", (5, 3, 7), 1, 35),
+        ("layer", (2, 64), 1, 64),
+        ("layer", (4, 16, 4, 4), 1, 256),
+        ("group", (2, 64), 4, 16),
+        ("group", (3, 16, 4, 4), 4, 64),
+        ("group", (8, 6, 5), 2, 15),
+    ]
     for norm, shape, groups, right in cases:
-        compare_number(f"values_per_statistic({norm!r}, {shape}, groups={groups})",
-                       values_per_statistic(norm, shape, groups=groups), right, rtol=0.0,
-                       mistakes=PER_STATISTIC.answers(norm, shape, groups))
+        compare_number(
+            f"values_per_statistic({norm!r}, {shape}, groups={groups})",
+            values_per_statistic(norm, shape, groups=groups),
+            right,
+            rtol=0.0,
+            mistakes=PER_STATISTIC.answers(norm, shape, groups),
+        )
     return "m for BatchNorm, LayerNorm and GroupNorm on (N, C), (N, C, L) and (N, C, H, W) inputs"
 
 
 # --------------------------------------------------------------------------------------------
 # freeze_batchnorm: eval mode and no gradients for the BatchNorm layers only
 # --------------------------------------------------------------------------------------------
-@exercise("freeze-batchnorm", chapter=CHAPTER, title="Freeze the BatchNorm layers",
-          signature="freeze_batchnorm(model) -> None or model (changes model in place)")
+@exercise(
+    "freeze-batchnorm",
+    chapter=CHAPTER,
+    title="Freeze the BatchNorm layers",
+    signature="freeze_batchnorm(model) -> None or model (changes model in place)",
+)
 def check_freeze_batchnorm(freeze_batchnorm: Callable[..., Any]) -> str:
     import torch
 
@@ -87,8 +116,15 @@ def _freeze_batchnorm_checked(freeze_batchnorm: Callable[..., Any]) -> str:
     from torch import nn
 
     model = nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-        nn.Linear(3 * 4 * 4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 2),
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 6),
+        nn.BatchNorm1d(6),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(6, 2),
     )
     norms = {"BatchNorm2d": model[1], "BatchNorm1d": model[5]}
     others = {"Conv2d": model[0], "Linear": model[4]}
@@ -99,20 +135,28 @@ def _freeze_batchnorm_checked(freeze_batchnorm: Callable[..., Any]) -> str:
             raise CheckFailed(
                 f"the {name} layer is still in training mode, so it normalizes with batch "
                 f"statistics and keeps updating its running statistics: call .eval() on every "
-                f"BatchNorm layer (BatchNorm1d, 2d and 3d)")
+                f"BatchNorm layer (BatchNorm1d, 2d and 3d)"
+            )
         if any(p.requires_grad for p in layer.parameters()):
             raise CheckFailed(
                 f"gamma and beta of the {name} layer still get gradients, so fine-tuning "
                 f"changes them: eval mode only affects the statistics; also set requires_grad "
-                f"to False on its parameters")
+                f"to False on its parameters"
+            )
     if not model[7].training:
-        raise CheckFailed("the Dropout layer is in eval mode too: freeze only the BatchNorm "
-                          "layers, not the whole model (model.eval() switches every layer)")
+        raise CheckFailed(
+            "the Dropout layer is in eval mode too: freeze only the BatchNorm "
+            "layers, not the whole model (model.eval() switches every layer)"
+        )
     for name, layer in others.items():
         if not all(p.requires_grad for p in layer.parameters()):
-            raise CheckFailed(f"the {name} layer no longer gets gradients: freeze only the BatchNorm layers")
+            raise CheckFailed(
+                f"the {name} layer no longer gets gradients: freeze only the BatchNorm layers"
+            )
     # A fine-tuning step: the frozen layers must come out exactly as they went in.
-    saved = {name: {k: v.clone() for k, v in layer.state_dict().items()} for name, layer in norms.items()}
+    saved = {
+        name: {k: v.clone() for k, v in layer.state_dict().items()} for name, layer in norms.items()
+    }
     weight_before = model[4].weight.detach().clone()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     x = torch.randn(4, 1, 4, 4) * 3 + 1

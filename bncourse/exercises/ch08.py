@@ -17,9 +17,12 @@ CHAPTER = "08_gpu_triton"
 # bn_bytes: what a training BatchNorm moves, forward (2 reads, 1 write) and backward (4 + 1)
 # --------------------------------------------------------------------------------------------
 FORWARD_BYTES, BACKWARD_BYTES = Mistakes(), Mistakes()  # arguments: (shape, itemsize)
-PER_SAMPLE = ("every value of the tensor moves, all N * C * H * W of them, not one per sample "
-              "and channel")
-NOT_BYTES = "a count of values, not of bytes: multiply by the itemsize (4 for float32, 2 for bfloat16)"
+PER_SAMPLE = (
+    "every value of the tensor moves, all N * C * H * W of them, not one per sample and channel"
+)
+NOT_BYTES = (
+    "a count of values, not of bytes: multiply by the itemsize (4 for float32, 2 for bfloat16)"
+)
 BITS = "bits, not bytes: the itemsize is already in bytes"
 
 
@@ -33,8 +36,10 @@ def _per_sample(shape: tuple[int, ...], itemsize: int) -> int | None:
     return None if per_sample == _size(shape, itemsize) else per_sample
 
 
-@FORWARD_BYTES.add("the forward reads the input twice (once for the statistics, once to "
-                   "normalize) and writes the output once: 3 passes over the tensor")
+@FORWARD_BYTES.add(
+    "the forward reads the input twice (once for the statistics, once to "
+    "normalize) and writes the output once: 3 passes over the tensor"
+)
 def forward_one_read(shape, itemsize):
     return 2 * _size(shape, itemsize)
 
@@ -55,13 +60,17 @@ def forward_per_sample(shape, itemsize):
     return None if per_sample is None else 3 * per_sample
 
 
-@BACKWARD_BYTES.add("dx is written too: the backward reads x and dy twice each and writes dx, 5 passes")
+@BACKWARD_BYTES.add(
+    "dx is written too: the backward reads x and dy twice each and writes dx, 5 passes"
+)
 def backward_without_writing(shape, itemsize):
     return 4 * _size(shape, itemsize)
 
 
-@BACKWARD_BYTES.add("x and dy are each read twice: once for the two per-channel sums, and again "
-                    "for dx, which needs the finished sums")
+@BACKWARD_BYTES.add(
+    "x and dy are each read twice: once for the two per-channel sums, and again "
+    "for dx, which needs the finished sums"
+)
 def backward_one_read_each(shape, itemsize):
     return 3 * _size(shape, itemsize)
 
@@ -87,26 +96,50 @@ def backward_per_sample(shape, itemsize):
     return None if per_sample is None else 5 * per_sample
 
 
-@exercise("bn-bytes", chapter=CHAPTER, title="Bytes a BatchNorm layer moves in training",
-          signature="bn_bytes(shape, itemsize) -> (forward_bytes, backward_bytes)")
+@exercise(
+    "bn-bytes",
+    chapter=CHAPTER,
+    title="Bytes a BatchNorm layer moves in training",
+    signature="bn_bytes(shape, itemsize) -> (forward_bytes, backward_bytes)",
+)
 def check_bn_bytes(bn_bytes: Callable[..., Any]) -> str:
-    for shape, itemsize in [((256, 64, 56, 56), 4), ((65536, 256), 4), ((32, 128, 28, 28), 2),
-                            ((8, 3, 5), 2)]:
+    for shape, itemsize in [
+        ((256, 64, 56, 56), 4),
+        ((65536, 256), 4),
+        ((32, 128, 28, 28), 2),
+        ((8, 3, 5), 2),
+    ]:
         name = f"bn_bytes({tuple_text(shape)}, itemsize={itemsize})"
-        forward, backward = unpack(name, bn_bytes(shape, itemsize), ("forward_bytes", "backward_bytes"))
+        forward, backward = unpack(
+            name, bn_bytes(shape, itemsize), ("forward_bytes", "backward_bytes")
+        )
         size = _size(shape, itemsize)
-        compare_number(f"the forward's bytes from {name}", forward, 3 * size, rtol=0,
-                       mistakes=FORWARD_BYTES.answers(shape, itemsize))
-        compare_number(f"the backward's bytes from {name}", backward, 5 * size, rtol=0,
-                       mistakes=BACKWARD_BYTES.answers(shape, itemsize))
-    return "forward 2 reads + 1 write, backward 4 reads + 1 write of N * C * (spatial) values of itemsize bytes"
+        compare_number(
+            f"the forward's bytes from {name}",
+            forward,
+            3 * size,
+            rtol=0,
+            mistakes=FORWARD_BYTES.answers(shape, itemsize),
+        )
+        compare_number(
+            f"the backward's bytes from {name}",
+            backward,
+            5 * size,
+            rtol=0,
+            mistakes=BACKWARD_BYTES.answers(shape, itemsize),
+        )
+    return (
+        "forward 2 reads + 1 write, backward 4 reads + 1 write of N * C * (spatial) values "
+        "of itemsize bytes"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # welford_update: one more value into a running (count, mean, M2)
 # --------------------------------------------------------------------------------------------
 def welford(count: int, mean: np.ndarray, m2: np.ndarray, x: np.ndarray) -> tuple[Any, ...]:
-    """The right update, ``(count + 1, mean + delta / (count + 1), M2 + delta * (x - new mean))``."""
+    """The right update: ``(count + 1, mean + delta / (count + 1), M2 + delta * (x - new
+    mean))`` with ``delta = x - mean``."""
     new_count = count + 1
     delta = x - mean
     new_mean = mean + delta / new_count
@@ -121,8 +154,10 @@ def count_unchanged(count, mean, m2, x):
     return float(count)
 
 
-@MEAN.add("the new mean is not the average of the old mean and x: it moves by (x - mean) / count "
-          "with the new count")
+@MEAN.add(
+    "the new mean is not the average of the old mean and x: it moves by (x - mean) / count "
+    "with the new count"
+)
 def mean_averaged_with_x(count, mean, m2, x):
     return (mean + x) / 2
 
@@ -132,8 +167,10 @@ def mean_step_over_the_old_count(count, mean, m2, x):
     return mean + (x - mean) / count if count > 0 else None
 
 
-@M2.add("M2 grows by (x - old mean) * (x - new mean), one factor from before the update and one "
-        "from after, not (x - old mean)^2")
+@M2.add(
+    "M2 grows by (x - old mean) * (x - new mean), one factor from before the update and one "
+    "from after, not (x - old mean)^2"
+)
 def m2_with_the_old_mean_twice(count, mean, m2, x):
     return m2 + (x - mean) ** 2
 
@@ -143,8 +180,10 @@ def m2_with_the_new_mean_twice(count, mean, m2, x):
     return m2 + (x - welford(count, mean, m2, x)[1]) ** 2
 
 
-@M2.add("M2 is a sum of squared deviations from the mean, not a sum of squares (E[x^2] - E[x]^2 "
-        "is what Welford's update avoids)")
+@M2.add(
+    "M2 is a sum of squared deviations from the mean, not a sum of squares (E[x^2] - E[x]^2 "
+    "is what Welford's update avoids)"
+)
 def m2_as_a_sum_of_squares(count, mean, m2, x):
     return m2 + x**2
 
@@ -155,8 +194,13 @@ def m2_as_the_variance(count, mean, m2, x):
     return new_m2 / new_count
 
 
-@exercise("welford-update", chapter=CHAPTER, title="Welford's update: one more value into (count, mean, M2)",
-          signature="welford_update(count, mean, m2, x) -> (count, mean, m2); mean, m2 and x of shape (C,)")
+@exercise(
+    "welford-update",
+    chapter=CHAPTER,
+    title="Welford's update: one more value into (count, mean, M2)",
+    signature="welford_update(count, mean, m2, x) -> (count, mean, m2); mean, m2 and x of "
+    "shape (C,)",
+)
 def check_welford_update(welford_update: Callable[..., Any]) -> str:
     values = rng(80).normal(loc=[5.0, -3.0, 1e4], scale=[2.0, 0.5, 1.0], size=(9, 3))
     # Later steps first: from an empty or one-value start several mistakes coincide (with
@@ -170,12 +214,29 @@ def check_welford_update(welford_update: Callable[..., Any]) -> str:
         result = welford_update(i, mean.copy(), m2.copy(), x.copy())
         new_count, new_mean, new_m2 = unpack(name, result, ("count", "mean", "m2"))
         whole = values[: i + 1]
-        compare_number(f"the count from {name}", new_count, float(i + 1), rtol=0,
-                       mistakes=COUNT.answers(i, mean, m2, x))
-        compare(f"the mean from {name}", new_mean, whole.mean(0), rtol=1e-9, atol=1e-9,
-                mistakes=MEAN.answers(i, mean, m2, x))
-        compare(f"M2 from {name}", new_m2, ((whole - whole.mean(0)) ** 2).sum(0), rtol=1e-7,
-                atol=1e-9, mistakes=M2.answers(i, mean, m2, x))
+        compare_number(
+            f"the count from {name}",
+            new_count,
+            float(i + 1),
+            rtol=0,
+            mistakes=COUNT.answers(i, mean, m2, x),
+        )
+        compare(
+            f"the mean from {name}",
+            new_mean,
+            whole.mean(0),
+            rtol=1e-9,
+            atol=1e-9,
+            mistakes=MEAN.answers(i, mean, m2, x),
+        )
+        compare(
+            f"M2 from {name}",
+            new_m2,
+            ((whole - whole.mean(0)) ** 2).sum(0),
+            rtol=1e-7,
+            atol=1e-9,
+            mistakes=M2.answers(i, mean, m2, x),
+        )
     return "count, mean and M2 after every value, from an empty start, also for a channel near 1e4"
 
 
@@ -183,12 +244,13 @@ def check_welford_update(welford_update: Callable[..., Any]) -> str:
 # tile_partials: (count, mean, M2) of every tile of a 1-d array
 # --------------------------------------------------------------------------------------------
 def tiles_of(values: np.ndarray, tile: int) -> list[np.ndarray]:
-    """``values`` cut into tiles of ``tile`` values, the last one shorter when they do not divide."""
-    return [values[i:i + tile] for i in range(0, len(values), tile)]
+    """``values`` cut into tiles of ``tile`` values, the last one shorter where they do not
+    divide."""
+    return [values[i : i + tile] for i in range(0, len(values), tile)]
 
 
 COUNTS, MEANS, M2S = Mistakes(), Mistakes(), Mistakes()  # arguments: (values, tile)
-DROPPED = ("the last, shorter tile was dropped: it holds the len(values) % tile values that are left")
+DROPPED = "the last, shorter tile was dropped: it holds the len(values) % tile values that are left"
 
 
 def _ragged(values: np.ndarray, tile: int) -> bool:
@@ -238,21 +300,44 @@ def m2s_about_the_overall_mean(values, tile):
     return np.array([((t - values.mean()) ** 2).sum() for t in tiles_of(values, tile)])
 
 
-@exercise("tile-partials", chapter=CHAPTER, title="Per-tile partial statistics",
-          signature="tile_partials(values, tile) -> (counts, means, m2s), each of shape (T,), "
-                    "T = ceil(len(values) / tile)")
+@exercise(
+    "tile-partials",
+    chapter=CHAPTER,
+    title="Per-tile partial statistics",
+    signature="tile_partials(values, tile) -> (counts, means, m2s), each of shape (T,), "
+    "T = ceil(len(values) / tile)",
+)
 def check_tile_partials(tile_partials: Callable[..., Any]) -> str:
     generator = rng(81)
     for n, tile in [(23, 5), (16, 4), (7, 10), (30, 7)]:
         values = generator.normal(loc=3.0, scale=2.0, size=n)
-        values += np.repeat(generator.uniform(-4, 4, size=-(-n // tile)), tile)[:n]  # per-tile offsets
+        values += np.repeat(generator.uniform(-4, 4, size=-(-n // tile)), tile)[
+            :n
+        ]  # per-tile offsets
         name = f"tile_partials(values of length {n}, tile={tile})"
-        counts, means, m2s = unpack(name, tile_partials(values.copy(), tile), ("counts", "means", "m2s"))
+        counts, means, m2s = unpack(
+            name, tile_partials(values.copy(), tile), ("counts", "means", "m2s")
+        )
         tiles = tiles_of(values, tile)
-        compare(f"the counts from {name}", counts, np.array([len(t) for t in tiles], dtype=float),
-                mistakes=COUNTS.answers(values, tile), check_dtype=False)
-        compare(f"the means from {name}", means, np.array([t.mean() for t in tiles]),
-                mistakes=MEANS.answers(values, tile), check_dtype=False)
-        compare(f"the M2s from {name}", m2s, np.array([((t - t.mean()) ** 2).sum() for t in tiles]),
-                mistakes=M2S.answers(values, tile), check_dtype=False)
+        compare(
+            f"the counts from {name}",
+            counts,
+            np.array([len(t) for t in tiles], dtype=float),
+            mistakes=COUNTS.answers(values, tile),
+            check_dtype=False,
+        )
+        compare(
+            f"the means from {name}",
+            means,
+            np.array([t.mean() for t in tiles]),
+            mistakes=MEANS.answers(values, tile),
+            check_dtype=False,
+        )
+        compare(
+            f"the M2s from {name}",
+            m2s,
+            np.array([((t - t.mean()) ** 2).sum() for t in tiles]),
+            mistakes=M2S.answers(values, tile),
+            check_dtype=False,
+        )
     return "count, mean and M2 of every tile, the last one shorter when len(values) % tile != 0"

@@ -22,8 +22,12 @@ def merge_cases() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     cases = []
     for seed, counts in [(70, [2, 5, 3]), (71, [4, 0, 6, 1])]:
         generator = rng(seed)
-        parts = [generator.normal(loc=generator.uniform(-5, 5), scale=generator.uniform(0.5, 2), size=(n, 3))
-                 for n in counts]
+        parts = [
+            generator.normal(
+                loc=generator.uniform(-5, 5), scale=generator.uniform(0.5, 2), size=(n, 3)
+            )
+            for n in counts
+        ]
         means = np.array([p.mean(0) if len(p) else np.zeros(3) for p in parts])
         m2s = np.array([((p - p.mean(0)) ** 2).sum(0) if len(p) else np.zeros(3) for p in parts])
         cases.append((np.array(counts, dtype=np.float64), means, m2s))
@@ -38,14 +42,18 @@ def count_of_processes(counts, means, m2s):
     return float(len(counts))
 
 
-@MEAN.add("the means are averaged without weights: a process with more values must weigh more, "
-          "mean = sum(n_k * mean_k) / N")
+@MEAN.add(
+    "the means are averaged without weights: a process with more values must weigh more, "
+    "mean = sum(n_k * mean_k) / N"
+)
 def unweighted_mean(counts, means, m2s):
     return means.mean(0)
 
 
-@M2.add("M2 misses the between-process term sum(n_k * (mean_k - mean)^2): the parts' means "
-        "differ from the global mean")
+@M2.add(
+    "M2 misses the between-process term sum(n_k * (mean_k - mean)^2): the parts' means "
+    "differ from the global mean"
+)
 def m2_without_the_between_term(counts, means, m2s):
     return m2s.sum(0)
 
@@ -62,17 +70,30 @@ def m2_with_an_unweighted_between_term(counts, means, m2s):
     return m2s.sum(0) + ((means - mean) ** 2).sum(0)
 
 
-@exercise("chan-merge", chapter=CHAPTER, title="Merge per-process statistics with Chan's formula",
-          signature="merge_stats(counts, means, m2s) -> (count, mean, m2); counts (P,), means and m2s (P, C)")
+@exercise(
+    "chan-merge",
+    chapter=CHAPTER,
+    title="Merge per-process statistics with Chan's formula",
+    signature="merge_stats(counts, means, m2s) -> (count, mean, m2); counts (P,), means and "
+    "m2s (P, C)",
+)
 def check_chan_merge(candidate: Callable[..., Any]) -> str:
     for counts, means, m2s in merge_cases():
         name = f"merge_stats for counts {counts.astype(int).tolist()}"
-        count, mean, m2 = unpack(name, candidate(counts.copy(), means.copy(), m2s.copy()),
-                                 ("count", "mean", "m2"))
+        count, mean, m2 = unpack(
+            name, candidate(counts.copy(), means.copy(), m2s.copy()), ("count", "mean", "m2")
+        )
         right_count, right_mean, right_m2 = merge_stats(counts, means, m2s)
-        compare_number(f"the count from {name}", count, float(right_count), rtol=0,
-                       mistakes=COUNT.answers(counts, means, m2s))
-        compare(f"the mean from {name}", mean, right_mean, mistakes=MEAN.answers(counts, means, m2s))
+        compare_number(
+            f"the count from {name}",
+            count,
+            float(right_count),
+            rtol=0,
+            mistakes=COUNT.answers(counts, means, m2s),
+        )
+        compare(
+            f"the mean from {name}", mean, right_mean, mistakes=MEAN.answers(counts, means, m2s)
+        )
         compare(f"M2 from {name}", m2, right_m2, mistakes=M2.answers(counts, means, m2s))
     return "count, mean and M2 of the union, also with a process that holds no values"
 
@@ -86,10 +107,16 @@ def fold_cases() -> list[dict[str, np.ndarray]]:
     for seed, shape in [(72, (4, 4)), (73, (4, 3, 3, 3))]:
         generator = rng(seed)
         out = shape[0]
-        cases.append(dict(weight=generator.normal(size=shape), bias=generator.normal(size=out),
-                          running_mean=generator.normal(size=out) * 2,
-                          running_var=np.array([4.0, 0.25, 1e-4, 1.0]),  # 1e-4: eps matters
-                          gamma=generator.uniform(0.5, 2.0, size=out), beta=generator.normal(size=out)))
+        cases.append(
+            dict(
+                weight=generator.normal(size=shape),
+                bias=generator.normal(size=out),
+                running_mean=generator.normal(size=out) * 2,
+                running_var=np.array([4.0, 0.25, 1e-4, 1.0]),  # 1e-4: eps matters
+                gamma=generator.uniform(0.5, 2.0, size=out),
+                beta=generator.normal(size=out),
+            )
+        )
     return cases
 
 
@@ -104,8 +131,10 @@ WEIGHT, BIAS = Mistakes(), Mistakes()  # arguments: the exercise's, (weight, ...
 NO_EPS = "eps missing: the scale is gamma / sqrt(running_var + eps)"
 
 
-@WEIGHT.add("the weights are scaled along the input channels (axis 1); BatchNorm scales each output "
-            "channel, the rows of the weight (axis 0)")
+@WEIGHT.add(
+    "the weights are scaled along the input channels (axis 1); BatchNorm scales each output "
+    "channel, the rows of the weight (axis 0)"
+)
 def weight_scaled_along_the_inputs(weight, bias, running_mean, running_var, gamma, beta, eps):
     if weight.shape[1] != gamma.shape[0]:
         return None  # only a square weight takes the wrong axis without a shape error
@@ -115,14 +144,23 @@ def weight_scaled_along_the_inputs(weight, bias, running_mean, running_var, gamm
 
 @WEIGHT.add(NO_EPS)
 def weight_without_eps(weight, bias, running_mean, running_var, gamma, beta, eps):
-    return folded(weight, bias, running_mean, running_var, gamma, beta, eps,
-                  scale=gamma / np.sqrt(running_var))[0]
+    return folded(
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        gamma,
+        beta,
+        eps,
+        scale=gamma / np.sqrt(running_var),
+    )[0]
 
 
 @WEIGHT.add("the scale divides by the variance; it is gamma / sqrt(running_var + eps)")
 def weight_over_the_variance(weight, bias, running_mean, running_var, gamma, beta, eps):
-    return folded(weight, bias, running_mean, running_var, gamma, beta, eps,
-                  scale=gamma / (running_var + eps))[0]
+    return folded(
+        weight, bias, running_mean, running_var, gamma, beta, eps, scale=gamma / (running_var + eps)
+    )[0]
 
 
 @BIAS.add("the layer's own bias is not scaled: b' = a * (b - running_mean) + beta")
@@ -137,8 +175,16 @@ def bias_without_the_mean(weight, bias, running_mean, running_var, gamma, beta, 
 
 @BIAS.add(NO_EPS)
 def bias_without_eps(weight, bias, running_mean, running_var, gamma, beta, eps):
-    return folded(weight, bias, running_mean, running_var, gamma, beta, eps,
-                  scale=gamma / np.sqrt(running_var))[1]
+    return folded(
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        gamma,
+        beta,
+        eps,
+        scale=gamma / np.sqrt(running_var),
+    )[1]
 
 
 @BIAS.add("beta is missing: b' = a * (b - running_mean) + beta")
@@ -146,23 +192,38 @@ def bias_without_beta(weight, bias, running_mean, running_var, gamma, beta, eps)
     return folded(weight, bias, running_mean, running_var, gamma, 0 * beta, eps)[1]
 
 
-@exercise("fold-batchnorm", chapter=CHAPTER, title="Fold BatchNorm into the layer before it",
-          signature="fold_bn(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5) -> (weight, bias)")
+@exercise(
+    "fold-batchnorm",
+    chapter=CHAPTER,
+    title="Fold BatchNorm into the layer before it",
+    signature="fold_bn(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5) -> "
+    "(weight, bias)",
+)
 def check_fold_batchnorm(fold_bn: Callable[..., Any]) -> str:
     for case in fold_cases():
         name = f"fold_bn for a weight of shape {tuple_text(case['weight'].shape)}"
         copies = {k: v.copy() for k, v in case.items()}
         weight, bias = unpack(name, fold_bn(**copies, eps=1e-5), ("weight", "bias"))
         right_weight, right_bias = folded(**case, eps=1e-5)
-        compare(f"the weight from {name}", weight, right_weight, mistakes=WEIGHT.answers(**case, eps=1e-5))
+        compare(
+            f"the weight from {name}",
+            weight,
+            right_weight,
+            mistakes=WEIGHT.answers(**case, eps=1e-5),
+        )
         compare(f"the bias from {name}", bias, right_bias, mistakes=BIAS.answers(**case, eps=1e-5))
-    return "one scale per output channel, bias a * (b - running_mean) + beta, for Linear and Conv2d weights"
+    return (
+        "one scale per output channel, bias a * (b - running_mean) + beta, for Linear and "
+        "Conv2d weights"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # group_norm: statistics per sample and group of C // G neighbouring channels
 # --------------------------------------------------------------------------------------------
-def grouped(x: np.ndarray, view: tuple[int, ...], axes: tuple[int, ...], eps: float, ddof: int = 0) -> np.ndarray:
+def grouped(
+    x: np.ndarray, view: tuple[int, ...], axes: tuple[int, ...], eps: float, ddof: int = 0
+) -> np.ndarray:
     """``x`` normalized over ``axes`` of the view ``view`` of it, back in ``x``'s shape."""
     return normalize_over(x.reshape(view), axes, eps, ddof).reshape(x.shape)
 
@@ -180,8 +241,10 @@ def _spatial(x: np.ndarray) -> tuple[int, ...]:
     return tuple(range(3, x.ndim + 1))
 
 
-@GROUP.add("the groups interleave the channels: reshape to (N, G, C // G, ...) so that a group is "
-           "C // G neighbouring channels")
+@GROUP.add(
+    "the groups interleave the channels: reshape to (N, G, C // G, ...) so that a group is "
+    "C // G neighbouring channels"
+)
 def interleaved_groups(x, groups, eps):
     n, c, *spatial = x.shape
     return grouped(x, (n, c // groups, groups, *spatial), (1, *_spatial(x)), eps)
@@ -197,7 +260,9 @@ def instance_norm_instead(x, groups, eps):
     return grouped(x, x.shape, tuple(range(2, x.ndim)), eps)
 
 
-@GROUP.add("the groups are ignored (LayerNorm): reduce over each group of C // G channels, not all C")
+@GROUP.add(
+    "the groups are ignored (LayerNorm): reduce over each group of C // G channels, not all C"
+)
 def layer_norm_instead(x, groups, eps):
     return grouped(x, x.shape, tuple(range(1, x.ndim)), eps)
 
@@ -207,10 +272,21 @@ def group_norm_with_unbiased_variance(x, groups, eps):
     return grouped(x, _view(x, groups), reduced_axes("group", x.ndim), eps, ddof=1)
 
 
-@exercise("group-norm", chapter=CHAPTER, title="GroupNorm in NumPy",
-          signature="group_norm(x, groups, eps=1e-5) -> array shaped like x, for x of shape (N, C, *spatial)")
+@exercise(
+    "group-norm",
+    chapter=CHAPTER,
+    title="GroupNorm in NumPy",
+    signature="group_norm(x, groups, eps=1e-5) -> array shaped like x, for x of shape "
+    "(N, C, *spatial)",
+)
 def check_group_norm(group_norm: Callable[..., Any]) -> str:
-    cases = [(74, (3, 6, 4), 2), (75, (2, 4, 3, 3), 2), (76, (2, 6, 5), 3), (77, (2, 4, 3), 1), (78, (2, 4, 3), 4)]
+    cases = [
+        (74, (3, 6, 4), 2),
+        (75, (2, 4, 3, 3), 2),
+        (76, (2, 6, 5), 3),
+        (77, (2, 4, 3), 1),
+        (78, (2, 4, 3), 4),
+    ]
     for seed, shape, groups in cases:
         generator = rng(seed)
         per_channel = (1, shape[1]) + (1,) * (len(shape) - 2)
@@ -220,4 +296,7 @@ def check_group_norm(group_norm: Callable[..., Any]) -> str:
         got = group_norm(x.copy(), groups, eps=1e-5)
         expected = grouped(x, _view(x, groups), reduced_axes("group", x.ndim), 1e-5)
         compare(name, got, expected, mistakes=GROUP.answers(x, groups, 1e-5))
-    return "statistics per sample and group of C // G neighbouring channels; 1 group = LayerNorm, C groups = InstanceNorm"
+    return (
+        "statistics per sample and group of C // G neighbouring channels; 1 group = "
+        "LayerNorm, C groups = InstanceNorm"
+    )

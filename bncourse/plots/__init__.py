@@ -17,10 +17,16 @@ The modules, by what they draw:
 * :mod:`.timings`: CPU timings and the recorded GPU benchmark (3, 5, 8, 9);
 * :mod:`.tiles`: which Triton program reads which part of memory (8).
 """
+
 from __future__ import annotations
 
-from .distributions import (channel_stats, eps_gain, histograms_before_after, samuelson_bound,
-                            scaling_comparison)
+from .distributions import (
+    channel_stats,
+    eps_gain,
+    histograms_before_after,
+    samuelson_bound,
+    scaling_comparison,
+)
 from .estimates import running_stats_trace, statistic_noise_vs_batch, variance_bias
 from .gradients import computational_graph, difference_error_vs_h, gradient_agreement
 from .identity import identity_error_vs_batch_size, parameter_trajectories
@@ -29,8 +35,13 @@ from .reductions import normalization_family, reduction_pattern
 from .style import COLORS, color, use_course_style
 from .tiles import memory_order, program_of, tiles_in_memory
 from .timings import bench_bars, gpu_bench_bandwidth, gpu_bench_times, timing_bars
-from .training import (accuracy_grids, activation_histograms, activation_scale,
-                       batch_size_sweep, loss_curves)
+from .training import (
+    accuracy_grids,
+    activation_histograms,
+    activation_scale,
+    batch_size_sweep,
+    loss_curves,
+)
 
 __all__ = [
     "COLORS",

@@ -1,4 +1,5 @@
 """What normalizing does to a batch's values: their spread before and after, and its limits."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -10,23 +11,30 @@ from matplotlib.figure import Figure
 
 from .style import COLORS, color
 
-__all__ = ["scaling_comparison", "histograms_before_after", "samuelson_bound", "eps_gain",
-           "channel_stats"]
+__all__ = [
+    "scaling_comparison",
+    "histograms_before_after",
+    "samuelson_bound",
+    "eps_gain",
+    "channel_stats",
+]
 
 
 def _strip(ax: Axes, columns: np.ndarray, names: Sequence[str], title: str) -> None:
     """One column of dots per feature of ``columns`` (``(N, C)``), jittered sideways."""
     rng = np.random.default_rng(0)  # fixed jitter: the figure is the same on every run
-    for j, name in enumerate(names):
+    for j in range(len(names)):
         values = columns[:, j]
-        ax.scatter(j + rng.uniform(-0.15, 0.15, size=values.shape), values, s=14,
-                   color=color(j), alpha=0.8)
+        ax.scatter(
+            j + rng.uniform(-0.15, 0.15, size=values.shape), values, s=14, color=color(j), alpha=0.8
+        )
     ax.set_xticks(range(len(names)), names)
     ax.set_title(title)
 
 
-def scaling_comparison(raw: np.ndarray, minmax: np.ndarray, zscore: np.ndarray,
-                       names: Sequence[str]) -> Figure:
+def scaling_comparison(
+    raw: np.ndarray, minmax: np.ndarray, zscore: np.ndarray, names: Sequence[str]
+) -> Figure:
     """Three strip plots of a (N, C) batch: raw, min-max scaled, standardized."""
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
     _strip(axes[0], raw, names, "raw features")
@@ -39,8 +47,9 @@ def scaling_comparison(raw: np.ndarray, minmax: np.ndarray, zscore: np.ndarray,
     return fig
 
 
-def histograms_before_after(before: np.ndarray, after: np.ndarray, names: Sequence[str],
-                            bins: int = 40) -> Figure:
+def histograms_before_after(
+    before: np.ndarray, after: np.ndarray, names: Sequence[str], bins: int = 40
+) -> Figure:
     """For each column of (N, C) ``before``/``after``: its histogram before and after BN."""
     c = before.shape[1]
     fig, axes = plt.subplots(c, 2, figsize=(9, 2.2 * c), squeeze=False)
@@ -59,8 +68,13 @@ def samuelson_bound(ms: Sequence[int], max_abs: Sequence[np.ndarray]) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for m, values in zip(ms, max_abs):
         rng = np.random.default_rng(m)
-        ax.scatter(m * np.exp(rng.uniform(-0.06, 0.06, size=len(values))), values, s=4,
-                   color=COLORS[0], alpha=0.25)
+        ax.scatter(
+            m * np.exp(rng.uniform(-0.06, 0.06, size=len(values))),
+            values,
+            s=4,
+            color=COLORS[0],
+            alpha=0.25,
+        )
     grid = np.geomspace(min(ms), max(ms), 200)
     ax.plot(grid, np.sqrt(grid - 1), color=COLORS[3], lw=2, label=r"bound $\sqrt{m-1}$")
     ax.axhline(1, color="gray", ls="--", lw=1, label="1")
@@ -76,10 +90,20 @@ def samuelson_bound(ms: Sequence[int], max_abs: Sequence[np.ndarray]) -> Figure:
 def eps_gain(variances: np.ndarray, eps: float) -> Figure:
     """The factor BN multiplies a centred channel by, 1/sqrt(var + eps), against 1/sqrt(var)."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.loglog(variances, 1 / np.sqrt(variances), ls="--", color="gray",
-              label=r"$1/\sqrt{\sigma^2}$ (no eps)")
-    ax.loglog(variances, 1 / np.sqrt(variances + eps), color=COLORS[0], lw=2,
-              label=rf"$1/\sqrt{{\sigma^2 + \epsilon}}$, $\epsilon$ = {eps:g}")
+    ax.loglog(
+        variances,
+        1 / np.sqrt(variances),
+        ls="--",
+        color="gray",
+        label=r"$1/\sqrt{\sigma^2}$ (no eps)",
+    )
+    ax.loglog(
+        variances,
+        1 / np.sqrt(variances + eps),
+        color=COLORS[0],
+        lw=2,
+        label=rf"$1/\sqrt{{\sigma^2 + \epsilon}}$, $\epsilon$ = {eps:g}",
+    )
     ax.axhline(1 / np.sqrt(eps), color=COLORS[3], lw=1, ls=":", label=r"cap $1/\sqrt{\epsilon}$")
     ax.axvline(eps, color=COLORS[3], lw=1, ls=":")
     ax.set_xlabel(r"channel variance $\sigma^2$")
@@ -89,14 +113,17 @@ def eps_gain(variances: np.ndarray, eps: float) -> Figure:
     return fig
 
 
-def channel_stats(mean_before: np.ndarray, std_before: np.ndarray, mean_after: np.ndarray,
-                  std_after: np.ndarray) -> Figure:
+def channel_stats(
+    mean_before: np.ndarray, std_before: np.ndarray, mean_after: np.ndarray, std_after: np.ndarray
+) -> Figure:
     """Per-channel mean and standard deviation before and after normalization, as bars."""
     c = len(mean_before)
     idx = np.arange(c)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, before, after, title in [(axes[0], mean_before, mean_after, "per-channel mean"),
-                                     (axes[1], std_before, std_after, "per-channel std")]:
+    for ax, before, after, title in [
+        (axes[0], mean_before, mean_after, "per-channel mean"),
+        (axes[1], std_before, std_after, "per-channel std"),
+    ]:
         ax.bar(idx - 0.2, before, width=0.4, label="before", color=COLORS[1])
         ax.bar(idx + 0.2, after, width=0.4, label="after", color=COLORS[0])
         ax.set_xticks(idx, [f"c={j}" for j in idx])

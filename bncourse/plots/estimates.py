@@ -1,4 +1,5 @@
 """Batch statistics as estimates: running averages, the variance's bias, the batch's noise."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -12,8 +13,9 @@ from .style import COLORS
 __all__ = ["running_stats_trace", "variance_bias", "statistic_noise_vs_batch"]
 
 
-def running_stats_trace(batch_values: np.ndarray, traces: dict[str, np.ndarray],
-                        target: float, ylabel: str) -> Figure:
+def running_stats_trace(
+    batch_values: np.ndarray, traces: dict[str, np.ndarray], target: float, ylabel: str
+) -> Figure:
     """A running statistic step by step: one line per update rule in ``traces`` (each as long
     as ``batch_values``), the batches' own values as dots and the population value dashed."""
     fig, ax = plt.subplots(figsize=(10, 3.6))
@@ -29,17 +31,25 @@ def running_stats_trace(batch_values: np.ndarray, traces: dict[str, np.ndarray],
     return fig
 
 
-def variance_bias(ms: np.ndarray, biased: np.ndarray, unbiased: np.ndarray,
-                  true_var: float) -> Figure:
+def variance_bias(
+    ms: np.ndarray, biased: np.ndarray, unbiased: np.ndarray, true_var: float
+) -> Figure:
     """Average over many batches of the biased and the unbiased batch variance, against the
     batch size m, with the population variance and the predicted (m - 1) / m * variance."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(ms, biased, "o-", color=COLORS[1], label="average biased variance (divide by m)")
-    ax.plot(ms, unbiased, "s-", color=COLORS[0],
-            label="average unbiased variance (divide by m - 1)")
+    ax.plot(
+        ms, unbiased, "s-", color=COLORS[0], label="average unbiased variance (divide by m - 1)"
+    )
     grid = np.linspace(ms.min(), ms.max(), 200)
-    ax.plot(grid, true_var * (grid - 1) / grid, color=COLORS[1], lw=1, ls=":",
-            label=r"prediction $\frac{m-1}{m}\sigma^2$")
+    ax.plot(
+        grid,
+        true_var * (grid - 1) / grid,
+        color=COLORS[1],
+        lw=1,
+        ls=":",
+        label=r"prediction $\frac{m-1}{m}\sigma^2$",
+    )
     ax.axhline(true_var, color="black", ls="--", lw=1, label=r"population $\sigma^2$")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("values per channel in a batch, m")
@@ -49,8 +59,9 @@ def variance_bias(ms: np.ndarray, biased: np.ndarray, unbiased: np.ndarray,
     return fig
 
 
-def statistic_noise_vs_batch(ms: Sequence[int], noise: Sequence[float],
-                             marks: dict[str, int]) -> Figure:
+def statistic_noise_vs_batch(
+    ms: Sequence[int], noise: Sequence[float], marks: dict[str, int]
+) -> Figure:
     """Spread (std over many batches) of a channel's batch mean against the batch size ``m``,
     log-log, with the prediction ``1/sqrt(m)`` and vertical marks at named batch sizes."""
     fig, ax = plt.subplots(figsize=(7, 3.6))

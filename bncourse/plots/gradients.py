@@ -1,4 +1,5 @@
 """The backward pass: BatchNorm's graph, and analytic gradients against finite differences."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -13,32 +14,71 @@ __all__ = ["computational_graph", "gradient_agreement", "difference_error_vs_h"]
 def computational_graph() -> Figure:
     """BatchNorm's forward pass as a graph of small nodes (per channel)."""
     nodes = {
-        "x": (0.0, 1.0), "mu": (1.5, 2.0), "xc": (3.0, 1.0), "var": (4.5, 2.0),
-        "inv_std": (6.3, 2.0), "xhat": (7.8, 1.0), "y": (9.6, 1.0),
-        "gamma": (7.8, 0.0), "beta": (9.6, 0.0),
+        "x": (0.0, 1.0),
+        "mu": (1.5, 2.0),
+        "xc": (3.0, 1.0),
+        "var": (4.5, 2.0),
+        "inv_std": (6.3, 2.0),
+        "xhat": (7.8, 1.0),
+        "y": (9.6, 1.0),
+        "gamma": (7.8, 0.0),
+        "beta": (9.6, 0.0),
     }
     labels = {
-        "x": r"$x$", "mu": r"$\mu = \frac{1}{m}\sum x$", "xc": r"$x_c = x - \mu$",
+        "x": r"$x$",
+        "mu": r"$\mu = \frac{1}{m}\sum x$",
+        "xc": r"$x_c = x - \mu$",
         "var": r"$\sigma^2 = \frac{1}{m}\sum x_c^2$",
         "inv_std": r"$s = (\sigma^2+\epsilon)^{-1/2}$",
-        "xhat": r"$\hat{x} = x_c\, s$", "y": r"$y = \gamma \hat{x} + \beta$",
-        "gamma": r"$\gamma$", "beta": r"$\beta$",
+        "xhat": r"$\hat{x} = x_c\, s$",
+        "y": r"$y = \gamma \hat{x} + \beta$",
+        "gamma": r"$\gamma$",
+        "beta": r"$\beta$",
     }
-    edges = [("x", "mu"), ("x", "xc"), ("mu", "xc"), ("xc", "var"), ("var", "inv_std"),
-             ("xc", "xhat"), ("inv_std", "xhat"), ("xhat", "y"), ("gamma", "y"), ("beta", "y")]
+    edges = [
+        ("x", "mu"),
+        ("x", "xc"),
+        ("mu", "xc"),
+        ("xc", "var"),
+        ("var", "inv_std"),
+        ("xc", "xhat"),
+        ("inv_std", "xhat"),
+        ("xhat", "y"),
+        ("gamma", "y"),
+        ("beta", "y"),
+    ]
     fig, ax = plt.subplots(figsize=(10, 3.0))
     boxes = {}
     for name, (x, y) in nodes.items():
         param = name in ("gamma", "beta")
         boxes[name] = ax.text(
-            x, y, labels[name], ha="center", va="center", fontsize=11,
-            bbox=dict(boxstyle="round,pad=0.5", facecolor="#fdebd3" if param else "#dbe9f6",
-                      edgecolor=COLORS[1] if param else COLORS[0]))
+            x,
+            y,
+            labels[name],
+            ha="center",
+            va="center",
+            fontsize=11,
+            bbox=dict(
+                boxstyle="round,pad=0.5",
+                facecolor="#fdebd3" if param else "#dbe9f6",
+                edgecolor=COLORS[1] if param else COLORS[0],
+            ),
+        )
     for a, b in edges:
-        ax.annotate("", xy=nodes[b], xytext=nodes[a],
-                    arrowprops=dict(arrowstyle="-|>", color="gray", lw=1.2, shrinkA=2, shrinkB=2,
-                                    patchA=boxes[a].get_bbox_patch(),
-                                    patchB=boxes[b].get_bbox_patch()))
+        ax.annotate(
+            "",
+            xy=nodes[b],
+            xytext=nodes[a],
+            arrowprops=dict(
+                arrowstyle="-|>",
+                color="gray",
+                lw=1.2,
+                shrinkA=2,
+                shrinkB=2,
+                patchA=boxes[a].get_bbox_patch(),
+                patchB=boxes[b].get_bbox_patch(),
+            ),
+        )
     ax.set_xlim(-0.7, 10.5)
     ax.set_ylim(-0.5, 2.5)
     ax.axis("off")

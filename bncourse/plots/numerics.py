@@ -1,4 +1,5 @@
 """Rounding: how far two implementations are apart, and how far a float32 variance can be off."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -19,8 +20,9 @@ def agreement_over_steps(errors: dict[str, np.ndarray], title: str) -> Figure:
     floor = 1e-18
     for (label, values), line_color in zip(errors.items(), COLORS):
         values = np.maximum(np.asarray(values, dtype=np.float64), floor)
-        ax.semilogy(np.arange(1, len(values) + 1), values, "o-", ms=3, color=line_color,
-                    label=label)
+        ax.semilogy(
+            np.arange(1, len(values) + 1), values, "o-", ms=3, color=line_color, label=label
+        )
     ax.set_ylim(floor / 2, 1)
     ticks = [floor, 1e-15, 1e-12, 1e-9, 1e-6, 1e-3, 1.0]
     ax.set_yticks(ticks, ["0 (equal)"] + [f"{t:.0e}" for t in ticks[1:]])

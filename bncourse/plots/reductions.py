@@ -1,4 +1,5 @@
 """Which values share one mean and variance: BatchNorm's reduction, and its family's."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -11,8 +12,9 @@ from .style import COLORS
 __all__ = ["reduction_pattern", "normalization_family"]
 
 
-def reduction_pattern(ax: Axes, shape: tuple[int, int, int], highlight: np.ndarray,
-                      title: str) -> None:
+def reduction_pattern(
+    ax: Axes, shape: tuple[int, int, int], highlight: np.ndarray, title: str
+) -> None:
     """Draw an (N, C, H*W) block as cubes on ``ax`` (a 3-d axes); the ``highlight`` mask
     (same shape) is coloured.
 
@@ -25,8 +27,12 @@ def reduction_pattern(ax: Axes, shape: tuple[int, int, int], highlight: np.ndarr
     colors[...] = "#dddddd"
     colors[highlight] = COLORS[0]
     # voxel axes: x = channel, y = sample, z = spatial position
-    ax.voxels(np.transpose(filled, (1, 0, 2)), facecolors=np.transpose(colors, (1, 0, 2)),
-              edgecolor="white", linewidth=0.4)
+    ax.voxels(
+        np.transpose(filled, (1, 0, 2)),
+        facecolors=np.transpose(colors, (1, 0, 2)),
+        edgecolor="white",
+        linewidth=0.4,
+    )
     ax.set_xlabel("C")
     ax.set_ylabel("N")
     ax.set_zlabel("H, W")

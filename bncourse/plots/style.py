@@ -1,4 +1,5 @@
 """The course's look: the colour cycle and the figure settings every chapter starts with."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

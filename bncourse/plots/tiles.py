@@ -3,6 +3,7 @@
 A :class:`bncourse.triton_bn.Tiling` (``plan``) is only read here, never imported: drawing it
 needs neither Triton nor a GPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,12 +54,30 @@ def tiles_in_memory(layouts: dict[str, tuple[Any, Any]]) -> Figure:
         channel, program = memory_order(x, plan)
         size = len(channel)
         for i in range(size):
-            ax.add_patch(plt.Rectangle((i, 1), 1, 1, facecolor=color(int(channel[i])),
-                                       edgecolor="white", lw=0.5))
-            ax.add_patch(plt.Rectangle((i, 0), 1, 1, facecolor=tile_colors(int(program[i]) % 20),
-                                       edgecolor="white", lw=0.5))
-            ax.text(i + 0.5, 1.5, f"c{int(channel[i])}", ha="center", va="center", fontsize=6,
-                    color="white")
+            ax.add_patch(
+                plt.Rectangle(
+                    (i, 1), 1, 1, facecolor=color(int(channel[i])), edgecolor="white", lw=0.5
+                )
+            )
+            ax.add_patch(
+                plt.Rectangle(
+                    (i, 0),
+                    1,
+                    1,
+                    facecolor=tile_colors(int(program[i]) % 20),
+                    edgecolor="white",
+                    lw=0.5,
+                )
+            )
+            ax.text(
+                i + 0.5,
+                1.5,
+                f"c{int(channel[i])}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="white",
+            )
             ax.text(i + 0.5, 0.5, str(int(program[i])), ha="center", va="center", fontsize=6)
         ax.set_xlim(0, size)
         ax.set_ylim(0, 2)

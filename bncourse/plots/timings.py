@@ -3,6 +3,7 @@
 The GPU figures draw a results file of :mod:`bncourse.gpu_bench` (as
 :func:`bncourse.gpu_bench.load_results` returns it).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -29,14 +30,17 @@ def timing_bars(labels: Sequence[str], seconds: Sequence[float], title: str) -> 
     return fig
 
 
-def bench_bars(labels: Sequence[str], ours: Sequence[float], native: Sequence[float],
-               copy: Sequence[float]) -> Figure:
+def bench_bars(
+    labels: Sequence[str], ours: Sequence[float], native: Sequence[float], copy: Sequence[float]
+) -> Figure:
     """Forward+backward times (ms) per input shape: ours, torch.nn's and one plain copy."""
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.9 * len(labels)))
     y = np.arange(len(labels))
-    for offset, values, name, color in [(-0.27, ours, "ours (torch_bn)", COLORS[0]),
-                                        (0.0, native, "torch.nn (ATen)", COLORS[1]),
-                                        (0.27, copy, "x.clone()", COLORS[2])]:
+    for offset, values, name, color in [
+        (-0.27, ours, "ours (torch_bn)", COLORS[0]),
+        (0.0, native, "torch.nn (ATen)", COLORS[1]),
+        (0.27, copy, "x.clone()", COLORS[2]),
+    ]:
         ax.barh(y + offset, values, height=0.25, color=color, label=name)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
@@ -61,8 +65,12 @@ def gpu_bench_times(report: dict) -> Figure:
     """Time of each implementation in copies' worth (time / time of ``x.clone()``), per case,
     forward and forward+backward; the dashed line is the minimal traffic in copies (1.5 and
     4): a kernel on it moves no more bytes than it must, at a copy's speed."""
-    names = {"triton": "Triton (triton_bn)", "cudnn": "F.batch_norm (cuDNN)",
-             "native": "F.batch_norm, cuDNN off", "torch_bn": "torch_bn (torch ops)"}
+    names = {
+        "triton": "Triton (triton_bn)",
+        "cudnn": "F.batch_norm (cuDNN)",
+        "native": "F.batch_norm, cuDNN off",
+        "torch_bn": "torch_bn (torch ops)",
+    }
     passes = [("forward", 1.5), ("forward+backward", 4.0)]
     rows = _bench_rows(report, "forward")
     fig, axes = plt.subplots(1, 2, figsize=(12, 1.4 + 0.55 * len(rows)), sharey=True)
@@ -72,13 +80,15 @@ def gpu_bench_times(report: dict) -> Figure:
         height = 0.8 / len(names)
         for k, (key, label) in enumerate(names.items()):
             values = [r["ms"][key] / r["ms"]["copy"] for r in rows]
-            ax.barh(y - 0.4 + (k + 0.5) * height, values, height=height, color=COLORS[k],
-                    label=label)
+            ax.barh(
+                y - 0.4 + (k + 0.5) * height, values, height=height, color=COLORS[k], label=label
+            )
         ax.axvline(floor, color="black", ls="--", lw=1)
         ax.set_xscale("log")
         largest = max(r["ms"][key] / r["ms"]["copy"] for r in rows for key in names)
-        ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
-                 if t <= 1.2 * largest]
+        ticks = [
+            t for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128) if t <= 1.2 * largest
+        ]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.minorticks_off()
         ax.set_yticks(y, [_case_label(r) for r in rows])
@@ -86,8 +96,9 @@ def gpu_bench_times(report: dict) -> Figure:
         ax.set_xlabel("time / time of x.clone()")
     axes[0].invert_yaxis()  # (shared: once for both)
     env = report["environment"]
-    fig.suptitle(f"{env['gpu']}, torch {env['torch']}, triton {env['triton']}, {report['date']}",
-                 fontsize=9)
+    fig.suptitle(
+        f"{env['gpu']}, torch {env['torch']}, triton {env['triton']}, {report['date']}", fontsize=9
+    )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8)
@@ -101,10 +112,17 @@ def gpu_bench_bandwidth(report: dict, target: float = 0.8) -> Figure:
     both = _bench_rows(report, "forward+backward")
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(forward)))
     y = np.arange(len(forward))
-    for offset, rows, label, color in [(-0.2, forward, "forward", COLORS[0]),
-                                       (0.2, both, "forward+backward", COLORS[1])]:
-        ax.barh(y + offset, [r["gbps"]["triton"] / r["gbps"]["copy"] for r in rows],
-                height=0.38, color=color, label=label)
+    for offset, rows, label, color in [
+        (-0.2, forward, "forward", COLORS[0]),
+        (0.2, both, "forward+backward", COLORS[1]),
+    ]:
+        ax.barh(
+            y + offset,
+            [r["gbps"]["triton"] / r["gbps"]["copy"] for r in rows],
+            height=0.38,
+            color=color,
+            label=label,
+        )
     ax.axvline(target, color="black", ls="--", lw=1)
     ax.text(target, -0.9, f" target {target:.0%}", fontsize=8)
     ax.set_yticks(y, [_case_label(r) for r in forward])

@@ -1,4 +1,5 @@
 """Training with and without BatchNorm: accuracies, losses, activations, batch sizes."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,12 +10,18 @@ from matplotlib.figure import Figure
 
 from .style import COLORS, color
 
-__all__ = ["accuracy_grids", "loss_curves", "activation_scale", "activation_histograms",
-           "batch_size_sweep"]
+__all__ = [
+    "accuracy_grids",
+    "loss_curves",
+    "activation_scale",
+    "activation_histograms",
+    "batch_size_sweep",
+]
 
 
-def accuracy_grids(grids: dict[tuple[str, str], np.ndarray], scales: Sequence[float],
-                   lrs: Sequence[float]) -> Figure:
+def accuracy_grids(
+    grids: dict[tuple[str, str], np.ndarray], scales: Sequence[float], lrs: Sequence[float]
+) -> Figure:
     """Heatmaps of final test accuracy, one per ``(model, variant)`` key, in rows by model.
 
     Each grid has shape ``(len(scales), len(lrs))``: rows are weight-initialisation scales,
@@ -22,16 +29,24 @@ def accuracy_grids(grids: dict[tuple[str, str], np.ndarray], scales: Sequence[fl
     """
     models = list(dict.fromkeys(key[0] for key in grids))
     variants = list(dict.fromkeys(key[1] for key in grids))
-    fig, axes = plt.subplots(len(models), len(variants),
-                             figsize=(3.4 * len(variants), 2.9 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(models), len(variants), figsize=(3.4 * len(variants), 2.9 * len(models)), squeeze=False
+    )
     for i, model in enumerate(models):
         for j, variant in enumerate(variants):
             ax = axes[i, j]
             grid = grids[(model, variant)]
             ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
             for (r, c), value in np.ndenumerate(grid):
-                ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=9,
-                        color="black" if value > 0.6 else "white")
+                ax.text(
+                    c,
+                    r,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="black" if value > 0.6 else "white",
+                )
             ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
             ax.set_yticks(range(len(scales)), [f"{s:g}" for s in scales])
             ax.grid(False)
@@ -52,9 +67,13 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def loss_curves(curves: dict[tuple[str, str, float], Sequence[float]], scales: Sequence[float],
-                title: str, diverged: Sequence[tuple[str, str, float]] = (),
-                window: int = 10) -> Figure:
+def loss_curves(
+    curves: dict[tuple[str, str, float], Sequence[float]],
+    scales: Sequence[float],
+    title: str,
+    diverged: Sequence[tuple[str, str, float]] = (),
+    window: int = 10,
+) -> Figure:
     """Training loss per step (moving average over ``window`` steps), log scale.
 
     ``curves`` maps ``(model, variant, init scale)`` to the per-step losses; one panel per
@@ -63,9 +82,14 @@ def loss_curves(curves: dict[tuple[str, str, float], Sequence[float]], scales: S
     """
     models = list(dict.fromkeys(key[0] for key in curves))
     variants = list(dict.fromkeys(key[1] for key in curves))
-    fig, axes = plt.subplots(len(models), len(scales),
-                             figsize=(2.3 * len(scales), 2.4 * len(models)),
-                             sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(models),
+        len(scales),
+        figsize=(2.3 * len(scales), 2.4 * len(models)),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     for i, model in enumerate(models):
         for j, scale in enumerate(scales):
             ax = axes[i, j]
@@ -79,8 +103,16 @@ def loss_curves(curves: dict[tuple[str, str, float], Sequence[float]], scales: S
                 if key in diverged:
                     notes.append((f"{variant}: diverged at step {len(losses)}", COLORS[k]))
             for n, (note, note_color) in enumerate(notes):
-                ax.text(0.97, 0.95 - 0.11 * n, note, transform=ax.transAxes, ha="right",
-                        va="top", fontsize=7, color=note_color)
+                ax.text(
+                    0.97,
+                    0.95 - 0.11 * n,
+                    note,
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize=7,
+                    color=note_color,
+                )
             ax.set_yscale("log")
             ax.set_ylim(0.02, 30)
             ax.set_title(f"{model}, init scale {scale:g}", fontsize=9)
@@ -115,8 +147,9 @@ def activation_histograms(values: dict[str, Sequence[np.ndarray]], bins: int = 6
     """
     labels = list(values)
     layers = len(values[labels[0]])
-    fig, axes = plt.subplots(len(labels), layers, figsize=(2.5 * layers, 2.2 * len(labels)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(labels), layers, figsize=(2.5 * layers, 2.2 * len(labels)), squeeze=False
+    )
     for i, label in enumerate(labels):
         for j, layer_values in enumerate(values[label]):
             ax = axes[i, j]
@@ -130,8 +163,11 @@ def activation_histograms(values: dict[str, Sequence[np.ndarray]], bins: int = 6
     return fig
 
 
-def batch_size_sweep(batch_sizes: Sequence[int], accuracies: dict[str, Sequence[float]],
-                     ylabel: str = "test accuracy (eval mode)") -> Figure:
+def batch_size_sweep(
+    batch_sizes: Sequence[int],
+    accuracies: dict[str, Sequence[float]],
+    ylabel: str = "test accuracy (eval mode)",
+) -> Figure:
     """Accuracy against batch size (log scale), one line per normalization."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for k, (label, values) in enumerate(accuracies.items()):

@@ -62,6 +62,7 @@ accumulation dtype, and the modules: :class:`BatchNorm1d`/``2d``/``3d`` here are
 modules with :func:`batch_norm` as their ``functional``.  The backward is not itself
 differentiable (no double backward; torch_bn's is).
 """
+
 from __future__ import annotations
 
 try:
@@ -73,12 +74,21 @@ except ModuleNotFoundError as error:
         "bncourse.triton_bn: chapter 8's kernels need Linux (Triton publishes Linux wheels "
         "only), and Triton is not installed here. On macOS or Windows, read chapter 8 with "
         "its committed outputs, or run it on Colab or Binder; on Linux, pip install triton "
-        "(requirements.txt pins the tested version).") from error
+        "(requirements.txt pins the tested version)."
+    ) from error
 
 from .functional import TritonBatchNormFunction, batch_norm, batch_stats, partial_stats
-from .kernels import (backward_finalize_kernel, backward_sums_kernel, chan_merge,
-                      finalize_stats_kernel, grad_input_kernel, normalize_kernel, stats_kernel,
-                      tile_offsets, tile_stats)
+from .kernels import (
+    backward_finalize_kernel,
+    backward_sums_kernel,
+    chan_merge,
+    finalize_stats_kernel,
+    grad_input_kernel,
+    normalize_kernel,
+    stats_kernel,
+    tile_offsets,
+    tile_stats,
+)
 from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .parity import compare_with_torch_nn
 from .tiles import TARGET_PROGRAMS, TILE_ELEMENTS, Tiling, tiling

@@ -21,6 +21,7 @@ call leaves some in place, which would break kernels compiled later in the same 
 (With ``TRITON_INTERPRET=1`` in the environment, Triton interprets every kernel, CUDA
 tensors' included, as it does for any Triton code.)
 """
+
 from __future__ import annotations
 
 import threading
@@ -84,8 +85,9 @@ class _InterpretedKernel:
 
 
 COMPILED = types.SimpleNamespace(**{name: getattr(kernels, name) for name in kernels.__all__})
-INTERPRETED = types.SimpleNamespace(**{name: _InterpretedKernel(getattr(kernels, name))
-                                       for name in kernels.__all__})
+INTERPRETED = types.SimpleNamespace(
+    **{name: _InterpretedKernel(getattr(kernels, name)) for name in kernels.__all__}
+)
 
 
 def for_device(device: torch.device) -> types.SimpleNamespace:
@@ -95,8 +97,10 @@ def for_device(device: torch.device) -> types.SimpleNamespace:
         return COMPILED
     if device.type == "cpu":
         return INTERPRETED
-    raise RuntimeError(f"triton_bn: got an input on {device}, but the kernels take CUDA "
-                       "tensors (compiled) or CPU tensors (Triton's interpreter)")
+    raise RuntimeError(
+        f"triton_bn: got an input on {device}, but the kernels take CUDA "
+        "tensors (compiled) or CPU tensors (Triton's interpreter)"
+    )
 
 
 def check_devices(input: torch.Tensor, *others: torch.Tensor | None) -> None:
@@ -104,5 +108,6 @@ def check_devices(input: torch.Tensor, *others: torch.Tensor | None) -> None:
     for_device(input.device)
     for other in others:
         if other is not None and other.device != input.device:
-            raise RuntimeError(f"triton_bn: expected every tensor on {input.device}, got one "
-                               f"on {other.device}")
+            raise RuntimeError(
+                f"triton_bn: expected every tensor on {input.device}, got one on {other.device}"
+            )

@@ -3,6 +3,7 @@
 Every launch takes the kernels of the input's device (:func:`.backends.for_device`: compiled
 for CUDA, interpreted for the CPU) and names its arguments as the kernel does.
 """
+
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
@@ -41,24 +42,33 @@ def partial_stats(x: Tensor, plan: Tiling | None = None) -> tuple[Tensor, Tensor
     plan = plan or tiling(x)
     kernels = backends.for_device(x.device)
     acc = accumulation_dtype(x.dtype)
-    counts, means, m2s = torch.empty((3, plan.programs, plan.view[1]), dtype=acc,
-                                     device=x.device)
+    counts, means, m2s = torch.empty((3, plan.programs, plan.view[1]), dtype=acc, device=x.device)
     with _on_device(x):
         kernels.stats_kernel[plan.grid](
-            x_ptr=x, count_ptr=counts, mean_ptr=means, m2_ptr=m2s,
-            **plan.kernel_args(), **launch_options(plan, x))
+            x_ptr=x,
+            count_ptr=counts,
+            mean_ptr=means,
+            m2_ptr=m2s,
+            **plan.kernel_args(),
+            **launch_options(plan, x),
+        )
     return counts, means, m2s
 
 
-def _statistics(x: Tensor, plan: Tiling, running_mean: Tensor | None,
-                running_var: Tensor | None, training: bool, momentum: float,
-                eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def _statistics(
+    x: Tensor,
+    plan: Tiling,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    training: bool,
+    momentum: float,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Passes 1 and 2: per-channel ``(mean, var, invstd)`` in the accumulation dtype, and
     the running statistics updated in place (training, when given)."""
     kernels = backends.for_device(x.device)
     c = plan.view[1]
-    mean, var, invstd = torch.empty((3, c), dtype=accumulation_dtype(x.dtype),
-                                    device=x.device)
+    mean, var, invstd = torch.empty((3, c), dtype=accumulation_dtype(x.dtype), device=x.device)
     m = x.numel() // c
     # Pass 1 (training only): the partial statistics of every program
     if training:
@@ -73,13 +83,26 @@ def _statistics(x: Tensor, plan: Tiling, running_mean: Tensor | None,
     options = reduce_options(partials, c)
     with _on_device(x):
         kernels.finalize_stats_kernel[(triton.cdiv(c, options["BLOCK_C"]),)](
-            count_ptr=counts, mean_ptr=means, m2_ptr=m2s, P=partials, C=c,
+            count_ptr=counts,
+            mean_ptr=means,
+            m2_ptr=m2s,
+            P=partials,
+            C=c,
             running_mean_ptr=rm if rm is not None else mean,
             running_var_ptr=rv if rv is not None else var,
-            out_mean_ptr=mean, out_var_ptr=var, out_invstd_ptr=invstd,
-            inv_m=1.0 / m, unbias=m / (m - 1) if m > 1 else 1.0, momentum=momentum, eps=eps,
-            TRAINING=training, UPDATE=update, ACC=accumulation_type(x.dtype), num_warps=4,
-            **options)
+            out_mean_ptr=mean,
+            out_var_ptr=var,
+            out_invstd_ptr=invstd,
+            inv_m=1.0 / m,
+            unbias=m / (m - 1) if m > 1 else 1.0,
+            momentum=momentum,
+            eps=eps,
+            TRAINING=training,
+            UPDATE=update,
+            ACC=accumulation_type(x.dtype),
+            num_warps=4,
+            **options,
+        )
     for given, flat in ((running_mean, rm), (running_var, rv)):
         if update and given is not None and flat.data_ptr() != given.data_ptr():
             given.copy_(flat.view_as(given))  # a non-contiguous buffer: write back
@@ -106,30 +129,48 @@ class TritonBatchNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, input: Tensor, weight: Tensor | None, bias: Tensor | None,
-                running_mean: Tensor | None, running_var: Tensor | None, training: bool,
-                momentum: float, eps: float) -> Tensor:
+    def forward(
+        ctx: Any,
+        input: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        training: bool,
+        momentum: float,
+        eps: float,
+    ) -> Tensor:
         backends.check_devices(input, weight, bias, running_mean, running_var)
         kernels = backends.for_device(input.device)
         x = dense(input)
         plan = tiling(x)
         # Passes 1 and 2: the statistics (and the running statistics' update)
-        mean, _, invstd = _statistics(x, plan, running_mean, running_var, training, momentum,
-                                      eps)
+        mean, _, invstd = _statistics(x, plan, running_mean, running_var, training, momentum, eps)
         # Pass 3: normalize (a missing weight or bias: any pointer, never read)
         w, b = _flat(weight), _flat(bias)
         if training:  # y = (x - mean) * invstd * weight + bias
             center, scale = mean, invstd
         else:  # the fixed affine map x * a + (bias - mean * a), as ATen computes it
             scale = invstd if w is None else invstd * w
-            center, w, b = torch.zeros_like(mean), None, -mean * scale if b is None else b - mean * scale
+            center, w, b = (
+                torch.zeros_like(mean),
+                None,
+                -mean * scale if b is None else b - mean * scale,
+            )
         y = torch.empty_like(x)
         with _on_device(x):
             kernels.normalize_kernel[plan.grid](
-                x_ptr=x, y_ptr=y, mean_ptr=center, invstd_ptr=scale,
-                weight_ptr=w if w is not None else mean, bias_ptr=b if b is not None else mean,
-                **plan.kernel_args(), HAS_WEIGHT=w is not None, HAS_BIAS=b is not None,
-                **launch_options(plan, x))
+                x_ptr=x,
+                y_ptr=y,
+                mean_ptr=center,
+                invstd_ptr=scale,
+                weight_ptr=w if w is not None else mean,
+                bias_ptr=b if b is not None else mean,
+                **plan.kernel_args(),
+                HAS_WEIGHT=w is not None,
+                HAS_BIAS=b is not None,
+                **launch_options(plan, x),
+            )
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.training, ctx.plan = training, plan
         ctx.bias_like = None if bias is None else (bias.dtype, bias.shape)
@@ -152,10 +193,8 @@ class TritonBatchNormFunction(torch.autograd.Function):
         options = launch_options(plan, x)
         partials = plan.programs if has_sums else 1
         sum_dy, sum_dy_xc = torch.empty((2, partials, c), dtype=acc, device=x.device)
-        grad_weight = (torch.empty(c, dtype=weight.dtype, device=x.device) if need_weight
-                       else None)
-        grad_bias = (torch.empty(c, dtype=ctx.bias_like[0], device=x.device) if need_bias
-                     else None)
+        grad_weight = torch.empty(c, dtype=weight.dtype, device=x.device) if need_weight else None
+        grad_bias = torch.empty(c, dtype=ctx.bias_like[0], device=x.device) if need_bias else None
         coef = torch.empty((3, c), dtype=acc, device=x.device)
         w = _flat(weight)
         reduce = reduce_options(partials, c)
@@ -163,25 +202,49 @@ class TritonBatchNormFunction(torch.autograd.Function):
             # Pass 1: per-program sums of dy and dy * (x - mean)
             if has_sums:
                 kernels.backward_sums_kernel[plan.grid](
-                    x_ptr=x, dy_ptr=dy, mean_ptr=mean, sum_dy_ptr=sum_dy,
-                    sum_dy_xc_ptr=sum_dy_xc, **plan.kernel_args(), **options)
+                    x_ptr=x,
+                    dy_ptr=dy,
+                    mean_ptr=mean,
+                    sum_dy_ptr=sum_dy,
+                    sum_dy_xc_ptr=sum_dy_xc,
+                    **plan.kernel_args(),
+                    **options,
+                )
             # Pass 2: the totals, the parameters' gradients and dx's coefficients
             kernels.backward_finalize_kernel[(triton.cdiv(c, reduce["BLOCK_C"]),)](
-                sum_dy_ptr=sum_dy, sum_dy_xc_ptr=sum_dy_xc, P=partials, C=c,
-                invstd_ptr=invstd, weight_ptr=w if w is not None else invstd,
+                sum_dy_ptr=sum_dy,
+                sum_dy_xc_ptr=sum_dy_xc,
+                P=partials,
+                C=c,
+                invstd_ptr=invstd,
+                weight_ptr=w if w is not None else invstd,
                 grad_weight_ptr=grad_weight if grad_weight is not None else coef,
-                grad_bias_ptr=grad_bias if grad_bias is not None else coef, coef_ptr=coef,
+                grad_bias_ptr=grad_bias if grad_bias is not None else coef,
+                coef_ptr=coef,
                 inv_m=1.0 / (x.numel() // c),
-                HAS_SUMS=has_sums, HAS_WEIGHT=w is not None, WANT_WEIGHT=need_weight,
-                WANT_BIAS=need_bias, TRAINING=ctx.training, ACC=options["ACC"], num_warps=4,
-                **reduce)
+                HAS_SUMS=has_sums,
+                HAS_WEIGHT=w is not None,
+                WANT_WEIGHT=need_weight,
+                WANT_BIAS=need_bias,
+                TRAINING=ctx.training,
+                ACC=options["ACC"],
+                num_warps=4,
+                **reduce,
+            )
             # Pass 3: dx
             grad_input = None
             if need_input:
                 grad_input = torch.empty_like(x)
                 kernels.grad_input_kernel[plan.grid](
-                    x_ptr=x, dy_ptr=dy, dx_ptr=grad_input, mean_ptr=mean, coef_ptr=coef,
-                    **plan.kernel_args(), TRAINING=ctx.training, **options)
+                    x_ptr=x,
+                    dy_ptr=dy,
+                    dx_ptr=grad_input,
+                    mean_ptr=mean,
+                    coef_ptr=coef,
+                    **plan.kernel_args(),
+                    TRAINING=ctx.training,
+                    **options,
+                )
         if grad_weight is not None:
             grad_weight = grad_weight.view(weight.shape)
         if grad_bias is not None:
@@ -206,5 +269,14 @@ def batch_norm(
     ``(N, C, *spatial)``, float32, float16, bfloat16 or float64, on a CUDA device (compiled
     kernels) or the CPU (Triton's interpreter).
     """
-    return apply_checked(TritonBatchNormFunction, input, running_mean, running_var, weight, bias,
-                         training, momentum, eps)
+    return apply_checked(
+        TritonBatchNormFunction,
+        input,
+        running_mean,
+        running_var,
+        weight,
+        bias,
+        training,
+        momentum,
+        eps,
+    )

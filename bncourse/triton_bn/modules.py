@@ -1,4 +1,5 @@
 """``BatchNorm1d``/``2d``/``3d``: chapter 5's modules with the Triton kernels plugged in."""
+
 from __future__ import annotations
 
 from .. import torch_bn

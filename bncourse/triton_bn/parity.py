@@ -4,6 +4,7 @@
 largest differences; :data:`TOLERANCE` is what chapter 8 allows for each input dtype.
 (tests/test_triton_bn.py checks the same things more widely, with pytest's tolerances.)
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,9 @@ round once).  Weight gradients and running variances are float32 for every input
 _MEMORY_FORMATS = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
-def compare_with_torch_nn(shape: tuple[int, ...], layout: str, dtype: torch.dtype,
-                          device: str | torch.device = "cpu") -> dict[str, float]:
+def compare_with_torch_nn(
+    shape: tuple[int, ...], layout: str, dtype: torch.dtype, device: str | torch.device = "cpu"
+) -> dict[str, float]:
     """Three steps (train, train, eval) of triton_bn's module and of torch.nn's in float64,
     fed the same numbers (``x`` of ``shape`` and ``dtype``, in ``layout``: ``"contiguous"`` or
     ``"channels_last"``), on ``device``.
@@ -46,14 +48,20 @@ def compare_with_torch_nn(shape: tuple[int, ...], layout: str, dtype: torch.dtyp
         if layout == "channels_last":
             x = x.to(memory_format=_MEMORY_FORMATS[len(shape)])
         dy = torch.randn(shape, generator=generator).to(dtype)
-        xs = [x.to(device).clone().requires_grad_(),
-              x.to(device, torch.float64).clone().requires_grad_()]
+        xs = [
+            x.to(device).clone().requires_grad_(),
+            x.to(device, torch.float64).clone().requires_grad_(),
+        ]
         ys = ours(xs[0]), theirs(xs[1])
         ys[0].backward(dy.to(device))
         ys[1].backward(dy.to(device, torch.float64))
-        pairs = {"values": [ys, (xs[0].grad, xs[1].grad)],
-                 "params": [(ours.weight.grad, theirs.weight.grad),
-                            (ours.running_var, theirs.running_var)]}
+        pairs = {
+            "values": [ys, (xs[0].grad, xs[1].grad)],
+            "params": [
+                (ours.weight.grad, theirs.weight.grad),
+                (ours.running_var, theirs.running_var),
+            ],
+        }
         for key, tensors in pairs.items():
             for a, b in tensors:
                 a, b = a.detach().double(), b.detach().double()

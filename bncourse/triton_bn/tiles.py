@@ -13,6 +13,7 @@ along memory (a GPU reads fastest when neighbouring threads read neighbouring ad
 
 Each program handles ``tiles_per_program`` tiles of one block of channels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,8 +26,16 @@ from torch import Tensor
 
 from ..validation import accumulation_dtype
 
-__all__ = ["TILE_ELEMENTS", "TARGET_PROGRAMS", "Tiling", "dense", "tiling", "launch_options",
-           "reduce_options", "accumulation_type"]
+__all__ = [
+    "TILE_ELEMENTS",
+    "TARGET_PROGRAMS",
+    "Tiling",
+    "dense",
+    "tiling",
+    "launch_options",
+    "reduce_options",
+    "accumulation_type",
+]
 
 TILE_ELEMENTS = 4096
 """Values per tile (at most): 16 KiB of float32, a few dozen registers per thread."""
@@ -84,8 +93,15 @@ class Tiling:
         """The view's arguments, by the names the kernels give them."""
         c, s = self.view[1], self.view[2]
         stride_n, stride_c, stride_s = self.strides
-        return dict(C=c, S=s, stride_n=stride_n, stride_c=stride_c, stride_s=stride_s,
-                    s_blocks=self.s_blocks, num_tiles=self.num_tiles)
+        return dict(
+            C=c,
+            S=s,
+            stride_n=stride_n,
+            stride_c=stride_c,
+            stride_s=stride_s,
+            s_blocks=self.s_blocks,
+            num_tiles=self.num_tiles,
+        )
 
 
 def dense(x: Tensor) -> Tensor:
@@ -98,8 +114,9 @@ def dense(x: Tensor) -> Tensor:
     return x.contiguous()
 
 
-def tiling(x: Tensor, tile_elements: int | None = None,
-           target_programs: int | None = None) -> Tiling:
+def tiling(
+    x: Tensor, tile_elements: int | None = None, target_programs: int | None = None
+) -> Tiling:
     """The :class:`Tiling` of a dense (see :func:`dense`) ``(N, C, *spatial)`` tensor.
 
     The tile's long side runs along memory: for planes, ``block_s`` covers a channel's run of
@@ -136,10 +153,14 @@ def accumulation_type(dtype: torch.dtype) -> tl.dtype:
 
 def launch_options(plan: Tiling, x: Tensor) -> dict[str, Any]:
     """The compile-time options of the kernels that read the whole tensor (the tiled ones)."""
-    return dict(TILES_PER_PROGRAM=plan.tiles_per_program, BLOCK_C=plan.block_c,
-                BLOCK_S=plan.block_s, ACC=accumulation_type(x.dtype),
-                INDEX=tl.int64 if x.numel() >= 2**31 else tl.int32,
-                num_warps=8 if plan.block_c * plan.block_s >= 4096 else 4)
+    return dict(
+        TILES_PER_PROGRAM=plan.tiles_per_program,
+        BLOCK_C=plan.block_c,
+        BLOCK_S=plan.block_s,
+        ACC=accumulation_type(x.dtype),
+        INDEX=tl.int64 if x.numel() >= 2**31 else tl.int32,
+        num_warps=8 if plan.block_c * plan.block_s >= 4096 else 4,
+    )
 
 
 def reduce_options(partials: int, channels: int) -> dict[str, int]:

@@ -7,12 +7,15 @@ registered twice, once as ``_JavaScript(None, body=...)`` and once as
 ``const`` declaration is a JavaScript error on every page ("Identifier 'THEBE_JS_URL' has
 already been declared"), which the browser tests catch. This drops the repeats.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 
-def _unique_scripts(app: Any, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+def _unique_scripts(
+    app: Any, pagename: str, templatename: str, context: dict, doctree: Any
+) -> None:
     scripts = context.get("script_files")
     if not scripts:
         return

@@ -29,7 +29,9 @@ def shape_of(x: Any) -> tuple[int, ...]:
     return (1, -1) + (1,) * (x.ndim - 2)
 
 
-def standard_tests(chapter: str, right: dict[str, Callable[..., Any]]) -> tuple[Callable[..., None], ...]:
+def standard_tests(
+    chapter: str, right: dict[str, Callable[..., Any]]
+) -> tuple[Callable[..., None], ...]:
     """Three tests for a chapter's test module, given its right answer to each exercise:
     every exercise of ``chapter`` has one; each passes its check with one line; a stub that
     still raises ``NotImplementedError`` is "not attempted yet"."""
@@ -51,5 +53,8 @@ def standard_tests(chapter: str, right: dict[str, Callable[..., Any]]) -> tuple[
         with pytest.raises(NotAttempted, match=f"^{exercise_id}: not attempted yet"):
             check(exercise_id, stub)
 
-    return (test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
-            test_a_stub_is_not_attempted)
+    return (
+        test_every_exercise_of_the_chapter_has_a_right_answer,
+        test_right_answers_pass_with_one_line,
+        test_a_stub_is_not_attempted,
+    )

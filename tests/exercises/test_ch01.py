@@ -1,4 +1,5 @@
-"""Chapter 1's exercises (what BatchNorm does to a batch): right answers pass, each known mistake is named.
+"""Chapter 1's exercises, what BatchNorm does to a batch: right answers pass, known mistakes are
+named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -10,11 +11,12 @@ import math
 
 import numpy as np
 import pytest
-from exercise_testing import standard_tests
 
 from bncourse.checks import CheckFailed, check
+from exercise_testing import standard_tests
 
 CHAPTER = "01_what_batchnorm_does"
+
 
 @pytest.mark.parametrize(
     "wrong, diagnosis",
@@ -44,8 +46,11 @@ def test_standardize_must_not_modify_its_input():
 @pytest.mark.parametrize(
     "wrong, diagnosis",
     [
-        (lambda m: np.r_[np.zeros(m - 2), 1.0, 1.0] if m > 2 else np.array([0.0, 1.0]),
-         r"for m=5 the largest \|xhat\| of your batch is 1.2247.*put all the spread in one value"),
+        (
+            lambda m: np.r_[np.zeros(m - 2), 1.0, 1.0] if m > 2 else np.array([0.0, 1.0]),
+            r"for m=5 the largest \|xhat\| of your batch is 1.2247"
+            r".*put all the spread in one value",
+        ),
         (lambda m: np.ones(m), "constant"),
         (lambda m: np.zeros(m + 1), r"has shape \(3,\), expected \(2,\)"),
     ],
@@ -83,5 +88,8 @@ RIGHT = {
     "expected-std": lambda n, c: math.sqrt(n * c / (n * c - 1)),
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)

@@ -1,4 +1,5 @@
-"""Chapter 2's exercises (the forward pass in NumPy): right answers pass, each known mistake is named.
+"""Chapter 2's exercises, the forward pass in NumPy: right answers pass, known mistakes are
+named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -6,17 +7,17 @@ exercise_testing.py for the conventions these modules share).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from exercise_testing import axes_of, shape_of, standard_tests
 
 from bncourse import numpy_bn
 from bncourse.checks import CheckFailed, check
+from exercise_testing import axes_of, shape_of, standard_tests
 
 CHAPTER = "02_numpy_forward"
+
 
 # the checkers compare against): with torch.nn.functional, or directly from the formulas.
 def right_batch_stats(x):
@@ -26,8 +27,9 @@ def right_batch_stats(x):
 
 def right_forward(x, gamma, beta, eps=1e-5):
     as_tensor = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
-    out = F.batch_norm(torch.from_numpy(x), None, None, as_tensor(gamma), as_tensor(beta),
-                       training=True, eps=eps)
+    out = F.batch_norm(
+        torch.from_numpy(x), None, None, as_tensor(gamma), as_tensor(beta), training=True, eps=eps
+    )
     return out.numpy(), None
 
 
@@ -77,7 +79,9 @@ def forward_fixed_eps(x, gamma, beta, eps=1e-5):
 
 
 def forward_always_float64(x, gamma, beta, eps=1e-5):
-    return right_forward(x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64), eps)[0]
+    return right_forward(
+        x.astype(np.float64), gamma.astype(np.float64), beta.astype(np.float64), eps
+    )[0]
 
 
 def forward_flattened(x, gamma, beta, eps=1e-5):
@@ -89,7 +93,11 @@ def forward_flattened(x, gamma, beta, eps=1e-5):
     [
         (forward_unbiased, "unbiased variance"),
         (forward_axis0, r"wrong reduction axes: statistics over axes \(0\) instead of \(0, 2\)"),
-        (forward_per_sample, r"wrong reduction axes: statistics over axes \(1\) instead of \(0\); axis 1 holds the channels"),
+        (
+            forward_per_sample,
+            r"wrong reduction axes: statistics over axes \(1\) instead of \(0\); "
+            r"axis 1 holds the channels",
+        ),
         (forward_eps_outside, "eps outside the square root"),
         (forward_no_eps, "eps missing"),
         (forward_swapped, "gamma and beta swapped"),
@@ -125,11 +133,26 @@ def test_forward_unrecognised_mistake_still_fails_without_a_guess():
 @pytest.mark.parametrize(
     "wrong, diagnosis",
     [
-        (lambda x: (x.mean(axes_of(x)), x.var(axes_of(x), ddof=1)), "the variance from .* unbiased variance"),
-        (lambda x: (x.mean(axes_of(x)), x.std(axes_of(x))), "standard deviation instead of variance"),
-        (lambda x: (x.mean(0), x.var(0)), r"shape \(3, 5\), expected \(3,\).*wrong reduction axes: statistics over axes \(0\)"),
-        (lambda x: (x.mean(axes_of(x), keepdims=True), x.var(axes_of(x), keepdims=True)), "keepdims=True"),
-        (lambda x: (x.mean(1), x.var(1)), r"shape \(6,\), expected \(4,\).*axes \(1\) instead of \(0\)"),
+        (
+            lambda x: (x.mean(axes_of(x)), x.var(axes_of(x), ddof=1)),
+            "the variance from .* unbiased variance",
+        ),
+        (
+            lambda x: (x.mean(axes_of(x)), x.std(axes_of(x))),
+            "standard deviation instead of variance",
+        ),
+        (
+            lambda x: (x.mean(0), x.var(0)),
+            r"shape \(3, 5\), expected \(3,\).*wrong reduction axes: statistics over axes \(0\)",
+        ),
+        (
+            lambda x: (x.mean(axes_of(x), keepdims=True), x.var(axes_of(x), keepdims=True)),
+            "keepdims=True",
+        ),
+        (
+            lambda x: (x.mean(1), x.var(1)),
+            r"shape \(6,\), expected \(4,\).*axes \(1\) instead of \(0\)",
+        ),
         (lambda x: x.mean(axes_of(x)), r"should return a tuple \(mean, var\), got a ndarray"),
     ],
 )
@@ -143,5 +166,8 @@ RIGHT = {
     "numpy-forward": right_forward,
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)

@@ -1,4 +1,5 @@
-"""Chapter 3's exercises (the backward pass by hand): right answers pass, each known mistake is named.
+"""Chapter 3's exercises, the backward pass by hand: right answers pass, known mistakes are
+named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -6,23 +7,25 @@ exercise_testing.py for the conventions these modules share).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from exercise_testing import axes_of, shape_of, standard_tests
 
 from bncourse.checks import CheckFailed, check
+from exercise_testing import axes_of, shape_of, standard_tests
 
 CHAPTER = "03_backward_by_hand"
+
 
 def right_backward(dout, x, gamma, eps=1e-5):
     x_t = torch.from_numpy(x).requires_grad_()
     gamma_t = torch.from_numpy(gamma).requires_grad_()
     beta_t = torch.zeros_like(gamma_t, requires_grad=True)
     out = F.batch_norm(x_t, None, None, gamma_t, beta_t, training=True, eps=eps)
-    return tuple(g.numpy() for g in torch.autograd.grad(out, (x_t, gamma_t, beta_t), torch.from_numpy(dout)))
+    return tuple(
+        g.numpy() for g in torch.autograd.grad(out, (x_t, gamma_t, beta_t), torch.from_numpy(dout))
+    )
 
 
 def right_numerical_gradient(f, x, h=1e-5):
@@ -138,5 +141,8 @@ RIGHT = {
     "numerical-gradient": right_numerical_gradient,
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)

@@ -1,4 +1,5 @@
-"""Chapter 4's exercises (running statistics, training and evaluation): right answers pass, each known mistake is named.
+"""Chapter 4's exercises, running statistics, training and evaluation: right answers pass, known
+mistakes are named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -6,15 +7,15 @@ exercise_testing.py for the conventions these modules share).
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-from exercise_testing import axes_of, shape_of, standard_tests
 
 from bncourse import torch_bn
 from bncourse.checks import CheckFailed, check
+from exercise_testing import axes_of, shape_of, standard_tests
 
 CHAPTER = "04_running_stats"
+
 
 def right_running_stats_update(running_mean, running_var, x, momentum, num_batches_tracked):
     dims = axes_of(x)
@@ -23,15 +24,19 @@ def right_running_stats_update(running_mean, running_var, x, momentum, num_batch
     return (1 - factor) * running_mean + factor * mean, (1 - factor) * running_var + factor * var
 
 
-def right_batchnorm_modes(x, running_mean, running_var, weight, bias, training, momentum=0.1,
-                          eps=1e-5):
+def right_batchnorm_modes(
+    x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5
+):
     return torch_bn.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
 @pytest.mark.parametrize(
     "wrong, diagnosis",
     [
-        (lambda c, a, t: (2 * c * a + 2 * c * t, int(t)), "running_mean and running_var counted as learnable"),
+        (
+            lambda c, a, t: (2 * c * a + 2 * c * t, int(t)),
+            "running_mean and running_var counted as learnable",
+        ),
         (lambda c, a, t: (2 * c * a, 2 * c * t), "num_batches_tracked forgotten"),
         (lambda c, a, t: (2 * a, 3 * t), "tensors counted, not numbers"),
         (lambda c, a, t: (2 * c, 2 * c + 1), "affine=False has no weight and bias"),
@@ -45,20 +50,24 @@ def test_state_sizes_mistakes(wrong, diagnosis):
 
 def stats_update(running_mean, running_var, mean, var, factor, tf_style=False):
     if tf_style:
-        return factor * running_mean + (1 - factor) * mean, factor * running_var + (1 - factor) * var
+        return factor * running_mean + (1 - factor) * mean, factor * running_var + (
+            1 - factor
+        ) * var
     return (1 - factor) * running_mean + factor * mean, (1 - factor) * running_var + factor * var
 
 
 def update_tf_style(running_mean, running_var, x, momentum, num_batches_tracked):
     factor = 1 / num_batches_tracked if momentum is None else momentum
-    return stats_update(running_mean, running_var, x.mean(axes_of(x)), x.var(axes_of(x)),
-                        factor, tf_style=True)
+    return stats_update(
+        running_mean, running_var, x.mean(axes_of(x)), x.var(axes_of(x)), factor, tf_style=True
+    )
 
 
 def update_biased(running_mean, running_var, x, momentum, num_batches_tracked):
     factor = 1 / num_batches_tracked if momentum is None else momentum
-    return stats_update(running_mean, running_var, x.mean(axes_of(x)),
-                        x.var(axes_of(x), unbiased=False), factor)
+    return stats_update(
+        running_mean, running_var, x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False), factor
+    )
 
 
 def update_unbiased_with_batch_size(running_mean, running_var, x, momentum, num_batches_tracked):
@@ -122,20 +131,26 @@ def update_in_place(running_mean, running_var, x, momentum, tf_style=False, bias
     running_var.mul_(keep).add_((1 - keep) * var)
 
 
-def modes_batch_stats_always(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+def modes_batch_stats_always(
+    x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5
+):
     if training:
         update_in_place(running_mean, running_var, x, momentum)
     return normalize(x, x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False), weight, bias, eps)
 
 
-def modes_running_stats_always(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+def modes_running_stats_always(
+    x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5
+):
     out = normalize(x, running_mean, running_var, weight, bias, eps)
     if training:
         update_in_place(running_mean, running_var, x, momentum)
     return out
 
 
-def modes_rebinds_instead_of_updating(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+def modes_rebinds_instead_of_updating(
+    x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5
+):
     mean, var = x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False)
     if training:
         running_mean = (1 - momentum) * running_mean + momentum * mean  # a new local tensor
@@ -144,9 +159,12 @@ def modes_rebinds_instead_of_updating(x, running_mean, running_var, weight, bias
     return normalize(x, running_mean, running_var, weight, bias, eps)
 
 
-def modes_updates_in_eval(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
-    out = right_batchnorm_modes(x, running_mean.clone(), running_var.clone(), weight, bias,
-                                training, momentum, eps)
+def modes_updates_in_eval(
+    x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5
+):
+    out = right_batchnorm_modes(
+        x, running_mean.clone(), running_var.clone(), weight, bias, training, momentum, eps
+    )
     update_in_place(running_mean, running_var, x, momentum)
     return out
 
@@ -158,18 +176,26 @@ def modes_tf_momentum(x, running_mean, running_var, weight, bias, training, mome
     return normalize(x, x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False), weight, bias, eps)
 
 
-def modes_biased_running_var(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+def modes_biased_running_var(
+    x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5
+):
     if not training:
         return normalize(x, running_mean, running_var, weight, bias, eps)
     update_in_place(running_mean, running_var, x, momentum, biased=True)
     return normalize(x, x.mean(axes_of(x)), x.var(axes_of(x), unbiased=False), weight, bias, eps)
 
 
-def modes_eps_outside_in_eval(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+def modes_eps_outside_in_eval(
+    x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5
+):
     if training:
-        return right_batchnorm_modes(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        return right_batchnorm_modes(
+            x, running_mean, running_var, weight, bias, training, momentum, eps
+        )
     s = shape_of(x)
-    return (x - running_mean.view(s)) / (torch.sqrt(running_var.view(s)) + eps) * weight.view(s) + bias.view(s)
+    return (x - running_mean.view(s)) / (torch.sqrt(running_var.view(s)) + eps) * weight.view(
+        s
+    ) + bias.view(s)
 
 
 @pytest.mark.parametrize(
@@ -195,5 +221,8 @@ RIGHT = {
     "batchnorm-modes": right_batchnorm_modes,
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)

@@ -1,4 +1,5 @@
-"""Chapter 5's exercises (the autograd.Function and the module's forward): right answers pass, each known mistake is named.
+"""Chapter 5's exercises, the autograd.Function and the module's forward: right answers pass,
+known mistakes are named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -6,15 +7,15 @@ exercise_testing.py for the conventions these modules share).
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-from exercise_testing import axes_of, shape_of, standard_tests
 
 from bncourse import torch_bn
 from bncourse.checks import CheckFailed, check
+from exercise_testing import axes_of, shape_of, standard_tests
 
 CHAPTER = "05_pytorch_module"
+
 
 class RightBatchNormTrain(torch.autograd.Function):
     @staticmethod
@@ -44,9 +45,16 @@ def right_module_forward(module, x):
             factor = 1.0 / float(module.num_batches_tracked)
     use_batch_stats = module.training or module.running_mean is None
     hand_over = not module.training or module.track_running_stats
-    return torch_bn.batch_norm(x, module.running_mean if hand_over else None,
-                               module.running_var if hand_over else None, module.weight,
-                               module.bias, use_batch_stats, factor, module.eps)
+    return torch_bn.batch_norm(
+        x,
+        module.running_mean if hand_over else None,
+        module.running_var if hand_over else None,
+        module.weight,
+        module.bias,
+        use_batch_stats,
+        factor,
+        module.eps,
+    )
 
 
 def function_with_backward(dx_of):
@@ -68,11 +76,15 @@ def mean_of(a):
 
 
 NoMeanPath = function_with_backward(
-    lambda dout, xhat, inv_std, w: w.view(shape_of(xhat)) * inv_std * (dout - xhat * mean_of(dout * xhat)))
+    lambda dout, xhat, inv_std, w: (
+        w.view(shape_of(xhat)) * inv_std * (dout - xhat * mean_of(dout * xhat))
+    )
+)
 
 
 NoVariancePath = function_with_backward(
-    lambda dout, xhat, inv_std, w: w.view(shape_of(xhat)) * inv_std * (dout - mean_of(dout)))
+    lambda dout, xhat, inv_std, w: w.view(shape_of(xhat)) * inv_std * (dout - mean_of(dout))
+)
 
 
 class SwappedGradients(RightBatchNormTrain):
@@ -118,8 +130,9 @@ def test_autograd_function_mistakes(wrong, diagnosis):
         check("autograd-function", wrong)
 
 
-def module_forward_with(*, factor_of=None, count=True, count_always=False, batch_stats_of=None,
-                        hand_over_of=None):
+def module_forward_with(
+    *, factor_of=None, count=True, count_always=False, batch_stats_of=None, hand_over_of=None
+):
     """The right module forward with one decision replaced, the way a learner gets it wrong."""
 
     def forward(module, x):
@@ -131,11 +144,20 @@ def module_forward_with(*, factor_of=None, count=True, count_always=False, batch
             factor = module.momentum
             if module.momentum is None:
                 factor = 1.0 / float(module.num_batches_tracked) if module.training else 0.0
-        use_batch_stats = (batch_stats_of or (lambda m: m.training or m.running_mean is None))(module)
+        use_batch_stats = (batch_stats_of or (lambda m: m.training or m.running_mean is None))(
+            module
+        )
         hand_over = (hand_over_of or (lambda m: not m.training or m.track_running_stats))(module)
-        return torch_bn.batch_norm(x, module.running_mean if hand_over else None,
-                                   module.running_var if hand_over else None, module.weight,
-                                   module.bias, use_batch_stats, factor, module.eps)
+        return torch_bn.batch_norm(
+            x,
+            module.running_mean if hand_over else None,
+            module.running_var if hand_over else None,
+            module.weight,
+            module.bias,
+            use_batch_stats,
+            factor,
+            module.eps,
+        )
 
     return forward
 
@@ -146,26 +168,42 @@ def count_after_factor(module, x):
         if module.momentum is None:
             factor = 1.0 / float(module.num_batches_tracked)  # before counting this batch
         module.num_batches_tracked.add_(1)
-    return torch_bn.batch_norm(x, module.running_mean, module.running_var, module.weight,
-                               module.bias, module.training or module.running_mean is None,
-                               factor or 0.0, module.eps)
+    return torch_bn.batch_norm(
+        x,
+        module.running_mean,
+        module.running_var,
+        module.weight,
+        module.bias,
+        module.training or module.running_mean is None,
+        factor or 0.0,
+        module.eps,
+    )
 
 
 @pytest.mark.parametrize(
     "wrong, diagnosis",
     [
         (module_forward_with(factor_of=lambda m: m.momentum), "momentum=None reached batch_norm"),
-        (module_forward_with(factor_of=lambda m: 0.1 if m.momentum is None else m.momentum),
-         "momentum=None treated as the default 0.1"),
+        (
+            module_forward_with(factor_of=lambda m: 0.1 if m.momentum is None else m.momentum),
+            "momentum=None treated as the default 0.1",
+        ),
         (count_after_factor, "must count this batch too"),
         (module_forward_with(count=False), "num_batches_tracked not incremented"),
         (module_forward_with(count_always=True), "num_batches_tracked incremented in eval mode"),
         (module_forward_with(batch_stats_of=lambda m: True), "batch statistics used in eval mode"),
-        (module_forward_with(batch_stats_of=lambda m: False), "running statistics used in training mode"),
-        (module_forward_with(batch_stats_of=lambda m: m.training),
-         "evaluation normalizes with the batch's statistics: pass training=True"),
-        (module_forward_with(factor_of=lambda m: 1 - m.momentum if m.momentum else 0.0),
-         "TF/Keras-style momentum"),
+        (
+            module_forward_with(batch_stats_of=lambda m: False),
+            "running statistics used in training mode",
+        ),
+        (
+            module_forward_with(batch_stats_of=lambda m: m.training),
+            "evaluation normalizes with the batch's statistics: pass training=True",
+        ),
+        (
+            module_forward_with(factor_of=lambda m: 1 - m.momentum if m.momentum else 0.0),
+            "TF/Keras-style momentum",
+        ),
     ],
 )
 def test_module_forward_mistakes(wrong, diagnosis):
@@ -178,5 +216,8 @@ RIGHT = {
     "module-forward": right_module_forward,
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)

@@ -1,4 +1,5 @@
-"""Chapter 6's exercises (the identity-recovery argument): right answers pass, each known mistake is named.
+"""Chapter 6's exercises, the identity-recovery argument: right answers pass, known mistakes are
+named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -10,12 +11,13 @@ import math
 
 import numpy as np
 import pytest
-from exercise_testing import axes_of, standard_tests
 
 from bncourse import numpy_bn
 from bncourse.checks import CheckFailed, check
+from exercise_testing import axes_of, standard_tests
 
 CHAPTER = "06_identity_recovery"
+
 
 def right_range_params(x, low, high, eps=1e-5):
     out, _ = numpy_bn.forward_train(x, eps=eps)
@@ -31,11 +33,23 @@ def right_range_params(x, low, high, eps=1e-5):
         (lambda rm, rv, eps=1e-5: (rm, np.sqrt(rv + eps)), "gamma from .* gamma and beta swapped"),
         (lambda rm, rv, eps=1e-5: (rv + eps, rm), "not a variance"),
         (lambda rm, rv, eps=1e-5: (1 / np.sqrt(rv + eps), rm), "gamma is the inverse"),
-        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + 1e-5), rm), r"eps=0.001.*the eps argument is ignored"),
+        (
+            lambda rm, rv, eps=1e-5: (np.sqrt(rv + 1e-5), rm),
+            r"eps=0.001.*the eps argument is ignored",
+        ),
         (lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps), -rm), "beta from .* wrong sign"),
-        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps), np.zeros_like(rm)), "beta = 0 does not put the mean back"),
-        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps), rm, None), r"should return a tuple \(gamma, beta\), got a tuple of 3"),
-        (lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps).astype(np.float32), rm), "dtype float32, expected float64"),
+        (
+            lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps), np.zeros_like(rm)),
+            "beta = 0 does not put the mean back",
+        ),
+        (
+            lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps), rm, None),
+            r"should return a tuple \(gamma, beta\), got a tuple of 3",
+        ),
+        (
+            lambda rm, rv, eps=1e-5: (np.sqrt(rv + eps).astype(np.float32), rm),
+            "dtype float32, expected float64",
+        ),
     ],
 )
 def test_identity_params_mistakes_are_named(wrong, diagnosis):
@@ -93,12 +107,30 @@ def range_params_from(xhat_of):
     "wrong, diagnosis",
     [
         (range_params_from(lambda x, a, eps: x), "range of x, not of the normalized xhat"),
-        (range_params_from(lambda x, a, eps: (x - x.mean(a, keepdims=True)) / np.sqrt(x.var(a, keepdims=True, ddof=1) + eps)),
-         "unbiased variance"),
-        (range_params_from(lambda x, a, eps: (x - x.mean(a, keepdims=True)) / x.std(a, keepdims=True)), "eps missing"),
-        (lambda x, low, high, eps=1e-5: right_range_params(x, low, high, eps)[::-1], "gamma and beta swapped"),
-        (lambda x, low, high, eps=1e-5: tuple(v.reshape(1, -1) for v in right_range_params(x, low, high, eps)),
-         r"gamma from .* has shape \(1, 3\), expected \(3,\)"),
+        (
+            range_params_from(
+                lambda x, a, eps: (
+                    (x - x.mean(a, keepdims=True)) / np.sqrt(x.var(a, keepdims=True, ddof=1) + eps)
+                )
+            ),
+            "unbiased variance",
+        ),
+        (
+            range_params_from(
+                lambda x, a, eps: (x - x.mean(a, keepdims=True)) / x.std(a, keepdims=True)
+            ),
+            "eps missing",
+        ),
+        (
+            lambda x, low, high, eps=1e-5: right_range_params(x, low, high, eps)[::-1],
+            "gamma and beta swapped",
+        ),
+        (
+            lambda x, low, high, eps=1e-5: tuple(
+                v.reshape(1, -1) for v in right_range_params(x, low, high, eps)
+            ),
+            r"gamma from .* has shape \(1, 3\), expected \(3,\)",
+        ),
     ],
 )
 def test_output_range_mistakes_are_named(wrong, diagnosis):
@@ -128,10 +160,16 @@ def test_output_range_accepts_the_mirrored_answer():
 
 
 RIGHT = {
-    "identity-params": lambda running_mean, running_var, eps=1e-5: (np.sqrt(running_var + eps), running_mean),
+    "identity-params": lambda running_mean, running_var, eps=1e-5: (
+        np.sqrt(running_var + eps),
+        running_mean,
+    ),
     "samuelson-bound": lambda m, ddof=0: (m - 1) / math.sqrt(m) if ddof else math.sqrt(m - 1),
     "output-range": right_range_params,
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)

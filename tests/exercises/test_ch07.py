@@ -1,4 +1,4 @@
-"""Chapter 7's exercises (BatchNorm in training): right answers pass, each known mistake is named.
+"""Chapter 7's exercises, BatchNorm in training: right answers pass, known mistakes are named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -10,11 +10,12 @@ import math
 
 import pytest
 import torch
-from exercise_testing import standard_tests
 
 from bncourse.checks import CheckFailed, check
+from exercise_testing import standard_tests
 
 CHAPTER = "07_bn_in_training"
+
 
 def right_values_per_statistic(norm, shape, groups=1):
     positions = math.prod(shape[2:])
@@ -39,13 +40,28 @@ def per_statistic_with(norm_changed, value):
 @pytest.mark.parametrize(
     "wrong, diagnosis",
     [
-        (per_statistic_with("batch", lambda s, g: s[0]), r"\('batch', \(2, 8, 8, 8\).*= 2, expected 128.*not N"),
+        (
+            per_statistic_with("batch", lambda s, g: s[0]),
+            r"\('batch', \(2, 8, 8, 8\).*= 2, expected 128.*not N",
+        ),
         (per_statistic_with("batch", lambda s, g: math.prod(s)), "the channels are not pooled"),
-        (per_statistic_with("layer", lambda s, g: s[1]), "LayerNorm over \\(C, H, W\\) also reduces over the spatial"),
-        (per_statistic_with("layer", lambda s, g: math.prod(s)), "LayerNorm keeps one statistic per sample"),
-        (per_statistic_with("group", lambda s, g: g * math.prod(s[2:])), "groups is the number of groups"),
+        (
+            per_statistic_with("layer", lambda s, g: s[1]),
+            "LayerNorm over \\(C, H, W\\) also reduces over the spatial",
+        ),
+        (
+            per_statistic_with("layer", lambda s, g: math.prod(s)),
+            "LayerNorm keeps one statistic per sample",
+        ),
+        (
+            per_statistic_with("group", lambda s, g: g * math.prod(s[2:])),
+            "groups is the number of groups",
+        ),
         (per_statistic_with("group", lambda s, g: math.prod(s[1:])), "the groups were ignored"),
-        (per_statistic_with("group", lambda s, g: s[0] * s[1] // g * math.prod(s[2:])), "GroupNorm keeps statistics per sample"),
+        (
+            per_statistic_with("group", lambda s, g: s[0] * s[1] // g * math.prod(s[2:])),
+            "GroupNorm keeps statistics per sample",
+        ),
         (per_statistic_with("batch", lambda s, g: None), "should be a number"),
     ],
 )
@@ -102,7 +118,10 @@ def freeze_with_zero_momentum(model):
         (freeze_batchnorm1d_only, "the BatchNorm2d layer is still in training mode"),
         (freeze_with_model_eval, "the Dropout layer is in eval mode too"),
         (freeze_every_parameter, "the Conv2d layer no longer gets gradients"),
-        (freeze_with_zero_momentum, "still in training mode, so it normalizes with batch statistics"),
+        (
+            freeze_with_zero_momentum,
+            "still in training mode, so it normalizes with batch statistics",
+        ),
     ],
 )
 def test_freeze_batchnorm_mistakes_are_named(wrong, diagnosis):
@@ -124,5 +143,8 @@ RIGHT = {
     "freeze-batchnorm": right_freeze_batchnorm,
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)

@@ -1,4 +1,4 @@
-"""Chapter 8's exercises (BatchNorm on the GPU): right answers pass, each known mistake is named.
+"""Chapter 8's exercises, BatchNorm on the GPU: right answers pass, known mistakes are named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -11,11 +11,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from exercise_testing import standard_tests
 
 from bncourse.checks import CheckFailed, check
+from exercise_testing import standard_tests
 
 CHAPTER = "08_gpu_triton"
+
 
 def right_bn_bytes(shape, itemsize):
     from bncourse.gpu_bench import PASSES
@@ -34,8 +35,10 @@ def right_welford_update(count, mean, m2, x):
 def right_tile_partials(values, tile):
     from bncourse.distributed import local_stats
 
-    parts = [local_stats(torch.from_numpy(values[i:i + tile]).reshape(-1, 1))
-             for i in range(0, len(values), tile)]
+    parts = [
+        local_stats(torch.from_numpy(values[i : i + tile]).reshape(-1, 1))
+        for i in range(0, len(values), tile)
+    ]
     return tuple(torch.stack([part[k].reshape(()) for part in parts]).numpy() for k in range(3))
 
 
@@ -145,7 +148,7 @@ def test_welford_mistakes_are_named(wrong, diagnosis):
 
 
 def tiles_of(values, tile):
-    return [values[i:i + tile] for i in range(0, len(values), tile)]
+    return [values[i : i + tile] for i in range(0, len(values), tile)]
 
 
 def tile_partials_full_counts(values, tile):
@@ -171,14 +174,20 @@ def tile_partials_global_mean(values, tile):
 
 def tile_partials_variance(values, tile):
     tiles = tiles_of(values, tile)
-    return (np.array([len(t) for t in tiles]), np.array([t.mean() for t in tiles]),
-            np.array([t.var() for t in tiles]))
+    return (
+        np.array([len(t) for t in tiles]),
+        np.array([t.mean() for t in tiles]),
+        np.array([t.var() for t in tiles]),
+    )
 
 
 def tile_partials_global_deviations(values, tile):
     tiles = tiles_of(values, tile)
-    return (np.array([len(t) for t in tiles]), np.array([t.mean() for t in tiles]),
-            np.array([((t - values.mean()) ** 2).sum() for t in tiles]))
+    return (
+        np.array([len(t) for t in tiles]),
+        np.array([t.mean() for t in tiles]),
+        np.array([((t - values.mean()) ** 2).sum() for t in tiles]),
+    )
 
 
 @pytest.mark.parametrize(
@@ -203,5 +212,8 @@ RIGHT = {
     "tile-partials": right_tile_partials,
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)

@@ -1,4 +1,5 @@
-"""Chapter 9's exercises (beyond one device and beyond BatchNorm): right answers pass, each known mistake is named.
+"""Chapter 9's exercises, beyond one device and beyond BatchNorm: right answers pass, known
+mistakes are named.
 
 The wrong implementations are written the way a learner would write them (see
 exercise_testing.py for the conventions these modules share).
@@ -6,15 +7,15 @@ exercise_testing.py for the conventions these modules share).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
-from exercise_testing import standard_tests
 
 from bncourse.checks import CheckFailed, check
+from exercise_testing import standard_tests
 
 CHAPTER = "09_beyond_one_device"
+
 
 def right_merge_stats(counts, means, m2s):
     from bncourse.distributed import merge_stats
@@ -112,7 +113,10 @@ def fold_without_mean(weight, bias, running_mean, running_var, gamma, beta, eps=
         (fold_unscaled_bias, "the layer's own bias is not scaled"),
         (fold_without_eps, "the weight from .* eps missing"),
         (fold_without_mean, "running_mean is not subtracted"),
-        (lambda *args, **kwargs: right_fold_bn(*args, **kwargs)[0], r"should return a tuple \(weight, bias\)"),
+        (
+            lambda *args, **kwargs: right_fold_bn(*args, **kwargs)[0],
+            r"should return a tuple \(weight, bias\)",
+        ),
     ],
 )
 def test_fold_mistakes_are_named(wrong, diagnosis):
@@ -124,7 +128,9 @@ def group_norm_over(view_of, axes_of_view, ddof=0):
     def group_norm(x, groups, eps=1e-5):
         v = view_of(x, groups)
         axes = axes_of_view(v)
-        out = (v - v.mean(axis=axes, keepdims=True)) / np.sqrt(v.var(axis=axes, keepdims=True, ddof=ddof) + eps)
+        out = (v - v.mean(axis=axes, keepdims=True)) / np.sqrt(
+            v.var(axis=axes, keepdims=True, ddof=ddof) + eps
+        )
         return out.reshape(x.shape)
 
     return group_norm
@@ -139,10 +145,22 @@ interleaved = lambda x, g: x.reshape(x.shape[0], x.shape[1] // g, g, *x.shape[2:
 @pytest.mark.parametrize(
     "wrong, diagnosis",
     [
-        (group_norm_over(interleaved, lambda v: (1, *range(3, v.ndim))), "the groups interleave the channels"),
-        (group_norm_over(grouped, lambda v: (0, *range(2, v.ndim))), "the batch axis is reduced too"),
-        (group_norm_over(lambda x, g: x, lambda v: tuple(range(2, v.ndim))), r"statistics per channel \(InstanceNorm\)"),
-        (group_norm_over(lambda x, g: x, lambda v: tuple(range(1, v.ndim))), r"the groups are ignored \(LayerNorm\)"),
+        (
+            group_norm_over(interleaved, lambda v: (1, *range(3, v.ndim))),
+            "the groups interleave the channels",
+        ),
+        (
+            group_norm_over(grouped, lambda v: (0, *range(2, v.ndim))),
+            "the batch axis is reduced too",
+        ),
+        (
+            group_norm_over(lambda x, g: x, lambda v: tuple(range(2, v.ndim))),
+            r"statistics per channel \(InstanceNorm\)",
+        ),
+        (
+            group_norm_over(lambda x, g: x, lambda v: tuple(range(1, v.ndim))),
+            r"the groups are ignored \(LayerNorm\)",
+        ),
         (group_norm_over(grouped, lambda v: tuple(range(2, v.ndim)), ddof=1), "unbiased variance"),
     ],
 )
@@ -157,5 +175,8 @@ RIGHT = {
     "group-norm": right_group_norm,
 }
 
-(test_every_exercise_of_the_chapter_has_a_right_answer, test_right_answers_pass_with_one_line,
- test_a_stub_is_not_attempted) = standard_tests(CHAPTER, RIGHT)
+(
+    test_every_exercise_of_the_chapter_has_a_right_answer,
+    test_right_answers_pass_with_one_line,
+    test_a_stub_is_not_attempted,
+) = standard_tests(CHAPTER, RIGHT)
