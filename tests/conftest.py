@@ -77,14 +77,15 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
 # Scheduling on several cores (pytest-xdist, `-n auto` in pyproject.toml)
 # --------------------------------------------------------------------------------------------
 # The longest tests go first, so that no worker is left running one of them at the end: the
-# chapters executed (chapter 7 takes about 90 s each way), then the book build and the browser.
+# book build and the browser tests (one worker runs them all, about 2.5 minutes), chapter 7
+# executed both ways (about 90 s each), then the other chapters.
 FIRST = (
+    "tests/test_book.py",
+    "tests/test_site.py",
     "tests/test_notebooks.py::test_chapter_prints_what_is_committed_and_its_solutions_pass[07",
     "tests/test_notebooks.py::test_generated_exercises_are_not_attempted_yet[07",
     "tests/test_notebooks.py::test_chapter",
     "tests/test_notebooks.py::test_generated",
-    "tests/test_book.py",
-    "tests/test_site.py",
 )
 
 

@@ -276,8 +276,10 @@ def test_next_and_previous_walk_the_whole_book(visit):
     v.page.wait_for_load_state("networkidle")
 
     def follow(selector: str) -> str:
-        # Wait for the navigation the click starts, or the old page's URL would be read.
-        with v.page.expect_navigation(wait_until="networkidle"):
+        # Wait for the navigation the click starts, or the old page's URL would be read; its
+        # load event is enough (each page's requests are checked to the end in
+        # test_page_loads_renders_math_and_every_figure).
+        with v.page.expect_navigation(wait_until="load"):
             v.page.locator(selector).first.click()
         return v.page.url.split(v.base, 1)[1].split("#")[0]
 
@@ -289,7 +291,9 @@ def test_next_and_previous_walk_the_whole_book(visit):
     while v.page.locator("a.left-prev").count() and len(backward) <= len(PAGES):
         backward.append(follow("a.left-prev"))
     assert backward == PAGES[::-1]
-    assert not v.problems, "\n".join(v.problems)
+    # (a request the next click cut short is aborted by the walk, not failed by the site)
+    problems = [p for p in v.problems if "net::ERR_ABORTED" not in p]
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("name, viewport", [("desktop", DESKTOP), ("phone", PHONE)])

@@ -19,6 +19,8 @@ Conventions shared by every kernel:
   dtype of offsets (int64 for tensors of 2^31 values or more).
 """
 
+# The kernels' signatures stay compact, not one parameter per line: chapter 8 prints them.
+# fmt: off
 from __future__ import annotations
 
 import triton
@@ -39,27 +41,15 @@ __all__ = [
 
 # Helpers, called from inside the kernels
 @triton.jit
-def tile_offsets(
-    t,
-    c,
-    C,
-    S,
-    stride_n,
-    stride_c,
-    stride_s,
-    s_blocks,
-    num_tiles,
-    BLOCK_S: tl.constexpr,
-    INDEX: tl.constexpr,
-):
+def tile_offsets(t, c, C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,
+                 BLOCK_S: tl.constexpr, INDEX: tl.constexpr):
     """Offsets ``(BLOCK_C, BLOCK_S)`` of tile ``t`` for channels ``c``, and which are valid."""
     n = t // s_blocks
     s = (t % s_blocks) * BLOCK_S + tl.arange(0, BLOCK_S)
     # Off the edge: channels past C, positions past S, tiles past the last (padding tiles)
     mask = (c < C)[:, None] & (s < S)[None, :] & (t < num_tiles)
-    offsets = (
-        n.to(INDEX) * stride_n + c.to(INDEX)[:, None] * stride_c + s.to(INDEX)[None, :] * stride_s
-    )
+    offsets = (n.to(INDEX) * stride_n + c.to(INDEX)[:, None] * stride_c
+               + s.to(INDEX)[None, :] * stride_s)
     return offsets, mask
 
 
@@ -92,24 +82,10 @@ def tile_stats(x, mask):
 
 # Forward
 @triton.jit
-def stats_kernel(
-    x_ptr,
-    count_ptr,
-    mean_ptr,
-    m2_ptr,  # the input; three (P, C) outputs
-    C,
-    S,
-    stride_n,
-    stride_c,
-    stride_s,
-    s_blocks,
-    num_tiles,  # the tiling
-    TILES_PER_PROGRAM: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    ACC: tl.constexpr,
-    INDEX: tl.constexpr,
-):
+def stats_kernel(x_ptr, count_ptr, mean_ptr, m2_ptr,  # the input; three (P, C) outputs
+                 C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # the tiling
+                 TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
+                 BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
     """Pass 1 of the forward: one partial ``(count, mean, M2)`` per program and channel."""
     # The program's channels, and its running (count, mean, M2), empty
     pid_t = tl.program_id(0)
@@ -119,19 +95,8 @@ def stats_kernel(
     m2_acc = tl.zeros([BLOCK_C], ACC)
     for i in range(TILES_PER_PROGRAM):  # a fixed order: deterministic
         # Load one tile, summarize it per channel, merge the summary in
-        offsets, mask = tile_offsets(
-            pid_t * TILES_PER_PROGRAM + i,
-            c,
-            C,
-            S,
-            stride_n,
-            stride_c,
-            stride_s,
-            s_blocks,
-            num_tiles,
-            BLOCK_S,
-            INDEX,
-        )
+        offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
+                                     stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
         n_tile, mean_tile, m2_tile = tile_stats(x, mask)
         n_acc, mean_acc, m2_acc = chan_merge(n_acc, mean_acc, m2_acc, n_tile, mean_tile, m2_tile)
@@ -143,28 +108,13 @@ def stats_kernel(
 
 
 @triton.jit
-def finalize_stats_kernel(
-    count_ptr,
-    mean_ptr,
-    m2_ptr,
-    P,
-    C,  # (P, C) partials
-    running_mean_ptr,
-    running_var_ptr,  # (C,), updated in place
-    out_mean_ptr,
-    out_var_ptr,
-    out_invstd_ptr,  # (C,) outputs
-    inv_m,
-    unbias,
-    momentum,
-    eps,  # 1/m, m/(m-1), and the module's
-    TRAINING: tl.constexpr,
-    UPDATE: tl.constexpr,
-    NUM_CHUNKS: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    ACC: tl.constexpr,
-):
+def finalize_stats_kernel(count_ptr, mean_ptr, m2_ptr, P, C,  # (P, C) partials
+                          running_mean_ptr, running_var_ptr,  # (C,), updated in place
+                          out_mean_ptr, out_var_ptr, out_invstd_ptr,  # (C,) outputs
+                          inv_m, unbias, momentum, eps,  # 1/m, m/(m-1), and the module's
+                          TRAINING: tl.constexpr, UPDATE: tl.constexpr,
+                          NUM_CHUNKS: tl.constexpr, BLOCK_P: tl.constexpr,
+                          BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     """Pass 2: per channel, the batch (training) or running (evaluation) mean and variance,
     ``invstd``, and the running statistics' update (training, ``UPDATE``).  One program per
     block of ``BLOCK_C`` channels."""
@@ -191,9 +141,8 @@ def finalize_stats_kernel(
             delta = means - mean_chunk[None, :]
             m2_chunk = tl.sum(m2s, axis=0) + tl.sum(counts * delta * delta, axis=0)
             # Merged into the channels' running triple
-            n_acc, mean_acc, m2_acc = chan_merge(
-                n_acc, mean_acc, m2_acc, n_chunk, mean_chunk, m2_chunk
-            )
+            n_acc, mean_acc, m2_acc = chan_merge(n_acc, mean_acc, m2_acc,
+                                                 n_chunk, mean_chunk, m2_chunk)
         mean = mean_acc
         var = m2_acc * inv_m  # biased: this is what normalizes the batch
         if UPDATE:
@@ -202,12 +151,10 @@ def finalize_stats_kernel(
             running_var = tl.load(running_var_ptr + c, mask=c_ok).to(ACC)
             running_mean = (1 - momentum) * running_mean + momentum * mean
             running_var = (1 - momentum) * running_var + momentum * (var * unbias)
-            tl.store(
-                running_mean_ptr + c, running_mean.to(running_mean_ptr.dtype.element_ty), mask=c_ok
-            )
-            tl.store(
-                running_var_ptr + c, running_var.to(running_var_ptr.dtype.element_ty), mask=c_ok
-            )
+            tl.store(running_mean_ptr + c, running_mean.to(running_mean_ptr.dtype.element_ty),
+                     mask=c_ok)
+            tl.store(running_var_ptr + c, running_var.to(running_var_ptr.dtype.element_ty),
+                     mask=c_ok)
     else:
         mean = tl.load(running_mean_ptr + c, mask=c_ok, other=0.0).to(ACC)
         var = tl.load(running_var_ptr + c, mask=c_ok, other=1.0).to(ACC)
@@ -217,28 +164,12 @@ def finalize_stats_kernel(
 
 
 @triton.jit
-def normalize_kernel(
-    x_ptr,
-    y_ptr,  # the input and the output, of the same strides
-    mean_ptr,
-    invstd_ptr,
-    weight_ptr,
-    bias_ptr,  # (C,) each
-    C,
-    S,
-    stride_n,
-    stride_c,
-    stride_s,
-    s_blocks,
-    num_tiles,  # the tiling
-    HAS_WEIGHT: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    TILES_PER_PROGRAM: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    ACC: tl.constexpr,
-    INDEX: tl.constexpr,
-):
+def normalize_kernel(x_ptr, y_ptr,  # the input and the output, of the same strides
+                     mean_ptr, invstd_ptr, weight_ptr, bias_ptr,  # (C,) each
+                     C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # the tiling
+                     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
     """Pass 3: ``y = (x - mean) * (invstd * weight) + bias``, elementwise."""
     # The per-channel constants, loaded once per program
     pid_t = tl.program_id(0)
@@ -253,19 +184,8 @@ def normalize_kernel(
         shift = tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(ACC)
     # Then one multiply-add per value, rounded once to y's dtype
     for i in range(TILES_PER_PROGRAM):
-        offsets, mask = tile_offsets(
-            pid_t * TILES_PER_PROGRAM + i,
-            c,
-            C,
-            S,
-            stride_n,
-            stride_c,
-            stride_s,
-            s_blocks,
-            num_tiles,
-            BLOCK_S,
-            INDEX,
-        )
+        offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
+                                     stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
         y = (x - mean[:, None]) * scale[:, None] + shift[:, None]
         tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -273,25 +193,11 @@ def normalize_kernel(
 
 # Backward
 @triton.jit
-def backward_sums_kernel(
-    x_ptr,
-    dy_ptr,
-    mean_ptr,  # the input, its gradient, (C,) mean
-    sum_dy_ptr,
-    sum_dy_xc_ptr,  # two (P, C) outputs
-    C,
-    S,
-    stride_n,
-    stride_c,
-    stride_s,
-    s_blocks,
-    num_tiles,  # tiling
-    TILES_PER_PROGRAM: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    ACC: tl.constexpr,
-    INDEX: tl.constexpr,
-):
+def backward_sums_kernel(x_ptr, dy_ptr, mean_ptr,  # the input, its gradient, (C,) mean
+                         sum_dy_ptr, sum_dy_xc_ptr,  # two (P, C) outputs
+                         C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # tiling
+                         TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
+                         BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
     """Backward pass 1: per program and channel, ``sum(dy)`` and ``sum(dy * (x - mean))``."""
     pid_t = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -300,19 +206,8 @@ def backward_sums_kernel(
     sum_dy_xc = tl.zeros([BLOCK_C], ACC)
     for i in range(TILES_PER_PROGRAM):
         # Load a tile of x and of dy; add up per channel
-        offsets, mask = tile_offsets(
-            pid_t * TILES_PER_PROGRAM + i,
-            c,
-            C,
-            S,
-            stride_n,
-            stride_c,
-            stride_s,
-            s_blocks,
-            num_tiles,
-            BLOCK_S,
-            INDEX,
-        )
+        offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
+                                     stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(ACC)
         centered = tl.where(mask, x - mean[:, None], 0.0)
@@ -324,27 +219,14 @@ def backward_sums_kernel(
 
 
 @triton.jit
-def backward_finalize_kernel(
-    sum_dy_ptr,
-    sum_dy_xc_ptr,
-    P,
-    C,  # (P, C) partial sums
-    invstd_ptr,
-    weight_ptr,  # (C,) each
-    grad_weight_ptr,
-    grad_bias_ptr,
-    coef_ptr,  # (C,), (C,), (3, C)
-    inv_m,  # 1 / m
-    HAS_SUMS: tl.constexpr,
-    HAS_WEIGHT: tl.constexpr,
-    WANT_WEIGHT: tl.constexpr,
-    WANT_BIAS: tl.constexpr,
-    TRAINING: tl.constexpr,
-    NUM_CHUNKS: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    ACC: tl.constexpr,
-):
+def backward_finalize_kernel(sum_dy_ptr, sum_dy_xc_ptr, P, C,  # (P, C) partial sums
+                             invstd_ptr, weight_ptr,  # (C,) each
+                             grad_weight_ptr, grad_bias_ptr, coef_ptr,  # (C,), (C,), (3, C)
+                             inv_m,  # 1 / m
+                             HAS_SUMS: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                             WANT_WEIGHT: tl.constexpr, WANT_BIAS: tl.constexpr,
+                             TRAINING: tl.constexpr, NUM_CHUNKS: tl.constexpr,
+                             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     """Backward pass 2: the sums over all programs (fixed order), ``grad_weight``,
     ``grad_bias``, and the rows ``a``, ``k``, ``c`` of ``coef`` for
     ``dx = a * dy + k * (x - mean) + c``: ``a = weight * invstd``; in training
@@ -372,9 +254,8 @@ def backward_finalize_kernel(
         # The parameters' gradients, then the coefficients of dx
         if WANT_WEIGHT:
             grad_weight = sum_dy_xc * invstd
-            tl.store(
-                grad_weight_ptr + c, grad_weight.to(grad_weight_ptr.dtype.element_ty), mask=c_ok
-            )
+            tl.store(grad_weight_ptr + c, grad_weight.to(grad_weight_ptr.dtype.element_ty),
+                     mask=c_ok)
         if WANT_BIAS:
             tl.store(grad_bias_ptr + c, sum_dy.to(grad_bias_ptr.dtype.element_ty), mask=c_ok)
         if TRAINING:
@@ -386,26 +267,12 @@ def backward_finalize_kernel(
 
 
 @triton.jit
-def grad_input_kernel(
-    x_ptr,
-    dy_ptr,
-    dx_ptr,  # the input, dy and dx, of the same strides
-    mean_ptr,
-    coef_ptr,  # (C,) and (3, C)
-    C,
-    S,
-    stride_n,
-    stride_c,
-    stride_s,
-    s_blocks,
-    num_tiles,  # the tiling
-    TRAINING: tl.constexpr,
-    TILES_PER_PROGRAM: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    ACC: tl.constexpr,
-    INDEX: tl.constexpr,
-):
+def grad_input_kernel(x_ptr, dy_ptr, dx_ptr,  # the input, dy and dx, of the same strides
+                      mean_ptr, coef_ptr,  # (C,) and (3, C)
+                      C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # the tiling
+                      TRAINING: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
+                      INDEX: tl.constexpr):
     """Backward pass 3: ``dx = a * dy + k * (x - mean) + c`` (evaluation: ``a * dy``, and
     ``x`` is not read)."""
     # The per-channel coefficients, loaded once per program
@@ -419,22 +286,12 @@ def grad_input_kernel(
         c_coef = tl.load(coef_ptr + 2 * C + c, mask=c_ok, other=0.0)
     # Then a multiply-add or two per value
     for i in range(TILES_PER_PROGRAM):
-        offsets, mask = tile_offsets(
-            pid_t * TILES_PER_PROGRAM + i,
-            c,
-            C,
-            S,
-            stride_n,
-            stride_c,
-            stride_s,
-            s_blocks,
-            num_tiles,
-            BLOCK_S,
-            INDEX,
-        )
+        offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
+                                     stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(ACC)
         dx = a[:, None] * dy
         if TRAINING:
             x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
             dx += k_coef[:, None] * (x - mean[:, None]) + c_coef[:, None]
         tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+# fmt: on
