@@ -1,28 +1,35 @@
 """bncourse: the helper package of the course "Batch Normalization, from scratch to the GPU".
 
-Modules (each one small, read them alongside the chapters):
+Modules (each one small; read them alongside the chapters), from the bottom up (a module
+imports only the modules of its own line or of the lines above it):
 
-* :mod:`bncourse.numpy_bn` -- the reference NumPy BatchNorm: forward, running statistics, backward.
+* :mod:`bncourse.conventions` -- shapes, reduction axes, ``m``, PyTorch's error wording, Chan's
+  merge: what every BatchNorm of the course shares, written once.
+* :mod:`bncourse.numpy_bn` -- the reference NumPy BatchNorm: forward, running statistics,
+  backward (chapters 2 to 4).
+* :mod:`bncourse.validation` -- what ``F.batch_norm`` checks, in its order and words.
 * :mod:`bncourse.torch_bn` -- PyTorch BatchNorm with a hand-written backward: ``batch_norm`` and
-  drop-in ``BatchNorm1d/2d/3d``.
-* :mod:`bncourse.triton_bn` -- BatchNorm as Triton kernels (compiled for a GPU, or run by
-  Triton's interpreter on CPU tensors): ``batch_norm`` and ``BatchNorm1d/2d/3d``.
+  drop-in ``BatchNorm1d/2d/3d`` (chapter 5).
+* :mod:`bncourse.triton_bn` -- BatchNorm as Triton kernels (compiled for CUDA tensors, run by
+  Triton's interpreter for CPU tensors): ``batch_norm`` and ``BatchNorm1d/2d/3d`` (chapter 8).
+* :mod:`bncourse.distributed` -- SyncBatchNorm on ``torch.distributed``;
+  :mod:`bncourse.launch` starts real process groups on this machine (chapter 9).
+* :mod:`bncourse.fold` -- BatchNorm folded into the preceding Linear/Conv for inference.
+* :mod:`bncourse.norm_family` -- BatchNorm, LayerNorm, InstanceNorm, GroupNorm by reduced axes.
+* :mod:`bncourse.training` -- the scikit-learn digits as tensors, small models, a seeded
+  float64 training loop (chapter 7).
+* :mod:`bncourse.variance_methods` -- chapter 8's ways to compute a variance.
+* :mod:`bncourse.gradcheck` -- central differences, relative errors, gradcheck of a batch_norm.
 * :mod:`bncourse.bench` -- forward+backward timings against ``torch.nn`` and a plain copy;
   :mod:`bncourse.gpu_bench` -- the GPU benchmark (Triton, cuDNN, ATen, a copy) and its
   results file.
-* :mod:`bncourse.gradcheck` -- central-difference gradients and relative errors.
-* :mod:`bncourse.checks` -- exercise checkers (``check(id, candidate)``).
-* :mod:`bncourse.misconceptions` -- known mistakes, used by the checkers to name them.
-* :mod:`bncourse.training` -- the scikit-learn digits as tensors, small models, a seeded
-  training loop.
-* :mod:`bncourse.distributed` -- SyncBatchNorm on ``torch.distributed``;
-  :mod:`bncourse.launch` starts real process groups on this machine.
-* :mod:`bncourse.fold` -- BatchNorm folded into the preceding Linear/Conv for inference.
-* :mod:`bncourse.norm_family` -- BatchNorm, LayerNorm, InstanceNorm, GroupNorm by reduced axes.
-* :mod:`bncourse.grader`, :mod:`bncourse.exercise_notebooks` -- grading learner notebooks and
-  generating them from the chapters.
-* :mod:`bncourse.display` -- rounded, deterministic printing for the notebooks.
-* :mod:`bncourse.plots` -- the figures of the book.
+* :mod:`bncourse.exercises` -- each chapter's exercises (``ch01`` ... ``ch09``): inputs, the
+  mistakes they recognise, checkers; :mod:`bncourse.checks` -- ``check(id, candidate)``.
+* :mod:`bncourse.plots` -- the figures of the book; :mod:`bncourse.display` -- rounded,
+  deterministic printing; :mod:`bncourse.reproducible` -- the CPU code paths notebooks run on.
+* :mod:`bncourse.notebooks`, :mod:`bncourse.exercise_notebooks`, :mod:`bncourse.grader` --
+  running chapters and comparing their outputs, generating the exercise notebooks from them,
+  grading learner notebooks.
 """
 
 __version__ = "0.1.0"

@@ -467,3 +467,52 @@ def test_ruff_would_catch_a_loop_closure(tmp_path):
     bad.write_text("fs = []\nfor i in range(3):\n    fs.append(lambda: i)\n")
     result = ruff("check", "--no-cache", "--config", str(ROOT / "pyproject.toml"), str(bad))
     assert result.returncode != 0 and "B023" in result.stdout
+
+
+def _package_layers():
+    """The modules of bncourse's docstring, line by line: [{"conventions"}, {"numpy_bn"}, ...]."""
+    import bncourse
+
+    bullets = bncourse.__doc__.split("\n* ")[1:]
+    return [set(re.findall(r":mod:`bncourse\.(\w+)`", bullet)) for bullet in bullets]
+
+
+def _imported_modules(path):
+    """The bncourse modules a file (or package folder) imports, at the top or inside functions."""
+    import ast
+
+    files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+    names = set()
+    for file in files:
+        package = "bncourse" if file.parent.name == "bncourse" else f"bncourse.{file.parent.name}"
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = ".".join(p for p in (base, node.module) if p)
+                targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                parts = target.split(".")
+                if parts[0] == "bncourse" and len(parts) > 1:
+                    names.add(parts[1])
+    return names
+
+
+def test_every_module_is_listed_and_imports_only_the_ones_listed_before_it():
+    """bncourse's docstring orders its modules bottom-up; this keeps the order true."""
+    package = ROOT / "bncourse"
+    layers = _package_layers()
+    listed = set().union(*layers)
+    existing = {p.stem for p in package.glob("*.py") if not p.stem.startswith("_")}
+    existing |= {p.name for p in package.iterdir() if (p / "__init__.py").exists()}
+    assert existing == listed, f"unlisted: {existing - listed}, missing: {listed - existing}"
+    allowed = set()
+    for layer in layers:
+        allowed |= layer
+        for name in layer:
+            path = package / name if (package / name).is_dir() else package / f"{name}.py"
+            upward = _imported_modules(path) - allowed - {name}
+            assert not upward, f"bncourse.{name} imports {upward}, listed after it"
