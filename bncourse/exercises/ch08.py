@@ -36,6 +36,19 @@ def _per_sample(shape: tuple[int, ...], itemsize: int) -> int | None:
     return None if per_sample == _size(shape, itemsize) else per_sample
 
 
+def wrong_units(passes):
+    """The unit mistakes, the same for any count of passes: values, bits, or one sample's bytes."""
+
+    def generate(shape, itemsize):
+        yield NOT_BYTES, passes * math.prod(shape)
+        yield BITS, passes * _size(shape, itemsize) * 8
+        per_sample = _per_sample(shape, itemsize)
+        if per_sample is not None:
+            yield PER_SAMPLE, passes * per_sample
+
+    return generate
+
+
 @FORWARD_BYTES.add(
     "the forward reads the input twice (once for the statistics, once to "
     "normalize) and writes the output once: 3 passes over the tensor"
@@ -44,20 +57,7 @@ def forward_one_read(shape, itemsize):
     return 2 * _size(shape, itemsize)
 
 
-@FORWARD_BYTES.add(NOT_BYTES)
-def forward_values(shape, itemsize):
-    return 3 * math.prod(shape)
-
-
-@FORWARD_BYTES.add(BITS)
-def forward_bits(shape, itemsize):
-    return 3 * _size(shape, itemsize) * 8
-
-
-@FORWARD_BYTES.add(PER_SAMPLE)
-def forward_per_sample(shape, itemsize):
-    per_sample = _per_sample(shape, itemsize)
-    return None if per_sample is None else 3 * per_sample
+FORWARD_BYTES.family(wrong_units(passes=3))
 
 
 @BACKWARD_BYTES.add(
@@ -80,20 +80,7 @@ def backward_with_the_forward(shape, itemsize):
     return 8 * _size(shape, itemsize)
 
 
-@BACKWARD_BYTES.add(NOT_BYTES)
-def backward_values(shape, itemsize):
-    return 5 * math.prod(shape)
-
-
-@BACKWARD_BYTES.add(BITS)
-def backward_bits(shape, itemsize):
-    return 5 * _size(shape, itemsize) * 8
-
-
-@BACKWARD_BYTES.add(PER_SAMPLE)
-def backward_per_sample(shape, itemsize):
-    per_sample = _per_sample(shape, itemsize)
-    return None if per_sample is None else 5 * per_sample
+BACKWARD_BYTES.family(wrong_units(passes=5))
 
 
 @exercise(

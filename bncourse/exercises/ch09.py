@@ -127,6 +127,12 @@ def folded(weight, bias, running_mean, running_var, gamma, beta, eps, *, scale=N
     return weight * a.reshape((-1,) + (1,) * (weight.ndim - 1)), a * (bias - running_mean) + beta
 
 
+def folded_without_eps(weight, bias, running_mean, running_var, gamma, beta):
+    """The fold with eps forgotten: ``a = gamma / sqrt(running_var)``."""
+    scale = gamma / np.sqrt(running_var)
+    return folded(weight, bias, running_mean, running_var, gamma, beta, 0.0, scale=scale)
+
+
 WEIGHT, BIAS = Mistakes(), Mistakes()  # arguments: the exercise's, (weight, ..., beta, eps)
 NO_EPS = "eps missing: the scale is gamma / sqrt(running_var + eps)"
 
@@ -144,16 +150,7 @@ def weight_scaled_along_the_inputs(weight, bias, running_mean, running_var, gamm
 
 @WEIGHT.add(NO_EPS)
 def weight_without_eps(weight, bias, running_mean, running_var, gamma, beta, eps):
-    return folded(
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        gamma,
-        beta,
-        eps,
-        scale=gamma / np.sqrt(running_var),
-    )[0]
+    return folded_without_eps(weight, bias, running_mean, running_var, gamma, beta)[0]
 
 
 @WEIGHT.add("the scale divides by the variance; it is gamma / sqrt(running_var + eps)")
@@ -175,16 +172,7 @@ def bias_without_the_mean(weight, bias, running_mean, running_var, gamma, beta, 
 
 @BIAS.add(NO_EPS)
 def bias_without_eps(weight, bias, running_mean, running_var, gamma, beta, eps):
-    return folded(
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        gamma,
-        beta,
-        eps,
-        scale=gamma / np.sqrt(running_var),
-    )[1]
+    return folded_without_eps(weight, bias, running_mean, running_var, gamma, beta)[1]
 
 
 @BIAS.add("beta is missing: b' = a * (b - running_mean) + beta")
