@@ -37,6 +37,13 @@ The results file (``FORMAT``)::
 :func:`load_results` reads and validates it (``None`` when there is none), :func:`format_results`
 makes the text table; :func:`bncourse.plots.gpu_bench_times` and
 :func:`bncourse.plots.gpu_bench_bandwidth` draw it.
+
+Until a results file is recorded, chapter 8 shows the **bandwidth model** instead, predicted
+and not measured: :func:`bandwidth_model` divides the bytes each implementation moves
+(:func:`memory_bytes` counts ``torch_bn``'s) by the HBM bandwidth NVIDIA publishes for the
+H100 and the H200 (:data:`PUBLISHED_BANDWIDTH`), :func:`format_model` prints it and
+:func:`bncourse.plots.bandwidth_model_times` draws it.  (How to record a results file is in
+CONTRIBUTING.md.)
 """
 
 from __future__ import annotations
@@ -62,10 +69,15 @@ __all__ = [
     "NO_RESULTS_NOTE",
     "IMPLEMENTATIONS",
     "PASSES",
+    "PUBLISHED_BANDWIDTH",
+    "MODEL_IMPLEMENTATIONS",
     "Case",
     "DEFAULT_CASES",
     "minimal_bytes",
     "memory_passes",
+    "memory_bytes",
+    "bandwidth_model",
+    "format_model",
     "run",
     "environment",
     "load_results",
@@ -79,15 +91,28 @@ RESULTS_PATH = Path(__file__).resolve().parent / "data" / "gpu_bench.json"
 """Where the recorded results are committed (chapter 8 reads them from here)."""
 
 NO_RESULTS_NOTE = (
-    "No GPU results have been recorded yet. On a machine with an NVIDIA GPU, run\n"
-    "    python -m bncourse bench --device cuda --json bncourse/data/gpu_bench.json\n"
-    "then commit that file and re-run this notebook to see them here."
+    "No GPU run has been recorded for this book yet: predicted by the bandwidth model, "
+    "not measured."
 )
-"""What chapter 8 shows where the figures would be, until :data:`RESULTS_PATH` exists."""
+"""What chapter 8 prints above the bandwidth model's numbers, until :data:`RESULTS_PATH` exists
+(a reader's note: how to record the file is in CONTRIBUTING.md, not in the book)."""
 
 IMPLEMENTATIONS = ["triton", "cudnn", "native", "torch_bn", "copy"]
 PASSES = {"forward": 3, "forward+backward": 8}
-"""Minimal passes over the tensor: forward 2 reads + 1 write; backward 4 reads + 1 write."""
+"""Minimal passes over the tensor: forward 2 reads + 1 write; backward 4 reads + 1 write.
+(A pass is one read or one write of a tensor of the input's size.)"""
+
+PUBLISHED_BANDWIDTH = {"H100 SXM, 3.35 TB/s": 3.35e12, "H200, 4.8 TB/s": 4.8e12}
+"""HBM bandwidth in bytes per second, as NVIDIA's datasheets state it: H100 SXM (80 GB HBM3)
+3.35 TB/s, H200 (141 GB HBM3e) 4.8 TB/s.  No kernel reaches it; the bandwidth model divides
+by it to get a floor."""
+
+MODEL_IMPLEMENTATIONS = {
+    "copy": "x.clone(): 1 read + 1 write",
+    "fused": "one fused kernel per pass, minimal traffic (Triton; cuDNN, ATen at best)",
+    "torch_bn": "torch_bn: one kernel per torch operation",
+}
+"""The implementations the bandwidth model predicts, and what each moves."""
 
 TIMING = {
     "method": "triton.testing.do_bench",
@@ -180,6 +205,128 @@ def memory_passes(function: Callable[..., Any], *args: Any) -> list[tuple[str, i
     with Recorder():
         function(*args)
     return log
+
+
+def memory_bytes(function: Callable[..., Any], *args: Any) -> int:
+    """Bytes that the operations of ``function(*args)`` read and write in tensors of the first
+    argument's size (as :func:`memory_passes` counts them, each tensor by its own dtype: a
+    float32 copy of a bfloat16 input moves twice the bytes of the input)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    size = args[0].numel()
+    total = 0
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            nonlocal total
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            inputs = _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
+            reads = [t for t in inputs if t.numel() == size]
+            writes = [t for t in _tensors(out) if t.numel() == size]
+            mutates = any(
+                a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments
+            )
+            storages = {t.untyped_storage().data_ptr() for t in reads}
+            is_view = (
+                not mutates
+                and writes
+                and all(t.untyped_storage().data_ptr() in storages for t in writes)
+            )
+            if not is_view and func.overloadpacket.__name__ not in _ALLOCATIONS:
+                total += sum(t.numel() * t.element_size() for t in reads + writes)
+            return out
+
+    with Recorder():
+        function(*args)
+    return total
+
+
+def _torch_bn_bytes_per_value(case: Case) -> dict[str, float]:
+    """Bytes ``torch_bn`` moves per value of the input, forward and forward+backward, counted
+    by :func:`memory_bytes` on a small input of the case's dtype, layout and number of
+    dimensions (every operation is elementwise or a per-channel reduction, so the bytes per
+    value do not depend on the size)."""
+    from . import torch_bn
+
+    shape = (8, 4) + (3,) * (len(case.shape) - 2)
+    inputs = _make_inputs(Case(shape, case.dtype, case.layout), torch.device("cpu"), 0)
+    x, dy, weight, bias = inputs["x"], inputs["dy"], inputs["weight"], inputs["bias"]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        stats = torch.zeros(shape[1]), torch.ones(shape[1])
+        return torch_bn.batch_norm(x, *stats, weight, bias, True, 0.1, 1e-5)
+
+    forward_bytes = memory_bytes(forward, x)
+    y = forward(x)
+    backward_bytes = memory_bytes(lambda x: torch.autograd.grad(y, (x, weight, bias), dy), x)
+    numel = math.prod(shape)
+    return {
+        "forward": forward_bytes / numel,
+        "forward+backward": (forward_bytes + backward_bytes) / numel,
+    }
+
+
+def bandwidth_model(
+    cases: list[Case] | None = None, bandwidth: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """The time floor of each implementation, **predicted, not measured**: the bytes it moves
+    divided by a published bandwidth (:data:`PUBLISHED_BANDWIDTH` by default).
+
+    One dict per (case, pass), in :data:`DEFAULT_CASES` order: ``shape``, ``dtype``, ``layout``,
+    ``pass``, ``bytes`` (per implementation of :data:`MODEL_IMPLEMENTATIONS`: ``copy`` 2
+    passes, ``fused`` the minimal :data:`PASSES`, ``torch_bn`` as :func:`memory_bytes` counts
+    its operations) and ``us`` (per GPU, per implementation: microseconds at that bandwidth).
+    A floor: real kernels reach less than the datasheet's bandwidth, and launch overheads
+    (one per torch operation for ``torch_bn``) and caches are not modelled."""
+    bandwidth = bandwidth or PUBLISHED_BANDWIDTH
+    rows = []
+    for case in cases or DEFAULT_CASES:
+        numel = math.prod(case.shape)
+        per_value = _torch_bn_bytes_per_value(case)
+        for pass_name in PASSES:
+            nbytes = {
+                "copy": 2 * numel * _DTYPES[case.dtype].itemsize,
+                "fused": minimal_bytes(case, pass_name),
+                "torch_bn": round(per_value[pass_name] * numel),
+            }
+            rows.append(
+                dict(
+                    shape=list(case.shape),
+                    dtype=case.dtype,
+                    layout=case.layout,
+                    **{"pass": pass_name},
+                    bytes=nbytes,
+                    us={
+                        gpu: {name: b / rate * 1e6 for name, b in nbytes.items()}
+                        for gpu, rate in bandwidth.items()
+                    },
+                )
+            )
+    return rows
+
+
+def format_model(rows: list[dict[str, Any]]) -> str:
+    """The bandwidth model as a text table, headed "predicted, not measured": microseconds per
+    call of each implementation at each GPU's published bandwidth."""
+    gpus = list(rows[0]["us"])
+    names = list(MODEL_IMPLEMENTATIONS)
+    width = 9 * len(names)
+    left = f"{'':<42} {'':<17}"
+    lines = [
+        "predicted, not measured: microseconds = bytes moved / published HBM bandwidth",
+        left + "".join(f"   {gpu:>{width}}" for gpu in gpus),
+        f"{'case':<42} {'pass':<17}"
+        + "".join("   " + "".join(f"{name:>9}" for name in names) for _ in gpus),
+    ]
+    lines.append("-" * len(lines[-1]))
+    for r in rows:
+        case = str(Case(tuple(r["shape"]), r["dtype"], r["layout"]))
+        cells = "".join(
+            "   " + "".join(f"{r['us'][gpu][name]:>9.0f}" for name in names) for gpu in gpus
+        )
+        lines.append(f"{case:<42} {r['pass']:<17}{cells}")
+    return "\n".join(lines)
 
 
 def _make_inputs(case: Case, device: torch.device, seed: int) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ order chapter 8 draws is the tensor's.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 
 import numpy as np
@@ -106,4 +107,77 @@ def test_tiles_in_memory_draws_one_strip_per_layout():
     fig = plots.tiles_in_memory(layouts)
     assert [ax.get_title(loc="left") for ax in fig.axes] == ["NCHW", "channels_last"]
     assert "(2, 3, 2, 3)" in fig.axes[-1].get_xlabel()
+    plt.close(fig)
+
+
+def test_the_bandwidth_model_is_bytes_over_the_published_bandwidth():
+    """Chapter 8's prediction until a GPU run is recorded: each implementation's bytes (a copy
+    2 passes, the fused kernels the minimal passes, torch_bn its operations' reads and writes)
+    over the datasheet bandwidth of each GPU."""
+    from bncourse import gpu_bench, torch_bn
+
+    cases = [
+        gpu_bench.Case((6, 4, 3, 5)),
+        gpu_bench.Case((6, 4, 3, 5), "bfloat16", "channels_last"),
+    ]
+    rows = gpu_bench.bandwidth_model(cases)
+    assert [(r["shape"], r["pass"]) for r in rows] == [
+        ([6, 4, 3, 5], name) for _ in cases for name in gpu_bench.PASSES
+    ]
+    x = torch.randn(6, 4, 3, 5, requires_grad=True)
+    weight, bias = torch.rand(4, requires_grad=True), torch.rand(4, requires_grad=True)
+
+    def forward(x):
+        return torch_bn.batch_norm(x, torch.zeros(4), torch.ones(4), weight, bias, True, 0.1, 1e-5)
+
+    y, dy = forward(x), torch.randn(6, 4, 3, 5)
+    counted = {
+        "forward": gpu_bench.memory_passes(forward, x),
+        "backward": gpu_bench.memory_passes(
+            lambda x: torch.autograd.grad(y, (x, weight, bias), dy), x
+        ),
+    }
+    passes = {name: sum(r + w for _, r, w in ops) for name, ops in counted.items()}
+    float32_passes = {
+        "forward": passes["forward"],
+        "forward+backward": passes["forward"] + passes["backward"],
+    }
+    for r in rows:
+        numel, itemsize = math.prod(r["shape"]), torch.finfo(getattr(torch, r["dtype"])).bits // 8
+        assert r["bytes"]["copy"] == 2 * numel * itemsize
+        assert r["bytes"]["fused"] == gpu_bench.PASSES[r["pass"]] * numel * itemsize
+        if r["dtype"] == "float32":  # every tensor torch_bn touches is float32: bytes = passes
+            assert r["bytes"]["torch_bn"] == float32_passes[r["pass"]] * numel * itemsize
+        else:  # it computes in float32: more bytes than as many bfloat16 passes
+            assert r["bytes"]["torch_bn"] > float32_passes[r["pass"]] * numel * itemsize
+        for gpu, rate in gpu_bench.PUBLISHED_BANDWIDTH.items():
+            for name, nbytes in r["bytes"].items():
+                assert r["us"][gpu][name] == pytest.approx(nbytes / rate * 1e6)
+    assert gpu_bench.PUBLISHED_BANDWIDTH == {
+        "H100 SXM, 3.35 TB/s": 3.35e12,
+        "H200, 4.8 TB/s": 4.8e12,
+    }
+    table = gpu_bench.format_model(rows)
+    assert table.startswith("predicted, not measured")
+    assert len(table.splitlines()) == 4 + len(rows)
+
+
+def test_the_bandwidth_model_figure_is_labeled_predicted_and_draws_the_model():
+    from bncourse import gpu_bench
+
+    rows = gpu_bench.bandwidth_model([gpu_bench.Case((6, 4, 3, 5)), gpu_bench.Case((40, 6))])
+    fig = plots.bandwidth_model_times(rows)
+    assert "PREDICTED, NOT MEASURED" in fig._suptitle.get_text()
+    gpus = list(gpu_bench.PUBLISHED_BANDWIDTH)
+    for ax, pass_name in zip(fig.axes, gpu_bench.PASSES):
+        assert ax.get_title() == f"{pass_name}: predicted, not measured"
+        selected = [r for r in rows if r["pass"] == pass_name]
+        widths = [patch.get_width() for patch in ax.patches]
+        expected = []
+        for (
+            name
+        ) in gpu_bench.MODEL_IMPLEMENTATIONS:  # one wide bar at the H100, one inner at the H200
+            expected += [r["us"][gpus[0]][name] for r in selected]
+            expected += [r["us"][gpus[1]][name] for r in selected]
+        assert widths == pytest.approx(expected)
     plt.close(fig)

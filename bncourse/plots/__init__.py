@@ -14,7 +14,7 @@ The modules, by what they draw:
 * :mod:`.numerics`: rounding, between implementations and in float32 variances (5, 8);
 * :mod:`.identity`: BatchNorm recovering the identity (6);
 * :mod:`.training`: training with and without BatchNorm (7, 9);
-* :mod:`.timings`: CPU timings and the recorded GPU benchmark (3, 5, 8, 9);
+* :mod:`.timings`: CPU timings, the recorded GPU benchmark and its bandwidth model (3, 5, 8, 9);
 * :mod:`.tiles`: which Triton program reads which part of memory (8).
 """
 
@@ -34,7 +34,13 @@ from .numerics import agreement_over_steps, variance_error_by_method
 from .reductions import normalization_family, reduction_pattern
 from .style import COLORS, color, use_course_style
 from .tiles import memory_order, program_of, tiles_in_memory
-from .timings import bench_bars, gpu_bench_bandwidth, gpu_bench_times, timing_bars
+from .timings import (
+    bandwidth_model_times,
+    bench_bars,
+    gpu_bench_bandwidth,
+    gpu_bench_times,
+    timing_bars,
+)
 from .training import (
     accuracy_grids,
     activation_histograms,
@@ -73,6 +79,7 @@ __all__ = [
     "bench_bars",
     "gpu_bench_times",
     "gpu_bench_bandwidth",
+    "bandwidth_model_times",
     "program_of",
     "memory_order",
     "tiles_in_memory",

@@ -1,7 +1,8 @@
-"""Measured times: CPU timings of the chapters, and the recorded GPU benchmark.
+"""Times: CPU timings of the chapters, the recorded GPU benchmark, and the bandwidth model.
 
-The GPU figures draw a results file of :mod:`bncourse.gpu_bench` (as
-:func:`bncourse.gpu_bench.load_results` returns it).
+The measured GPU figures draw a results file of :mod:`bncourse.gpu_bench` (as
+:func:`bncourse.gpu_bench.load_results` returns it); :func:`bandwidth_model_times` draws the
+floors :func:`bncourse.gpu_bench.bandwidth_model` predicts, labeled "predicted, not measured".
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from matplotlib.figure import Figure
 
 from .style import COLORS
 
-__all__ = ["timing_bars", "bench_bars", "gpu_bench_times", "gpu_bench_bandwidth"]
+__all__ = [
+    "timing_bars",
+    "bench_bars",
+    "gpu_bench_times",
+    "gpu_bench_bandwidth",
+    "bandwidth_model_times",
+]
 
 
 def timing_bars(labels: Sequence[str], seconds: Sequence[float], title: str) -> Figure:
@@ -131,4 +138,61 @@ def gpu_bench_bandwidth(report: dict, target: float = 0.8) -> Figure:
     ax.set_xlabel("Triton: bandwidth of its minimal traffic / bandwidth of x.clone()")
     ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2)
     fig.tight_layout()
+    return fig
+
+
+_MODEL_LABELS = {
+    "copy": "x.clone() (copy)",
+    "fused": "one fused kernel (Triton; cuDNN, ATen at best)",
+    "torch_bn": "torch_bn (torch ops)",
+}
+
+
+def bandwidth_model_times(rows: list[dict]) -> Figure:
+    """The bandwidth model's time floors (:func:`bncourse.gpu_bench.bandwidth_model`), per case,
+    forward and forward+backward: one bar per implementation at the first GPU's bandwidth
+    (the H100's), and inside it a darker bar at the second's (the H200's).  Every title says
+    "predicted, not measured"."""
+    gpus = list(rows[0]["us"])
+    names = list(rows[0]["bytes"])
+    passes = list(dict.fromkeys(r["pass"] for r in rows))
+    forward = [r for r in rows if r["pass"] == passes[0]]
+    fig, axes = plt.subplots(
+        1, len(passes), figsize=(12, 1.6 + 0.55 * len(forward)), sharey=True, squeeze=False
+    )
+    axes = axes[0]
+    height = 0.8 / len(names)
+    for ax, pass_name in zip(axes, passes):
+        selected = [r for r in rows if r["pass"] == pass_name]
+        y = np.arange(len(selected))
+        for k, name in enumerate(names):
+            offset = y - 0.4 + (k + 0.5) * height
+            ax.barh(
+                offset,
+                [r["us"][gpus[0]][name] for r in selected],
+                height=height,
+                color=COLORS[k],
+                alpha=0.45,
+                label=f"{_MODEL_LABELS.get(name, name)}",
+            )
+            if len(gpus) > 1:
+                ax.barh(
+                    offset,
+                    [r["us"][gpus[1]][name] for r in selected],
+                    height=height * 0.5,
+                    color=COLORS[k],
+                )
+        ax.set_xscale("log")
+        ax.set_yticks(y, [_case_label(r) for r in selected])
+        ax.set_title(f"{pass_name}: predicted, not measured")
+        ax.set_xlabel("time floor (µs) = bytes moved / published bandwidth")
+    axes[0].invert_yaxis()  # (shared: once for both)
+    inner = f"; inner dark bars: {gpus[1]}" if len(gpus) > 1 else ""
+    fig.suptitle(
+        f"Bandwidth model, PREDICTED, NOT MEASURED. Wide light bars: {gpus[0]}{inner}",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8)
     return fig
