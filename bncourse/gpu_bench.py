@@ -167,58 +167,17 @@ def _tensors(value: Any) -> list[torch.Tensor]:
 _ALLOCATIONS = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided", "set_"}
 
 
-def memory_passes(function: Callable[..., Any], *args: Any) -> list[tuple[str, int, int]]:
+def _input_sized_traffic(function: Callable[..., Any], *args: Any) -> list[tuple[str, list, list]]:
     """The operations ``function(*args)`` runs below autograd, each one a kernel on a GPU:
-    ``(name, reads, writes)``, counting the tensors of the first argument's size it reads and
-    writes (views and allocations cost nothing and are left out).  What a kernel does inside
-    is not seen, nor are Triton's kernels (they are not torch operations): one
-    fused operation counts 1 read and 1 write even if it reads its input twice."""
+    ``(name, tensors read, tensors written)``, keeping the tensors of the first argument's
+    size (views and allocations cost nothing and are left out)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     size = args[0].numel()
-    log: list[tuple[str, int, int]] = []
+    log: list[tuple[str, list, list]] = []
 
     class Recorder(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            reads = [
-                t
-                for t in _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
-                if t.numel() == size
-            ]
-            writes = [t for t in _tensors(out) if t.numel() == size]
-            mutates = any(
-                a.alias_info is not None and a.alias_info.is_write for a in func._schema.arguments
-            )
-            storages = {t.untyped_storage().data_ptr() for t in reads}
-            is_view = (
-                not mutates
-                and writes
-                and all(t.untyped_storage().data_ptr() in storages for t in writes)
-            )
-            name = func.overloadpacket.__name__
-            if (reads or writes) and not is_view and name not in _ALLOCATIONS:
-                log.append((name, len(reads), len(writes)))
-            return out
-
-    with Recorder():
-        function(*args)
-    return log
-
-
-def memory_bytes(function: Callable[..., Any], *args: Any) -> int:
-    """Bytes that the operations of ``function(*args)`` read and write in tensors of the first
-    argument's size (as :func:`memory_passes` counts them, each tensor by its own dtype: a
-    float32 copy of a bfloat16 input moves twice the bytes of the input)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    size = args[0].numel()
-    total = 0
-
-    class Recorder(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            nonlocal total
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             inputs = _tensors((args, {k: v for k, v in kwargs.items() if k != "out"}))
@@ -233,13 +192,37 @@ def memory_bytes(function: Callable[..., Any], *args: Any) -> int:
                 and writes
                 and all(t.untyped_storage().data_ptr() in storages for t in writes)
             )
-            if not is_view and func.overloadpacket.__name__ not in _ALLOCATIONS:
-                total += sum(t.numel() * t.element_size() for t in reads + writes)
+            name = func.overloadpacket.__name__
+            if (reads or writes) and not is_view and name not in _ALLOCATIONS:
+                log.append((name, reads, writes))
             return out
 
     with Recorder():
         function(*args)
-    return total
+    return log
+
+
+def memory_passes(function: Callable[..., Any], *args: Any) -> list[tuple[str, int, int]]:
+    """The operations ``function(*args)`` runs below autograd, each one a kernel on a GPU:
+    ``(name, reads, writes)``, counting the tensors of the first argument's size it reads and
+    writes (views and allocations cost nothing and are left out).  What a kernel does inside
+    is not seen, nor are Triton's kernels (they are not torch operations): one
+    fused operation counts 1 read and 1 write even if it reads its input twice."""
+    return [
+        (name, len(reads), len(writes))
+        for name, reads, writes in _input_sized_traffic(function, *args)
+    ]
+
+
+def memory_bytes(function: Callable[..., Any], *args: Any) -> int:
+    """Bytes that the operations of ``function(*args)`` read and write in tensors of the first
+    argument's size (as :func:`memory_passes` counts them, each tensor by its own dtype: a
+    float32 copy of a bfloat16 input moves twice the bytes of the input)."""
+    return sum(
+        t.numel() * t.element_size()
+        for _, reads, writes in _input_sized_traffic(function, *args)
+        for t in reads + writes
+    )
 
 
 def _torch_bn_bytes_per_value(case: Case) -> dict[str, float]:
