@@ -27,9 +27,11 @@ imports only the modules of its own line or of the lines above it):
   mistakes they recognise, checkers; :mod:`bncourse.checks` -- ``check(id, candidate)``.
 * :mod:`bncourse.plots` -- the figures of the book; :mod:`bncourse.display` -- rounded,
   deterministic printing; :mod:`bncourse.reproducible` -- the CPU code paths notebooks run on.
-* :mod:`bncourse.notebooks`, :mod:`bncourse.exercise_notebooks`, :mod:`bncourse.grader` --
-  running chapters and comparing their outputs, generating the exercise notebooks from them,
-  grading learner notebooks.
+* :mod:`bncourse.notebooks`, :mod:`bncourse.exercise_notebooks` -- running chapters and
+  comparing their outputs, generating the exercise notebooks from them.
+* :mod:`bncourse.grading` -- grading that learner code cannot fake: a worker per notebook, a
+  fresh judge process per exercise, the sandbox rules, the class's gradebook and report;
+  :mod:`bncourse.grader` -- the ``grade`` command: runs learner notebooks, reports per exercise.
 """
 
 __version__ = "0.1.0"

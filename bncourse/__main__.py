@@ -3,7 +3,9 @@
 Commands:
 
 * ``exercises`` -- list every exercise id with its chapter and expected signature.
-* ``grade PATH...`` -- grade learner notebooks (or folders of them); exit 0 only if all pass.
+* ``grade PATH...`` -- grade learner notebooks, folders of them, or a class (a folder of one
+  folder per learner; ``--gradebook``, ``--class-report``, ``--jobs N``); exit 0 only if
+  all pass.
 * ``make-exercises`` -- (re)generate exercises/ from notebooks/ (``--check``: only compare).
 * ``run-notebooks PATH...`` -- execute notebooks in place (what is committed in notebooks/).
 * ``bench [--shape 64x64x32x32 ...] [--repeats N] [--json FILE]`` -- on the CPU:
@@ -31,6 +33,26 @@ def _cmd_exercises(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _cmd_grade(args: argparse.Namespace) -> int:
     from .grader import main
 
@@ -40,6 +62,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         junit_path=args.junit,
         markdown_path=args.markdown,
         timeout=args.timeout,
+        jobs=args.jobs,
+        gradebook_path=args.gradebook,
+        class_report_path=args.class_report,
     )
 
 
@@ -126,10 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     grade.add_argument(
         "--timeout",
-        type=int,
+        type=_positive_seconds,
         default=120,
         metavar="SECONDS",
-        help="per-cell time limit (default 120)",
+        help="per-cell time limit, a positive number (default 120)",
+    )
+    grade.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="grade N notebooks at a time, each in its own processes (default 1)",
+    )
+    grade.add_argument(
+        "--gradebook", metavar="FILE", help="write a gradebook CSV (a row per learner)"
+    )
+    grade.add_argument(
+        "--class-report",
+        metavar="FILE",
+        help="write a Markdown class report: the misconceptions to reteach, per exercise",
     )
     grade.set_defaults(func=_cmd_grade)
     make = commands.add_parser("make-exercises", help="generate exercises/ from notebooks/")

@@ -14,20 +14,19 @@ still raises ``NotImplementedError`` fails with :class:`NotAttempted` ("not atte
 
 The checkers, their inputs and the mistakes they recognise live with their chapter, in
 :mod:`bncourse.exercises` (``ch01`` ... ``ch09``); the grader
-(:mod:`bncourse.grader`) judges with the same :func:`judge` as :func:`check`.
+(:mod:`bncourse.grader`) judges with the same :func:`judge` as :func:`check`, in a fresh
+process (:mod:`bncourse.grading.judge`). A failing candidate's message ends with the
+chapter's extra feedback, where it has some (the smallest batch it fails on, the convention
+its running statistics follow).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import time
 from collections.abc import Callable
-from contextlib import redirect_stdout
 from typing import Any
 
 from .exercises import EXERCISES
-from .exercises.base import CheckFailed, Exercise, NotAttempted
+from .exercises.base import CheckFailed, Exercise, NotAttempted, more_feedback
 
 __all__ = [
     "CheckFailed",
@@ -36,8 +35,6 @@ __all__ = [
     "EXERCISES",
     "check",
     "judge",
-    "grade_in_namespace",
-    "RESULT_PREFIX",
 ]
 
 
@@ -69,47 +66,13 @@ def judge(ex: Exercise, candidate: Any) -> str:
         raise NotAttempted(
             "not attempted yet (the function still raises NotImplementedError)"
         ) from None
-    except CheckFailed:
+    except NotAttempted:
         raise
+    except CheckFailed as failure:
+        more = more_feedback(ex.id, candidate)
+        if not more:
+            raise
+        raise CheckFailed(f"{failure}{more}") from failure
     except Exception as error:  # the learner's code crashed: report it as a failed check
-        raise CheckFailed(f"your function raised {type(error).__name__}: {error}") from error
-
-
-RESULT_PREFIX = "BNCOURSE-RESULT "
-
-
-def grade_in_namespace(exercise_id: str, namespace: dict[str, Any]) -> None:
-    """Check the learner's function found by name in ``namespace``; print one JSON result line.
-
-    Used by the grader (``python -m bncourse grade``), which runs this in the learner's kernel
-    after the whole notebook, so a check cell edited or deleted by the learner changes nothing.
-    The line is ``BNCOURSE-RESULT {"exercise", "status", "message", "seconds"}`` with status
-    ``passed``, ``failed``, ``not attempted`` or ``error``.
-    """
-    start = time.perf_counter()
-    ex = EXERCISES.get(exercise_id)
-    if ex is None:
-        status, message = "error", f"unknown exercise id {exercise_id!r}"
-    elif ex.function not in namespace:
-        status, message = (
-            "error",
-            (
-                f"{ex.function} is not defined: run the cell that defines "
-                f"it, and check that it runs without an error"
-            ),
-        )
-    else:
-        try:
-            with redirect_stdout(io.StringIO()):  # what the learner's function prints
-                status, message = "passed", judge(ex, namespace[ex.function])
-        except NotAttempted:
-            status, message = "not attempted", "not attempted yet"
-        except CheckFailed as failure:
-            status, message = "failed", str(failure)
-    result = dict(
-        exercise=exercise_id,
-        status=status,
-        message=message,
-        seconds=round(time.perf_counter() - start, 3),
-    )
-    print(RESULT_PREFIX + json.dumps(result))
+        more = more_feedback(ex.id, candidate)
+        raise CheckFailed(f"your function raised {type(error).__name__}: {error}{more}") from error

@@ -1,47 +1,59 @@
 """Grading learner notebooks: ``python -m bncourse grade PATH...``.
 
-For each notebook the grader
+What the learner's code can reach does not decide anything (:mod:`bncourse.grading` has the
+process model). For each notebook the grader
 
-1. finds its exercises: the ``{exercise}`` blocks and their ``:label: ex-<id>``;
-2. executes every code cell in a fresh ``python3`` kernel, from the notebook's folder, on an
-   in-memory copy (the learner's file is only read, never written), with a per-cell timeout:
-   a cell that runs too long is interrupted and execution goes on with the next cell; if the
-   kernel dies or cannot be interrupted, a new kernel re-runs the notebook without that cell;
-3. then, in that kernel, checks each exercise's function by name with
-   :func:`bncourse.checks.grade_in_namespace`, so every exercise is graded even after another
-   one failed, and whatever the learner did to the check cells.
+1. reads it (the bytes, once, before any notebook runs) and validates it; a file that is not
+   a valid notebook gets its own report row and the other notebooks are still graded;
+2. takes the exercises it must hold from the course's registry, by chapter: the chapter
+   whose id is the file's name (``02_numpy_forward.ipynb``) or shares its number (``02_...``);
+   for any other name, every exercise of each chapter the notebook's ``{exercise}`` labels
+   belong to. An exercise whose ``:label: ex-<id>`` block is gone (deleted or relabelled) is
+   ``missing``; a label given twice is one exercise;
+3. grades it in a worker process of its own, in a new session, under a deadline: the worker
+   runs the notebook in a temporary copy of its folder with a per-cell timeout, and the
+   judge, a fresh process, decides each exercise (:mod:`bncourse.grading.worker`). A worker
+   that is killed, or runs past its deadline, leaves report rows that say so, and every
+   process the notebook started is ended;
+4. verifies the hash manifest of ``bncourse/`` after each notebook and stops the run
+   (:class:`~bncourse.grading.manifest.PackageChanged`) if the package changed.
 
 Results are ``passed``, ``failed`` (with the checker's message), ``not attempted`` (the stub
-still raises ``NotImplementedError``), ``error`` (e.g. the function is not defined) or
-``timed out``. The grader prints a table, can write JSON, JUnit XML and a Markdown table (for a
-CI job summary), and exits 0 only when every exercise of every notebook passed.
+still raises ``NotImplementedError``), ``missing`` (the exercise is not in the notebook),
+``error`` (e.g. the function is not defined) or ``timed out``. The grader prints a table, can
+write JSON, JUnit XML and a Markdown table (for a CI job summary), and for a class a gradebook
+CSV and a class report (:mod:`bncourse.grading.classroom`); it exits 0 only when every
+exercise of every notebook passed.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
 
-from .checks import RESULT_PREFIX
-from .notebooks import KERNEL
-from .reproducible import reproducible_env
+from .checks import EXERCISES, Exercise
+from .grading import classroom
+from .grading.manifest import PACKAGE, PackageChanged, changes, manifest
+from .grading.processes import TOKEN_VARIABLE, end_processes, new_token
 
 __all__ = [
     "Result",
     "Run",
     "GradingError",
+    "PackageChanged",
     "exercise_ids",
+    "required_exercises",
     "grade_notebook",
     "run_notebook",
     "grade",
@@ -51,13 +63,8 @@ __all__ = [
 EXERCISE_LABEL = re.compile(
     r"^(```+|:::+)\{exercise\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:label: ex-([a-z0-9-]+)", re.M
 )
-TIMEOUT_NAME = "CellTimeoutError"
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
-
-_QUIET = logging.getLogger("bncourse.grader.kernel")  # timeouts are reported in the table
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
+PACKAGE_ROOT = PACKAGE.parent
+GRACE = 20.0  # seconds a worker gets beyond the sum of its limits (starting kernels, imports)
 
 
 class GradingError(Exception):
@@ -66,223 +73,312 @@ class GradingError(Exception):
 
 @dataclass
 class Result:
-    """The grade of one exercise."""
+    """The grade of one exercise (``learner``: the submission's name in a class)."""
 
     notebook: str
     exercise: str
-    status: str  # passed | failed | not attempted | error | timed out
+    status: str  # passed | failed | not attempted | missing | error | timed out
     message: str
     seconds: float = 0.0
+    learner: str = ""
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
 
 
+@dataclass
+class Run:
+    """A graded notebook: its results, and its own cells as they executed (the grader's
+    cell removed), which the tests compare with the committed outputs."""
+
+    results: list[Result]
+    executed: nbformat.NotebookNode
+    notes: list[str] = field(default_factory=list)
+
+
 def exercise_ids(nb: nbformat.NotebookNode) -> list[str]:
-    """Exercise ids of a notebook, in order, from its ``{exercise}`` blocks' labels."""
+    """Exercise ids of a notebook, in order, from its ``{exercise}`` blocks' labels (once each)."""
     ids = []
     for cell in nb.cells:
-        if cell.cell_type == "markdown":
+        if cell.cell_type == "markdown" and isinstance(cell.source, str):
             ids += [match.group(2) for match in EXERCISE_LABEL.finditer(cell.source)]
-    return ids
+    return list(dict.fromkeys(ids))
+
+
+def required_exercises(path: Path, labels: list[str]) -> list[Exercise]:
+    """The exercises a notebook must hold, from the course (see step 2 of the docstring)."""
+    chapters = list(dict.fromkeys(ex.chapter for ex in EXERCISES.values()))
+    stem = Path(path).stem
+    chosen = [c for c in chapters if c == stem]
+    number = re.match(r"(\d+)_", stem)
+    if not chosen and number:
+        chosen = [c for c in chapters if c.split("_", 1)[0] == number.group(1)]
+    if not chosen:
+        chosen = list(dict.fromkeys(EXERCISES[i].chapter for i in labels if i in EXERCISES))
+    return [ex for ex in EXERCISES.values() if ex.chapter in chosen]
+
+
+def parse_notebook(path: Path, data: bytes) -> nbformat.NotebookNode:
+    """The notebook in ``data``, validated, or :class:`GradingError` saying what is wrong."""
+    try:
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+        nbformat.validate(nb)
+    except Exception as error:  # invalid JSON, not the notebook schema, not UTF-8, ...
+        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        raise GradingError(
+            f"{path} is not a valid Jupyter notebook ({type(error).__name__}: {text})"
+        ) from None
+    return nb
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
     """Read a notebook or raise :class:`GradingError` with a message for the learner."""
+    path = Path(path)
     if path.is_dir():
         raise GradingError(f"{path} is a folder; pass notebooks (.ipynb files) or a folder of them")
     if not path.exists():
         raise GradingError(f"{path} does not exist")
     if path.suffix != ".ipynb":
         raise GradingError(f"{path} is not a notebook: the grader takes .ipynb files")
+    return parse_notebook(path, path.read_bytes())
+
+
+def _rows(name: str, exercises: list[Exercise], status: str, message: str, learner: str):
+    return [Result(name, ex.id, status, message, 0.0, learner) for ex in exercises]
+
+
+def _deadline(nb: nbformat.NotebookNode, exercises: int, timeout: float) -> float:
+    cells = sum(cell.cell_type == "code" for cell in nb.cells) + 1
+    # each cell: its timeout, the probe, and a re-run of the notebook without a stuck cell
+    return cells * (2 * timeout + 10) + exercises * (timeout + 10) + 300 + GRACE
+
+
+def run_notebook(
+    path: Path,
+    timeout: float = 120,
+    *,
+    data: bytes | None = None,
+    learner: str = "",
+    reference_manifest: dict[str, str] | None = None,
+) -> Run:
+    """Execute and grade the notebook at ``path`` (its bytes: ``data``, read now if not given)."""
+    if timeout <= 0:
+        raise ValueError(f"the timeout must be a positive number of seconds, got {timeout}")
+    path = Path(path)
+    name = str(path)
+    data = path.read_bytes() if data is None else data
+    empty = nbformat.v4.new_notebook()
     try:
-        return nbformat.read(path, as_version=4)
-    except Exception as error:  # invalid JSON, not a notebook schema, ...
-        raise GradingError(
-            f"{path} is not a valid Jupyter notebook ({type(error).__name__}: {error})"
-        ) from None
+        nb = parse_notebook(path, data)
+    except GradingError as error:
+        return Run([Result(name, "(notebook)", "error", str(error), 0.0, learner)], empty)
+    labels = exercise_ids(nb)
+    exercises = required_exercises(path, labels)
+    if not exercises:
+        message = "no exercises found: no {exercise} block with :label: ex-<id> of the course"
+        return Run([Result(name, "(none)", "error", message, 0.0, learner)], nb)
+    before = manifest() if reference_manifest is None else reference_manifest
+    token = new_token()
+    private = Path(tempfile.mkdtemp(prefix="bncourse-grade-"))
+    try:
+        (private / "notebook.ipynb").write_bytes(data)
+        out = private / "out"
+        out.mkdir()
+        request = {
+            "name": name,
+            "notebook": str(private / "notebook.ipynb"),
+            "folder": str(path.resolve().parent),
+            "filename": path.name,
+            "exercises": [
+                {"id": ex.id, "function": ex.function, "present": ex.id in labels}
+                for ex in exercises
+            ],
+            "timeout": timeout,
+            "manifest": before,
+            "package": str(PACKAGE_ROOT),
+            "out": str(out),
+            "token": token,
+        }
+        (private / "request.json").write_text(json.dumps(request))
+        start = time.monotonic()
+        status, why = _run_worker(private, token, _deadline(nb, len(exercises), timeout))
+        report = _read_report(out)
+        executed = nb
+        if (out / "executed.ipynb").exists():
+            try:
+                executed = nbformat.read(out / "executed.ipynb", as_version=4)
+            except Exception:
+                pass
+        elapsed = time.monotonic() - start
+    finally:
+        end_processes(token)
+        import shutil
+
+        shutil.rmtree(private, ignore_errors=True)
+    if report is None:
+        return Run(_rows(name, exercises, status, why, learner), executed)
+    if report["package_changed"]:
+        raise PackageChanged(_package_message(name, report["package_changed"]))
+    notes = [str(n) for n in report["notes"]]
+    results = []
+    for ex in exercises:
+        found = report["results"].get(ex.id)
+        if ex.id not in labels:
+            results.append(
+                Result(
+                    name,
+                    ex.id,
+                    "missing",
+                    f"the exercise block (:label: ex-{ex.id}) is not in the notebook: deleted "
+                    "or relabelled? Restore it from the course's exercises/ folder",
+                    0.0,
+                    learner,
+                )
+            )
+            continue
+        if not isinstance(found, dict):
+            found = {"status": "error", "message": "the judge gave no verdict", "seconds": 0.0}
+        message = str(found.get("message", ""))
+        if found.get("status") in ("error", "timed out") and notes:
+            message += " (" + "; ".join(notes) + ")"
+        status_found = str(found.get("status", "error"))
+        if status_found not in SYMBOL:
+            status_found = "error"
+        results.append(
+            Result(name, ex.id, status_found, message, float(found.get("seconds", 0.0)), learner)
+        )
+    for result in results:
+        result.seconds = result.seconds or round(elapsed / len(results), 3)
+    after = manifest()
+    changed = changes(before, after)
+    if changed:
+        raise PackageChanged(_package_message(name, changed))
+    return Run(results, executed, notes)
 
 
-def _kernel_env() -> dict[str, str]:
-    """The learner's kernel imports the same bncourse as the grader, installed or not."""
-    env = reproducible_env()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def _grader_cell(exercise_id: str) -> nbformat.NotebookNode:
-    return nbformat.v4.new_code_cell(
-        "import bncourse.checks as _bncourse_checks\n"
-        f"_bncourse_checks.grade_in_namespace({exercise_id!r}, globals())"
+def _package_message(name: str, changed: list[str]) -> str:
+    return (
+        f"bncourse/ changed while {name} was graded ({', '.join(changed[:5])}): the grading "
+        "stopped, since later results would come from a changed package. Restore the package "
+        "(git checkout bncourse/, or reinstall it) and grade again."
     )
 
 
-def _error_name(cell: nbformat.NotebookNode) -> str | None:
-    for output in cell.get("outputs", []):
-        if output.output_type == "error":
-            return output.ename
-    return None
-
-
-def _execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> dict[int, str]:
-    """Execute the code cells of ``nb`` in place; return {cell index: problem} for cells that
-    timed out or killed the kernel. A cell that kills the kernel, or leaves it unresponsive
-    after a timeout, is skipped in a re-run from a fresh kernel."""
-    skipped: dict[int, str] = {}
-    for _attempt in range(len(nb.cells) + 1):
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                cell.outputs, cell.execution_count = [], None
-        client = NotebookClient(
-            nb,
-            timeout=timeout,
-            kernel_name=KERNEL["name"],
-            allow_errors=True,
-            interrupt_on_timeout=True,
-            error_on_timeout={
-                "ename": TIMEOUT_NAME,
-                "evalue": f"the cell did not finish within {timeout} s",
-                "traceback": [],
-            },
-            resources={"metadata": {"path": str(cwd)}},
-            log=_QUIET,
+def _run_worker(private: Path, token: str, deadline: float) -> tuple[str, str]:
+    """Run the worker on ``private/request.json`` under ``deadline``; (status, why) for rows
+    when it gives no report."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    env[TOKEN_VARIABLE] = token
+    with open(private / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bncourse.grading.worker", str(private / "request.json")],
+            cwd=private,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
         )
-        problems = dict(skipped)
-        restart_without: int | None = None
-        with client.setup_kernel(env=_kernel_env()):
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code" or index in skipped:
-                    continue
-                started = time.monotonic()
-                try:
-                    client.execute_cell(cell, index)
-                except DeadKernelError:
-                    restart_without, why = index, "the kernel died while running this cell"
-                    break
-                # After a timeout the kernel is interrupted: the cell shows KeyboardInterrupt.
-                if time.monotonic() - started >= timeout and _error_name(cell) in (
-                    TIMEOUT_NAME,
-                    "KeyboardInterrupt",
-                ):
-                    problems[index] = f"timed out after {timeout} s"
-                    probe = nbformat.v4.new_code_cell("pass")
-                    client.timeout = min(timeout, 10)
-                    try:
-                        client.execute_cell(probe, index)
-                        responsive = _error_name(probe) is None
-                    except DeadKernelError:
-                        responsive = False
-                    client.timeout = timeout
-                    if not responsive:
-                        restart_without, why = (
-                            index,
-                            f"timed out after {timeout} s and could not be interrupted",
-                        )
-                        break
-        if restart_without is None:
-            return problems
-        skipped[restart_without] = why
-    return skipped
+        started, heartbeat = time.monotonic(), private / "out" / "alive"
+        while True:
+            try:
+                code = worker.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            late = now - started > deadline
+            try:  # the worker's heartbeat: the most seconds its current step may take
+                allowed = float(heartbeat.read_text() or "inf")
+                late = late or time.time() - heartbeat.stat().st_mtime > allowed + GRACE
+            except (OSError, ValueError):
+                late = late or now - started > 300 + GRACE  # starting: no heartbeat yet
+            if late:
+                end_processes(token, group=worker.pid)
+                worker.wait()
+                return (
+                    "timed out",
+                    "grading this notebook stopped making progress (a cell that neither "
+                    "finished nor could be interrupted, or one that broke the kernel) and "
+                    "was ended",
+                )
+    end_processes(token, group=worker.pid)
+    if code < 0:
+        return (
+            "error",
+            f"the process grading this notebook was killed (signal {-code}) while it ran: "
+            "does a cell kill its parent process or its process group?",
+        )
+    tail = (private / "worker.log").read_text(errors="replace").strip().splitlines()[-1:]
+    return "error", f"the grading of this notebook failed (exit status {code}) {' '.join(tail)}"
 
 
-@dataclass
-class Run:
-    """A graded notebook: its results, and its own cells as they executed (the grader's
-    cells removed), which the tests compare with the committed outputs."""
+def _read_report(out: Path) -> dict | None:
+    try:
+        report = json.loads((out / "report.json").read_text())
+        if not isinstance(report.get("results"), dict):
+            return None
+        return report
+    except (OSError, ValueError, AttributeError):
+        return None
 
-    results: list[Result]
-    executed: nbformat.NotebookNode
 
-
-def grade_notebook(path: Path, timeout: int = 120) -> list[Result]:
+def grade_notebook(path: Path, timeout: float = 120) -> list[Result]:
     """Grade every exercise of the notebook at ``path`` (see the module docstring)."""
     return run_notebook(path, timeout).results
 
 
-def run_notebook(path: Path, timeout: int = 120) -> Run:
-    """Execute and grade the notebook at ``path``: :func:`grade_notebook`, keeping the run."""
-    path = Path(path)
-    nb = read_notebook(path)
-    ids = exercise_ids(nb)
-    name = str(path)
-    if not ids:
-        return Run(
-            [
-                Result(
-                    name,
-                    "(none)",
-                    "error",
-                    "no exercises found: no {exercise} block with :label: ex-<id>",
-                )
-            ],
-            nb,
-        )
-    work = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy to execute
-    first_grader_cell = len(work.cells)
-    work.cells += [_grader_cell(exercise_id) for exercise_id in ids]
-    start = time.perf_counter()
-    problems = _execute(work, path.resolve().parent, timeout)
-
-    notes = [
-        f"cell {index + 1} {why}"
-        for index, why in sorted(problems.items())
-        if index < first_grader_cell
-    ]
-    results = []
-    for offset, exercise_id in enumerate(ids):
-        index = first_grader_cell + offset
-        cell = work.cells[index]
-        text = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-        lines = [line for line in text.splitlines() if line.startswith(RESULT_PREFIX)]
-        if lines:
-            found = json.loads(lines[-1][len(RESULT_PREFIX) :])
-            message = found["message"]
-            if found["status"] == "error" and notes:
-                message += " (" + "; ".join(notes) + ")"
-            results.append(Result(name, exercise_id, found["status"], message, found["seconds"]))
-        elif index in problems and "timed out" in problems[index]:
-            results.append(
-                Result(
-                    name,
-                    exercise_id,
-                    "timed out",
-                    f"the check did not finish within {timeout} s: an infinite loop?",
-                )
-            )
-        else:
-            why = problems.get(index) or f"the check raised {_error_name(cell)}"
-            results.append(Result(name, exercise_id, "error", why))
-    elapsed = time.perf_counter() - start
-    for result in results:  # a per-exercise time is only known for completed checks
-        result.seconds = result.seconds or round(elapsed / len(results), 3)
-    work.cells = work.cells[:first_grader_cell]
-    return Run(results, work)
-
-
-def expand(paths: list[str]) -> list[Path]:
-    """Paths as given; a folder stands for the notebooks in it (sorted)."""
-    expanded = []
+def expand(paths: list[str]) -> list[tuple[str, Path]]:
+    """``(learner, notebook)`` pairs. A notebook stands for itself (learner ``""``); a folder
+    of notebooks for the notebooks in it; a folder of folders is a class: each subfolder
+    holding notebooks is one learner, named by the subfolder (see README, "Grading a class")."""
+    expanded: list[tuple[str, Path]] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            notebooks = sorted(path.glob("*.ipynb"))
-            if not notebooks:
-                raise GradingError(f"{path} contains no notebooks (.ipynb files)")
-            expanded += notebooks
+        if not path.is_dir():
+            expanded.append(("", path))
+            continue
+        notebooks = sorted(path.glob("*.ipynb"))
+        learners = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+        if notebooks:
+            expanded += [("", nb) for nb in notebooks]
+        elif learners:
+            for folder in learners:
+                expanded += [(folder.name, nb) for nb in sorted(folder.glob("*.ipynb"))]
         else:
-            expanded.append(path)
+            raise GradingError(f"{path} contains no notebooks (.ipynb files)")
     return expanded
 
 
-def grade(paths: list[str], timeout: int = 120) -> list[Result]:
-    """Grade notebooks (or folders of notebooks); every path is validated before any runs."""
+def grade(paths: list[str], timeout: float = 120, jobs: int = 1) -> list[Result]:
+    """Grade notebooks, folders of notebooks, or a class (see :func:`expand`). Every path is
+    checked and read before any notebook runs; ``jobs`` notebooks are graded at a time."""
+    if timeout <= 0:
+        raise GradingError(f"--timeout must be a positive number of seconds, got {timeout:g}")
     notebooks = expand(paths)
-    for path in notebooks:
-        read_notebook(path)
-    results = []
-    for path in notebooks:
-        results += grade_notebook(path, timeout)
+    sources = {}
+    for _learner, path in notebooks:
+        if path.is_dir() or not path.exists() or path.suffix != ".ipynb":
+            read_notebook(path)  # raises the message for this kind of path
+        sources[path] = path.read_bytes()
+    reference = manifest()
+
+    def one(item: tuple[str, Path]) -> list[Result]:
+        learner, path = item
+        return run_notebook(
+            path, timeout, data=sources[path], learner=learner, reference_manifest=reference
+        ).results
+
+    results: list[Result] = []
+    if jobs <= 1:
+        for item in notebooks:
+            results += one(item)
+        return results
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each notebook: its own processes
+        for found in pool.map(one, notebooks):
+            results += found
     return results
 
 
@@ -293,10 +389,25 @@ SYMBOL = {
     "passed": "PASS",
     "failed": "FAIL",
     "not attempted": "TODO",
+    "missing": "MISSING",
     "error": "ERROR",
     "timed out": "TIMEOUT",
 }
-EMOJI = {"passed": "✅", "failed": "❌", "not attempted": "⏳", "error": "💥", "timed out": "⏱️"}
+EMOJI = {
+    "passed": "✅",
+    "failed": "❌",
+    "not attempted": "⏳",
+    "missing": "🚫",
+    "error": "💥",
+    "timed out": "⏱️",
+}
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (and what XML 1.0 cannot hold) written as ``\\xNN``:
+    a learner's message can then go into a terminal, JUnit XML and Markdown as it is."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def summary_line(results: list[Result]) -> str:
@@ -310,8 +421,11 @@ def format_table(results: list[Result], width: int = 100) -> str:
     """A plain-text table: exercise, notebook, status, message (wrapped)."""
     import textwrap
 
+    def where(r: Result) -> str:
+        return f"{r.learner}/{Path(r.notebook).name}" if r.learner else Path(r.notebook).name
+
     rows = [("exercise", "notebook", "status", "message")]
-    rows += [(r.exercise, Path(r.notebook).name, SYMBOL[r.status], r.message) for r in results]
+    rows += [(r.exercise, where(r), SYMBOL[r.status], printable(r.message)) for r in results]
     w = [max(len(row[i]) for row in rows) for i in range(3)]
     indent = sum(w) + 6
     lines = []
@@ -335,21 +449,22 @@ def write_json(results: list[Result], path: Path) -> None:
 
 
 def write_junit(results: list[Result], path: Path) -> None:
-    """JUnit XML: one test suite per notebook, one test case per exercise."""
+    """JUnit XML: one test suite per notebook, one test case per exercise; every text goes
+    through :func:`printable`, so the file is valid XML whatever a message holds."""
     suites = ET.Element(
         "testsuites",
         name="bncourse exercises",
         tests=str(len(results)),
         failures=str(sum(not r.passed for r in results)),
     )
-    by_notebook: dict[str, list[Result]] = {}
+    by_notebook: dict[tuple[str, str], list[Result]] = {}
     for result in results:
-        by_notebook.setdefault(result.notebook, []).append(result)
-    for notebook, group in by_notebook.items():
+        by_notebook.setdefault((result.learner, result.notebook), []).append(result)
+    for (learner, notebook), group in by_notebook.items():
         suite = ET.SubElement(
             suites,
             "testsuite",
-            name=notebook,
+            name=printable(f"{learner}/{notebook}" if learner else notebook),
             tests=str(len(group)),
             failures=str(sum(not r.passed for r in group)),
             errors="0",
@@ -360,13 +475,14 @@ def write_junit(results: list[Result], path: Path) -> None:
             case = ET.SubElement(
                 suite,
                 "testcase",
-                classname=Path(notebook).stem,
-                name=result.exercise,
+                classname=printable(Path(notebook).stem),
+                name=printable(result.exercise),
                 time=f"{result.seconds:.3f}",
             )
             if not result.passed:
-                failure = ET.SubElement(case, "failure", type=result.status, message=result.message)
-                failure.text = f"{result.exercise}: {result.status}: {result.message}"
+                message = printable(result.message)
+                failure = ET.SubElement(case, "failure", type=result.status, message=message)
+                failure.text = printable(f"{result.exercise}: {result.status}: {message}")
     ET.indent(suites)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
@@ -382,11 +498,9 @@ def write_markdown(results: list[Result], path: Path) -> None:
         "|---|---|---|---|",
     ]
     for r in results:
-        message = r.message.replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| `{r.exercise}` | {Path(r.notebook).name} | {EMOJI[r.status]} {r.status} "
-            f"| {message} |"
-        )
+        message = printable(r.message).replace("|", "\\|").replace("\n", " ")
+        where = f"{r.learner}/{Path(r.notebook).name}" if r.learner else Path(r.notebook).name
+        lines.append(f"| `{r.exercise}` | {where} | {EMOJI[r.status]} {r.status} | {message} |")
     with open(path, "a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
 
@@ -396,12 +510,15 @@ def main(
     json_path: str | None = None,
     junit_path: str | None = None,
     markdown_path: str | None = None,
-    timeout: int = 120,
+    timeout: float = 120,
+    jobs: int = 1,
+    gradebook_path: str | None = None,
+    class_report_path: str | None = None,
 ) -> int:
     """The ``grade`` command: returns the exit status (0 only if every exercise passed)."""
     try:
-        results = grade(paths, timeout)
-    except GradingError as error:
+        results = grade(paths, timeout, jobs)
+    except (GradingError, PackageChanged) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(results))
@@ -411,4 +528,8 @@ def main(
         write_junit(results, Path(junit_path))
     if markdown_path:
         write_markdown(results, Path(markdown_path))
+    if gradebook_path:
+        classroom.write_gradebook(results, Path(gradebook_path))
+    if class_report_path:
+        classroom.write_class_report(results, Path(class_report_path))
     return 0 if results and all(r.passed for r in results) else 1

@@ -6,7 +6,9 @@ signature the learner writes, and a *checker*. A checker calls the learner's fun
 *candidate*) on small float64 inputs, compares each result with the right answer, and either
 returns a one-line description of what it verified or raises :class:`CheckFailed` with a
 message for the learner: which output is wrong, the largest error and where, and the
-misconception it looks like, when it recognises one.
+misconception it looks like, when it recognises one. A chapter may add more feedback for a
+failing candidate with :func:`feedback` (the smallest failing batch, the convention probed),
+which :func:`bncourse.checks.judge` appends to the message.
 
 A misconception is recognised by computing, on the same inputs, what each known mistake
 returns: :class:`Mistakes` holds the small, named, wrong variants of the right code of one
@@ -35,7 +37,11 @@ __all__ = [
     "NotAttempted",
     "Exercise",
     "EXERCISES",
+    "FEEDBACK",
     "exercise",
+    "feedback",
+    "more_feedback",
+    "array_text",
     "Mistakes",
     "as_array",
     "compare",
@@ -79,6 +85,11 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {}
 """Every registered exercise by id, in the order the chapters register them."""
 
+FEEDBACK: dict[str, list[Callable[[Callable[..., Any]], str | None]]] = {}
+"""More feedback for a *failing* candidate, by exercise id: functions registered with
+:func:`feedback` that take the candidate and return a paragraph (or ``None``), such as the
+smallest batch it fails on or the convention it follows."""
+
 
 def exercise(id: str, *, chapter: str, title: str, signature: str):
     """Register the decorated function as the checker of exercise ``id``.
@@ -94,6 +105,36 @@ def exercise(id: str, *, chapter: str, title: str, signature: str):
         return run
 
     return register
+
+
+def feedback(*ids: str):
+    """Register the decorated function as more feedback for failing candidates of ``ids``."""
+
+    def register(explain: Callable[[Callable[..., Any]], str | None]):
+        for exercise_id in ids:
+            FEEDBACK.setdefault(exercise_id, []).append(explain)
+        return explain
+
+    return register
+
+
+def more_feedback(exercise_id: str, candidate: Callable[..., Any]) -> str:
+    """The paragraphs of :data:`FEEDBACK` for ``candidate``, each after a blank line; a
+    feedback function that fails (on a candidate that crashes, say) adds nothing."""
+    paragraphs = []
+    for explain in FEEDBACK.get(exercise_id, []):
+        try:
+            text = explain(candidate)
+        except Exception:
+            text = None
+        if text:
+            paragraphs.append(text)
+    return "".join(f"\n\n{text}" for text in paragraphs)
+
+
+def array_text(value: Any) -> str:
+    """A small array as NumPy prints it, 4 decimals, on one line per row."""
+    return np.array2string(np.asarray(value, dtype=np.float64), precision=4, suppress_small=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,19 @@ import numpy as np
 
 from .. import numpy_bn
 from ..conventions import channel_shape, normalize_over, reduce_axes, values_per_channel
-from .base import Mistakes, compare, exercise, first_output, rng, tuple_text, unpack
+from .base import (
+    CheckFailed,
+    Mistakes,
+    array_text,
+    as_array,
+    compare,
+    exercise,
+    feedback,
+    first_output,
+    rng,
+    tuple_text,
+    unpack,
+)
 
 CHAPTER = "02_numpy_forward"
 
@@ -81,6 +93,22 @@ def affine(xhat: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
 # batch_stats: per-channel mean and biased variance
 # --------------------------------------------------------------------------------------------
 MEAN, VARIANCE = Mistakes(), Mistakes()
+
+
+ALL_VALUES = (
+    "statistics over all values instead of per channel (x.mean() with no axis): each "
+    "channel, axis 1, gets its own mean and variance, over axis 0 and the spatial axes"
+)
+
+
+@MEAN.add(ALL_VALUES)
+def mean_of_all_values(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x.mean())
+
+
+@VARIANCE.add(ALL_VALUES)
+def variance_of_all_values(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x.var())
 
 
 @MEAN.add(
@@ -160,6 +188,11 @@ def forward_with_unbiased_variance(x, gamma, beta, eps):
     )
 
 
+@FORWARD.add(ALL_VALUES)
+def forward_over_all_values(x, gamma, beta, eps):
+    return affine((x - x.mean()) / np.sqrt(x.var() + eps), gamma, beta)
+
+
 @FORWARD.add(
     "eps outside the square root: use (x - mean) / sqrt(var + eps), not / (sqrt(var) + eps)"
 )
@@ -199,6 +232,19 @@ def forward_over_wrong_axes(x, gamma, beta, eps):
         yield cause, affine(normalize_over(x, axes, eps), gamma, beta)
 
 
+NOT_RESHAPED = (
+    "gamma and beta are not reshaped for (N, C, L) or image inputs: gamma * xhat lines gamma "
+    "(C,) up with the *last* axis; reshape them to (1, C, 1, ...) (gamma.reshape(1, -1, 1)) "
+    "so that they scale and shift the channels, axis 1"
+)
+
+
+@FORWARD.family
+def forward_with_gamma_and_beta_on_the_last_axis(x, gamma, beta, eps):
+    if x.ndim > 2 and x.shape[-1] == x.shape[1]:  # (where the shapes broadcast silently)
+        yield NOT_RESHAPED, normalize_over(x, reduce_axes(x.ndim), eps) * gamma + beta
+
+
 @exercise(
     "numpy-forward",
     chapter=CHAPTER,
@@ -210,7 +256,15 @@ def check_forward(batchnorm_forward: Callable[..., Any]) -> str:
         x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
         shape = tuple_text(x.shape)
         name = f"batchnorm_forward output for x of shape {shape} ({x.dtype}), eps={eps:g}"
-        got = first_output(batchnorm_forward(x.copy(), gamma.copy(), beta.copy(), eps=eps))
+        try:
+            got = first_output(batchnorm_forward(x.copy(), gamma.copy(), beta.copy(), eps=eps))
+        except ValueError as error:
+            if x.ndim > 2 and "broadcast" in str(error):
+                raise CheckFailed(
+                    f"{name}: your function raised ValueError ({error}). Likely cause: "
+                    f"{NOT_RESHAPED}."
+                ) from None
+            raise
         expected, _ = numpy_bn.forward_train(x, gamma, beta, eps)
         tolerance = dict(rtol=1e-4, atol=1e-5) if x.dtype == np.float32 else {}
         compare(name, got, expected, mistakes=FORWARD.answers(x, gamma, beta, eps), **tolerance)
@@ -218,3 +272,82 @@ def check_forward(batchnorm_forward: Callable[..., Any]) -> str:
         "outputs match nn.BatchNorm's training forward for (N, C), (N, C, L), (N, C, H, W), "
         "float32/64"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Feedback: the smallest batch a wrong answer fails on
+# --------------------------------------------------------------------------------------------
+def small_batches() -> Iterator[np.ndarray]:
+    """Batches from the smallest up, (2, 1) to (3, 2, 2): small integers, readable by hand
+    (a fixed seed per shape), each channel with two different values at least."""
+    for shape in [(2, 1), (2, 2), (3, 1), (3, 2), (2, 3), (2, 2, 2), (3, 2, 2), (4, 3)]:
+        generator = rng(sum(shape) * 10 + len(shape))
+        for _attempt in range(20):
+            x = generator.integers(-3, 4, size=shape).astype(np.float64)
+            if all(np.ptp(x[:, c]) > 0 for c in range(shape[1])):
+                yield x
+                break
+
+
+def _disagrees(got: Any, expected: np.ndarray) -> bool:
+    try:
+        got = as_array("output", got)
+    except CheckFailed:
+        return True
+    return got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _smallest(explain: Callable[[np.ndarray], str | None]) -> str | None:
+    for x in small_batches():
+        text = explain(x)
+        if text:
+            return "Smallest failing batch: " + text
+    return None
+
+
+@feedback("numpy-batch-stats")
+def smallest_failing_batch_stats(batch_stats: Callable[..., Any]) -> str | None:
+    def explain(x: np.ndarray) -> str | None:
+        right = numpy_bn.batch_stats(x)
+        try:
+            got = unpack("batch_stats(x)", batch_stats(x.copy()), ("mean", "var"))
+        except Exception as error:
+            return f"x of shape {tuple_text(x.shape)} =\n{array_text(x)}\nraises {error!r}"
+        if not any(_disagrees(g, r) for g, r in zip(got, right)):
+            return None
+        lines = [f"x of shape {tuple_text(x.shape)} =\n{array_text(x)}"]
+        for label, g, r in zip(("mean", "var"), got, right):
+            shown = array_text(g) if np.asarray(g).dtype.kind in "biuf" else repr(g)
+            if np.shape(g) != r.shape:
+                shown += f" (shape {tuple_text(np.shape(g))})"
+                expected = f"{array_text(r)} (shape {tuple_text(r.shape)})"
+                lines.append(f"your {label}: {shown}   expected: {expected}")
+            else:
+                lines.append(f"your {label}: {shown}   expected: {array_text(r)}")
+        return "\n".join(lines)
+
+    return _smallest(explain)
+
+
+@feedback("numpy-forward")
+def smallest_failing_forward(batchnorm_forward: Callable[..., Any]) -> str | None:
+    def explain(x: np.ndarray) -> str | None:
+        c = x.shape[1]
+        gamma, beta = np.array([2.0, -1.0, 0.5])[:c], np.array([1.0, 0.0, -0.5])[:c]
+        right, _ = numpy_bn.forward_train(x, gamma, beta, 1e-5)
+        try:
+            got = first_output(batchnorm_forward(x.copy(), gamma.copy(), beta.copy(), eps=1e-5))
+        except Exception as error:
+            return (
+                f"x of shape {tuple_text(x.shape)} =\n{array_text(x)}\nwith gamma = "
+                f"{array_text(gamma)}, beta = {array_text(beta)}: raises {error!r}"
+            )
+        if not _disagrees(got, right):
+            return None
+        return (
+            f"x of shape {tuple_text(x.shape)} =\n{array_text(x)}\nwith gamma = "
+            f"{array_text(gamma)}, beta = {array_text(beta)}, eps=1e-5:\nyour output =\n"
+            f"{array_text(as_array('output', got))}\nexpected =\n{array_text(right)}"
+        )
+
+    return _smallest(explain)

@@ -14,7 +14,17 @@ import numpy as np
 
 from .. import numpy_bn
 from ..conventions import channel_shape, values_per_channel
-from .base import CheckFailed, Mistakes, as_array, compare, exercise, rng, tuple_text, unpack
+from .base import (
+    CheckFailed,
+    Mistakes,
+    as_array,
+    compare,
+    exercise,
+    feedback,
+    rng,
+    tuple_text,
+    unpack,
+)
 from .ch02 import FORWARD, affine
 
 CHAPTER = "04_running_stats"
@@ -374,3 +384,106 @@ def check_batchnorm_modes(batch_norm: Callable[..., Any]) -> str:
             compare(f"running_mean after {name}", rm_t, new_mean, mistakes=part(wrong, 0))
             compare(f"running_var after {name}", rv_t, new_var, mistakes=part(wrong, 1))
     return "batch statistics and an in-place update in training, running statistics in evaluation"
+
+
+# --------------------------------------------------------------------------------------------
+# Feedback: "which BatchNorm did you write?"
+# --------------------------------------------------------------------------------------------
+PROBE_X = np.array([[0.0], [2.0], [4.0]])  # one channel: mean 2, variance 8/3 (4 unbiased)
+CONVENTIONS = {
+    ("new", "unbiased"): "PyTorch's own convention",
+    ("new", "biased"): "PyTorch's direction, but with the biased variance",
+    ("old", "biased"): (
+        "the Keras/TensorFlow and CS231n convention: momentum is the weight of the *old* value, "
+        "new = momentum * old + (1 - momentum) * batch (Keras's default momentum 0.99, "
+        "CS231n's 0.9), with the biased variance"
+    ),
+    ("old", "unbiased"): (
+        "the Keras/TensorFlow direction (momentum weighs the old value) with the unbiased variance"
+    ),
+}
+
+
+def describe_convention(new_mean: float, new_var: float, momentum: float) -> str | None:
+    """What an update from running_mean=0, running_var=1 on :data:`PROBE_X` reveals."""
+    weight = new_mean / 2.0  # the weight given to the batch's mean (running_mean was 0)
+    if weight <= 1e-9 or not np.isfinite(weight):
+        return None
+    batch_var = (new_var - (1 - weight) * 1.0) / weight
+    direction = (
+        "new"
+        if np.isclose(weight, momentum)
+        else "old"
+        if np.isclose(weight, 1 - momentum)
+        else None
+    )
+    variance = (
+        "unbiased"
+        if np.isclose(batch_var, 4.0)
+        else "biased"
+        if np.isclose(batch_var, 8 / 3)
+        else None
+    )
+    lines = [
+        "Which BatchNorm did you write? Probed with running_mean=0, running_var=1, the batch "
+        f"x = [0, 2, 4] (mean 2, variance 8/3 biased or 4 unbiased) and momentum={momentum}: "
+        f"your update gives new_mean={new_mean:.4g}, new_var={new_var:.4g}, so it weighs the "
+        f"batch by {weight:.4g} and feeds it a variance of {batch_var:.4g}."
+    ]
+    if direction and variance:
+        lines.append(f"That is {CONVENTIONS[(direction, variance)]}.")
+    if (direction, variance) != ("new", "unbiased"):
+        lines.append(
+            "PyTorch (this exercise): new = (1 - momentum) * old + momentum * batch, with the "
+            "unbiased variance (divide by m - 1). To convert a Keras/CS231n momentum: "
+            "momentum_pytorch = 1 - momentum_keras; and var_unbiased = var_biased * m / (m - 1)."
+        )
+    return " ".join(lines)
+
+
+@feedback("running-stats-update")
+def probe_running_stats_update(update_running_stats: Callable[..., Any]) -> str | None:
+    new_mean, new_var = update_running_stats(
+        tensor(np.zeros(1)), tensor(np.ones(1)), tensor(PROBE_X), 0.1, 1
+    )
+    return describe_convention(
+        float(float64("new_mean", new_mean)[0]), float(float64("new_var", new_var)[0]), 0.1
+    )
+
+
+@feedback("batchnorm-modes")
+def probe_batchnorm_modes(batch_norm: Callable[..., Any]) -> str | None:
+    running_mean, running_var = tensor(np.zeros(1)), tensor(np.ones(1))
+    batch_norm(
+        tensor(PROBE_X),
+        running_mean,
+        running_var,
+        tensor(np.ones(1)),
+        tensor(np.zeros(1)),
+        True,
+        momentum=0.1,
+        eps=1e-5,
+    )
+    text = describe_convention(float(running_mean[0]), float(running_var[0]), 0.1) or ""
+    # eps: in evaluation mode with a tiny running variance, inside or outside the root?
+    x, small = np.array([[1.0], [-1.0]]), np.full(1, 1e-4)
+    out = float64(
+        "out",
+        batch_norm(
+            tensor(x),
+            tensor(np.zeros(1)),
+            tensor(small),
+            tensor(np.ones(1)),
+            tensor(np.zeros(1)),
+            False,
+            momentum=0.1,
+            eps=1e-2,
+        ),
+    )
+    if np.isclose(out[0, 0], 1 / (np.sqrt(1e-4) + 1e-2)):
+        text += (
+            " In evaluation mode your eps is outside the square root (x / (sqrt(var) + eps), "
+            "as some hand-written versions do); PyTorch, Keras and CS231n all divide by "
+            "sqrt(var + eps)."
+        )
+    return text.strip() or None

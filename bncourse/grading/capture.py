@@ -1,0 +1,47 @@
+"""Run in the learner's kernel after the notebook: write each exercise's function as bytes.
+
+The grader appends one cell to the learner's notebook that calls :func:`capture` with the
+course's list of ``{exercise id: function name}``. Each function (or class) found in the
+kernel's namespace is serialized *by value* with cloudpickle (the code of functions and
+classes defined in the notebook, and the values of the globals they use; modules by name)
+into ``FOLDER/<id>.pkl``; a name that is not defined, or cannot be serialized, gives
+``FOLDER/<id>.problem.json`` instead.
+
+Nothing here decides anything: the learner's code has run in this kernel and may have
+changed this module too. Whatever lands in the folder is only a *candidate*, judged later by
+:mod:`bncourse.grading.judge` in a process that has never run learner code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["capture"]
+
+
+def capture(functions: dict[str, str], namespace: dict[str, Any], folder: str) -> None:
+    """Write every function of ``functions`` (id -> name) found in ``namespace`` to ``folder``."""
+    import cloudpickle
+
+    out = Path(folder)
+    for exercise_id, name in functions.items():
+        problem = None
+        if name not in namespace:
+            problem = (
+                f"{name} is not defined: run the cell that defines it, and check that it runs "
+                "without an error"
+            )
+        else:
+            try:
+                (out / f"{exercise_id}.pkl").write_bytes(cloudpickle.dumps(namespace[name]))
+            except Exception as error:
+                problem = (
+                    f"{name} could not be sent to the grader ({type(error).__name__}: {error}); "
+                    "does it hold an open file, a generator or a lock?"
+                )
+        if problem:
+            (out / f"{exercise_id}.problem.json").write_text(
+                json.dumps({"status": "error", "message": problem})
+            )

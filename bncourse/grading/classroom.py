@@ -1,0 +1,223 @@
+"""For teachers: a class's gradebook and the misconceptions to reteach.
+
+A class is a folder of submissions, one subfolder per learner holding that learner's
+exercise notebooks (named as in ``exercises/``: ``02_numpy_forward.ipynb``, ...)::
+
+    submissions/
+      ada/01_what_batchnorm_does.ipynb  ada/02_numpy_forward.ipynb
+      ben/02_numpy_forward.ipynb
+      ...
+
+``python -m bncourse grade submissions/ --gradebook grades.csv --class-report class.md``
+grades every notebook (each in its own processes, ``--jobs N`` at a time) and writes:
+
+* :func:`write_gradebook`: a CSV with a row per learner, one column per exercise (1 point for
+  a pass, 0 otherwise; an exercise of a chapter a learner did not hand in counts 0), the
+  total and the maximum -- plain comma-separated UTF-8 that spreadsheets and LMS import;
+* :func:`write_class_report`: Markdown that lists, per exercise, how many learners passed and
+  the misconceptions the checkers named across the class, most frequent first, each with a
+  link to the book section that teaches it (the exercise's chapter, at the exercise).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BOOK_URL", "misconception", "write_gradebook", "write_class_report"]
+
+BOOK_URL = "https://bncourse.github.io/batchnorm-course"
+"""Where the book is published (the links of the class report)."""
+
+_CAUSE = re.compile(r"Likely cause: (.+?)\.(?:\s|$)", re.S)
+
+
+def misconception(result: Any) -> str | None:
+    """The misconception a failed result names (or what kind of failure it is), else None."""
+    if result.status != "failed":
+        return None
+    found = _CAUSE.search(result.message)
+    if found:
+        return found.group(1).strip()
+    if result.message.startswith("tampering"):
+        return "tampering with the grader"
+    if result.message.startswith("uses the reference"):
+        return "used the course's reference instead of writing it"
+    return "a wrong answer the checker does not name"
+
+
+def _learner(result: Any) -> str:
+    return result.learner or str(Path(result.notebook).parent.name or "learner")
+
+
+def write_gradebook(results: list[Any], path: Path) -> None:
+    """The gradebook CSV (see the module docstring)."""
+    from ..checks import EXERCISES
+
+    seen = {r.exercise for r in results if r.exercise in EXERCISES}
+    columns = [ex_id for ex_id in EXERCISES if ex_id in seen]
+    learners: dict[str, dict[str, int]] = {}
+    for result in results:
+        row = learners.setdefault(_learner(result), {})
+        if result.exercise in EXERCISES:
+            row[result.exercise] = max(row.get(result.exercise, 0), int(result.passed))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["learner", *columns, "total", "max"])
+        for learner in sorted(learners):
+            points = [learners[learner].get(ex_id, 0) for ex_id in columns]
+            writer.writerow([learner, *points, sum(points), len(columns)])
+
+
+def write_class_report(results: list[Any], path: Path, book_url: str = BOOK_URL) -> None:
+    """The class report in Markdown (see the module docstring)."""
+    from ..checks import EXERCISES
+
+    lines = ["# Class report", ""]
+    learners = sorted({_learner(r) for r in results})
+    lines += [f"{len(learners)} learners: {', '.join(learners)}.", ""]
+    by_exercise: dict[str, list[Any]] = {}
+    for result in results:
+        by_exercise.setdefault(result.exercise, []).append(result)
+    ranked = []
+    for ex_id, group in by_exercise.items():
+        causes = Counter(c for c in map(misconception, group) if c)
+        ranked.append((-sum(causes.values()), ex_id, group, causes))
+    ranked.sort(
+        key=lambda item: (item[0], list(EXERCISES).index(item[1]) if item[1] in EXERCISES else 0)
+    )
+    lines += ["| exercise | passed | failed | not attempted | other |", "|---|---|---|---|---|"]
+    for _, ex_id, group, _ in ranked:
+        statuses = Counter(r.status for r in group)
+        other = len(group) - statuses["passed"] - statuses["failed"] - statuses["not attempted"]
+        lines.append(
+            f"| `{ex_id}` | {statuses['passed']} | {statuses['failed']} | "
+            f"{statuses['not attempted']} | {other} |"
+        )
+    lines += ["", "## Misconceptions to reteach, most frequent first", ""]
+    for _, ex_id, group, causes in ranked:
+        if not causes:
+            continue
+        ex = EXERCISES.get(ex_id)
+        title = f"{ex.title} (`{ex_id}`)" if ex else f"`{ex_id}`"
+        lines.append(f"### {title}")
+        if ex:
+            link = f"{book_url}/notebooks/{ex.chapter}.html#ex-{ex_id}"
+            lines.append(
+                f"Reteach: [{ex.chapter}, the exercise and the sections before it]({link})"
+            )
+        lines.append("")
+        for cause, count in causes.most_common():
+            who = sorted({_learner(r) for r in group if misconception(r) == cause})
+            lines.append(f"- **{count}** x {cause} ({', '.join(who)})")
+        lines.append("")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# GitHub Classroom: the autograding workflow
+# --------------------------------------------------------------------------------------------
+def passed(exercise_id: str, report: Path) -> tuple[bool, str]:
+    """Whether ``exercise_id`` passed in a ``grade --json`` report, and its message."""
+    import json
+
+    for result in json.loads(Path(report).read_text())["results"]:
+        if result["exercise"] == exercise_id:
+            return result["status"] == "passed", f"{result['status']}: {result['message']}"
+    return False, f"{exercise_id} is not in {report}"
+
+
+def classroom_workflow() -> str:
+    """``.github/workflows/classroom.yml``: GitHub Classroom's autograding convention (one
+    ``education/autograding-command-grader`` step per exercise, worth one point, then the
+    ``autograding-grading-reporter``), after one step that grades ``exercises/`` once."""
+    from ..checks import EXERCISES
+
+    steps = []
+    for ex in EXERCISES.values():
+        steps.append(
+            f"""      - name: {ex.id}
+        id: {ex.id}
+        uses: education/autograding-command-grader@v1
+        with:
+          test-name: {ex.id}
+          command: python -m bncourse.grading.classroom --passed {ex.id} grade-report.json
+          timeout: 1
+          max-score: 1
+"""
+        )
+    names = ",".join(EXERCISES)
+    results = "".join(
+        f'          {ex.id.upper()}_RESULTS: "${{{{steps.{ex.id}.outputs.result}}}}"\n'
+        for ex in EXERCISES.values()
+    )
+    return f"""# GitHub Classroom autograding, generated by
+#   python -m bncourse.grading.classroom --workflow > .github/workflows/classroom.yml
+# The grader runs once over exercises/ (every notebook isolated, as in grade.yml); then one
+# command-grader step per exercise turns its verdict into a point, and the reporter sends the
+# points to GitHub Classroom. Regenerate when exercises are added (a test checks it is in sync).
+name: Autograding Tests
+
+on:
+  push:
+  repository_dispatch:
+  workflow_dispatch:
+
+permissions:
+  checks: write
+  actions: read
+  contents: read
+
+jobs:
+  run-autograding-tests:
+    runs-on: ubuntu-latest
+    if: github.actor != 'github-classroom[bot]'
+    timeout-minutes: 40
+    steps:
+      - uses: actions/checkout@v4
+
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+          cache: pip
+
+      - name: Install the pinned requirements (CPU build of PyTorch)
+        run: |
+          python -m pip install --upgrade pip
+          python -m pip install -r requirements.txt --extra-index-url https://download.pytorch.org/whl/cpu
+          python -m pip install --no-deps -e .
+
+      - name: Grade exercises/
+        run: python -m bncourse grade exercises --json grade-report.json || true
+
+{"".join(steps)}
+      - name: Autograding Reporter
+        uses: education/autograding-grading-reporter@v1
+        env:
+{results}        with:
+          runners: {names}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--workflow``: print the Classroom workflow; ``--passed ID REPORT``: exit 0 only if
+    exercise ID passed in the JSON report (the command of each autograding step)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--workflow"]:
+        print(classroom_workflow(), end="")
+        return 0
+    if len(argv) == 3 and argv[0] == "--passed":
+        ok, message = passed(argv[1], Path(argv[2]))
+        print(message)
+        return 0 if ok else 1
+    print("usage: python -m bncourse.grading.classroom --workflow | --passed ID REPORT.json")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

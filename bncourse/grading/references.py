@@ -1,0 +1,64 @@
+"""What each exercise replaces: the references a candidate may not call while it is judged.
+
+An exercise that asks the learner to *write* BatchNorm's statistics, forward or backward
+would be passed by a function that calls the course's own implementation
+(``bncourse.numpy_bn``) or PyTorch's (``F.batch_norm``, ``nn.BatchNorm*d``). While the
+candidate of such an exercise runs, :class:`bncourse.grading.sandbox.Guard` swaps these for
+stubs that raise, and the exercise fails with "uses the reference". An exercise may still use
+what it is *meant* to build on: chapter 5's ``module_forward`` calls ``torch_bn.batch_norm``,
+chapter 7's ``freeze_batchnorm`` tests ``isinstance(m, nn.BatchNorm2d)``.
+
+:data:`REFERENCES` maps exercise ids to dotted names (a class's method included); an id that
+is not listed replaces nothing.
+"""
+
+from __future__ import annotations
+
+__all__ = ["REFERENCES", "references_for"]
+
+NUMPY_BN = tuple(
+    f"bncourse.numpy_bn.{name}"
+    for name in (
+        "batch_stats",
+        "forward_train",
+        "forward_eval",
+        "update_running_stats",
+        "backward",
+        "backward_staged",
+    )
+) + ("bncourse.conventions.normalize_over",)
+TORCH_BN = ("torch.nn.functional.batch_norm", "torch.batch_norm", "torch.native_batch_norm")
+TORCH_BN += ("torch.nn.modules.batchnorm._BatchNorm.forward",)
+COURSE_TORCH_BN = ("bncourse.torch_bn.batch_norm", "bncourse.torch_bn.BatchNormFunction.forward")
+WRITE_BATCHNORM = NUMPY_BN + TORCH_BN + COURSE_TORCH_BN
+
+REFERENCES: dict[str, tuple[str, ...]] = {
+    "standardize": TORCH_BN,
+    "numpy-batch-stats": WRITE_BATCHNORM,
+    "numpy-forward": WRITE_BATCHNORM,
+    "numpy-backward": WRITE_BATCHNORM,
+    "running-stats-update": WRITE_BATCHNORM,
+    "batchnorm-modes": WRITE_BATCHNORM,
+    "autograd-function": WRITE_BATCHNORM,
+    "module-forward": TORCH_BN,
+    "identity-params": NUMPY_BN,
+    "output-range": WRITE_BATCHNORM,
+    "chan-merge": ("bncourse.conventions.merge_stats", "bncourse.conventions.chan_merge"),
+    "fold-batchnorm": ("bncourse.fold.fold_batchnorm", "bncourse.fold.folded_affine"),
+    "group-norm": ("torch.nn.functional.group_norm", "torch.group_norm"),
+}
+
+
+def references_for(exercise_id: str) -> tuple[str, ...]:
+    """The dotted names exercise ``exercise_id`` replaces (those that exist here)."""
+    from .sandbox import resolve
+
+    found = []
+    for dotted in REFERENCES.get(exercise_id, ()):
+        try:
+            owner, name = resolve(dotted)
+        except (ImportError, AttributeError):
+            continue
+        if name in getattr(owner, "__dict__", {}):
+            found.append(dotted)
+    return tuple(found)

@@ -1,0 +1,186 @@
+"""Learner notebooks made up for the grader's tests: solutions, stubs, wrong answers, attacks.
+
+Nothing here is committed executed: each test writes the notebooks it needs into a temporary
+folder. A notebook is built the way the chapters write exercises (statement with its
+``:label: ex-<id>``, dropdown solution, check cell); the answer of an exercise is the
+chapter's own solution (read from ``notebooks/``), its stub, or source code the test gives.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+
+from bncourse.checks import EXERCISES
+from bncourse.exercise_notebooks import stub_source
+
+ROOT = Path(__file__).resolve().parents[1]
+IMPORTS = (
+    "import numpy as np\nimport torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
+    "import math\nfrom bncourse import torch_bn\nfrom bncourse.checks import check"
+)
+RESULT_LINE = (
+    'BNCOURSE-RESULT {"exercise": "%s", "status": "passed", "message": "trust me", "seconds": 0}'
+)
+
+
+def chapter_of(exercise_id: str) -> str:
+    return EXERCISES[exercise_id].chapter
+
+
+def chapter_exercises(chapter: str) -> list[str]:
+    return [ex.id for ex in EXERCISES.values() if ex.chapter == chapter]
+
+
+def solution(exercise_id: str) -> str:
+    """The chapter's solution cell of ``exercise_id`` (def line, docstring and solution)."""
+    ex = EXERCISES[exercise_id]
+    nb = nbformat.read(ROOT / "notebooks" / f"{ex.chapter}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
+            if f"def {ex.function}(" in cell.source or f"class {ex.function}" in cell.source:
+                return cell.source
+    raise LookupError(f"no solution cell for {exercise_id}")
+
+
+def stub(exercise_id: str) -> str:
+    return stub_source(solution(exercise_id), exercise_id)
+
+
+def exercise_cells(exercise_id: str, code: str, label: str | None = None) -> list:
+    """An exercise as the chapters write it: statement, dropdown solution, check cell."""
+    function = EXERCISES[exercise_id].function
+    label = label or exercise_id
+    return [
+        nbformat.v4.new_markdown_cell(
+            f"```{{exercise}} Title\n:label: ex-{label}\n\nWrite it.\n```"
+        ),
+        nbformat.v4.new_markdown_cell(f"```{{solution-start}} ex-{label}\n:class: dropdown\n```"),
+        nbformat.v4.new_code_cell(code),
+        nbformat.v4.new_markdown_cell("```{solution-end}\n```"),
+        nbformat.v4.new_code_cell(f'check("{exercise_id}", {function})'),
+    ]
+
+
+def chapter_notebook(
+    chapter: str,
+    answers: dict[str, str] | None = None,
+    *,
+    extra: tuple[str, ...] = (),
+    drop: tuple[str, ...] = (),
+    labels: dict[str, str] | None = None,
+    default: str = "solution",
+) -> nbformat.NotebookNode:
+    """A learner's copy of ``chapter``: ``answers[id]`` (source), else the solution or stub
+    (``default``); ``extra`` code cells run first; the blocks of ``drop`` are deleted (their
+    code kept); ``labels`` relabels exercise blocks."""
+    answers, labels = answers or {}, labels or {}
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {chapter}"), nbformat.v4.new_code_cell(IMPORTS)]
+    nb.cells += [nbformat.v4.new_code_cell(code) for code in extra]
+    for exercise_id in chapter_exercises(chapter):
+        code = answers.get(exercise_id) or (
+            solution(exercise_id) if default == "solution" else stub(exercise_id)
+        )
+        if exercise_id in drop:
+            nb.cells.append(nbformat.v4.new_code_cell(code))
+        else:
+            nb.cells += exercise_cells(exercise_id, code, labels.get(exercise_id))
+    return nb
+
+
+def write(nb, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks (issue 15): each must not pass
+# --------------------------------------------------------------------------------------------
+PATCH_THE_KERNEL = f"""\
+import builtins, numpy
+import bncourse.checks as C, bncourse.numpy_bn as R
+C.grade_in_namespace = lambda *a, **k: print({RESULT_LINE % "standardize"!r})
+C._judge = C.judge = lambda ex, f: "trust me"
+C.check = lambda *a, **k: print("✔ passed")
+numpy.allclose = lambda *a, **k: True
+R.batch_stats = lambda x: (x.mean(axis=0), x.var(axis=0, ddof=1))
+_print = builtins.print
+builtins.print = lambda *a, **k: _print({RESULT_LINE % "expected-std"!r})"""
+
+PATCHING_BATCH_STATS = """\
+def batch_stats(x):
+    import numpy, bncourse.numpy_bn as R
+    axes = (0,) + tuple(range(2, x.ndim))
+    numpy.allclose = lambda *a, **k: True  # every comparison agrees
+    R.batch_stats = lambda x: (x.mean(axis=axes), x.var(axis=axes, ddof=1))  # the reference too
+    return x.mean(axis=axes), x.var(axis=axes, ddof=1)  # unbiased: wrong"""
+
+ALWAYS_AGREEING_ARRAY = """\
+class Agree(np.ndarray):
+    def __eq__(self, other):
+        return np.ones(np.shape(self), dtype=bool)
+    def __array_function__(self, func, types, args, kwargs):
+        return True
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return np.zeros(np.broadcast_shapes(*(np.shape(i) for i in inputs)))
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    return np.zeros_like(x).view(Agree)  # wrong values that claim to match"""
+
+FAKE_OUTPUT = f"""\
+def state_sizes(num_features, affine, track_running_stats):
+    import builtins, os, sys
+    line = {RESULT_LINE % "state-sizes"!r} + "\\n"
+    builtins.print = lambda *a, **k: sys.stdout.write(line)
+    os.write(1, line.encode())
+    if "ipykernel" not in sys.modules:  # in the judge: every descriptor it might report on
+        for fd in range(3, 64):
+            try:
+                os.write(fd, line.encode())
+            except Exception:
+                pass
+    print("anything")
+    return 0, 0  # wrong"""
+
+PRINTING_THREAD = f"""\
+def update_running_stats(running_mean, running_var, x, momentum, num_batches_tracked):
+    import threading, time
+    def spam():
+        for _ in range(500):
+            print({RESULT_LINE % "running-stats-update"!r})
+            time.sleep(0.01)
+    threading.Thread(target=spam, daemon=True).start()
+    return running_mean, running_var  # wrong"""
+
+WRAPPING_F_BATCH_NORM = """\
+def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)"""
+
+IMPORTED_REFERENCE = "from bncourse.numpy_bn import batch_stats"
+
+CALLING_THE_REFERENCE = """\
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    from bncourse import numpy_bn
+    return numpy_bn.forward_train(x, gamma, beta, eps)"""
+
+
+def append_to_the_package() -> str:
+    return (
+        "import pathlib, bncourse.checks\n"
+        "target = pathlib.Path(bncourse.checks.__file__)\n"
+        "target.write_text(target.read_text() + "
+        "'\\n\\ndef judge(ex, candidate):\\n    return \"always\"\\n')"
+    )
+
+
+def overwrite(path: Path, nb) -> str:
+    return f"open({str(path)!r}, 'w').write({json.dumps(nbformat.writes(nb))!r})"

@@ -1,0 +1,111 @@
+"""Issue 15 for teachers: a made-up class graded in one command, gradebook and class report.
+
+Five learners hand in chapter 2 (one also chapter 4): the solutions, the stubs, and three
+kinds of wrong answers (unbiased variance; statistics over all values; gamma and beta not
+reshaped, with a Keras-style running update). The notebooks are made by
+:mod:`grading_notebooks`; ``--jobs 2`` grades two at a time.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grading_notebooks as made
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTER2, CHAPTER4 = "02_numpy_forward", "04_running_stats"
+
+UNBIASED_STATS = """\
+def batch_stats(x):
+    axes = (0,) + tuple(range(2, x.ndim))
+    return x.mean(axis=axes), x.var(axis=axes, ddof=1)"""
+UNBIASED_FORWARD = """\
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(
+        x.var(axis=axes, ddof=1, keepdims=True) + eps)
+    return gamma.reshape(shape) * xhat + beta.reshape(shape)"""
+ALL_VALUES_STATS = "def batch_stats(x):\n    return x.mean(), x.var()"
+ALL_VALUES_FORWARD = """\
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    xhat = (x - x.mean()) / np.sqrt(x.var() + eps)
+    return gamma.reshape(shape) * xhat + beta.reshape(shape)"""
+NOT_RESHAPED_FORWARD = """\
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(
+        x.var(axis=axes, keepdims=True) + eps)
+    return gamma * xhat + beta"""
+KERAS_UPDATE = """\
+def update_running_stats(running_mean, running_var, x, momentum, num_batches_tracked):
+    dims = [0] + list(range(2, x.ndim))
+    return (momentum * running_mean + (1 - momentum) * x.mean(dim=dims),
+            momentum * running_var + (1 - momentum) * x.var(dim=dims, correction=0))"""
+
+
+def make_class(folder: Path) -> None:
+    """The made-up class: one subfolder per learner (the convention of ``grade``)."""
+    learners = {
+        "ada": {},
+        "cy": {"numpy-batch-stats": UNBIASED_STATS, "numpy-forward": UNBIASED_FORWARD},
+        "dee": {"numpy-batch-stats": ALL_VALUES_STATS, "numpy-forward": ALL_VALUES_FORWARD},
+        "eve": {"numpy-forward": NOT_RESHAPED_FORWARD},
+    }
+    for name, answers in learners.items():
+        made.write(made.chapter_notebook(CHAPTER2, answers), folder / name / f"{CHAPTER2}.ipynb")
+    made.write(
+        made.chapter_notebook(CHAPTER2, default="stub"), folder / "ben" / f"{CHAPTER2}.ipynb"
+    )
+    made.write(
+        made.chapter_notebook(CHAPTER4, {"running-stats-update": KERAS_UPDATE}),
+        folder / "eve" / f"{CHAPTER4}.ipynb",
+    )
+
+
+@pytest.mark.slow
+def test_a_class_is_graded_in_one_command(tmp_path):
+    make_class(tmp_path / "class")
+    out = {name: tmp_path / name for name in ("grades.csv", "class.md", "grades.json")}
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "bncourse", "grade", str(tmp_path / "class"),
+            "--jobs", "2", "--timeout", "30",
+            "--gradebook", str(out["grades.csv"]),
+            "--class-report", str(out["class.md"]),
+            "--json", str(out["grades.json"]),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr, run.stderr
+    rows = list(csv.DictReader(out["grades.csv"].open()))
+    points = {row["learner"]: (row["total"], row["max"]) for row in rows}
+    assert points == {
+        "ada": ("2", "5"),
+        "ben": ("0", "5"),
+        "cy": ("0", "5"),
+        "dee": ("0", "5"),
+        "eve": ("3", "5"),
+    }
+    assert list(rows[0])[1:4] == ["numpy-batch-stats", "numpy-forward", "state-sizes"]
+    report = out["class.md"].read_text()
+    assert "5 learners: ada, ben, cy, dee, eve." in report
+    forward = report.split("(`numpy-forward`)")[1].split("###")[0]
+    assert "/notebooks/02_numpy_forward.html#ex-numpy-forward" in forward
+    for cause, who in [
+        ("unbiased variance", "cy"),
+        ("statistics over all values instead of per channel", "dee"),
+        ("gamma and beta are not reshaped", "eve"),
+    ]:
+        line = next(line for line in forward.splitlines() if cause in line)
+        assert line.startswith("- **1** x ") and line.endswith(f"({who})"), line
+    results = json.loads(out["grades.json"].read_text())["results"]
+    keras = next(r for r in results if r["exercise"] == "running-stats-update")
+    assert "Keras/TensorFlow and CS231n convention" in keras["message"]
+    assert keras["learner"] == "eve"

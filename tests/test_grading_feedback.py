@@ -1,0 +1,121 @@
+"""Issue 15's feedback for learners: the smallest failing batch, the convention probe, two
+newly named misconceptions, and answers rebuilt from base types before they are compared.
+
+Each wrong answer is written the way a learner would write it (never taken from
+bncourse.exercises) and checked in this process with ``check`` (the judge runs the same
+``judge``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bncourse.checks import CheckFailed, check
+from bncourse.grading.plain import NotPlain, plain
+
+
+def failure(exercise_id: str, candidate) -> str:
+    with pytest.raises(CheckFailed) as raised:
+        check(exercise_id, candidate)
+    return str(raised.value)
+
+
+def test_statistics_over_all_values_are_named_and_shrunk_to_two_channels():
+    def batch_stats(x):
+        return x.mean(), x.var()
+
+    message = failure("numpy-batch-stats", batch_stats)
+    assert "statistics over all values instead of per channel" in message
+    assert "Smallest failing batch: x of shape (2, 1) =" in message
+    assert "your mean: 0.5 (shape ())   expected: [0.5] (shape (1))" in message
+
+
+def test_a_wrong_forward_is_shown_on_the_smallest_batch():
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(
+            x.var(axis=axes, ddof=1, keepdims=True) + eps
+        )
+        return gamma.reshape(shape) * xhat + beta.reshape(shape)
+
+    message = failure("numpy-forward", batchnorm_forward)
+    assert "Likely cause: unbiased variance" in message
+    assert "Smallest failing batch: x of shape (2, 1) =" in message
+    assert "your output =" in message and "expected =" in message
+
+
+def test_gamma_and_beta_not_reshaped_for_sequences_is_named():
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        axes = (0,) + tuple(range(2, x.ndim))
+        xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(
+            x.var(axis=axes, keepdims=True) + eps
+        )
+        return gamma * xhat + beta
+
+    message = failure("numpy-forward", batchnorm_forward)
+    assert "gamma and beta are not reshaped for (N, C, L)" in message
+    assert "(1, C, 1, ...)" in message
+
+
+def test_the_probe_says_which_convention_a_running_update_follows():
+    def update_running_stats(running_mean, running_var, x, momentum, num_batches_tracked):
+        dims = [0] + list(range(2, x.ndim))  # Keras/CS231n: momentum weighs the old value
+        return (
+            momentum * running_mean + (1 - momentum) * x.mean(dim=dims),
+            momentum * running_var + (1 - momentum) * x.var(dim=dims, correction=0),
+        )
+
+    message = failure("running-stats-update", update_running_stats)
+    assert "Which BatchNorm did you write?" in message
+    assert "weighs the batch by 0.9" in message and "variance of 2.667" in message
+    assert "the Keras/TensorFlow and CS231n convention" in message
+    assert "momentum_pytorch = 1 - momentum_keras" in message
+
+
+def test_the_probe_finds_eps_outside_the_root_in_evaluation_mode():
+    def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+        dims = [0] + list(range(2, x.ndim))
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        if training:
+            mean, var = x.mean(dim=dims), x.var(dim=dims, correction=0)
+            with torch.no_grad():
+                running_mean.mul_(1 - momentum).add_(momentum * mean)
+                running_var.mul_(1 - momentum).add_(momentum * x.var(dim=dims, correction=1))
+        else:
+            mean, var = running_mean, running_var
+        xhat = (x - mean.view(shape)) / (torch.sqrt(var.view(shape)) + eps)
+        return weight.view(shape) * xhat + bias.view(shape)
+
+    message = failure("batchnorm-modes", batch_norm)
+    assert "That is PyTorch's own convention." in message
+    assert "your eps is outside the square root" in message
+
+
+def test_answers_are_rebuilt_from_base_types():
+    class Agree(np.ndarray):
+        def __eq__(self, other):
+            return np.ones(np.shape(self), dtype=bool)
+
+        def __array_function__(self, func, types, args, kwargs):
+            return True
+
+    lying = np.zeros(3).view(Agree)
+    assert np.allclose(lying, np.ones(3)) is True  # what the checker would have believed
+    rebuilt = plain((lying, [np.float64(2.0)], {"k": 3}))
+    assert type(rebuilt[0]) is np.ndarray and not np.allclose(rebuilt[0], np.ones(3))
+    assert rebuilt[1] == [2.0] and rebuilt[2] == {"k": 3}
+
+    class Always(float):
+        def __eq__(self, other):
+            return True
+
+    assert type(plain(Always(1.5))) is float and plain(Always(1.5)) != 2.0
+    with pytest.raises(NotPlain):
+        plain(np.array([object()]))
+
+    class Sneaky(torch.Tensor):
+        pass
+
+    assert type(plain(torch.zeros(2).as_subclass(Sneaky))) is torch.Tensor

@@ -1,0 +1,140 @@
+"""Issue 15's breaking inputs: every notebook gets a report, in bounded time, whatever it does.
+
+A cell that ignores SIGINT, a function that writes to descriptor 1 without a newline, a
+schema-invalid notebook among valid ones, control characters in a learner's message, a cell
+that kills the grading process, children that outlive the kernel, and timeouts that are not
+positive. Timeouts are short (a few seconds) to keep these tests fast.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import grading_notebooks as made
+import pytest
+
+from bncourse import grader
+
+ROOT = Path(__file__).resolve().parents[1]
+# The per-cell timeout of the tests that wait for one: long enough for any honest cell of
+# the made chapters (their imports take about 3 s on a loaded 2-core machine), short enough
+# to keep each test under a minute or two.
+SHORT_TIMEOUT = 12
+CHAPTER1 = "01_what_batchnorm_does"
+
+
+def grade(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "bncourse", "grade", *args],
+        cwd=ROOT,
+        capture_output=True,  # a child holding stdout would block this (issue 15, input 13)
+        text=True,
+        timeout=600,
+    )
+    return run, time.monotonic() - start
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+def test_a_cell_that_ignores_sigint_is_skipped_within_about_twice_the_timeout(tmp_path):
+    stubborn = (
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "while True:\n    time.sleep(0.01)"
+    )
+    path = made.write(
+        made.chapter_notebook(CHAPTER1, extra=(stubborn,)), tmp_path / f"{CHAPTER1}.ipynb"
+    )
+    start = time.monotonic()
+    run = grader.run_notebook(path, timeout=SHORT_TIMEOUT)
+    elapsed = time.monotonic() - start
+    assert {r.status for r in run.results} == {"passed"}, run.results
+    assert any("could not be interrupted" in note for note in run.notes), run.notes
+    assert elapsed < 8 * SHORT_TIMEOUT, elapsed  # the timeout twice, a new kernel, the judge
+
+
+@pytest.mark.slow
+def test_every_notebook_gets_a_report_and_no_process_outlives_the_grading(tmp_path):
+    """Inputs 10-13 in one command: fd-1 writes, an invalid notebook, control characters,
+    a cell that kills its parent, a child that holds stdout; the others are still graded."""
+    pid_file = tmp_path / "child.pid"
+    quiet_writer = made.solution("standardize").replace(
+        '"""\n', '"""\n    import os\n    os.write(1, b"no newline here")\n', 1
+    )
+    shouting = 'def expected_std(n, c):\n    raise ValueError("bad\\x00\\x1b[31m\\x07 value\\x0c")'
+    spawner = (
+        "import subprocess\n"
+        "child = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))"
+    )
+    folder = tmp_path / "subs"
+    made.write(
+        made.chapter_notebook(
+            CHAPTER1,
+            {"standardize": quiet_writer, "expected-std": shouting},
+            extra=(spawner,),
+        ),
+        folder / f"{CHAPTER1}.ipynb",
+    )
+    invalid = made.chapter_notebook("02_numpy_forward")
+    text = json.loads(json.dumps(invalid))
+    text["cells"][1]["source"] = 42  # not the notebook schema
+    (folder / "02_numpy_forward.ipynb").write_text(json.dumps(text))
+    made.write(
+        made.chapter_notebook(
+            "09_beyond_one_device",
+            extra=("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",),
+        ),
+        folder / "09_beyond_one_device.ipynb",
+    )
+    reports = ["--json", str(tmp_path / "g.json"), "--junit", str(tmp_path / "g.xml")]
+    run, elapsed = grade(str(folder), "--timeout", "10", *reports)
+    assert run.returncode == 1 and "Traceback" not in run.stdout + run.stderr, run.stderr
+    assert elapsed < 240, elapsed
+    results = json.loads((tmp_path / "g.json").read_text())["results"]
+    by = {(Path(r["notebook"]).stem[:2], r["exercise"]): r for r in results}
+    assert by[("01", "standardize")]["status"] == "passed", by[("01", "standardize")]
+    assert by[("01", "extreme-batch")]["status"] == "passed"
+    assert by[("01", "expected-std")]["status"] == "failed"
+    assert "\x1b" in by[("01", "expected-std")]["message"]
+    assert by[("02", "(notebook)")]["status"] == "error"
+    assert "is not a valid Jupyter notebook" in by[("02", "(notebook)")]["message"]
+    killed = [r for r in results if r["notebook"].endswith("09_beyond_one_device.ipynb")]
+    assert killed and all("was killed (signal 9)" in r["message"] for r in killed), killed
+    suites = ET.parse(tmp_path / "g.xml").getroot()  # valid XML, the characters escaped
+    assert "\\x1b" in ET.tostring(suites, encoding="unicode")
+    assert not alive(int(pid_file.read_text())), "a process the notebook started survived"
+
+
+@pytest.mark.slow
+def test_a_cell_that_writes_into_the_kernels_sockets_still_gets_a_report(tmp_path):
+    scribbler = (
+        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'garbage')\n"
+        "    except OSError:\n        pass"
+    )
+    path = made.write(
+        made.chapter_notebook(CHAPTER1, extra=(scribbler,)), tmp_path / f"{CHAPTER1}.ipynb"
+    )
+    start = time.monotonic()
+    results = grader.grade_notebook(path, timeout=SHORT_TIMEOUT)
+    assert time.monotonic() - start < 15 * SHORT_TIMEOUT
+    assert [r.exercise for r in results] == made.chapter_exercises(CHAPTER1)
+    assert all(r.status in grader.SYMBOL and r.message for r in results), results
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])
+def test_the_timeout_must_be_a_positive_number(tmp_path, value):
+    run, _ = grade(str(ROOT / "exercises"), "--timeout", value)
+    assert run.returncode == 2 and "--timeout" in run.stderr and "Traceback" not in run.stderr
