@@ -81,10 +81,16 @@ class Result:
     message: str
     seconds: float = 0.0
     learner: str = ""
+    credit: float = 0.0  # of a failed answer with independent parts: the fraction right
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def points(self) -> float:
+        """1 for a pass; for a failure, the fraction of its independent parts that are right."""
+        return 1.0 if self.passed else (self.credit if self.status == "failed" else 0.0)
 
 
 @dataclass
@@ -245,9 +251,8 @@ def run_notebook(
         status_found = str(found.get("status", "error"))
         if status_found not in SYMBOL:
             status_found = "error"
-        results.append(
-            Result(name, ex.id, status_found, message, float(found.get("seconds", 0.0)), learner)
-        )
+        seconds, credit = float(found.get("seconds", 0.0)), float(found.get("credit", 0.0))
+        results.append(Result(name, ex.id, status_found, message, seconds, learner, credit))
     for result in results:
         result.seconds = result.seconds or round(elapsed / len(results), 3)
     after = manifest()
@@ -414,7 +419,10 @@ def summary_line(results: list[Result]) -> str:
     passed = sum(r.passed for r in results)
     counts = {status: sum(r.status == status for r in results) for status in SYMBOL}
     rest = ", ".join(f"{n} {status}" for status, n in counts.items() if n and status != "passed")
-    return f"{passed}/{len(results)} exercises passed" + (f" ({rest})" if rest else "")
+    line = f"{passed}/{len(results)} exercises passed" + (f" ({rest})" if rest else "")
+    if any(0 < r.points < 1 for r in results):  # partial credit: say what it adds up to
+        line += f"; {sum(r.points for r in results):.2f} of {len(results)} points"
+    return line
 
 
 def format_table(results: list[Result], width: int = 100) -> str:
@@ -443,7 +451,8 @@ def write_json(results: list[Result], path: Path) -> None:
     data = {
         "passed": all(r.passed for r in results) and bool(results),
         "summary": summary_line(results),
-        "results": [asdict(r) for r in results],
+        "points": round(sum(r.points for r in results), 4),
+        "results": [{**asdict(r), "points": round(r.points, 4)} for r in results],
     }
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
 

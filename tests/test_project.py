@@ -516,3 +516,12 @@ def test_every_module_is_listed_and_imports_only_the_ones_listed_before_it():
             path = package / name if (package / name).is_dir() else package / f"{name}.py"
             upward = _imported_modules(path) - allowed - {name}
             assert not upward, f"bncourse.{name} imports {upward}, listed after it"
+
+
+def test_the_class_report_links_to_where_the_book_is_published():
+    """publish.yml deploys to GitHub Pages, whose address follows from the repository's."""
+    from bncourse.grading.classroom import BOOK_URL
+
+    repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    owner, name = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+)", repository).groups()
+    assert BOOK_URL == f"https://{owner}.github.io/{name}"

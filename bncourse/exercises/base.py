@@ -27,6 +27,7 @@ least ~1e-2 on the chosen inputs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ import numpy as np
 __all__ = [
     "CheckFailed",
     "NotAttempted",
+    "Parts",
     "Exercise",
     "EXERCISES",
     "FEEDBACK",
@@ -54,7 +56,15 @@ __all__ = [
 
 
 class CheckFailed(AssertionError):
-    """An exercise's answer is wrong; the message says how, for the learner."""
+    """An exercise's answer is wrong; the message says how, for the learner.
+
+    ``credit`` is the fraction of the exercise's points the answer still earns: 0 unless the
+    exercise has independent parts (:class:`Parts`) and some of them are right.
+    """
+
+    def __init__(self, message: str = "", *, credit: float = 0.0) -> None:
+        super().__init__(message)
+        self.credit = credit
 
     def _render_traceback_(self) -> list[str]:
         # IPython shows this instead of a traceback: the message is what the learner needs,
@@ -64,6 +74,75 @@ class CheckFailed(AssertionError):
 
 class NotAttempted(CheckFailed):
     """The exercise still raises ``NotImplementedError``: it has not been attempted yet."""
+
+
+class Parts:
+    """The independent parts of one answer (``dx``, ``dgamma``, ``dbeta``, say), each judged
+    on its own, for partial credit::
+
+        parts = Parts("dx", "dgamma", "dbeta")
+        for case in cases:
+            with parts.case():
+                dx, dgamma, dbeta = batchnorm_backward(...)
+                with parts.judging("dbeta"):
+                    compare(f"dbeta from {name}", dbeta, right_dbeta)
+                ...
+        parts.verdict()  # raises CheckFailed naming every wrong part, credit = right / all
+
+    A part earns its share only if it is right on every case; its first failure is the one
+    reported, and a wrong part does not stop the others being judged. When the learner's
+    function raises before any part has failed, the check ends there with no credit, as
+    without parts; when it raises on a later case (a wrong answer may break on the next
+    shape), the first failure stays the diagnosis and no part earns credit, since none was
+    shown right on every case.
+    """
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+        self.failures: dict[str, CheckFailed] = {}
+        self.crashed: Exception | None = None
+
+    @contextmanager
+    def case(self) -> Iterator[None]:
+        try:
+            yield
+        except CheckFailed:
+            raise
+        except Exception as error:
+            if not self.failures:
+                raise
+            self.crashed = self.crashed or error
+
+    @contextmanager
+    def judging(self, name: str) -> Iterator[None]:
+        if name not in self.names:
+            raise ValueError(f"{name!r} is not one of the parts {self.names}")
+        try:
+            yield
+        except NotAttempted:
+            raise
+        except CheckFailed as failure:
+            self.failures.setdefault(name, failure)
+
+    def verdict(self) -> None:
+        if not self.failures:
+            return
+        right = [name for name in self.names if name not in self.failures]
+        wrong = [name for name in self.names if name in self.failures]
+        message = "\n".join(str(self.failures[name]) for name in wrong)
+        if self.crashed is not None:
+            error = self.crashed
+            message += (
+                f"\n(and on a later case your function raised {type(error).__name__}: {error}; "
+                "no part was shown right on every case, so none earns partial credit)"
+            )
+            right = []
+        elif right:
+            message += (
+                f"\n(right: {', '.join(right)}; {len(right)} of the {len(self.names)} parts, "
+                "for partial credit)"
+            )
+        raise CheckFailed(message, credit=len(right) / len(self.names))
 
 
 @dataclass(frozen=True)

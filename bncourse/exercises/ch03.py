@@ -13,7 +13,7 @@ import numpy as np
 from .. import numpy_bn
 from ..conventions import channel_shape, reduce_axes
 from ..gradcheck import forward_difference
-from .base import CheckFailed, Mistakes, compare, exercise, rng, tuple_text, unpack
+from .base import CheckFailed, Mistakes, Parts, compare, exercise, rng, tuple_text, unpack
 
 CHAPTER = "03_backward_by_hand"
 
@@ -93,34 +93,40 @@ def sum_over_axis_0(a: np.ndarray) -> np.ndarray:
     signature="batchnorm_backward(dout, x, gamma, eps=1e-5) -> (dx, dgamma, dbeta)",
 )
 def check_backward(batchnorm_backward: Callable[..., Any]) -> str:
+    parts = Parts("dx", "dgamma", "dbeta")  # independent: each earns a third of the points
     for case in backward_cases():
-        x, gamma, dout, eps = case["x"], case["gamma"], case["dout"], case["eps"]
-        name = f"batchnorm_backward for x of shape {tuple_text(x.shape)}"
-        result = batchnorm_backward(dout.copy(), x.copy(), gamma.copy(), eps=eps)
-        dx, dgamma, dbeta = unpack(name, result, ("dx", "dgamma", "dbeta"))
-        _, cache = numpy_bn.forward_train(x, gamma, None, eps)
-        right_dx, right_dgamma, right_dbeta = numpy_bn.backward(dout, cache)
-        compare(
-            f"dbeta from {name}",
-            dbeta,
-            right_dbeta,
-            mistakes={
-                "dgamma and dbeta are swapped": right_dgamma,
-                "dbeta should sum dout over every axis but 1": sum_over_axis_0(dout),
-            },
-        )
-        compare(
-            f"dgamma from {name}",
-            dgamma,
-            right_dgamma,
-            mistakes={
-                "dgamma and dbeta are swapped": right_dbeta,
-                "dgamma should sum dout * xhat over every axis but 1": sum_over_axis_0(
-                    dout * cache.xhat
-                ),
-            },
-        )
-        compare(f"dx from {name}", dx, right_dx, mistakes=DX.answers(dout, x, gamma, eps))
+        with parts.case():
+            x, gamma, dout, eps = case["x"], case["gamma"], case["dout"], case["eps"]
+            name = f"batchnorm_backward for x of shape {tuple_text(x.shape)}"
+            result = batchnorm_backward(dout.copy(), x.copy(), gamma.copy(), eps=eps)
+            dx, dgamma, dbeta = unpack(name, result, ("dx", "dgamma", "dbeta"))
+            _, cache = numpy_bn.forward_train(x, gamma, None, eps)
+            right_dx, right_dgamma, right_dbeta = numpy_bn.backward(dout, cache)
+            with parts.judging("dbeta"):
+                compare(
+                    f"dbeta from {name}",
+                    dbeta,
+                    right_dbeta,
+                    mistakes={
+                        "dgamma and dbeta are swapped": right_dgamma,
+                        "dbeta should sum dout over every axis but 1": sum_over_axis_0(dout),
+                    },
+                )
+            with parts.judging("dgamma"):
+                compare(
+                    f"dgamma from {name}",
+                    dgamma,
+                    right_dgamma,
+                    mistakes={
+                        "dgamma and dbeta are swapped": right_dbeta,
+                        "dgamma should sum dout * xhat over every axis but 1": sum_over_axis_0(
+                            dout * cache.xhat
+                        ),
+                    },
+                )
+            with parts.judging("dx"):
+                compare(f"dx from {name}", dx, right_dx, mistakes=DX.answers(dout, x, gamma, eps))
+    parts.verdict()
     return "dx, dgamma, dbeta match the analytic gradients for (N, C) and (N, C, H, W)"
 
 

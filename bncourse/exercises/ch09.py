@@ -9,7 +9,7 @@ import numpy as np
 
 from ..conventions import merge_stats, normalize_over
 from ..norm_family import reduced_axes
-from .base import Mistakes, compare, compare_number, exercise, rng, tuple_text, unpack
+from .base import Mistakes, Parts, compare, compare_number, exercise, rng, tuple_text, unpack
 
 CHAPTER = "09_beyond_one_device"
 
@@ -188,18 +188,28 @@ def bias_without_beta(weight, bias, running_mean, running_var, gamma, beta, eps)
     "(weight, bias)",
 )
 def check_fold_batchnorm(fold_bn: Callable[..., Any]) -> str:
+    parts = Parts("weight", "bias")  # independent: each earns half of the points
     for case in fold_cases():
-        name = f"fold_bn for a weight of shape {tuple_text(case['weight'].shape)}"
-        copies = {k: v.copy() for k, v in case.items()}
-        weight, bias = unpack(name, fold_bn(**copies, eps=1e-5), ("weight", "bias"))
-        right_weight, right_bias = folded(**case, eps=1e-5)
-        compare(
-            f"the weight from {name}",
-            weight,
-            right_weight,
-            mistakes=WEIGHT.answers(**case, eps=1e-5),
-        )
-        compare(f"the bias from {name}", bias, right_bias, mistakes=BIAS.answers(**case, eps=1e-5))
+        with parts.case():
+            name = f"fold_bn for a weight of shape {tuple_text(case['weight'].shape)}"
+            copies = {k: v.copy() for k, v in case.items()}
+            weight, bias = unpack(name, fold_bn(**copies, eps=1e-5), ("weight", "bias"))
+            right_weight, right_bias = folded(**case, eps=1e-5)
+            with parts.judging("weight"):
+                compare(
+                    f"the weight from {name}",
+                    weight,
+                    right_weight,
+                    mistakes=WEIGHT.answers(**case, eps=1e-5),
+                )
+            with parts.judging("bias"):
+                compare(
+                    f"the bias from {name}",
+                    bias,
+                    right_bias,
+                    mistakes=BIAS.answers(**case, eps=1e-5),
+                )
+    parts.verdict()
     return (
         "one scale per output channel, bias a * (b - running_mean) + beta, for Linear and "
         "Conv2d weights"

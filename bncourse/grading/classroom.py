@@ -12,8 +12,10 @@ exercise notebooks (named as in ``exercises/``: ``02_numpy_forward.ipynb``, ...)
 grades every notebook (each in its own processes, ``--jobs N`` at a time) and writes:
 
 * :func:`write_gradebook`: a CSV with a row per learner, one column per exercise (1 point for
-  a pass, 0 otherwise; an exercise of a chapter a learner did not hand in counts 0), the
-  total and the maximum -- plain comma-separated UTF-8 that spreadsheets and LMS import;
+  a pass; for a failed answer to an exercise with independent parts, such as ``dx``,
+  ``dgamma`` and ``dbeta``, the fraction of the parts that are right, to 2 decimals; 0
+  otherwise, and for an exercise of a chapter the learner did not hand in), the total and the
+  maximum -- plain comma-separated UTF-8 that spreadsheets and LMS import;
 * :func:`write_class_report`: Markdown that lists, per exercise, how many learners passed and
   the misconceptions the checkers named across the class, most frequent first, each with a
   link to the book section that teaches it (the exercise's chapter, at the exercise).
@@ -53,23 +55,28 @@ def _learner(result: Any) -> str:
     return result.learner or str(Path(result.notebook).parent.name or "learner")
 
 
+def _points(value: float) -> str:
+    """``1``, ``0`` or ``0.67``: whole points without decimals, a part to 2 decimals."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
 def write_gradebook(results: list[Any], path: Path) -> None:
     """The gradebook CSV (see the module docstring)."""
     from ..checks import EXERCISES
 
     seen = {r.exercise for r in results if r.exercise in EXERCISES}
     columns = [ex_id for ex_id in EXERCISES if ex_id in seen]
-    learners: dict[str, dict[str, int]] = {}
+    learners: dict[str, dict[str, float]] = {}
     for result in results:
         row = learners.setdefault(_learner(result), {})
         if result.exercise in EXERCISES:
-            row[result.exercise] = max(row.get(result.exercise, 0), int(result.passed))
+            row[result.exercise] = max(row.get(result.exercise, 0.0), result.points)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["learner", *columns, "total", "max"])
         for learner in sorted(learners):
-            points = [learners[learner].get(ex_id, 0) for ex_id in columns]
-            writer.writerow([learner, *points, sum(points), len(columns)])
+            points = [learners[learner].get(ex_id, 0.0) for ex_id in columns]
+            writer.writerow([learner, *map(_points, points), _points(sum(points)), len(columns)])
 
 
 def write_class_report(results: list[Any], path: Path, book_url: str = BOOK_URL) -> None:

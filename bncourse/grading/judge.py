@@ -18,7 +18,9 @@ runs longer than the timeout is killed ("timed out"); one that ends without a ve
 
 * request: ``{"package": dir, "timeout": s, "results": file, "exercises": [{"id",
   "candidate": file or null, "problem": null or {"status", "message"}}]}``;
-* results: ``{id: {"status", "message", "seconds"}}``, written when every exercise is done.
+* results: ``{id: {"status", "message", "credit", "seconds"}}`` (``credit``: the fraction of
+  the points a failed answer still earns, :class:`~bncourse.exercises.base.Parts`), written
+  when every exercise is done.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _verdict(entry: dict[str, Any]) -> dict[str, Any]:
     ex = EXERCISES[entry["id"]]
     data = Path(entry["candidate"]).read_bytes()
     guard = Guard(references_for(ex.id))
-    status, message = "error", ""
+    status, message, credit = "error", "", 0.0
     try:
         candidate = guard.load(lambda: cloudpickle.loads(data))
         guard.verify()
@@ -86,11 +88,12 @@ def _verdict(entry: dict[str, Any]) -> dict[str, Any]:
         except NotAttempted:
             status, message = "not attempted", "not attempted yet"
         except CheckFailed as failure:
-            status, message = "failed", str(failure)
+            status, message, credit = "failed", str(failure), float(failure.credit)
         except BaseException as error:  # SystemExit, KeyboardInterrupt, ...
             status, message = "error", f"your function raised {type(error).__name__}: {error}"
     if guard.references_used:
         used = ", ".join(dict.fromkeys(guard.references_used))
+        credit = 0.0
         status, message = (
             "failed",
             f"uses the reference: {ex.function} calls (or is) {used}, which this exercise asks "
@@ -99,8 +102,8 @@ def _verdict(entry: dict[str, Any]) -> dict[str, Any]:
     try:
         guard.verify()
     except Tampered as tampered:
-        status, message = "failed", str(tampered)
-    return {"status": status, "message": message}
+        status, message, credit = "failed", str(tampered), 0.0
+    return {"status": status, "message": message, "credit": credit if status == "failed" else 0.0}
 
 
 def _child(entry: dict[str, Any], write_fd: int) -> None:
@@ -163,9 +166,10 @@ def _judge_one(entry: dict[str, Any], timeout: float) -> dict[str, Any]:
         }
     try:
         verdict = json.loads(b"".join(chunks))
-        if set(verdict) != {"status", "message"}:
+        if not {"status", "message"} <= set(verdict) <= {"status", "message", "credit"}:
             raise ValueError(verdict)
-    except ValueError:
+        verdict["credit"] = min(max(float(verdict.get("credit", 0.0)), 0.0), 1.0)
+    except (ValueError, TypeError, AttributeError):
         why = (
             f"killed by signal {os.WTERMSIG(status)}"
             if os.WIFSIGNALED(status)

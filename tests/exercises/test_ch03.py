@@ -146,3 +146,23 @@ RIGHT = {
     test_right_answers_pass_with_one_line,
     test_a_stub_is_not_attempted,
 ) = standard_tests(CHAPTER, RIGHT)
+
+
+def test_a_backward_with_one_wrong_part_earns_the_other_two():
+    """dx, dgamma and dbeta are judged independently: partial credit, every wrong part named."""
+
+    def wrong_dx_only(dout, x, gamma, eps=1e-5):
+        dx, dgamma, dbeta = right_backward(dout, x, gamma, eps)
+        return 2 * dx, dgamma, dbeta
+
+    with pytest.raises(CheckFailed, match=r"(?s)dx from .*right: dgamma, dbeta; 2 of the 3") as one:
+        check("numpy-backward", wrong_dx_only)
+    assert one.value.credit == pytest.approx(2 / 3)
+
+    def swapped_and_wrong_dx(dout, x, gamma, eps=1e-5):
+        dx, dgamma, dbeta = right_backward(dout, x, gamma, eps)
+        return 0 * dx, dbeta, dgamma
+
+    with pytest.raises(CheckFailed, match=r"(?s)dx from .*dgamma from .*dbeta from") as none:
+        check("numpy-backward", swapped_and_wrong_dx)
+    assert none.value.credit == 0 and "partial credit" not in str(none.value)

@@ -180,3 +180,33 @@ RIGHT = {
     test_right_answers_pass_with_one_line,
     test_a_stub_is_not_attempted,
 ) = standard_tests(CHAPTER, RIGHT)
+
+
+def test_a_fold_with_the_right_weight_earns_half():
+    def right_weight_wrong_bias(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5):
+        a = gamma / np.sqrt(running_var + eps)
+        return weight * a.reshape((-1,) + (1,) * (weight.ndim - 1)), bias + beta
+
+    with pytest.raises(
+        CheckFailed, match=r"(?s)the bias from .*right: weight; 1 of the 2"
+    ) as failed:
+        check("fold-batchnorm", right_weight_wrong_bias)
+    assert failed.value.credit == 0.5
+
+
+def test_a_fold_that_breaks_on_a_later_shape_earns_no_partial_credit():
+    """The weight is right for the square Linear weight but broadcasts wrongly for a Conv2d's:
+    the first failure is the diagnosis, and no part was shown right on every case."""
+
+    def inputs_axis(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5):
+        a = gamma / np.sqrt(running_var + eps)
+        return weight * a.reshape((-1,) + (1,) * (weight.ndim - 1)), bias + beta
+
+    def square_only(weight, bias, running_mean, running_var, gamma, beta, eps=1e-5):
+        if weight.ndim > 2:
+            raise ValueError("operands could not be broadcast")
+        return inputs_axis(weight, bias, running_mean, running_var, gamma, beta, eps)
+
+    with pytest.raises(CheckFailed, match=r"(?s)the bias from .*raised ValueError") as failed:
+        check("fold-batchnorm", square_only)
+    assert failed.value.credit == 0
