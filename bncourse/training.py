@@ -31,7 +31,9 @@ Conventions:
 
 Functions: :func:`load_digits`, :func:`mlp`, :func:`cnn`, :func:`make_model`,
 :func:`init_weights`, :func:`perturb`, :func:`train`, :func:`evaluate`, :func:`batchnorm_layers`,
-:func:`freeze_batchnorm`, :func:`activations`.
+:func:`freeze_batchnorm`, :func:`recompute_batchnorm_statistics`, :func:`activations`; the
+module :class:`ShiftNoise` ("noisy BatchNorm", chapter 7) and the recorder :class:`Diagnostics`
+(per-layer activations, gradients, zero fraction and update-to-weight ratio during training).
 """
 
 from __future__ import annotations
@@ -60,7 +62,11 @@ __all__ = [
     "evaluate",
     "batchnorm_layers",
     "freeze_batchnorm",
+    "recompute_batchnorm_statistics",
     "activations",
+    "ShiftNoise",
+    "noisy_batchnorm",
+    "Diagnostics",
 ]
 
 NORMS = ("none", "batch", "layer", "group")
@@ -241,6 +247,8 @@ class History:
 
     ``step_loss``: the training loss of every step (as the optimizer saw it, in training
     mode).  ``test_loss``/``test_accuracy``: after every epoch, in eval mode on the test set.
+    ``train_loss``: after every epoch, in eval mode on the whole training set, recorded only
+    when :func:`train` is given ``stop_at_train_loss`` (it costs one more pass).
     ``diverged``: the loss became non-finite; training stopped there and the remaining
     epochs are recorded as ``nan`` loss and chance accuracy 0.1.
     """
@@ -248,6 +256,7 @@ class History:
     step_loss: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
     diverged: bool = False
 
     @property
@@ -265,6 +274,9 @@ def train(
     momentum: float = 0.9,
     seed: int = 0,
     frozen_batchnorm: bool = False,
+    steps: int | None = None,
+    stop_at_train_loss: float | None = None,
+    monitor: Diagnostics | None = None,
 ) -> History:
     """Train ``model`` with SGD (with momentum) on cross-entropy; returns its :class:`History`.
 
@@ -274,7 +286,18 @@ def train(
     set in eval mode; it is left in training mode.  ``frozen_batchnorm=True`` applies
     :func:`freeze_batchnorm` after ``model.train()`` at the start of every epoch
     (fine-tuning with frozen BatchNorm: SGD skips the parameters that get no gradient).
+
+    ``steps``: stop after this many SGD steps instead (``epochs`` is then ignored; the last
+    epoch may be partial and is evaluated like the others), so that runs with different
+    batch sizes can be compared at the same number of steps.  ``stop_at_train_loss``: after
+    every epoch also record the training loss (eval mode, whole training set) and stop once
+    it is at or below this value (at most ``epochs`` epochs): runs compared at a matched
+    training loss.  ``monitor``: a :class:`Diagnostics` attached to ``model``, told of every
+    step (``before_step`` after the backward pass, ``after_step`` after the update).
     """
+    if steps is not None:
+        per_epoch = (len(data.train_y) - batch_size) // batch_size + 1
+        epochs = -(-steps // per_epoch)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     loss_fn = nn.CrossEntropyLoss()
@@ -293,8 +316,14 @@ def train(
                 break
             optimizer.zero_grad()
             loss.backward()
+            if monitor is not None:
+                monitor.before_step()
             optimizer.step()
+            if monitor is not None:
+                monitor.after_step()
             history.step_loss.append(loss.item())
+            if steps is not None and len(history.step_loss) == steps:
+                break
         if history.diverged:
             missing = epochs - len(history.test_loss)
             history.test_loss += [math.nan] * missing
@@ -303,6 +332,10 @@ def train(
         test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y)
         history.test_loss.append(test_loss)
         history.test_accuracy.append(test_accuracy)
+        if stop_at_train_loss is not None:
+            history.train_loss.append(evaluate(model, data.train_x, data.train_y)[0])
+            if history.train_loss[-1] <= stop_at_train_loss:
+                break
     model.train()
     return history
 
@@ -335,6 +368,148 @@ def evaluate(
             total_loss += nn.functional.cross_entropy(logits, y[index], reduction="sum").item()
             correct += int((logits.argmax(dim=1) == y[index]).sum())
     return total_loss / len(y), correct / len(y)
+
+
+def recompute_batchnorm_statistics(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 64
+) -> nn.Module:
+    """Replace the running statistics of every BatchNorm layer of ``model`` by those of ``x``.
+
+    The fix for a model that is worse in eval mode because its running averages lag the
+    weights or came from small batches: each BatchNorm layer is reset
+    (``reset_running_stats``) and given ``momentum=None``, which makes its running mean and
+    variance the plain average over all the batches it then sees; ``x`` (shape ``(N, ...)``)
+    goes through ``model`` once, in training mode, in consecutive batches of ``batch_size``
+    (a last partial batch is dropped, as in :func:`train`), without gradients.  The weights,
+    gamma and beta are not changed; each layer's momentum and every module's mode are put
+    back.  Returns ``model``.
+    """
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    modes = {module: module.training for module in model.modules()}
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(x) - batch_size + 1, batch_size):
+                model(x[start : start + batch_size])
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        for module, mode in modes.items():
+            module.training = mode
+    return model
+
+
+class ShiftNoise(nn.Module):
+    """Noise with a non-zero mean and a non-unit variance that change at every step.
+
+    Santurkar et al. (2018) put such noise right after each BatchNorm layer ("noisy
+    BatchNorm") to undo what BatchNorm does to the distribution of the next layer's input.
+    Here, in training mode, every forward call draws for each channel ``j`` a shift
+    ``mu_j ~ U(-shift, shift)`` and a factor ``s_j ~ U(1 / scale, scale)`` (uniform on a log
+    scale) and returns ``s_j * x + mu_j``: each channel's mean and variance jump from one step
+    to the next, so the next layer's input distribution changes at every step, BatchNorm or
+    not.  In eval mode it is the identity (the median transformation).  Random numbers come
+    from the module's own generator seeded with ``seed``.  Input ``(N, C)`` or
+    ``(N, C, *spatial)``.
+    """
+
+    def __init__(self, shift: float = 1.0, scale: float = 2.0, seed: int = 0) -> None:
+        super().__init__()
+        self.shift, self.scale = shift, scale
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+        draw = dict(generator=self.generator, dtype=x.dtype)
+        mu = (2 * torch.rand(shape, **draw) - 1) * self.shift
+        s = self.scale ** (2 * torch.rand(shape, **draw) - 1)
+        return s * x + mu
+
+    def extra_repr(self) -> str:
+        return f"shift={self.shift}, scale={self.scale}"
+
+
+def noisy_batchnorm(model: nn.Sequential, shift: float = 1.0, scale: float = 2.0, seed: int = 0):
+    """A copy of ``model`` with a :class:`ShiftNoise` right after every BatchNorm layer (the
+    ``k``-th seeded with ``seed + k``)."""
+    layers: list[nn.Module] = []
+    for module in copy.deepcopy(model):
+        layers.append(module)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            layers.append(ShiftNoise(shift, scale, seed + len(layers)))
+    return nn.Sequential(*layers)
+
+
+class Diagnostics:
+    """Records what happens inside ``model`` during :func:`train` (``train(..., monitor=it)``).
+
+    Layers: the hidden layers are the ReLUs of ``model`` (one per hidden block), the weighted
+    layers every ``Linear``/``Conv2d`` (the hidden ones and the output layer).  At every step:
+
+    * ``zero_fraction[t][l]``: the fraction of the outputs of ReLU ``l`` that are exactly 0
+      in step ``t``'s forward pass (the units that pass no gradient for that sample);
+    * ``update_ratio[t][l]``: ``||W_after - W_before|| / ||W_before||`` for the weight of the
+      ``l``-th weighted layer (Frobenius norms): the size of the SGD update (learning rate
+      times gradient with momentum) relative to the weights;
+
+    and at the steps in ``snapshot_steps`` (counted from 0) the values themselves, as float64
+    NumPy arrays of the layer's shape: ``inputs[t][l]``, the input of ReLU ``l`` (the
+    pre-activation), and ``gradients[t][l]``, the gradient of the loss with respect to it.
+    Call :meth:`remove` to detach the hooks.
+    """
+
+    def __init__(self, model: nn.Module, snapshot_steps: tuple[int, ...] = ()) -> None:
+        self.relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+        self.weighted = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        self.snapshot_steps = set(snapshot_steps)
+        self.step = 0
+        self.zero_fraction: list[list[float]] = []
+        self.update_ratio: list[list[float]] = []
+        self.inputs: dict[int, list[np.ndarray]] = {}
+        self.gradients: dict[int, list[np.ndarray]] = {}
+        self._zeros: list[float] = []
+        self._hooks = [relu.register_forward_hook(self._forward) for relu in self.relus]
+        self._before: list[torch.Tensor] = []
+
+    def _forward(self, module, inputs, output) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return  # evaluation passes are not training steps
+        self._zeros.append(float((output == 0).double().mean()))
+        if self.step in self.snapshot_steps:
+            layer = self.relus.index(module)
+            self.inputs.setdefault(self.step, []).append(inputs[0].detach().double().numpy())
+            grads = self.gradients.setdefault(self.step, [None] * len(self.relus))
+
+            def keep(grad, layer=layer, grads=grads):
+                grads[layer] = grad.detach().double().numpy()
+
+            inputs[0].register_hook(keep)
+
+    def before_step(self) -> None:
+        """Called by :func:`train` after ``backward`` and before ``optimizer.step``."""
+        self._before = [m.weight.detach().clone() for m in self.weighted]
+
+    def after_step(self) -> None:
+        """Called by :func:`train` right after ``optimizer.step``."""
+        self.update_ratio.append(
+            [
+                float((m.weight.detach() - w).norm() / w.norm())
+                for m, w in zip(self.weighted, self._before)
+            ]
+        )
+        self.zero_fraction.append(self._zeros[-len(self.relus) :])
+        self._zeros = []
+        self.step += 1
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
 
 
 def activations(model: nn.Sequential, x: torch.Tensor, of: type = nn.ReLU) -> list[torch.Tensor]:

@@ -181,3 +181,51 @@ def test_the_bandwidth_model_figure_is_labeled_predicted_and_draws_the_model():
             expected += [r["us"][gpus[1]][name] for r in selected]
         assert widths == pytest.approx(expected)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Chapter 7's diagnostics figures draw the data they are given
+# --------------------------------------------------------------------------------------------
+def test_gradient_histograms_count_the_nonzero_gradients_on_a_log_scale():
+    rng = np.random.default_rng(0)
+    g = [rng.normal(size=(32, 8)) * 10.0**-k for k in range(3)]
+    g[1][:16] = 0.0  # half of layer 2 switched off
+    fig = plots.gradient_histograms({"a": g, "b": [x * 2 for x in g]})
+    assert len(fig.axes) == 6
+    for ax, values in zip(fig.axes[:3], g):
+        assert sum(p.get_height() for p in ax.patches) == np.count_nonzero(values)
+    assert fig.axes[1].get_title().endswith(" 50% zero")
+    assert fig.axes[0].get_title().endswith(" 0% zero")
+    median = np.median(np.abs(g[2]))
+    assert f"median {median:.0e}" in fig.axes[2].get_title()
+    plt.close(fig)
+
+
+def test_zero_fractions_and_update_ratios_draw_one_smoothed_line_per_layer():
+    steps, layers, window = 40, 3, 5
+    values = np.linspace(0.1, 0.9, steps * layers).reshape(steps, layers)
+    for draw, log in ((plots.zero_fractions, False), (plots.update_ratios, True)):
+        fig = draw({"no norm": values, "BatchNorm": values[::-1]}, window=window)
+        assert [ax.get_title() for ax in fig.axes] == ["no norm", "BatchNorm"]
+        assert (fig.axes[0].get_yscale() == "log") == log
+        lines = [line for line in fig.axes[1].get_lines() if len(line.get_xdata()) > 2]
+        assert len(lines) == layers
+        expected = np.convolve(values[::-1][:, 2], np.ones(window) / window, mode="valid")
+        assert np.allclose(lines[2].get_ydata(), expected)
+        assert lines[2].get_xdata()[0] == window - 1, "a moving average ends at its last step"
+        plt.close(fig)
+
+
+def test_seed_bands_and_seed_spread_show_the_median_or_mean_and_the_range():
+    runs = [[1.0, 2.0, 3.0, 4.0], [3.0, 2.0, 1.0, 0.5, 9.0], [2.0, 2.0, 2.0, 2.0]]
+    fig = plots.seed_bands({"x": runs}, window=1)
+    (line,) = fig.axes[0].get_lines()
+    assert np.array_equal(line.get_ydata(), [2.0, 2.0, 2.0, 2.0]), "median, shortest length"
+    plt.close(fig)
+    values = np.array([[0.5, 0.9], [0.7, 0.95], [0.9, 1.0]])  # (seeds, points)
+    fig = plots.seed_spread([4, 64], {"a": values}, "batch size", "accuracy")
+    line = fig.axes[0].get_lines()[0]
+    assert np.allclose(line.get_ydata(), values.mean(0))
+    segments = fig.axes[0].collections[0].get_segments()  # the error bars: lowest to highest
+    assert np.allclose([s[:, 1] for s in segments], [[0.5, 0.9], [0.9, 1.0]])
+    plt.close(fig)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -282,4 +283,123 @@ def test_activations_are_the_relu_inputs():
     for a in found:  # training mode, gamma = 1, beta = 0: each feature standardized
         assert torch.allclose(a.mean(0), torch.zeros_like(a[0]), atol=1e-5)
         assert torch.allclose(a.var(0, unbiased=False), torch.ones_like(a[0]), atol=1e-3)
+    assert not any(m._forward_hooks for m in model.modules()), "hooks are removed"
+
+
+# --------------------------------------------------------------------------------------------
+# Steps, matched training loss, re-estimated statistics, noisy BatchNorm, diagnostics
+# --------------------------------------------------------------------------------------------
+def test_steps_overrides_epochs_and_stops_mid_epoch(data):
+    model = training.make_model("mlp", "none", seed=0)
+    history = training.train(model, data, epochs=1, steps=50, batch_size=32, lr=0.01)
+    # 39 steps per epoch: 50 steps are one full epoch and 11 of the next, each evaluated
+    assert len(history.step_loss) == 50 and len(history.test_accuracy) == 2
+    again = training.make_model("mlp", "none", seed=0)
+    first = training.train(again, data, epochs=2, batch_size=32, lr=0.01)
+    assert first.step_loss[:50] == history.step_loss, "the same steps, stopped earlier"
+
+
+def test_stop_at_train_loss_stops_at_the_first_epoch_at_or_below_it(data):
+    model = training.make_model("mlp", "batch", seed=0)
+    history = training.train(model, data, epochs=30, lr=0.05, stop_at_train_loss=0.1)
+    losses = history.train_loss
+    assert losses[-1] <= 0.1 and all(loss > 0.1 for loss in losses[:-1])
+    assert len(losses) == len(history.test_loss) < 30
+    assert losses[-1] == training.evaluate(model, data.train_x, data.train_y)[0]
+    assert training.train(model, data, epochs=1).train_loss == [], "recorded only when asked"
+
+
+def test_recompute_batchnorm_statistics_is_the_plain_average_and_keeps_the_rest(data):
+    model = training.make_model("mlp", "batch", seed=0)
+    training.train(model, data, epochs=1, lr=0.1)
+    model.eval()
+    before = copy.deepcopy(model.state_dict())
+    training.recompute_batchnorm_statistics(model, data.train_x[:200], batch_size=64)
+    assert not model.training and all(not m.training for m in model.modules()), "modes kept"
+    first = training.batchnorm_layers(model)[0]
+    assert first.momentum == 0.1 and int(first.num_batches_tracked) == 3  # 200 // 64 batches
+    # The first layer's input does not depend on BatchNorm: its running mean must be the
+    # average of the 3 batch means of Linear 1's output, its variance that of the unbiased ones.
+    with torch.no_grad():
+        h = model[1](model[0](data.train_x[:192])).view(3, 64, -1)
+    assert torch.allclose(first.running_mean, h.mean(1).mean(0), atol=1e-12)
+    assert torch.allclose(first.running_var, h.var(1, unbiased=True).mean(0), atol=1e-12)
+    assert not torch.allclose(before["2.running_mean"], first.running_mean, atol=1e-6)
+    for key, value in model.state_dict().items():
+        if "running" not in key and "num_batches" not in key:
+            assert torch.equal(value, before[key]), key
+
+
+def test_recompute_batchnorm_statistics_repairs_lagging_statistics(data):
+    model = training.make_model("mlp", "batch", seed=0)
+    for layer in training.batchnorm_layers(model):
+        layer.momentum = 0.01  # after one epoch the running statistics are mostly the initial ones
+    training.train(model, data, epochs=1, lr=0.1)
+    lagging = training.evaluate(model, data.test_x, data.test_y)[1]
+    training.recompute_batchnorm_statistics(model, data.train_x)
+    assert training.evaluate(model, data.test_x, data.test_y)[1] > lagging + 0.2
+
+
+def test_shift_noise_changes_mean_and_scale_per_step_and_channel_only_in_training():
+    noise = training.ShiftNoise(shift=1.0, scale=2.0, seed=0)
+    x = torch.randn(500, 3, 4, dtype=torch.float64)
+    first, second = noise(x), noise(x)
+    for y in (first, second):  # y = s * x + mu per channel: s, mu are the same for every value
+        s = (y[1:] - y[:1]) / (x[1:] - x[:1])
+        assert torch.allclose(s, s[:1, :, :1].expand_as(s), rtol=1e-9)
+        assert ((s[0, :, 0] >= 0.5) & (s[0, :, 0] <= 2.0)).all()
+        mu = y - s[:1, :, :1] * x
+        assert (mu.abs() <= 1.0).all()
+    assert not torch.allclose(first, second), "new draws at every step"
+    assert torch.equal(noise.eval()(x), x), "the identity in eval mode"
+    again = training.ShiftNoise(shift=1.0, scale=2.0, seed=0)
+    assert torch.equal(again(x), first), "seeded"
+
+
+def test_noisy_batchnorm_puts_noise_after_every_batchnorm_only():
+    model = training.make_model("mlp", "batch", seed=0)
+    noisy = training.noisy_batchnorm(model, 0.5, 1.5, seed=3)
+    kinds = [type(m).__name__ for m in noisy]
+    assert kinds.count("ShiftNoise") == 4 and len(noisy) == len(model) + 4
+    for i, kind in enumerate(kinds):
+        assert (kind == "ShiftNoise") == (i > 0 and kinds[i - 1] == "BatchNorm1d")
+    x = torch.rand(10, 1, 8, 8, dtype=training.DTYPE)
+    assert torch.equal(noisy.eval()(x), model.eval()(x)), "a copy with the same weights"
+    plain = training.make_model("mlp", "none", seed=0)
+    assert len(training.noisy_batchnorm(plain)) == len(plain), "no BatchNorm, no noise"
+
+
+def test_diagnostics_record_zero_fractions_update_ratios_and_snapshots(data):
+    model = training.make_model("mlp", "batch", seed=0)
+    start = [m.weight.detach().clone() for m in model if isinstance(m, nn.Linear)]
+    monitor = training.Diagnostics(model, snapshot_steps=(0, 2))
+    history = training.train(model, data, steps=3, batch_size=32, lr=0.1, monitor=monitor)
+    monitor.remove()
+    assert len(monitor.zero_fraction) == len(monitor.update_ratio) == len(history.step_loss) == 3
+    assert all(len(z) == 4 for z in monitor.zero_fraction), "one per ReLU"
+    assert all(len(r) == 5 for r in monitor.update_ratio), "one per Linear, the output included"
+    assert sorted(monitor.inputs) == sorted(monitor.gradients) == [0, 2]
+    # Step 0 is the untrained model: check against a forward/backward done by hand.
+    fresh = training.make_model("mlp", "batch", seed=0)
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(0))[:32]
+    pre = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: pre.append(i[0]))
+        for m in fresh
+        if isinstance(m, nn.ReLU)
+    ]
+    loss = nn.functional.cross_entropy(fresh(data.train_x[order]), data.train_y[order])
+    for h in hooks:
+        h.remove()
+    for p in pre:
+        p.retain_grad()
+    loss.backward()
+    for layer, p in enumerate(pre):
+        assert np.array_equal(monitor.inputs[0][layer], p.detach().numpy())
+        assert np.array_equal(monitor.gradients[0][layer], p.grad.numpy())
+        assert monitor.zero_fraction[0][layer] == pytest.approx(float((p <= 0).double().mean()))
+    # Update ratio of step 0: SGD's first step is lr * gradient (no momentum yet).
+    grads = [m.weight.grad for m in fresh if isinstance(m, nn.Linear)]
+    for layer, (w, g) in enumerate(zip(start, grads)):
+        assert monitor.update_ratio[0][layer] == pytest.approx(float(0.1 * g.norm() / w.norm()))
     assert not any(m._forward_hooks for m in model.modules()), "hooks are removed"
