@@ -3,6 +3,7 @@
 
     python3 course.py book    # creates .venv if needed, installs requirements.txt, builds the book
     python3 course.py test    # same environment, then runs the whole test suite (pytest)
+    python3 course.py pdf     # the whole book as one PDF: _build/latex/book.pdf
 
 and two for contributors (CONTRIBUTING.md):
 
@@ -28,6 +29,10 @@ The test suite includes browser tests of the built book, which need a Chromium-b
 browser. ``test`` looks for one (:data:`BROWSERS`) and, if there is none, installs Debian's
 ``chromium`` with apt-get when it can (as root, or with password-less sudo). Where it cannot,
 the browser tests are skipped and say why.
+
+The PDF (``pdf``, Jupyter Book's LaTeX builder with XeLaTeX) needs a TeX distribution, and
+its test (tests/test_pdf.py) poppler's ``pdftotext``. Where ``xelatex`` or ``latexmk`` is
+missing, ``pdf`` and ``test`` install Debian's packages (:data:`TEX_PACKAGES`) the same way.
 """
 
 from __future__ import annotations
@@ -210,17 +215,12 @@ def find_browser() -> str | None:
     return None
 
 
-def ensure_browser() -> None:
-    """Install Debian's chromium for the browser tests if no browser is there and we may.
-
-    An install that is attempted and fails is an error (it would otherwise silently turn the
-    browser tests into skips); not being allowed to install is only a note.
-    """
-    if find_browser():
-        return
+def _apt_install(packages: list[str], why: str) -> bool:
+    """Install Debian ``packages`` with apt-get where we may (as root, or password-less sudo).
+    Returns whether they were installed; not being allowed to is only a note."""
     if os.name != "posix" or not shutil.which("apt-get"):
-        print("note: no Chromium and no apt-get: the browser tests will be skipped", flush=True)
-        return
+        print(f"note: no apt-get to install {why}", flush=True)
+        return False
     if os.geteuid() == 0:
         sudo: list[str] = []
     elif (
@@ -229,29 +229,59 @@ def ensure_browser() -> None:
     ):
         sudo = ["sudo", "-n"]
     else:
-        print(
-            "note: no Chromium, and installing it needs root: the browser tests will be "
-            "skipped (install the 'chromium' package to run them)",
-            flush=True,
-        )
-        return
-    print("Installing Debian's chromium for the browser tests", flush=True)
+        print(f"note: installing {why} needs root ({' '.join(packages)})", flush=True)
+        return False
+    print(f"Installing Debian's packages for {why}", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     _run(sudo + ["apt-get", "update", "-qq"], env=env)
+    _run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env)
+    return True
+
+
+def ensure_browser() -> None:
+    """Install Debian's chromium for the browser tests if no browser is there and we may.
+
+    An install that is attempted and fails is an error (it would otherwise silently turn the
+    browser tests into skips); not being allowed to install is only a note.
+    """
+    if find_browser():
+        return
     # (a font too: a minimal system may have none, and the screenshots would show boxes)
-    _run(
-        sudo
-        + [
-            "apt-get",
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-            "fonts-dejavu-core",
-        ],
-        env=env,
-    )
+    if not _apt_install(["chromium", "fonts-dejavu-core"], "the browser tests (Chromium)"):
+        print("note: no Chromium: the browser tests will be skipped", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# TeX for the PDF of the book
+# --------------------------------------------------------------------------------------------
+# Debian's packages the PDF needs (about 700 MB installed): XeLaTeX, latexmk, the LaTeX packages
+# Sphinx's and Jupyter Book's LaTeX use, the fonts (FreeSerif and friends: Greek and math
+# symbols in the prose and the outputs), and poppler's pdftotext / pdftoppm for tests/test_pdf.py.
+TEX_PACKAGES = [
+    "texlive-xetex",
+    "texlive-latex-recommended",
+    "texlive-latex-extra",
+    "texlive-fonts-recommended",
+    "latexmk",
+    "fonts-freefont-otf",
+    "tex-gyre",
+    "xindy",
+    "poppler-utils",
+]
+TEX_PROGRAMS = ["xelatex", "latexmk", "pdftotext"]
+
+
+def ensure_tex() -> bool:
+    """Make sure XeLaTeX, latexmk and pdftotext are on the PATH, installing
+    :data:`TEX_PACKAGES` where they are not and we may. Returns whether they are there."""
+    if all(shutil.which(program) for program in TEX_PROGRAMS):
+        return True
+    _apt_install(TEX_PACKAGES, "the PDF of the book (TeX)")
+    return all(shutil.which(program) for program in TEX_PROGRAMS)
+
+
+PDF_BUILD = ["build", str(ROOT), "--builder", "pdflatex"]
+PDF = ROOT / "_build" / "latex" / "book.pdf"
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,7 +506,7 @@ def check_pins(pythons: list[str]) -> int:
 # --------------------------------------------------------------------------------------------
 # The commands
 # --------------------------------------------------------------------------------------------
-COMMANDS = {"book", "test", "lock", "check-pins"}
+COMMANDS = {"book", "pdf", "test", "lock", "check-pins"}
 
 
 def main(argv: list[str]) -> int:
@@ -493,11 +523,19 @@ def main(argv: list[str]) -> int:
             invalidate_stale_site()
             _run([BIN / "jupyter-book", *BOOK_BUILD, *extra], env=env)
             print(f"\nThe book is at {ROOT / '_build' / 'html' / 'index.html'}")
+        elif command == "pdf":
+            if not ensure_tex():
+                print("error: the PDF needs xelatex, latexmk and pdftotext (TEX_PACKAGES)")
+                return 1
+            invalidate_stale_site()
+            _run([BIN / "jupyter-book", *PDF_BUILD, *extra], env=env)
+            print(f"\nThe PDF is at {PDF}")
         elif command == "test":
             if "--fast" in extra:
                 extra = [*FAST, *(arg for arg in extra if arg != "--fast")]
             else:
                 ensure_browser()
+                ensure_tex()
             _run([PYTHON, "-m", "pytest", *extra], env=env)
         elif command == "lock":
             return lock()

@@ -7,6 +7,9 @@ execution cache starts empty and every notebook really runs (see ``built_book`` 
 
 from __future__ import annotations
 
+import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -33,3 +36,108 @@ def test_strict_book_build(built_book):
         assert 'class="exercise' in text
         assert "<img" in text, f"{page.name}: at least one figure"
         assert "Traceback" not in text
+
+
+# --------------------------------------------------------------------------------------------
+# Every figure describes itself: a caption and an alt text
+# --------------------------------------------------------------------------------------------
+# The metadata of a figure cell (CONTRIBUTING.md, "Chapters"): myst-nb turns
+# mystnb.figure into a numbered <figure> with a <figcaption>, and mystnb.image.alt into the
+# image's alt attribute in the HTML (the PDF has the caption).
+MIN_ALT_WORDS = 12  # "what a screen-reader user needs": the axes, what is plotted, the finding
+
+
+def figure_problems(nb: dict) -> list[str]:
+    """What is missing from the figure cells (code cells with an image output) of a notebook
+    given as its JSON."""
+    problems = []
+    for cell in nb["cells"]:
+        outputs = cell.get("outputs", [])
+        if cell["cell_type"] != "code" or not any(
+            "image/png" in o.get("data", {}) for o in outputs
+        ):
+            continue
+        meta = cell.get("metadata", {}).get("mystnb", {})
+        where = f"cell {cell.get('id')}: {''.join(cell['source'])[:50]!r}"
+        caption = meta.get("figure", {}).get("caption", "").strip()
+        name = meta.get("figure", {}).get("name", "")
+        alt = meta.get("image", {}).get("alt", "").strip()
+        if not caption:
+            problems.append(f"{where}: no mystnb.figure.caption")
+        if not re.fullmatch(r"fig-ch\d+-[a-z0-9-]+", name):
+            problems.append(f"{where}: mystnb.figure.name {name!r} is not fig-chN-what")
+        if len(alt.split()) < MIN_ALT_WORDS or alt.lower().rstrip(".") == caption.lower().rstrip(
+            "."
+        ):
+            problems.append(f"{where}: mystnb.image.alt {alt!r} does not say what the figure shows")
+    return problems
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_figure_has_a_caption_and_an_alt_text(path):
+    problems = figure_problems(json.loads(path.read_text()))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_figure_check_fails_on_a_figure_without_alt_text():
+    figure = {
+        "cell_type": "code",
+        "id": "x",
+        "source": ["plt.show()"],
+        "outputs": [{"output_type": "display_data", "data": {"image/png": "iVBOR"}}],
+        "metadata": {"mystnb": {"figure": {"caption": "A caption.", "name": "fig-ch1-x"}}},
+    }
+    assert figure_problems({"cells": [figure]}) == [
+        "cell x: 'plt.show()': mystnb.image.alt '' does not say what the figure shows"
+    ]
+    figure["metadata"] = {}
+    assert len(figure_problems({"cells": [figure]})) == 3
+
+
+class _Figures(HTMLParser):
+    """The images of a page's <main> that Sphinx copied from the chapter's outputs (under
+    ``_images/``; the launch buttons' logos are the theme's), each with its alt and whether it
+    sits in a <figure> with a <figcaption>."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self._figure, self._in_main = [], None, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "main":
+            self._in_main = True
+        elif tag == "figure" and self._in_main:
+            self._figure = {"caption": False, "images": []}
+        elif tag == "figcaption" and self._figure is not None:
+            self._figure["caption"] = True
+        elif tag == "img" and self._in_main and "_images/" in attrs.get("src", ""):
+            image = {"alt": attrs.get("alt") or "", "src": attrs.get("src", ""), "figure": None}
+            self.images.append(image)
+            if self._figure is not None:
+                image["figure"] = self._figure
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self._figure = None
+        elif tag == "main":
+            self._in_main = False
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("book")
+def test_every_image_of_the_site_has_alt_text_and_a_caption(built_book):
+    """The built pages: every chapter image is in a captioned <figure>, with an alt text that
+    is not a file name."""
+    problems = []
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        parser = _Figures()
+        parser.feed((built_book.html / "notebooks" / f"{notebook.stem}.html").read_text())
+        assert parser.images, notebook.stem
+        for image in parser.images:
+            alt = image["alt"]
+            if len(alt.split()) < MIN_ALT_WORDS or alt.endswith((".png", ".svg")):
+                problems.append(f"{notebook.stem}: {image['src']}: alt {alt[:60]!r}")
+            if image["figure"] is None or not image["figure"]["caption"]:
+                problems.append(f"{notebook.stem}: {image['src']}: not in a captioned <figure>")
+    assert not problems, "\n".join(problems)
