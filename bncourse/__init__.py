@@ -9,7 +9,8 @@ imports only the modules of its own line or of the lines above it):
   backward (chapters 2 to 4).
 * :mod:`bncourse.validation` -- what ``F.batch_norm`` checks, in its order and words.
 * :mod:`bncourse.torch_bn` -- PyTorch BatchNorm with a hand-written backward: ``batch_norm`` and
-  drop-in ``BatchNorm1d/2d/3d`` (chapter 5).
+  drop-in ``BatchNorm1d/2d/3d`` (chapter 5); :mod:`bncourse.compiled_bn` -- the same, its
+  passes fused by ``torch.compile`` (chapter 5's "Fusing the passes").
 * :mod:`bncourse.triton_bn` -- BatchNorm as Triton kernels (compiled for CUDA tensors, run by
   Triton's interpreter for CPU tensors): ``batch_norm`` and ``BatchNorm1d/2d/3d`` (chapter 8).
 * :mod:`bncourse.distributed` -- SyncBatchNorm on ``torch.distributed``;
@@ -20,7 +21,8 @@ imports only the modules of its own line or of the lines above it):
   float64 training loop (chapter 7).
 * :mod:`bncourse.variance_methods` -- chapter 8's ways to compute a variance.
 * :mod:`bncourse.gradcheck` -- central differences, relative errors, gradcheck of a batch_norm.
-* :mod:`bncourse.bench` -- forward+backward timings against ``torch.nn`` and a plain copy;
+* :mod:`bncourse.bench` -- forward+backward timings, eager and compiled, against ``torch.nn``
+  and a plain copy;
   :mod:`bncourse.gpu_bench` -- the GPU benchmark (Triton, cuDNN, ATen, a copy) and its
   results file.
 * :mod:`bncourse.exercises` -- each chapter's exercises (``ch01`` ... ``ch09``): inputs, the

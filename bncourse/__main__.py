@@ -8,8 +8,11 @@ Commands:
   all pass.
 * ``make-exercises`` -- (re)generate exercises/ from notebooks/ (``--check``: only compare).
 * ``run-notebooks PATH...`` -- execute notebooks in place (what is committed in notebooks/).
-* ``bench [--shape 64x64x32x32 ...] [--repeats N] [--json FILE]`` -- on the CPU:
-  forward+backward time of ``bncourse.torch_bn`` against ``torch.nn`` and a plain copy.
+* ``bench [--shape 64x64x32x32 ... --channels-last] [--repeats N] [--no-compile] [--json
+  FILE]`` -- on the CPU: forward+backward time of ``bncourse.torch_bn`` (eager), of
+  ``bncourse.compiled_bn`` (``torch.compile``; its compile time apart), of ``torch.nn`` and
+  of a plain copy, as ratios, in one run (default: (64, 64, 32, 32), (256, 256, 14, 14) NCHW
+  and channels_last, and (8192, 512)).
 * ``bench --device cuda [--shape ... --dtype bfloat16 --channels-last] [--json FILE]`` -- on a
   GPU: chapter 8's benchmark (:mod:`bncourse.gpu_bench`): the Triton kernels, cuDNN, ATen
   without cuDNN, torch_bn and a copy, forward and forward+backward; ``--json
@@ -117,15 +120,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         cases = [Case(s, args.dtype, layout) for s in shapes] if shapes else None
         report = gpu_main(cases, device=args.device, json_path=args.json)
         return 0 if all(r["checked"] for r in report["results"]) else 1
-    if args.dtype != "float32" or args.channels_last:
+    if args.dtype != "float32":
         print(
-            "error: --dtype and --channels-last are for --device cuda (the CPU benchmark "
-            "times float32 contiguous inputs)",
+            "error: --dtype is for --device cuda (the CPU benchmark times float32 inputs)",
             file=sys.stderr,
         )
         return 2
+    layouts = None
+    if shapes and args.channels_last:
+        if any(len(s) not in (4, 5) for s in shapes):
+            print("error: --channels-last needs 4-d or 5-d shapes", file=sys.stderr)
+            return 2
+        layouts = ["channels_last"] * len(shapes)
+    elif args.channels_last:
+        print("error: --channels-last applies to the --shape cases", file=sys.stderr)
+        return 2
     bench_main(
-        shapes, device=args.device, repeats=args.repeats, warmup=args.warmup, json_path=args.json
+        shapes,
+        device=args.device,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        json_path=args.json,
+        layouts=layouts,
+        compiled=not args.no_compile,
     )
     print(
         "(the Triton kernels are timed with --device cuda only: on the CPU they run in "
@@ -185,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_cmd_run_notebooks)
     bench = commands.add_parser(
         "bench",
-        help="time BatchNorm: torch_bn vs torch.nn vs a copy (CPU); with the Triton "
+        help="time BatchNorm: torch_bn, compiled_bn, torch.nn and a copy (CPU); with the Triton "
         "kernels and cuDNN (--device cuda)",
     )
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -194,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         metavar="NxCx...",
         help="input shape, e.g. 64x64x32x32; repeat for several (default: "
-        "64x64x32x32, 256x256x14x14, 8192x512 on the CPU; on CUDA ResNet-50's "
+        "64x64x32x32, 256x256x14x14 (also channels_last), 8192x512 on the CPU; on CUDA ResNet-50's "
         "BatchNorm layers at batch 256 and two BatchNorm1d inputs)",
     )
     bench.add_argument("--repeats", type=int, default=20, help="timed runs per shape")
@@ -208,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--channels-last",
         action="store_true",
-        help="channels_last layout for the --shape cases (--device cuda only)",
+        help="channels_last layout for the --shape cases",
+    )
+    bench.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="leave out bncourse.compiled_bn (no torch.compile; CPU only)",
     )
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     bench.set_defaults(func=_cmd_bench)

@@ -1,9 +1,14 @@
 """How fast is our BatchNorm? Forward + backward against torch.nn's and against a plain copy.
 
-``python -m bncourse bench`` times, for each input shape and in the same run:
+``python -m bncourse bench`` times, for each case (an input shape and memory layout) and in
+the same run:
 
-* ``ours``: :mod:`bncourse.torch_bn`'s module, forward then backward (gradients of the input,
-  weight and bias from ``torch.autograd.grad``, so nothing accumulates between calls);
+* ``ours`` (eager): :mod:`bncourse.torch_bn`'s module, forward then backward (gradients of
+  the input, weight and bias from ``torch.autograd.grad``, so nothing accumulates between
+  calls);
+* ``compiled``: :mod:`bncourse.compiled_bn`'s module, the same formulas with each pass
+  compiled by ``torch.compile``; its first call, which compiles (or loads TorchInductor's
+  cache), is timed on its own: ``compile_s``;
 * ``native``: ``torch.nn.BatchNorm1d/2d/3d``, the same calls (ATen's fused kernels; cuDNN on
   CUDA);
 * ``copy``: ``x.clone()``, one read and one write of the input: the memory-bandwidth floor.
@@ -11,15 +16,17 @@
 BatchNorm is memory-bound: it does a few flops per value and must read the input several
 times (statistics, normalization, the backward's sums and ``dx``).  ``native/copy`` says how
 many copies' worth of time the fused kernels take; ``ours/native`` what writing the passes as
-separate torch operations (each one a full read and write of memory) costs on top.
+separate torch operations (each one a full read and write of memory) costs on top, and
+``compiled/native`` what fusing them gains back.
 
 Timing: every measurement is one call of one implementation; the implementations take turns
-(``ours``, ``native``, ``copy``, ``ours``, ...) over ``repeats`` rounds after ``warmup``
-untimed ones.  The table reports the *best* time of each (``timeit``'s advice: the spread
-above the minimum is other processes taking the processor, not the code; on a shared machine
-it can be many times the minimum), and the ratios of best times; the JSON also has the
-medians.  On CUDA each call is synchronized before the clock stops.  Module mode is training
-(batch statistics, running statistics updated), input float32.
+(``ours``, ``compiled``, ``native``, ``copy``, ``ours``, ...) over ``repeats`` rounds after
+``warmup`` untimed ones.  The table reports the *median* time of each and the ratios of
+medians, and the ratio of *best* times too (``timeit``'s advice: the spread above the minimum
+is other processes taking the processor, not the code; on a shared machine it can be many
+times the minimum); the JSON has both.  On CUDA each call is synchronized before the clock
+stops.  Module mode is training (batch statistics, running statistics updated), input
+float32.
 """
 
 from __future__ import annotations
@@ -35,19 +42,37 @@ from typing import Callable
 
 import torch
 
-from . import torch_bn
+from . import compiled_bn, torch_bn
 from .conventions import MODULE_FOR_NDIM
 
-__all__ = ["DEFAULT_SHAPES", "Result", "parse_shape", "time_calls", "run", "format_table", "main"]
+__all__ = [
+    "DEFAULT_SHAPES",
+    "DEFAULT_CASES",
+    "Result",
+    "parse_shape",
+    "time_calls",
+    "run",
+    "format_table",
+    "main",
+]
 
 DEFAULT_SHAPES: list[tuple[int, ...]] = [(64, 64, 32, 32), (256, 256, 14, 14), (8192, 512)]
-
-# torch.nn's BatchNorm class for an input of each number of dimensions
+# (shape, layout): the default shapes, and the middle one in channels_last too
+DEFAULT_CASES: list[tuple[tuple[int, ...], str]] = [
+    ((64, 64, 32, 32), "contiguous"),
+    ((256, 256, 14, 14), "contiguous"),
+    ((256, 256, 14, 14), "channels_last"),
+    ((8192, 512), "contiguous"),
+]
+IMPLEMENTATIONS = ("ours", "compiled", "native", "copy")
 
 
 @dataclass
 class Result:
-    """One shape's timings in milliseconds (best and median) and the two ratios (of best)."""
+    """One case's timings in milliseconds (best and median of each implementation), the
+    ratios of best times (``ours_over_native``, ``native_over_copy``, ...) and of medians
+    (``..._median``), and the seconds of the compiled module's first call (``compile_s``).
+    ``compiled_*`` are ``nan`` when the run skipped the compiled module."""
 
     shape: list[int]
     module: str
@@ -61,6 +86,16 @@ class Result:
     copy_median_ms: float
     ours_over_native: float
     native_over_copy: float
+    layout: str = "contiguous"
+    compiled_ms: float = math.nan
+    compiled_median_ms: float = math.nan
+    compiled_over_native: float = math.nan
+    compiled_over_copy: float = math.nan
+    ours_over_native_median: float = math.nan
+    compiled_over_native_median: float = math.nan
+    compiled_over_copy_median: float = math.nan
+    native_over_copy_median: float = math.nan
+    compile_s: float = math.nan
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -108,31 +143,47 @@ def run(
     repeats: int = 20,
     warmup: int = 3,
     seed: int = 0,
+    layouts: list[str] | None = None,
+    compiled: bool = True,
 ) -> list[Result]:
-    """Time ours, native and copy for every shape (float32, training mode)."""
+    """Time ours, compiled, native and copy for every case (float32, training mode).
+
+    ``shapes`` (each contiguous, or in the layout of the same place in ``layouts``:
+    ``"contiguous"`` or ``"channels_last"``), or by default :data:`DEFAULT_CASES`.
+    ``compiled=False`` leaves the compiled module out (no compilation)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch.cuda.is_available() is False")
+    if shapes is None:
+        cases = list(DEFAULT_CASES)
+    else:
+        cases = list(zip(shapes, layouts or ["contiguous"] * len(shapes)))
     results = []
-    for shape in shapes or DEFAULT_SHAPES:
+    for shape, layout in cases:
         generator = torch.Generator().manual_seed(seed)
-        x = torch.randn(shape, generator=generator).to(dev).requires_grad_()
-        dy = torch.randn(shape, generator=generator).to(dev)
-        name = MODULE_FOR_NDIM[len(shape)]
-        ours = getattr(torch_bn, name)(shape[1], device=dev)
-        native = getattr(torch.nn, name)(shape[1], device=dev)
-        seconds = time_calls(
-            {
-                "ours": _forward_backward(ours, x, dy),
-                "native": _forward_backward(native, x, dy),
-                "copy": lambda x=x: x.detach().clone(),  # (x of this shape)
-            },
-            repeats,
-            warmup,
-            dev,
+        memory_format = (
+            torch.channels_last if layout == "channels_last" else torch.contiguous_format
         )
+        x = torch.randn(shape, generator=generator).to(dev, memory_format=memory_format)
+        x.requires_grad_()
+        dy = torch.randn(shape, generator=generator).to(dev, memory_format=memory_format)
+        name = MODULE_FOR_NDIM[len(shape)]
+        calls = {"ours": _forward_backward(getattr(torch_bn, name)(shape[1], device=dev), x, dy)}
+        compile_s = math.nan
+        if compiled:
+            calls["compiled"] = _forward_backward(
+                getattr(compiled_bn, name)(shape[1], device=dev), x, dy
+            )
+            start = time.perf_counter()
+            calls["compiled"]()  # compiles, or loads TorchInductor's cache
+            compile_s = time.perf_counter() - start
+        calls["native"] = _forward_backward(getattr(torch.nn, name)(shape[1], device=dev), x, dy)
+        calls["copy"] = lambda x=x: x.detach().clone()  # (x of this shape and layout)
+        seconds = time_calls(calls, repeats, warmup, dev)
         median = {k: statistics.median(v) * 1e3 for k, v in seconds.items()}
         best = {k: min(v) * 1e3 for k, v in seconds.items()}
+        median.setdefault("compiled", math.nan)
+        best.setdefault("compiled", math.nan)
         results.append(
             Result(
                 shape=list(shape),
@@ -147,22 +198,52 @@ def run(
                 copy_median_ms=median["copy"],
                 ours_over_native=best["ours"] / best["native"],
                 native_over_copy=best["native"] / best["copy"],
+                layout=layout,
+                compiled_ms=best["compiled"],
+                compiled_median_ms=median["compiled"],
+                compiled_over_native=best["compiled"] / best["native"],
+                compiled_over_copy=best["compiled"] / best["copy"],
+                ours_over_native_median=median["ours"] / median["native"],
+                compiled_over_native_median=median["compiled"] / median["native"],
+                compiled_over_copy_median=median["compiled"] / median["copy"],
+                native_over_copy_median=median["native"] / median["copy"],
+                compile_s=compile_s,
             )
         )
     return results
 
 
 def format_table(results: list[Result]) -> str:
-    """The results as an aligned text table (best times in ms, and their ratios)."""
+    """The results as an aligned text table: median times in ms, ratios of medians, and the
+    ratios of best times in brackets; then the compile time of each case."""
     header = (
-        f"{'shape':<20} {'module':<12} {'ours ms':>9} {'native ms':>10} {'copy ms':>8} "
-        f"{'ours/native':>12} {'native/copy':>12}"
+        f"{'shape':<18} {'module':<11} {'layout':<13} {'ours ms':>8} {'compiled':>9} {'native':>8} "
+        f"{'copy':>6} {'ours/native':>14} {'compiled/native':>16} {'compiled/copy':>14} "
+        f"{'native/copy':>14}"
     )
     lines = [header, "-" * len(header)]
+
+    def pair(median: float, best: float, width: int) -> str:
+        return f"{median:.2f} [{best:.2f}]".rjust(width)
+
     for r in results:
         lines.append(
-            f"{str(tuple(r.shape)):<20} {r.module:<12} {r.ours_ms:>9.2f} {r.native_ms:>10.2f} "
-            f"{r.copy_ms:>8.2f} {r.ours_over_native:>12.2f} {r.native_over_copy:>12.2f}"
+            f"{str(tuple(r.shape)):<18} {r.module:<11} {r.layout:<13} {r.ours_median_ms:>8.2f} "
+            f"{r.compiled_median_ms:>9.2f} {r.native_median_ms:>8.2f} {r.copy_median_ms:>6.2f} "
+            f"{pair(r.ours_over_native_median, r.ours_over_native, 14)} "
+            f"{pair(r.compiled_over_native_median, r.compiled_over_native, 16)} "
+            f"{pair(r.compiled_over_copy_median, r.compiled_over_copy, 14)} "
+            f"{pair(r.native_over_copy_median, r.native_over_copy, 14)}"
+        )
+    lines.append("(times: medians; ratios: of medians [of best times])")
+    compile_times = ", ".join(
+        f"{tuple(r.shape)} {r.layout}: {r.compile_s:.1f} s"
+        for r in results
+        if not math.isnan(r.compile_s)
+    )
+    if compile_times:
+        lines.append(
+            f"compiled module's first call (compiling, or loading the cache): {compile_times}"
         )
     return "\n".join(lines)
 
@@ -187,20 +268,23 @@ def main(
     repeats: int = 20,
     warmup: int = 3,
     json_path: str | None = None,
+    layouts: list[str] | None = None,
+    compiled: bool = True,
 ) -> list[Result]:
     """Run, print the table, and write the JSON report if ``json_path`` is given."""
     env = environment(device)
     print(
         f"BatchNorm forward+backward, float32, training mode, device {device}, "
-        f"torch {env['torch']}, {env['threads']} threads; best of {repeats} runs"
+        f"torch {env['torch']}, {env['threads']} threads; {repeats} interleaved rounds"
     )
-    results = run(shapes, device, repeats, warmup)
+    results = run(shapes, device, repeats, warmup, layouts=layouts, compiled=compiled)
     print(format_table(results))
     if json_path:
         report = {
             "device": device,
             "repeats": repeats,
             "warmup": warmup,
+            "compile_disabled": compiled_bn.compile_disabled(),
             "environment": env,
             "results": [asdict(r) for r in results],
         }

@@ -5,8 +5,10 @@ Read it top to bottom:
 
 1. the formulas: the batch statistics, the update of the running statistics, the
    normalization, and the closed-form backward of chapter 3 (:func:`batch_norm_backward`);
-2. :class:`BatchNormFunction`, the ``torch.autograd.Function`` that uses them, so that
-   autograd records one node instead of the forward's operations;
+2. the two passes (:func:`forward_train`, :func:`forward_eval`, :func:`backward`) and
+   :class:`BatchNormFunction`, the ``torch.autograd.Function`` that uses them, so that
+   autograd records one node instead of the forward's operations (:class:`ThenUpdate` updates
+   the running statistics after it);
 3. :func:`batch_norm`, with the signature, errors and semantics of
    ``torch.nn.functional.batch_norm`` (its checks live in :mod:`bncourse.validation`);
 4. the modules :class:`BatchNorm1d`, :class:`BatchNorm2d`, :class:`BatchNorm3d`.
@@ -30,6 +32,7 @@ freezing and folding of chapters 7 and 9); their state is registered here, expli
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -44,7 +47,11 @@ __all__ = [
     "normalize",
     "batch_norm_backward",
     "grad_input_from_sums",
+    "forward_train",
+    "forward_eval",
+    "backward",
     "BatchNormFunction",
+    "ThenUpdate",
     "batch_norm",
     "BatchNormNd",
     "BatchNorm1d",
@@ -200,23 +207,78 @@ def grad_input_from_sums(
 
 
 # --------------------------------------------------------------------------------------------
-# One autograd node
+# The two passes, and one autograd node
 # --------------------------------------------------------------------------------------------
-class BatchNormFunction(torch.autograd.Function):
-    """BatchNorm as one autograd node: the forward below, the backward by
-    :func:`batch_norm_backward`.
+def forward_train(
+    input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Training mode's forward pass: ``(output, mean, var, invstd)``, the output in the
+    input's dtype, the statistics ``(C,)`` in the accumulation dtype (``var`` biased)."""
+    x = input.to(accumulation_dtype(input.dtype))
+    mean, var = batch_stats(x)
+    invstd = torch.rsqrt(var + eps)
+    return normalize(x, mean, invstd, weight, bias).to(input.dtype), mean, var, invstd
 
-    ``BatchNormFunction.apply(input, weight, bias, running_mean, running_var, training,
-    momentum, eps)`` takes the arguments of ``torch.batch_norm``, already checked (call
-    :func:`batch_norm`). ``training=True``: normalize with the batch's mean and biased
-    variance and, if given, update ``running_mean``/``running_var`` in place, as ATen's
-    ``native_batch_norm`` does. ``training=False``: normalize with ``running_mean`` and
-    ``running_var``, which are constants for the backward pass.
+
+def forward_eval(
+    input: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Evaluation mode's forward pass: ``(output, mean, invstd)`` from the running statistics."""
+    x = input.to(accumulation_dtype(input.dtype))
+    mean, invstd = running_mean.to(x.dtype), torch.rsqrt(running_var.to(x.dtype) + eps)
+    return affine_map(x, mean, invstd, weight, bias).to(input.dtype), mean, invstd
+
+
+def backward(
+    grad_output: Tensor,
+    input: Tensor,
+    weight: Tensor | None,
+    mean: Tensor,
+    invstd: Tensor,
+    training: bool,
+    output_mask: tuple[bool, bool, bool],
+    bias_dtype: torch.dtype | None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The backward pass: :func:`batch_norm_backward` in the accumulation dtype, each gradient
+    returned in the dtype of what it belongs to (``bias_dtype``: the bias's)."""
+    x = input.to(accumulation_dtype(input.dtype))
+    grad_input, grad_weight, grad_bias = batch_norm_backward(
+        grad_output.to(x.dtype), x, weight, mean, invstd, training, output_mask
+    )
+    return (
+        None if grad_input is None else grad_input.to(input.dtype),
+        None if grad_weight is None else grad_weight.to(weight.dtype),
+        None if grad_bias is None else grad_bias.to(bias_dtype),
+    )
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """BatchNorm as one autograd node: :func:`forward_train` (or :func:`forward_eval`) forward,
+    :func:`backward` backward.
+
+    ``BatchNormFunction.apply(input, weight, bias, running_mean, running_var, training, eps)``
+    returns ``(output, mean, var, invstd)`` (``mean`` and ``var`` are ``None`` in
+    evaluation); the statistics are not differentiable. ``training=True``: normalize with the
+    batch's mean and biased variance; ``training=False``: with ``running_mean`` and
+    ``running_var``, constants for the backward pass. The node changes none of its inputs:
+    updating the running statistics is :class:`ThenUpdate`'s business, after it.
 
     Saved for backward: the input, ``weight``, and the per-channel ``mean`` and ``invstd``
-    (what ATen saves too). When the backward pass is itself differentiated
+    (what ATen saves too), by :meth:`save`. When the backward pass is itself differentiated
     (``create_graph=True``), the training statistics are recomputed from the input with
     differentiable operations, so that second derivatives see how they depend on it.
+
+    Written in the form ``forward(ctx, ...)``: ``torch.func``'s transforms (``vmap``,
+    ``jacrev``) need the other form, a ``forward`` without ``ctx`` and a ``setup_context``,
+    whose ``apply`` inspects ``forward``'s signature at every call, which the course's grader
+    refuses inside a learner's function (chapter 5's exercises call this node). So these
+    transforms refuse the module (PyTorch's error names ``setup_context``), except ``vmap``
+    with running statistics to update, refused as ``nn.BatchNorm`` refuses it.
     """
 
     @staticmethod
@@ -228,42 +290,100 @@ class BatchNormFunction(torch.autograd.Function):
         running_mean: Tensor | None,
         running_var: Tensor | None,
         training: bool,
-        momentum: float,
         eps: float,
-    ) -> Tensor:
-        x = input.to(accumulation_dtype(input.dtype))
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         if training:
-            mean, var = batch_stats(x)
-            update_running_stats(
-                running_mean, running_var, mean, var, values_per_channel(x.shape), momentum
-            )
-            invstd = torch.rsqrt(var + eps)
-            output = normalize(x, mean, invstd, weight, bias)
+            output = forward_train(input, weight, bias, eps)
         else:
-            mean, invstd = running_mean.to(x.dtype), torch.rsqrt(running_var.to(x.dtype) + eps)
-            output = affine_map(x, mean, invstd, weight, bias)
+            out, _, invstd = forward_eval(input, running_mean, running_var, weight, bias, eps)
+            output = out, None, None, invstd
+        BatchNormFunction.save(
+            ctx, (input, weight, bias, running_mean, running_var, training, eps), output
+        )
+        return output
+
+    @staticmethod
+    def save(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        """What ``forward`` keeps in ``ctx`` for ``backward``, from its inputs and output."""
+        input, weight, bias, running_mean, _, training, eps = inputs
+        _, mean, var, invstd = output
+        ctx.mark_non_differentiable(*(t for t in (mean, var, invstd) if t is not None))
+        if not training:
+            mean = running_mean.to(invstd.dtype)
         ctx.save_for_backward(input, weight, mean, invstd)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return output.to(input.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_output: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         input, weight, mean, invstd = ctx.saved_tensors
-        x = input.to(accumulation_dtype(input.dtype))
         if ctx.training and torch.is_grad_enabled():  # create_graph=True: double backward
-            mean, var = batch_stats(x)
+            mean, var = batch_stats(input.to(accumulation_dtype(input.dtype)))
             invstd = torch.rsqrt(var + ctx.eps)
-        grad_input, grad_weight, grad_bias = batch_norm_backward(
-            grad_output.to(x.dtype), x, weight, mean, invstd, ctx.training, ctx.needs_input_grad[:3]
+        grads = backward(
+            grad_output,
+            input,
+            weight,
+            mean,
+            invstd,
+            ctx.training,
+            ctx.needs_input_grad[:3],
+            ctx.bias_dtype,
         )
-        if grad_input is not None:
-            grad_input = grad_input.to(input.dtype)
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-        if grad_bias is not None:
-            grad_bias = grad_bias.to(ctx.bias_dtype)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+        return *grads, None, None, None, None
+
+
+class ThenUpdate:
+    """What :func:`batch_norm` hands to ``apply_checked``: ``function.apply``
+    (:class:`BatchNormFunction`, or a sibling with its signature), then, in training, the
+    update of the running statistics that are given, in place, as ATen's
+    ``native_batch_norm`` does; ``apply`` returns the output.
+
+    The update is not inside the autograd node, because a node must not change its inputs:
+    ``torch.jit.trace`` would record it twice (once in the node, once in the operations it
+    traces through it), and under ``torch.func.vmap`` per-sample statistics cannot go into
+    one buffer: that is refused in ``nn.BatchNorm``'s words."""
+
+    def __init__(self, function: type[torch.autograd.Function]) -> None:
+        self.function = function
+
+    def apply(
+        self,
+        input: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        training: bool,
+        momentum: float,
+        eps: float,
+    ) -> Tensor:
+        if training and running_mean is not None:
+            if _is_batched(input) and not _is_batched(running_mean):
+                raise RuntimeError(VMAP_WITH_RUNNING_STATS)
+        output, mean, var, _ = self.function.apply(
+            input, weight, bias, running_mean, running_var, training, eps
+        )
+        if training and running_mean is not None:
+            update_running_stats(
+                running_mean, running_var, mean, var, values_per_channel(input.shape), momentum
+            )
+        return output
+
+
+# nn.BatchNorm's error under vmap when running statistics would be updated (its batch rule's)
+VMAP_WITH_RUNNING_STATS = (
+    "Batch norm got a batched tensor as input while the running_mean or running_var, which "
+    "will be updated in place, were not batched.\nIf you are using a module and do not need "
+    "eval mode, please set `track_running_stats` to be False.If you are using a prebuilt "
+    "module and do not need eval mode, please see the functorch website for resources on how "
+    "to patch your module to work with vmap"
+)
+
+
+def _is_batched(tensor: Tensor) -> bool:
+    """Is ``tensor`` a per-sample value inside ``torch.func.vmap``?"""
+    return torch._C._functorch.is_batchedtensor(tensor)
 
 
 def batch_norm(
@@ -292,13 +412,24 @@ def batch_norm(
     input gives what PyTorch gives: ``input * weight[0] + bias[0]`` and no update.
     """
     return apply_checked(
-        BatchNormFunction, input, running_mean, running_var, weight, bias, training, momentum, eps
+        ThenUpdate(BatchNormFunction),
+        input,
+        running_mean,
+        running_var,
+        weight,
+        bias,
+        training,
+        momentum,
+        eps,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # The modules
 # --------------------------------------------------------------------------------------------
+_warned_script: list[bool] = []  # (torch.jit.script's warning, once per process)
+
+
 class BatchNormNd(nn.modules.batchnorm._BatchNorm):
     """What ``BatchNorm1d``, ``BatchNorm2d`` and ``BatchNorm3d`` share; they differ only in the
     number of input dimensions they accept (:meth:`_check_input_dim`).
@@ -395,6 +526,27 @@ class BatchNormNd(nn.modules.batchnorm._BatchNorm):
         """Normalize with the batch's statistics: in training, and in evaluation when there
         are no running ones (``track_running_stats=False``)."""
         return self.training or (self.running_mean is None and self.running_var is None)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles instead of this module: TorchScript cannot compile
+        a Python ``autograd.Function``, so it gets ``torch.nn``'s module of the same name
+        holding this module's parameters and buffers (the same tensors, so training the
+        scripted model trains this one): the same results, within rounding, from ATen's
+        kernels, saved and loaded without bncourse. It warns once that it does."""
+        if not _warned_script:
+            _warned_script.append(True)
+            warnings.warn(
+                f"torch.jit.script: {type(self).__name__} of bncourse is compiled as "
+                f"torch.nn.{type(self).__name__} with the same parameters and buffers "
+                "(TorchScript cannot compile a Python autograd.Function)",
+                stacklevel=2,
+            )
+        native = getattr(nn, type(self).__name__)(
+            self.num_features, self.eps, self.momentum, self.affine, self.track_running_stats
+        )
+        native._parameters.update(self._parameters)
+        native._buffers.update(self._buffers)
+        return native.train(self.training)
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)

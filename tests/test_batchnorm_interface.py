@@ -1,8 +1,9 @@
 """Every BatchNorm of the course is a drop-in for torch.nn.BatchNorm1d/2d/3d and F.batch_norm.
 
 One parity suite, run on every implementation in :data:`IMPLEMENTATIONS` (chapter 5's
-``torch_bn``; chapter 8's ``triton_bn``, here in Triton's interpreter on CPU tensors): the
-modules against torch.nn over many steps, PyTorch's own module test inputs, the constructor,
+``torch_bn`` and ``compiled_bn``, its passes compiled by ``torch.compile``; chapter 8's
+``triton_bn``, here in Triton's interpreter on CPU tensors): the modules against torch.nn
+over many steps, PyTorch's own module test inputs, the constructor,
 state, ``repr`` and ``state_dict``, the errors PyTorch raises, and the inputs a hostile user
 tries. A new implementation gets all of it by adding one line to :data:`IMPLEMENTATIONS`.
 What is particular to one backend (gradcheck and double backward, accumulation precision,
@@ -59,7 +60,7 @@ from bn_testing import (
     raised,
     randomize,
 )
-from bncourse import fold, torch_bn, training
+from bncourse import compiled_bn, fold, torch_bn, training
 
 
 @dataclass(frozen=True)
@@ -85,13 +86,29 @@ def _triton() -> list:
 
 IMPLEMENTATIONS = [
     pytest.param(Implementation(torch_bn), id="torch_bn"),
+    # torch.compile'd: every new number of dimensions, dtype, layout or option compiles (seconds
+    # each), so fewer examples; one xdist worker shares the compilations
+    pytest.param(
+        Implementation(compiled_bn, examples=4, steps=20),
+        id="compiled_bn",
+        marks=pytest.mark.xdist_group("compiled_bn"),
+    ),
     *_triton(),
 ]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
-def impl(request) -> Implementation:
-    return request.param
+def impl(request, monkeypatch) -> Implementation:
+    if request.param.module is not compiled_bn:
+        yield request.param
+        return
+    # compiled_bn through TorchDynamo and AOTAutograd (guards, dynamic shapes, the autograd
+    # node) without TorchInductor's code generation, seconds per graph for every configuration
+    # drawn here: tests/test_compiled_bn.py compares the generated code's results with
+    # torch.nn's on the main configurations
+    monkeypatch.setattr(compiled_bn, "BACKEND", "aot_eager")
+    yield request.param
+    assert compiled_bn.compile_disabled() is None, "compiled_bn fell back to eager"
 
 
 # --------------------------------------------------------------------------------------------

@@ -165,8 +165,9 @@ def test_the_committed_results_load_and_passed_their_checks():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--dtype", "bfloat16"], "--dtype and --channels-last are for --device cuda"),
-        (["--channels-last"], "--dtype and --channels-last are for --device cuda"),
+        (["--dtype", "bfloat16"], "--dtype is for --device cuda"),
+        (["--channels-last"], "--channels-last applies to the --shape cases"),
+        (["--channels-last", "--shape", "8192x512"], "--channels-last needs 4-d or 5-d shapes"),
     ],
 )
 def test_cpu_bench_refuses_gpu_options(argv, message, capsys):

@@ -168,3 +168,24 @@ def test_a_notebook_cannot_change_the_next_ones_grade(tmp_path):
     assert b == dict.fromkeys(made.chapter_exercises("01_what_batchnorm_does"), "not attempted")
     assert "BEGIN SOLUTION" in victim.read_text(), "the attack did write the file"
     assert run.returncode == 1
+
+
+def test_the_course_own_batchnorm_is_a_reference_of_every_exercise_that_writes_it():
+    """A candidate of an exercise that writes BatchNorm may not call chapter 5's formulas or
+    passes (eager or compiled) any more than numpy_bn's: each is swapped out while it runs."""
+    import inspect
+
+    from bncourse import compiled_bn, torch_bn
+    from bncourse.grading.references import references_for
+
+    formulas = {
+        f"bncourse.torch_bn.{name}"
+        for name in torch_bn.__all__
+        if inspect.isfunction(getattr(torch_bn, name))
+    }
+    compiled = {f"bncourse.compiled_bn.{name}" for name in ("batch_norm", "run")}
+    assert hasattr(compiled_bn, "run")
+    for exercise in ("numpy-forward", "numpy-backward", "autograd-function", "batchnorm-modes"):
+        replaced = set(references_for(exercise))
+        assert formulas | compiled <= replaced, (exercise, sorted((formulas | compiled) - replaced))
+    assert not set(references_for("module-forward")) & formulas  # it builds on batch_norm

@@ -29,7 +29,26 @@ NUMPY_BN = tuple(
 ) + ("bncourse.conventions.normalize_over",)
 TORCH_BN = ("torch.nn.functional.batch_norm", "torch.batch_norm", "torch.native_batch_norm")
 TORCH_BN += ("torch.nn.modules.batchnorm._BatchNorm.forward",)
-COURSE_TORCH_BN = ("bncourse.torch_bn.batch_norm", "bncourse.torch_bn.BatchNormFunction.forward")
+# chapter 5's module, its formulas and passes, and their compiled variant
+COURSE_TORCH_BN = tuple(
+    f"bncourse.torch_bn.{name}"
+    for name in (
+        "batch_norm",
+        "BatchNormFunction.forward",
+        "batch_stats",
+        "update_running_stats",
+        "normalize",
+        "affine_map",
+        "batch_norm_backward",
+        "grad_input_from_sums",
+        "forward_train",
+        "forward_eval",
+        "backward",
+    )
+) + tuple(
+    f"bncourse.compiled_bn.{name}"
+    for name in ("batch_norm", "run", "CompiledBatchNormFunction.forward")
+)
 WRITE_BATCHNORM = NUMPY_BN + TORCH_BN + COURSE_TORCH_BN
 
 REFERENCES: dict[str, tuple[str, ...]] = {

@@ -14,12 +14,25 @@ The modules, by what they draw:
 * :mod:`.numerics`: rounding, between implementations and in float32 variances (5, 8);
 * :mod:`.identity`: BatchNorm recovering the identity (6);
 * :mod:`.training`: training with and without BatchNorm (7, 9);
+* :mod:`.diagnostics`: inside a training run (gradients, zero ReLUs, update/weight) and
+  spreads over seeds (7);
 * :mod:`.timings`: CPU timings, the recorded GPU benchmark and its bandwidth model (3, 5, 8, 9);
+* :mod:`.fusion`: eager, compiled, ATen and a copy, in copies' worth (5);
 * :mod:`.tiles`: which Triton program reads which part of memory (8).
+* :mod:`.diagrams`: boxes and arrows: train vs eval data flow (4), SyncBatchNorm's messages
+  and folding (9).
 """
 
 from __future__ import annotations
 
+from .diagnostics import (
+    gradient_histograms,
+    seed_bands,
+    seed_spread,
+    update_ratios,
+    zero_fractions,
+)
+from .diagrams import fold_diagram, sync_batchnorm_messages, train_eval_dataflow
 from .distributions import (
     channel_stats,
     eps_gain,
@@ -28,6 +41,7 @@ from .distributions import (
     scaling_comparison,
 )
 from .estimates import running_stats_trace, statistic_noise_vs_batch, variance_bias
+from .fusion import fusion_bars
 from .gradients import computational_graph, difference_error_vs_h, gradient_agreement
 from .identity import identity_error_vs_batch_size, parameter_trajectories
 from .numerics import agreement_over_steps, variance_error_by_method
@@ -75,12 +89,21 @@ __all__ = [
     "activation_scale",
     "activation_histograms",
     "batch_size_sweep",
+    "gradient_histograms",
+    "zero_fractions",
+    "update_ratios",
+    "seed_bands",
+    "seed_spread",
     "timing_bars",
     "bench_bars",
+    "fusion_bars",
     "gpu_bench_times",
     "gpu_bench_bandwidth",
     "bandwidth_model_times",
     "program_of",
     "memory_order",
     "tiles_in_memory",
+    "train_eval_dataflow",
+    "sync_batchnorm_messages",
+    "fold_diagram",
 ]

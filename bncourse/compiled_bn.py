@@ -1,0 +1,302 @@
+"""Chapter 5's BatchNorm with its passes fused by ``torch.compile``: a drop-in for
+``torch.nn.BatchNorm1d/2d/3d`` that beats ATen's CPU kernels.
+
+Nothing here is new math. :class:`CompiledBatchNormFunction` is
+:class:`bncourse.torch_bn.BatchNormFunction` with its three passes,
+:func:`~bncourse.torch_bn.forward_train`, :func:`~bncourse.torch_bn.forward_eval` and
+:func:`~bncourse.torch_bn.backward` (the formulas of chapter 5, one implementation), each
+handed to ``torch.compile``: TorchInductor turns the dozen operations of each pass into a few
+loops (C++ with OpenMP on a CPU, compiled by the machine's C++ compiler; Triton kernels on a
+GPU) that read the input once for the sums and once more to write the result, where the eager
+operations read and write an input-sized tensor each. The functions are compiled on first use,
+with ``dynamic=True``: one compilation serves every size (about 20 s for each number of
+dimensions, dtype, memory layout and mode, and once for channels of at most 4096 values and
+once for larger ones; TorchInductor caches the code on disk, in
+``/tmp/torchinductor_$USER``, for the next process).
+
+:func:`batch_norm` and the modules :class:`BatchNorm1d`, :class:`BatchNorm2d`,
+:class:`BatchNorm3d` are :mod:`bncourse.torch_bn`'s, with this function inside: same
+signature, errors, state and results (within float rounding: the compiled loops add in
+another order).
+
+Where the compiled code is not used, the eager formulas of :mod:`bncourse.torch_bn` run:
+
+* ``torch.compile`` cannot work here (no C++ compiler, an unsupported platform or Python):
+  the first call warns once, with the reason, and from then on everything runs eager;
+* the backward pass is itself differentiated (``create_graph=True``): TorchInductor's code is
+  not differentiable, so the eager backward runs (and recomputes the statistics, as
+  :class:`~bncourse.torch_bn.BatchNormFunction` does);
+* inside another transform that must see the operations: ``torch.compile`` of a model that
+  holds the module (the outer compilation fuses them itself), ``torch.jit.trace``,
+  and ``torch.export``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+import warnings
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from . import torch_bn
+from .validation import apply_checked
+
+__all__ = [
+    "compiled",
+    "compile_disabled",
+    "generated_kernel",
+    "loop_nests",
+    "CompiledBatchNormFunction",
+    "batch_norm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+]
+
+PASSES = ("forward_train", "forward_eval", "backward")  # the functions of torch_bn compiled
+# torch.compile's backend: TorchInductor, which generates the fused code. (The parity tests
+# use "aot_eager", the same capture by TorchDynamo and AOTAutograd without the code
+# generation, which costs seconds per graph: tests/test_batchnorm_interface.py.)
+BACKEND = "inductor"
+_compiled: dict[tuple[str, str], Callable[..., Any]] = {}
+_disabled: list[str] = []  # why compiling cannot work here, once known
+
+
+def compile_disabled() -> str | None:
+    """Why this process runs the eager formulas (``None`` while compiling works)."""
+    return _disabled[0] if _disabled else None
+
+
+def compiled(name: str) -> Callable[..., Any]:
+    """``torch.compile`` of ``torch_bn.<name>`` (one of :data:`PASSES`), made once per
+    process: ``dynamic=True`` (one compilation for every size), ``fullgraph=True`` (the pass
+    is one graph or an error, never silently split)."""
+    key = (name, BACKEND)
+    if key not in _compiled:
+        function = getattr(torch_bn, name)
+        _compiled[key] = torch.compile(function, backend=BACKEND, dynamic=True, fullgraph=True)
+    return _compiled[key]
+
+
+def _outside_other_transforms() -> bool:
+    """Not inside a transform that must see the operations themselves."""
+    return not (
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.jit.is_tracing()
+        or torch._C._functorch.peek_interpreter_stack() is not None  # vmap, grad, jacrev
+    )
+
+
+_SCALAR = {"cpp.simdlen": 1}  # TorchInductor's C++ without SIMD instructions
+
+
+def _scalar_aten() -> bool:
+    """``ATEN_CPU_CAPABILITY=default``: PyTorch's own kernels run scalar, and TorchInductor's
+    vectorized C++ fails to compile (torch 2.13), so the compiled code is scalar too."""
+    return os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower() == "default"
+
+
+def run(name: str, *args: Any) -> Any:
+    """``torch_bn.<name>(*args)``: compiled where it can be, else eager (see the module).
+
+    Parameters go in as plain tensors (``detach``: inside an autograd node nothing is
+    recorded anyway), because TorchDynamo keeps the shapes of ``nn.Parameter`` arguments
+    static, which would compile anew for each number of channels. Each pass may be compiled
+    for up to 128 combinations of number of dimensions, dtype, layout, options and size class
+    (TorchDynamo's default limit is 8, after which it would run eager without a word); past
+    them it fails loudly, which warns below."""
+    if not _disabled and _outside_other_transforms():
+        args = tuple(a.detach() if isinstance(a, torch.nn.Parameter) else a for a in args)
+        try:
+            with (
+                torch._dynamo.config.patch(recompile_limit=128, fail_on_recompile_limit_hit=True),
+                torch._inductor.config.patch(_SCALAR if _scalar_aten() else {}),
+            ):
+                return compiled(name)(*args)
+        except Exception as error:  # the compiler cannot work here: say so, once, and go eager
+            _disabled.append(f"{type(error).__name__}: {str(error).strip().splitlines()[0]}")
+            warnings.warn(
+                "bncourse.compiled_bn: torch.compile cannot work here, so BatchNorm runs "
+                f"chapter 5's eager operations (same results, slower). The reason: {_disabled[0]}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return getattr(torch_bn, name)(*args)
+
+
+class CompiledBatchNormFunction(torch_bn.BatchNormFunction):
+    """:class:`bncourse.torch_bn.BatchNormFunction` with its passes compiled (:func:`run`):
+    the same arguments, outputs, saved tensors (its ``save``) and double backward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        input: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        running_mean: Tensor | None,
+        running_var: Tensor | None,
+        training: bool,
+        eps: float,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+        if training:
+            output = run("forward_train", input, weight, bias, eps)
+        else:
+            out, _, invstd = run(
+                "forward_eval", input, running_mean, running_var, weight, bias, eps
+            )
+            output = out, None, None, invstd
+        inputs = (input, weight, bias, running_mean, running_var, training, eps)
+        torch_bn.BatchNormFunction.save(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: the eager, differentiable backward
+            return torch_bn.BatchNormFunction.backward(ctx, grad_output)
+        input, weight, mean, invstd = ctx.saved_tensors
+        mask = ctx.needs_input_grad[:3]
+        grads = run(
+            "backward", grad_output, input, weight, mean, invstd, ctx.training, mask, ctx.bias_dtype
+        )
+        return *grads, None, None, None, None
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """:func:`bncourse.torch_bn.batch_norm` (``F.batch_norm``'s signature, checks and
+    semantics), computed by :class:`CompiledBatchNormFunction`."""
+    return apply_checked(
+        torch_bn.ThenUpdate(CompiledBatchNormFunction),
+        input,
+        running_mean,
+        running_var,
+        weight,
+        bias,
+        training,
+        momentum,
+        eps,
+    )
+
+
+class BatchNorm1d(torch_bn.BatchNorm1d):
+    """Drop-in for ``torch.nn.BatchNorm1d`` (input ``(N, C)`` or ``(N, C, L)``), compiled."""
+
+    functional = staticmethod(batch_norm)
+
+
+class BatchNorm2d(torch_bn.BatchNorm2d):
+    """Drop-in for ``torch.nn.BatchNorm2d`` (input ``(N, C, H, W)``), compiled."""
+
+    functional = staticmethod(batch_norm)
+
+
+class BatchNorm3d(torch_bn.BatchNorm3d):
+    """Drop-in for ``torch.nn.BatchNorm3d`` (input ``(N, C, D, H, W)``), compiled."""
+
+    functional = staticmethod(batch_norm)
+
+
+# --------------------------------------------------------------------------------------------
+# What TorchInductor wrote (chapter 5 reads it)
+# --------------------------------------------------------------------------------------------
+def generated_kernel(name: str, *args: Any) -> str:
+    """The C++ kernel TorchInductor writes for ``torch_bn.<name>(*args)``, compiled afresh
+    (no cache: a cached compilation writes no code to read) in a form that is the same on
+    every CPU: scalar (``cpp.simdlen=1``: no SIMD
+    instructions, which depend on the processor), the ``#pragma omp`` lines and the
+    ``static_cast<int64_t>(...)`` around every number left out. Its sizes are symbols
+    (``ks0``, ...), its arrays ``in_ptr0, ...`` (read) and ``out_ptr0, ...`` (written)."""
+    from torch._inductor.utils import run_and_get_code
+
+    function = torch.compile(getattr(torch_bn, name), dynamic=True, fullgraph=True)
+    with (
+        torch._inductor.config.patch({**_SCALAR, "fx_graph_cache": False}),
+        torch._functorch.config.patch(enable_autograd_cache=False),  # (a hit writes no code)
+    ):
+        _, sources = run_and_get_code(function, *args)
+    kernels = [c for source in sources for c in re.findall(r"r'''(.*?)'''", source, re.S)]
+    kernel = next(k for k in kernels if 'extern "C"' in k)
+    lines = [line for line in kernel.splitlines() if not line.strip().startswith("#pragma")]
+    return _drop_casts("\n".join(line for line in lines if line.strip()))
+
+
+def _drop_casts(text: str) -> str:
+    """``static_cast<int64_t>(expr)`` -> ``expr`` (parentheses balanced)."""
+    marker, out, i = "static_cast<int64_t>(", [], 0
+    while (j := text.find(marker, i)) >= 0:
+        out.append(text[i:j])
+        depth, k = 1, j + len(marker)
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[k], 0)
+            k += 1
+        inner = text[j + len(marker) : k - 1]
+        out.append(_drop_casts(inner))
+        i = k
+    out.append(text[i:])
+    return "".join(out)
+
+
+def loop_nests(kernel: str) -> list[dict[str, Any]]:
+    """The outermost loop nests of a :func:`generated_kernel`, in order, each as ``{"code":
+    its text, "passes": [...]}``: one entry per innermost loop that goes over the input's
+    values, ``{"reads": [...], "writes": [...]}``, the arrays it reads and writes
+    *elementwise*, indexed by two or more loop variables (``in_ptr0[x2 + 64*x1 + ...]``: a
+    tensor of the input's size), not per channel (``in_ptr1[x1]``)."""
+    nests, i = [], 0
+    while (start := kernel.find("for(", i)) >= 0:
+        end = _loop_end(kernel, start)
+        line_start = kernel.rfind("\n", 0, start) + 1
+        code = textwrap.dedent(kernel[line_start:end])
+        passes = [
+            accesses
+            for inner in _loops(code)
+            if "for(" not in inner[4:]  # innermost
+            and ((accesses := _elementwise_accesses(inner))["reads"] or accesses["writes"])
+        ]
+        nests.append({"code": code, "passes": passes})
+        i = end
+    return nests
+
+
+def _loop_end(text: str, start: int) -> int:
+    """Where the loop ``for(`` at ``start`` ends: after the brace that closes its body."""
+    depth, k = 1, text.index("{", start) + 1
+    while depth:
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        k += 1
+    return k
+
+
+def _loops(code: str) -> list[str]:
+    """Every loop in ``code``, nested ones too, as text."""
+    found, i = [], 0
+    while (start := code.find("for(", i)) >= 0:
+        found.append(code[start : _loop_end(code, start)])
+        i = start + 4
+    return found
+
+
+def _elementwise_accesses(code: str) -> dict[str, list[str]]:
+    reads, writes = [], []
+    for array, index in re.findall(r"\b((?:in_out|in|out)_ptr\d+)\[([^\]]*)\]", code):
+        if len(set(re.findall(r"\bx\d+\b", index))) < 2:
+            continue  # one per channel, or a scalar
+        stored = re.search(rf"\b{array}\[{re.escape(index)}\]\s*=[^=]", code) is not None
+        target = writes if stored else reads
+        if array not in target:
+            target.append(array)
+    return {"reads": reads, "writes": writes}

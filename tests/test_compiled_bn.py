@@ -1,0 +1,187 @@
+"""bncourse.compiled_bn: chapter 5's formulas compiled by torch.compile.
+
+Its interface is tested with every other implementation's in tests/test_batchnorm_interface.py
+(the parity suite, tolerances explained there); PyTorch's compiler stack (trace, export,
+script, vmap, jacrev, torch.compile of a model) on both torch_bn and compiled_bn in
+tests/test_torch_bn.py. Here: the compiled code really runs (and is fused), results equal
+the eager formulas' to float32 rounding, double backward falls back to the eager backward and
+equals PyTorch's, and where torch.compile cannot work the module warns once and runs eager
+(simulated: torch.compile failing as on an unsupported Python, and a C++ compiler that is not
+there).
+
+Compiling takes seconds per graph (about 20 s on a loaded 2-core machine): the tests share the
+process's compiled functions (one xdist group, so one worker compiles each pass once), use
+few shapes, and ``dynamic=True`` lets one compilation serve every size.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from bn_testing import TOL, compare_step, make_input, module_pair, randomize
+from bncourse import compiled_bn, torch_bn
+
+pytestmark = pytest.mark.xdist_group("compiled_bn")
+
+
+def _inputs(shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g, dtype=dtype) * 2 + 1).requires_grad_()
+    return x, torch.randn(shape, generator=g, dtype=dtype)
+
+
+def _step(module, x, dy):
+    y = module(x)
+    return (y, *torch.autograd.grad(y, (x, module.weight, module.bias), dy))
+
+
+def test_the_compiled_passes_run_and_agree_with_eager_formulas():
+    """Forward, backward and the running statistics equal torch_bn's (float32: the loops add
+    in another order, so rtol 1e-5 on the output, 1e-4 on gradients, the parity suite's
+    tolerances), and every pass was compiled (no silent fallback)."""
+    x, dy = _inputs((16, 8, 5, 5))
+    ours, eager = compiled_bn.BatchNorm2d(8), torch_bn.BatchNorm2d(8)
+    for _ in range(3):
+        got, want = _step(ours, x, dy), _step(eager, x, dy)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=2e-5)
+        for a, b in zip(got[1:], want[1:]):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-4)
+    torch.testing.assert_close(ours.running_mean, eager.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours.running_var, eager.running_var, rtol=1e-5, atol=1e-6)
+    assert compiled_bn.compile_disabled() is None
+    assert {("forward_train", "inductor"), ("backward", "inductor")} <= set(compiled_bn._compiled)
+    ours.eval()
+    torch.testing.assert_close(ours(x), eager.eval()(x), rtol=1e-5, atol=2e-5)
+    assert ("forward_eval", "inductor") in compiled_bn._compiled
+
+
+def test_the_backward_node_is_the_compiled_function():
+    x, _ = _inputs((8, 4))
+    y = compiled_bn.BatchNorm1d(4)(x)
+    assert type(y.grad_fn).__name__ == "CompiledBatchNormFunctionBackward"
+
+
+def test_double_backward_falls_back_to_eager_and_equals_pytorchs():
+    """create_graph=True runs torch_bn's differentiable backward (TorchInductor's code is not
+    differentiable), so second derivatives equal PyTorch's (float64, rtol 1e-9)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(3, generator=g, dtype=torch.float64)
+    dy, v = torch.randn(2, *x.shape, generator=g, dtype=torch.float64)
+    results = []
+    for fn in (compiled_bn.batch_norm, nn.functional.batch_norm):
+        xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+        (dx,) = torch.autograd.grad(fn(xs, None, None, ws, None, True), xs, dy, create_graph=True)
+        results.append(torch.autograd.grad((dx * v).sum(), (xs, ws)))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-10)
+
+
+def test_a_failing_torch_compile_warns_once_and_runs_eager(monkeypatch):
+    """As on Python 3.13 with a torch too old for it: torch.compile raises. The module warns
+    once (not at every call), says why, and gives torch_bn's exact results."""
+    monkeypatch.setattr(compiled_bn, "_compiled", {})
+    monkeypatch.setattr(compiled_bn, "_disabled", [])
+
+    def unsupported(*args, **kwargs):
+        raise RuntimeError("torch.compile is not supported on Python 3.13+")
+
+    monkeypatch.setattr(torch, "compile", unsupported)
+    x, dy = _inputs((6, 3, 2))
+    ours, eager = compiled_bn.BatchNorm1d(3), torch_bn.BatchNorm1d(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = [_step(ours, x, dy) for _ in range(3)]
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1, messages
+    assert "torch.compile cannot work here" in messages[0]
+    assert "not supported on Python 3.13+" in messages[0]
+    assert "not supported on Python 3.13+" in compiled_bn.compile_disabled()
+    for got in results:
+        want = _step(eager, x, dy)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+    assert torch.equal(ours.running_var, eager.running_var)
+
+
+def test_no_cpp_compiler_warns_once_and_runs_eager(tmp_path):
+    """A C++ compiler that is not there (CXX pointing nowhere, an empty TorchInductor cache):
+    in a fresh process, one warning naming the failure, and eager results."""
+    script = textwrap.dedent(
+        """
+        import warnings
+        import torch
+        from bncourse import compiled_bn, torch_bn
+
+        warnings.simplefilter("always")
+        x = torch.randn(6, 3, 4, requires_grad=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ys = [compiled_bn.BatchNorm1d(3)(x) for _ in range(2)]
+        ours = [str(w.message) for w in caught if "compiled_bn" in str(w.message)]
+        assert len(ours) == 1, ours
+        assert compiled_bn.compile_disabled() is not None
+        want = torch_bn.BatchNorm1d(3)(x)
+        assert all(torch.equal(y, want) for y in ys)
+        print("WARNED:", ours[0])
+        """
+    )
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"))
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "cache")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "WARNED: bncourse.compiled_bn: torch.compile cannot work here" in done.stdout
+
+
+def test_compiled_bench_reports_all_four_and_the_compile_time(tmp_path, capsys):
+    """The bench command with the compiled module (a shape the tests above compiled already)."""
+    import json
+    import math
+
+    from bncourse.__main__ import main as cli
+
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--shape", "16x8x5x5", "--repeats", "2", "--warmup", "1"]
+    assert cli([*argv, "--json", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "compiled/native" in printed and "first call" in printed
+    (r,) = json.loads(path.read_text())["results"]
+    for key in ("compiled_ms", "compiled_median_ms", "compiled_over_native", "compile_s"):
+        assert math.isfinite(r[key]) and r[key] > 0, key
+    assert r["compiled_over_native"] == pytest.approx(r["compiled_ms"] / r["native_ms"])
+
+
+@pytest.mark.parametrize(
+    "ndim, shape, dtype, layout, options",
+    [
+        # (4-d contiguous float32: the first test; each configuration compiles ~25 s cold)
+        (4, (8, 6, 5, 7), torch.float32, "channels_last", {"momentum": None, "bias": False}),
+        (5, (4, 3, 2, 3, 4), torch.float64, "strided", {"affine": False}),
+    ],
+    ids=["2d-channels-last-momentum-none-no-bias", "3d-float64-strided-no-affine"],
+)
+def test_generated_code_matches_torch_nn_over_steps(ndim, shape, dtype, layout, options):
+    """TorchInductor's code itself against torch.nn, 20 steps switching to evaluation every
+    fifth (the parity suite runs every configuration without the code generation, to keep its
+    time: tests/test_batchnorm_interface.py); tolerances of tests/bn_testing.py."""
+    g = torch.Generator().manual_seed(ndim)
+    ours, theirs = module_pair(compiled_bn, ndim, shape[1], dtype=dtype, **options)
+    randomize(ours, g)
+    theirs.load_state_dict(ours.state_dict())
+    for step in range(20):
+        for m in (ours, theirs):
+            m.train(step % 5 != 4)
+        x = make_input(shape, dtype, layout, g, loc=1.0, scale=2.0)
+        dy = make_input(shape, dtype, "contiguous", g)
+        compare_step(ours, theirs, x, dy, TOL[dtype], layout)
+    assert compiled_bn.compile_disabled() is None
