@@ -27,10 +27,24 @@ is other processes taking the processor, not the code; on a shared machine it ca
 times the minimum); the JSON has both.  On CUDA each call is synchronized before the clock
 stops.  Module mode is training (batch statistics, running statistics updated), input
 float32.
+
+Two things would otherwise make the numbers differ from run to run by up to 2x, for reasons
+that are not the kernels':
+
+* memory: glibc's ``free`` hands blocks of many megabytes back to the operating system, and
+  the next call's ``malloc`` gets them back page by page, each page zeroed on first touch
+  (thousands of page faults per call, more or fewer depending on the order of the calls).
+  The benchmark asks glibc to keep freed memory in the process (:func:`keep_freed_memory`),
+  as a training loop's steady state does, so every call works in memory it already has;
+* the compiled code: ``torch.compile`` makes code for the first sizes it sees and, after
+  another size, code for every size, which is slower. Each case starts from
+  :func:`bncourse.compiled_bn.reset`, so that it runs the code made for its shape, as a
+  training loop of that shape would.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import platform
@@ -50,6 +64,7 @@ __all__ = [
     "DEFAULT_CASES",
     "Result",
     "parse_shape",
+    "keep_freed_memory",
     "time_calls",
     "run",
     "format_table",
@@ -111,6 +126,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def keep_freed_memory() -> bool:
+    """Ask the C library's allocator to keep freed memory in this process (glibc's
+    ``mallopt``: no block gets its own ``mmap``, the heap is never trimmed), so that an
+    allocation reuses memory instead of faulting in fresh pages. For the rest of the process:
+    memory is not returned to the system until it exits. ``False`` where the C library has no
+    ``mallopt`` (macOS, Windows, musl), which changes nothing else."""
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 def time_calls(
     calls: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
 ) -> dict[str, list[float]]:
@@ -150,10 +180,12 @@ def run(
 
     ``shapes`` (each contiguous, or in the layout of the same place in ``layouts``:
     ``"contiguous"`` or ``"channels_last"``), or by default :data:`DEFAULT_CASES`.
-    ``compiled=False`` leaves the compiled module out (no compilation)."""
+    ``compiled=False`` leaves the compiled module out (no compilation). Calls
+    :func:`keep_freed_memory` (for the rest of the process)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but torch.cuda.is_available() is False")
+    keep_freed_memory()
     if shapes is None:
         cases = list(DEFAULT_CASES)
     else:
@@ -171,6 +203,7 @@ def run(
         calls = {"ours": _forward_backward(getattr(torch_bn, name)(shape[1], device=dev), x, dy)}
         compile_s = math.nan
         if compiled:
+            compiled_bn.reset()  # code for this shape, not for every shape seen so far
             calls["compiled"] = _forward_backward(
                 getattr(compiled_bn, name)(shape[1], device=dev), x, dy
             )
@@ -273,9 +306,12 @@ def main(
 ) -> list[Result]:
     """Run, print the table, and write the JSON report if ``json_path`` is given."""
     env = environment(device)
+    env["freed_memory_kept"] = keep_freed_memory()
+    memory = "kept" if env["freed_memory_kept"] else "returned to the system (no glibc)"
     print(
         f"BatchNorm forward+backward, float32, training mode, device {device}, "
-        f"torch {env['torch']}, {env['threads']} threads; {repeats} interleaved rounds"
+        f"torch {env['torch']}, {env['threads']} threads; {repeats} interleaved rounds; "
+        f"freed memory {memory}"
     )
     results = run(shapes, device, repeats, warmup, layouts=layouts, compiled=compiled)
     print(format_table(results))

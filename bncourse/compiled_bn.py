@@ -8,11 +8,13 @@ Nothing here is new math. :class:`CompiledBatchNormFunction` is
 handed to ``torch.compile``: TorchInductor turns the dozen operations of each pass into a few
 loops (C++ with OpenMP on a CPU, compiled by the machine's C++ compiler; Triton kernels on a
 GPU) that read the input once for the sums and once more to write the result, where the eager
-operations read and write an input-sized tensor each. The functions are compiled on first use,
-with ``dynamic=True``: one compilation serves every size (about 20 s for each number of
-dimensions, dtype, memory layout and mode, and once for channels of at most 4096 values and
-once for larger ones; TorchInductor caches the code on disk, in
-``/tmp/torchinductor_$USER``, for the next process).
+operations read and write an input-sized tensor each. The functions are compiled on first use
+(about 20 s for each number of dimensions, dtype, memory layout and mode; TorchInductor caches
+the code on disk, in ``/tmp/torchinductor_$USER``, for the next process), as ``torch.compile``
+does by default: for the sizes of the first input, as constants, then, when an input of other
+sizes comes (the last, smaller batch of an epoch), once more for every size (TorchDynamo's
+"automatic dynamic shapes"). Code for known sizes is faster (no loop tails to guard, no index
+arithmetic on symbols): in a training loop of one batch size, that is the code that runs.
 
 :func:`batch_norm` and the modules :class:`BatchNorm1d`, :class:`BatchNorm2d`,
 :class:`BatchNorm3d` are :mod:`bncourse.torch_bn`'s, with this function inside: same
@@ -33,11 +35,12 @@ Where the compiled code is not used, the eager formulas of :mod:`bncourse.torch_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import textwrap
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -48,6 +51,7 @@ from .validation import apply_checked
 __all__ = [
     "compiled",
     "compile_disabled",
+    "reset",
     "generated_kernel",
     "loop_nests",
     "CompiledBatchNormFunction",
@@ -73,13 +77,22 @@ def compile_disabled() -> str | None:
 
 def compiled(name: str) -> Callable[..., Any]:
     """``torch.compile`` of ``torch_bn.<name>`` (one of :data:`PASSES`), made once per
-    process: ``dynamic=True`` (one compilation for every size), ``fullgraph=True`` (the pass
-    is one graph or an error, never silently split)."""
+    process (until :func:`reset`): sizes as constants first, symbols after a second size
+    (``torch.compile``'s default), ``fullgraph=True`` (the pass is one graph or an error,
+    never silently split)."""
     key = (name, BACKEND)
     if key not in _compiled:
         function = getattr(torch_bn, name)
-        _compiled[key] = torch.compile(function, backend=BACKEND, dynamic=True, fullgraph=True)
+        _compiled[key] = torch.compile(function, backend=BACKEND, fullgraph=True)
     return _compiled[key]
+
+
+def reset() -> None:
+    """Forget what was compiled in this process (``torch._dynamo.reset``): the next call
+    compiles for its own sizes, as a fresh process would (the benchmark does this per case, so
+    that each case runs the code made for its shape). The disk cache stays."""
+    _compiled.clear()
+    torch._dynamo.reset()
 
 
 def _outside_other_transforms() -> bool:
@@ -101,22 +114,43 @@ def _scalar_aten() -> bool:
     return os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower() == "default"
 
 
+# TorchDynamo's settings while a pass runs (and may compile): see run
+_DYNAMO_SETTINGS = {"recompile_limit": 128, "fail_on_recompile_limit_hit": True}
+
+
+@contextlib.contextmanager
+def _compile_settings() -> Iterator[None]:
+    """:data:`_DYNAMO_SETTINGS` (and scalar code under ``ATEN_CPU_CAPABILITY=default``) for
+    the time of one call, then the caller's settings back. (Set and restored by hand:
+    ``config.patch`` costs more than the rest of a small call.)"""
+    config = torch._dynamo.config
+    saved = {key: getattr(config, key) for key in _DYNAMO_SETTINGS}
+    for key, value in _DYNAMO_SETTINGS.items():
+        setattr(config, key, value)
+    try:
+        if _scalar_aten():
+            with torch._inductor.config.patch(_SCALAR):
+                yield
+        else:
+            yield
+    finally:
+        for key, value in saved.items():
+            setattr(config, key, value)
+
+
 def run(name: str, *args: Any) -> Any:
     """``torch_bn.<name>(*args)``: compiled where it can be, else eager (see the module).
 
     Parameters go in as plain tensors (``detach``: inside an autograd node nothing is
     recorded anyway), because TorchDynamo keeps the shapes of ``nn.Parameter`` arguments
-    static, which would compile anew for each number of channels. Each pass may be compiled
-    for up to 128 combinations of number of dimensions, dtype, layout, options and size class
-    (TorchDynamo's default limit is 8, after which it would run eager without a word); past
-    them it fails loudly, which warns below."""
+    static, which would compile anew for each number of channels even after a second size.
+    Each pass may be compiled for up to 128 combinations of number of dimensions, dtype,
+    layout, options and sizes (TorchDynamo's default limit is 8, after which it would run
+    eager without a word); past them it fails loudly, which warns below."""
     if not _disabled and _outside_other_transforms():
         args = tuple(a.detach() if isinstance(a, torch.nn.Parameter) else a for a in args)
         try:
-            with (
-                torch._dynamo.config.patch(recompile_limit=128, fail_on_recompile_limit_hit=True),
-                torch._inductor.config.patch(_SCALAR if _scalar_aten() else {}),
-            ):
+            with _compile_settings():
                 return compiled(name)(*args)
         except Exception as error:  # the compiler cannot work here: say so, once, and go eager
             _disabled.append(f"{type(error).__name__}: {str(error).strip().splitlines()[0]}")
@@ -131,11 +165,10 @@ def run(name: str, *args: Any) -> Any:
 
 class CompiledBatchNormFunction(torch_bn.BatchNormFunction):
     """:class:`bncourse.torch_bn.BatchNormFunction` with its passes compiled (:func:`run`):
-    the same arguments, outputs, saved tensors (its ``save``) and double backward."""
+    the same arguments, outputs, saved tensors (its ``setup_context``) and double backward."""
 
     @staticmethod
     def forward(
-        ctx: Any,
         input: Tensor,
         weight: Tensor | None,
         bias: Tensor | None,
@@ -145,15 +178,9 @@ class CompiledBatchNormFunction(torch_bn.BatchNormFunction):
         eps: float,
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         if training:
-            output = run("forward_train", input, weight, bias, eps)
-        else:
-            out, _, invstd = run(
-                "forward_eval", input, running_mean, running_var, weight, bias, eps
-            )
-            output = out, None, None, invstd
-        inputs = (input, weight, bias, running_mean, running_var, training, eps)
-        torch_bn.BatchNormFunction.save(ctx, inputs, output)
-        return output
+            return run("forward_train", input, weight, bias, eps)
+        out, _, invstd = run("forward_eval", input, running_mean, running_var, weight, bias, eps)
+        return out, None, None, invstd
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor, *_: Any) -> tuple[Tensor | None, ...]:

@@ -269,21 +269,22 @@ class BatchNormFunction(torch.autograd.Function):
     updating the running statistics is :class:`ThenUpdate`'s business, after it.
 
     Saved for backward: the input, ``weight``, and the per-channel ``mean`` and ``invstd``
-    (what ATen saves too), by :meth:`save`. When the backward pass is itself differentiated
-    (``create_graph=True``), the training statistics are recomputed from the input with
-    differentiable operations, so that second derivatives see how they depend on it.
+    (what ATen saves too), by :meth:`setup_context`. When the backward pass is itself
+    differentiated (``create_graph=True``), the training statistics are recomputed from the
+    input with differentiable operations, so that second derivatives see how they depend on
+    it.
 
-    Written in the form ``forward(ctx, ...)``: ``torch.func``'s transforms (``vmap``,
-    ``jacrev``) need the other form, a ``forward`` without ``ctx`` and a ``setup_context``,
-    whose ``apply`` inspects ``forward``'s signature at every call, which the course's grader
-    refuses inside a learner's function (chapter 5's exercises call this node). So these
-    transforms refuse the module (PyTorch's error names ``setup_context``), except ``vmap``
-    with running statistics to update, refused as ``nn.BatchNorm`` refuses it.
+    Written in the form ``torch.func``'s transforms need: ``forward`` without ``ctx``, then
+    ``setup_context(ctx, inputs, output)`` to save what ``backward`` needs (chapter 5's
+    exercise uses the older form, ``forward(ctx, ...)``, which autograd accepts too). With
+    ``generate_vmap_rule``, ``torch.func.vmap`` runs ``forward`` on each sample's batch, and
+    ``jacrev``/``jacfwd``/``grad`` differentiate through ``backward``.
     """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        ctx: Any,
         input: Tensor,
         weight: Tensor | None,
         bias: Tensor | None,
@@ -293,17 +294,12 @@ class BatchNormFunction(torch.autograd.Function):
         eps: float,
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
         if training:
-            output = forward_train(input, weight, bias, eps)
-        else:
-            out, _, invstd = forward_eval(input, running_mean, running_var, weight, bias, eps)
-            output = out, None, None, invstd
-        BatchNormFunction.save(
-            ctx, (input, weight, bias, running_mean, running_var, training, eps), output
-        )
-        return output
+            return forward_train(input, weight, bias, eps)
+        out, _, invstd = forward_eval(input, running_mean, running_var, weight, bias, eps)
+        return out, None, None, invstd
 
     @staticmethod
-    def save(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
         """What ``forward`` keeps in ``ctx`` for ``backward``, from its inputs and output."""
         input, weight, bias, running_mean, _, training, eps = inputs
         _, mean, var, invstd = output

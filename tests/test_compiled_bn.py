@@ -17,6 +17,7 @@ few shapes, and ``dynamic=True`` lets one compilation serve every size.
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -159,6 +160,28 @@ def test_compiled_bench_reports_all_four_and_the_compile_time(tmp_path, capsys):
     for key in ("compiled_ms", "compiled_median_ms", "compiled_over_native", "compile_s"):
         assert math.isfinite(r[key]) and r[key] > 0, key
     assert r["compiled_over_native"] == pytest.approx(r["compiled_ms"] / r["native_ms"])
+    glibc = platform.libc_ver()[0] == "glibc"  # (freed memory kept: steady timings, bench.py)
+    assert json.loads(path.read_text())["environment"]["freed_memory_kept"] is glibc
+
+
+def test_sizes_are_constants_first_then_symbols_after_another_size(monkeypatch):
+    """As torch.compile does by default: the first input's sizes compiled as constants (the
+    faster code, which a training loop of one batch size runs), one more compilation for
+    every size when a second size comes, and none for a third. (Backend "aot_eager": this is
+    TorchDynamo's behaviour, without TorchInductor's seconds of code generation.)"""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(compiled_bn, "BACKEND", "aot_eager")
+    compiled_bn.reset()
+    try:
+        compiled = []
+        for batch in (8, 16, 32):
+            before = counters["stats"]["unique_graphs"]
+            compiled_bn.BatchNorm1d(4)(torch.randn(batch, 4))
+            compiled.append(counters["stats"]["unique_graphs"] - before)
+        assert compiled == [1, 1, 0]
+    finally:
+        compiled_bn.reset()  # (the other tests' compilations are inductor's)
 
 
 @pytest.mark.parametrize(

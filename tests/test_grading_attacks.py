@@ -189,3 +189,60 @@ def test_the_course_own_batchnorm_is_a_reference_of_every_exercise_that_writes_i
         replaced = set(references_for(exercise))
         assert formulas | compiled <= replaced, (exercise, sorted((formulas | compiled) - replaced))
     assert not set(references_for("module-forward")) & formulas  # it builds on batch_norm
+
+
+GUARDED_CALLS = """
+import inspect, torch
+from bncourse import torch_bn
+from bncourse.grading.sandbox import Guard
+
+class Double(torch.autograd.Function):  # PyTorch's newer form: apply binds forward's signature
+    @staticmethod
+    def forward(x, scale=2.0):
+        return x * scale
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.scale = inputs[1]
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+def signatures_and_the_course_batchnorm():
+    inspect.signature(lambda a, b=1, *, c=2: None)
+    x = torch.randn(4, 3, requires_grad=True)
+    torch_bn.batch_norm(x, None, None, training=True).sum().backward()
+    Double.apply(x).sum().backward()
+
+def frame_of_a_traceback():
+    try:
+        1 / 0
+    except ZeroDivisionError as error:
+        return error.__traceback__.tb_frame.f_back
+
+def frame_of_a_generator():
+    return (i for i in range(2)).gi_frame
+
+for candidate in (signatures_and_the_course_batchnorm, frame_of_a_traceback, frame_of_a_generator):
+    guard = Guard()
+    try:
+        guard.wrap(candidate)()
+    except BaseException:
+        pass
+    print(candidate.__name__, guard.refused)
+"""
+
+
+def test_the_guard_lets_a_function_read_signatures_but_not_frames():
+    """Reading a function's code and defaults (inspect.signature, which autograd.Function.apply
+    calls for a Function with setup_context: torch_bn's, or a learner's) leads to no frame or
+    state, and is allowed while a candidate runs; a frame, through a traceback or a generator,
+    is refused (the judge's expected values live in frames)."""
+    run = subprocess.run(
+        [sys.executable, "-c", GUARDED_CALLS], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "signatures_and_the_course_batchnorm []",
+        "frame_of_a_traceback ['object.__getattr__(traceback.tb_frame)']",
+        "frame_of_a_generator ['object.__getattr__(generator.gi_frame)']",
+    ]

@@ -325,17 +325,68 @@ def test_vmap_with_running_statistics_fails_as_torch_nns(impl):
     assert errors[0] == errors[1]
 
 
-@pytest.mark.parametrize("transform", ["vmap", "jacrev"])
-def test_vmap_and_jacrev_without_running_statistics_are_refused(impl, transform):
-    """A known limitation, and its reason (torch_bn.BatchNormFunction's docstring): the node
-    is written as forward(ctx, ...), since the form these transforms need inspects forward's
-    signature at every call, which the course's grader refuses inside a learner's function.
-    PyTorch's own error says what is missing."""
+def _module_pair(impl, **options):
+    """(ours, torch.nn's) BatchNorm2d(2) in float64, the same running mean (0.3) if tracked."""
+    pair = impl.BatchNorm2d(2, **options).double(), nn.BatchNorm2d(2, **options).double()
+    for module in pair:
+        if module.running_mean is not None:
+            module.running_mean.fill_(0.3)
+    return pair
+
+
+@pytest.mark.parametrize("mode", ["train-untracked", "eval"])
+def test_vmap_equals_torch_nns_and_a_loop_over_the_batches(impl, mode):
+    """torch.func.vmap over a batch of batches: each batch normalized on its own (float64, to
+    rounding: 1e-12), as nn.BatchNorm2d under vmap and as a Python loop. Training mode without
+    running statistics (with them, vmap is refused, above), and evaluation mode."""
+    ours, theirs = _module_pair(impl, track_running_stats=mode == "eval")
+    if mode == "eval":
+        ours.eval(), theirs.eval()
+    batches = torch.stack([_batch((3, 2, 2, 1), seed) for seed in range(4)]).double()
+    got = torch.func.vmap(ours)(batches)
+    torch.testing.assert_close(got, torch.func.vmap(theirs)(batches), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, torch.stack([ours(b) for b in batches]), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["train-untracked", "eval"])
+def test_jacrev_equals_torch_nns(impl, mode):
+    """The whole Jacobian d output / d input through our backward (every output value depends
+    on every input value of its channel in training), equal to nn.BatchNorm2d's (float64)."""
+    ours, theirs = _module_pair(impl, track_running_stats=mode == "eval")
+    if mode == "eval":
+        ours.eval(), theirs.eval()
+    x = _batch((3, 2, 2, 1)).double()
+    jacobian = torch.func.jacrev(ours)(x)
+    assert jacobian.shape == (*x.shape, *x.shape)
+    torch.testing.assert_close(jacobian, torch.func.jacrev(theirs)(x), rtol=1e-10, atol=1e-12)
+
+
+def test_per_sample_gradients_with_vmap_of_grad_equal_torch_nns(impl):
+    """The torch.func recipe for per-sample gradients (vmap of grad of functional_call), here
+    per batch: the gradients of weight and bias for each of 4 batches (float64)."""
+    ours, theirs = _module_pair(impl, track_running_stats=False)
+    batches = torch.stack([_batch((3, 2, 2, 1), seed) for seed in range(4)]).double()
+
+    def per_batch_gradients(module):
+        params = {name: p.detach() for name, p in module.named_parameters()}
+
+        def loss(params, x):
+            return torch.func.functional_call(module, params, (x,)).pow(3).sum()
+
+        return torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, batches)
+
+    got, want = per_batch_gradients(ours), per_batch_gradients(theirs)
+    assert got.keys() == want.keys() == {"weight", "bias"} and got["weight"].shape == (4, 2)
+    for name in got:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12)
+
+
+def test_forward_mode_ad_is_refused_with_pytorchs_error(impl):
+    """Not supported: jacfwd and jvp (forward-mode AD) need a jvp rule in the autograd.Function,
+    which the course does not derive; PyTorch's error says so (nn.BatchNorm2d has one)."""
     module = impl.BatchNorm2d(2, track_running_stats=False)
-    x = _batch((3, 2, 2, 1))
-    x = torch.stack([x, x * 2]) if transform == "vmap" else x  # (vmap: a batch of batches)
-    with pytest.raises(RuntimeError, match="it must override the setup_context"):
-        getattr(torch.func, transform)(module)(x)
+    with pytest.raises(NotImplementedError, match="must implement the jvp function"):
+        torch.func.jacfwd(module)(_batch((3, 2, 2, 1)))
 
 
 def test_jacrev_with_tracked_statistics_fails_as_torch_nns(impl):

@@ -94,6 +94,10 @@ _REFUSED = (
 )
 # Refused too while the learner's function is *called* (unpickling needs them).
 _REFUSED_WHEN_CALLED = ("object.__getattr__", "object.__setattr__", "object.__delattr__")
+# ... except reading what inspect.signature reads of a function, which leads to no frame or
+# state: torch.autograd.Function.apply binds forward's signature at every call when the
+# Function has a setup_context (PyTorch's newer form, and torch_bn's).
+_READ_WHEN_CALLED = ("__code__", "__defaults__", "__kwdefaults__")
 # os functions that write to a descriptor, end or fork the process: removed while it runs.
 _OS_REMOVED = (
     "writev",
@@ -234,7 +238,7 @@ class Guard:
             return
         refused = event.startswith(_REFUSED)
         if phase == "call" and event in _REFUSED_WHEN_CALLED:
-            refused = True
+            refused = not (event == "object.__getattr__" and args[1] in _READ_WHEN_CALLED)
         if event == "open":
             refused = self._opens_for_writing(args)
         if refused:
