@@ -4,10 +4,11 @@
   enough examples to cover shapes of 2 to 5 dimensions and every option combination. (A
   machine without hypothesis can still run the tests that do not use it, such as
   tests/test_triton_bn.py on a GPU machine.)
-* ``built_book``: the book built once per test session, strictly, into a temporary folder
-  (an empty execution cache, so every notebook really runs); used by the build test and the
-  browser tests. While developing the browser tests, ``BNCOURSE_REUSE_BOOK=DIR`` points the
-  fixture at a book already built into ``DIR/_build`` instead (CI never sets it).
+* ``built_book``: the book built once per test session, strictly, into a temporary folder,
+  from the outputs committed with the notebooks (tests/test_notebooks.py re-executes them);
+  used by the build test and the browser tests. While developing the browser tests,
+  ``BNCOURSE_REUSE_BOOK=DIR`` points the fixture at a book already built into ``DIR/_build``
+  instead (CI never sets it).
 """
 
 from __future__ import annotations
@@ -56,20 +57,31 @@ class BuiltBook:
     html: Path
 
 
+def jupyter_book(arguments: list[str], out: Path) -> subprocess.CompletedProcess:
+    """This environment's ``jupyter-book *arguments --path-output out``, run from the project
+    root with its output captured: the suite's two builds, the HTML one (``built_book``) and
+    the PDF one (tests/test_pdf.py)."""
+    return subprocess.run(
+        [
+            str(Path(sys.executable).with_name("jupyter-book")),
+            *arguments,
+            "--path-output",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+
+
 @pytest.fixture(scope="session")
 def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
     reuse = os.environ.get("BNCOURSE_REUSE_BOOK")  # development only: a folder holding _build/html
     if reuse:
         return BuiltBook(0, "(reused)", Path(reuse) / "_build" / "html")
     out = tmp_path_factory.mktemp("book")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run(
-        [str(jupyter_book), *BOOK_BUILD, "--path-output", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    result = jupyter_book(BOOK_BUILD, out)
     return BuiltBook(result.returncode, result.stdout + result.stderr, out / "_build" / "html")
 
 

@@ -24,6 +24,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from conftest import jupyter_book  # noqa: E402
+
 from course import PDF_BUILD, TEX_PROGRAMS  # noqa: E402  (the one definition of the build)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pdf")]
@@ -53,14 +55,7 @@ def built_pdf(tmp_path_factory) -> BuiltPdf:
             0, "(reused)", (latex / "book.log").read_text(errors="replace"), latex / "book.pdf"
         )
     out = tmp_path_factory.mktemp("pdf")
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run(
-        [str(jupyter_book), *PDF_BUILD, "--path-output", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    result = jupyter_book(PDF_BUILD, out)
     latex = out / "_build" / "latex"
     log = latex / "book.log"
     return BuiltPdf(

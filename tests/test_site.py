@@ -196,7 +196,8 @@ def visit(browser, site):
 # Every page
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", PAGES)
-def test_page_loads_renders_math_and_every_figure(visit, built_book, path):
+def test_page_loads_renders_math_and_every_figure_and_passes_axe(visit, built_book, path):
+    """Each page once (axe-core is the slow part: the checks share the visit)."""
     v = visit(path)
     v.wait_for_math()
     page = v.page
@@ -219,6 +220,10 @@ def test_page_loads_renders_math_and_every_figure(visit, built_book, path):
     if path in NOTEBOOK_PAGES:
         assert images, "every chapter has figures"
     assert not v.problems, "\n".join(v.problems)
+    # pydata-sphinx-theme makes scrollable code blocks focusable from a script at load time
+    v.page.wait_for_load_state("load")
+    violations = axe_violations(v.page)
+    assert not violations, "axe-core:\n" + "\n".join(violations)
 
 
 def test_the_site_root_has_a_favicon(visit):
@@ -301,7 +306,7 @@ def test_next_and_previous_walk_the_whole_book(visit):
     def follow(selector: str) -> str:
         # Wait for the navigation the click starts, or the old page's URL would be read; its
         # load event is enough (each page's requests are checked to the end in
-        # test_page_loads_renders_math_and_every_figure).
+        # test_page_loads_renders_math_and_every_figure_and_passes_axe).
         with v.page.expect_navigation(wait_until="load"):
             v.page.locator(selector).first.click()
         return v.page.url.split(v.base, 1)[1].split("#")[0]
@@ -348,16 +353,6 @@ def axe_violations(page) -> list[str]:
         for v in results.response["violations"]
         if v["impact"] in AXE_IMPACTS and v["id"] not in AXE_EXCEPTIONS
     ]
-
-
-@pytest.mark.parametrize("path", PAGES)
-def test_axe_finds_no_serious_violation(visit, path):
-    v = visit(path)
-    v.wait_for_math()
-    # pydata-sphinx-theme makes scrollable code blocks focusable from a script at load time
-    v.page.wait_for_load_state("load")
-    violations = axe_violations(v.page)
-    assert not violations, "\n".join(violations)
 
 
 def test_axe_reports_a_real_violation(visit):

@@ -182,28 +182,19 @@ def sync_batchnorm_messages(processes: int = 2, channels_symbol: str = "C") -> F
         _blank(ax, title)
     forward, backward = axes
     orange, blue, green = COLORS[1], COLORS[0], COLORS[2]
-    forward.add_patch(
-        FancyBboxPatch(
-            (0.42, 0.02),
-            0.12,
-            0.96,
-            boxstyle="round,pad=0.005",
-            facecolor=orange + "33",
-            edgecolor=orange,
+    for ax, name, color in ((forward, "all_gather", orange), (backward, "all_reduce (sum)", green)):
+        # the collective: a tall band between the ranks' boxes and what each gets back
+        ax.add_patch(
+            FancyBboxPatch(
+                (0.42, 0.02),
+                0.12,
+                0.96,
+                boxstyle="round,pad=0.005",
+                facecolor=color + "33",
+                edgecolor=color,
+            )
         )
-    )
-    forward.text(0.48, 0.5, "all_gather", rotation=90, ha="center", va="center", color=orange)
-    backward.add_patch(
-        FancyBboxPatch(
-            (0.42, 0.02),
-            0.12,
-            0.96,
-            boxstyle="round,pad=0.005",
-            facecolor=green + "33",
-            edgecolor=green,
-        )
-    )
-    backward.text(0.48, 0.5, "all_reduce (sum)", rotation=90, ha="center", va="center", color=green)
+        ax.text(0.48, 0.5, name, rotation=90, ha="center", va="center", color=color)
     for k, y in enumerate(ys):
         _box(
             forward,
