@@ -278,7 +278,9 @@ class BatchNormFunction(torch.autograd.Function):
     ``setup_context(ctx, inputs, output)`` to save what ``backward`` needs (chapter 5's
     exercise uses the older form, ``forward(ctx, ...)``, which autograd accepts too). With
     ``generate_vmap_rule``, ``torch.func.vmap`` runs ``forward`` on each sample's batch, and
-    ``jacrev``/``jacfwd``/``grad`` differentiate through ``backward``.
+    ``jacrev``/``grad`` differentiate through ``backward``. Forward-mode differentiation
+    (``jacfwd``, ``jvp``) would need a ``jvp`` rule, which the course does not derive:
+    PyTorch's error says so.
     """
 
     generate_vmap_rule = True
