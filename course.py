@@ -506,18 +506,70 @@ def check_pins(pythons: list[str]) -> int:
 # --------------------------------------------------------------------------------------------
 # The commands
 # --------------------------------------------------------------------------------------------
-COMMANDS = {"book", "pdf", "test", "lock", "check-pins"}
+# What each command does, for `course.py COMMAND --help` (which installs nothing).
+COMMANDS = {
+    "book": "create .venv if needed, install requirements.txt, build the book into _build/html "
+    "(extra arguments go to `jupyter-book build`)",
+    "pdf": "the whole book as one PDF, _build/latex/book.pdf (XeLaTeX; installs Debian's TeX "
+    "packages where it may)",
+    "test": "create .venv if needed, then run the whole test suite with pytest; extra "
+    "arguments go to pytest (paths are taken from the folder you run it in), and --fast skips "
+    "the slow tests (chapters, book, browser). Once .venv exists, "
+    "`.venv/bin/python -m pytest --help` lists pytest's options",
+    "lock": "regenerate requirements.txt from requirements.in (contributors)",
+    "check-pins": "resolve requirements.txt for every Python and platform (contributors)",
+}
+HELP = ("-h", "--help")
+
+# pytest's options that take a value as the next argument: that value is never a path.
+PYTEST_VALUE_OPTIONS = {
+    "-k", "-m", "-n", "-p", "-o", "-c", "-W", "--maxfail", "--durations", "--dist",
+    "--junitxml", "--basetemp", "--rootdir", "--deselect", "--ignore", "--tb",
+}  # fmt: skip
+
+
+def paths_from(folder: Path, arguments: list[str]) -> list[str]:
+    """``arguments`` for pytest run from :data:`ROOT`, with each path that exists relative to
+    ``folder`` (the caller's working directory) made absolute: ``tests/x.py``,
+    ``x.py::test_y``, ``../notebooks``. Options, and the values of options, are left as they
+    are."""
+    resolved, value_next = [], False
+    for argument in arguments:
+        if not value_next and not argument.startswith("-"):
+            path, separator, rest = argument.partition("::")
+            if (folder / path).exists():
+                argument = str((folder / path).resolve()) + separator + rest
+        value_next = argument in PYTEST_VALUE_OPTIONS
+        resolved.append(argument)
+    return resolved
+
+
+def usage(command: str | None = None) -> str:
+    if command is None:
+        return __doc__.strip()
+    return f"python3 course.py {command}: {COMMANDS[command]}"
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in COMMANDS:
-        print(__doc__)
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in HELP:
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(
+            f"error: unknown command {argv[0]!r}; the commands are {', '.join(COMMANDS)} "
+            "(python3 course.py --help)",
+            file=sys.stderr,
+        )
         return 2
     command, extra = argv[0], argv[1:]
+    if any(arg in HELP for arg in extra):
+        print(usage(command))
+        return 0
     ensure_environment()
-    env = (
-        reproducible_env()
-    )  # the same CPU code paths on every machine: see bncourse/reproducible.py
+    env = reproducible_env()  # the same CPU code paths on every machine: bncourse/reproducible.py
     try:
         if command == "book":
             invalidate_stale_site()
@@ -536,7 +588,7 @@ def main(argv: list[str]) -> int:
             else:
                 ensure_browser()
                 ensure_tex()
-            _run([PYTHON, "-m", "pytest", *extra], env=env)
+            _run([PYTHON, "-m", "pytest", *paths_from(Path.cwd(), extra)], env=env)
         elif command == "lock":
             return lock()
         else:

@@ -21,13 +21,6 @@ from pathlib import Path
 
 import pytest
 
-# Several workers share the cores (pytest-xdist): each, and every kernel or process a test
-# starts, then computes on one thread. Two workers with two OpenMP threads each would make four
-# threads spin for two cores, which measurably slowed everything down. (A run in one process
-# keeps PyTorch's default; .ci/run re-runs the chapters with two threads.)
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from course import BOOK_BUILD  # noqa: E402  (the one definition of the strict build)
@@ -57,10 +50,10 @@ class BuiltBook:
     html: Path
 
 
-def jupyter_book(arguments: list[str], out: Path) -> subprocess.CompletedProcess:
+def run_jupyter_book(arguments: list[str], out: Path) -> subprocess.CompletedProcess:
     """This environment's ``jupyter-book *arguments --path-output out``, run from the project
     root with its output captured: the suite's two builds, the HTML one (``built_book``) and
-    the PDF one (tests/test_pdf.py)."""
+    the PDF one (tests/test_pdf.py, through the ``jupyter_book`` fixture)."""
     return subprocess.run(
         [
             str(Path(sys.executable).with_name("jupyter-book")),
@@ -76,12 +69,18 @@ def jupyter_book(arguments: list[str], out: Path) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="session")
+def jupyter_book():
+    """:func:`run_jupyter_book`, for test modules (which cannot import a conftest)."""
+    return run_jupyter_book
+
+
+@pytest.fixture(scope="session")
 def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
     reuse = os.environ.get("BNCOURSE_REUSE_BOOK")  # development only: a folder holding _build/html
     if reuse:
         return BuiltBook(0, "(reused)", Path(reuse) / "_build" / "html")
     out = tmp_path_factory.mktemp("book")
-    result = jupyter_book(BOOK_BUILD, out)
+    result = run_jupyter_book(BOOK_BUILD, out)
     return BuiltBook(result.returncode, result.stdout + result.stderr, out / "_build" / "html")
 
 

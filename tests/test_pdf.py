@@ -24,8 +24,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from conftest import jupyter_book  # noqa: E402
-
 from course import PDF_BUILD, TEX_PROGRAMS  # noqa: E402  (the one definition of the build)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pdf")]
@@ -41,7 +39,7 @@ class BuiltPdf:
 
 
 @pytest.fixture(scope="module")
-def built_pdf(tmp_path_factory) -> BuiltPdf:
+def built_pdf(tmp_path_factory, jupyter_book) -> BuiltPdf:
     missing = [p for p in [*TEX_PROGRAMS, "pdfimages"] if shutil.which(p) is None]
     if missing:
         message = f"the PDF needs {', '.join(missing)} (Debian: course.TEX_PACKAGES)"

@@ -1,0 +1,87 @@
+"""pytest's configuration for every run in this repository: the chapters under nbval.
+
+The chapters in ``notebooks/`` are committed with their outputs, and nbval checks them: it
+executes each notebook in a fresh kernel from the notebook's folder, cell by cell, and fails a
+cell whose outputs differ from the committed ones (strict mode: every text output, stream and
+error; images only by their presence, since their bytes change with library versions). The
+suite runs it on ``notebooks/`` (``testpaths`` and ``addopts`` in pyproject.toml), and so does
+a plain ``pytest --nbval notebooks/``. This file adapts it to the suite:
+
+* the only outputs allowed to differ are the ones :data:`SANITIZE` masks (memory addresses)
+  and cells tagged ``nbval-ignore-output``, which only timings may carry (tests/test_project.py);
+* the cells of one notebook are one xdist group, so that one worker runs them in order, in one
+  kernel; they are ``slow`` (``course.py test --fast`` skips them);
+* with ``BNCOURSE_PERTURB_WEIGHTS`` set (CI's second CPU configuration, ``.ci/run``), every
+  kernel starts with an IPython startup file that multiplies every initial weight that
+  :func:`bncourse.training.init_weights` draws by ``1 + scale * z``: a stand-in for the
+  last-bit differences of another machine, which a chaotic training run would grow into
+  another printed number (chapter 7, "Why float64").
+
+Several workers share the cores (pytest-xdist): each, and every kernel or process a test
+starts, then computes on one thread. Two workers with two OpenMP threads each would make four
+threads spin for two cores, which measurably slowed everything down. (A run in one process
+keeps PyTorch's default; ``.ci/run`` re-runs the chapters with two threads.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parent
+SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
+PERTURB = "BNCOURSE_PERTURB_WEIGHTS"
+
+PERTURBING_STARTUP = """\
+# conftest.py: {variable}={scale} (every initial weight times 1 + scale * z)
+def _perturb_initial_weights(scale):
+    import bncourse.training as training
+
+    unperturbed = training.init_weights
+
+    def init_weights(model, init_scale=1.0, seed=0):
+        return training.perturb(unperturbed(model, init_scale, seed), scale, seed=seed + 1)
+
+    training.init_weights = init_weights
+
+
+_perturb_initial_weights({scale})
+del _perturb_initial_weights
+"""
+
+
+def perturbing_ipython_dir(scale: str, folder: Path) -> Path:
+    """An IPython directory under ``folder`` whose startup file perturbs the initial weights
+    (see the module docstring); point ``IPYTHONDIR`` at it before a kernel starts."""
+    float(scale)  # a number, or fail here rather than in every kernel
+    startup = folder / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-perturb-weights.py").write_text(
+        PERTURBING_STARTUP.format(variable=PERTURB, scale=scale)
+    )
+    return folder
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "nbval_sanitize_with", "unset") is None:
+        config.option.nbval_sanitize_with = str(SANITIZE)
+    scale = os.environ.get(PERTURB)
+    if scale:
+        folder = Path(tempfile.mkdtemp(prefix="bncourse-ipython-"))
+        os.environ["IPYTHONDIR"] = str(perturbing_ipython_dir(scale, folder))
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.suffix == ".ipynb":  # a cell that nbval runs
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
