@@ -583,3 +583,41 @@ def test_course_py_test_takes_paths_from_the_callers_folder(tmp_path):
         str(ROOT / "notebooks"),
         "no_such_file.py",  # pytest says it is not found, in its own words
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# The suite's scheduling: a group runs on one worker
+# --------------------------------------------------------------------------------------------
+GROUPED = """
+import os, pytest
+pytestmark = pytest.mark.xdist_group("built-once")
+
+@pytest.fixture(scope="module")
+def built():
+    with open("builds.txt", "a") as log:
+        log.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+
+@pytest.mark.parametrize("i", range(6))
+def test_grouped(built, i):
+    pass
+"""
+
+
+def test_an_xdist_group_runs_on_one_worker(tmp_path):
+    """One notebook's cells share one kernel, and the book and the PDF are built once, only
+    if ``--dist loadgroup`` keeps a group on one worker (it did not with pytest 9, whose
+    items ignore the node id xdist 3.8 rewrites: requirements.in)."""
+    (tmp_path / "test_grouped.py").write_text(GROUPED)
+    (tmp_path / "test_other.py").write_text(
+        "import pytest\n@pytest.mark.parametrize('i', range(6))\ndef test_other(i):\n    pass\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup"]
+        + ["-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert len((tmp_path / "builds.txt").read_text().split()) == 1, "the fixture built twice"
