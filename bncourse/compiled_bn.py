@@ -17,8 +17,9 @@ operations read and write an input-sized tensor each. The functions are compiled
 the code on disk, in ``/tmp/torchinductor_$USER``, for the next process), as ``torch.compile``
 does by default: for the sizes of the first input, as constants, then, when an input of other
 sizes comes (the last, smaller batch of an epoch), once more with the sizes as symbols, and
-that code serves every later size (TorchDynamo's "automatic dynamic shapes"). Code for known sizes is faster (no loop tails to guard, no index
-arithmetic on symbols): in a training loop of one batch size, that is the code that runs.
+that code serves every later size (TorchDynamo's "automatic dynamic shapes"). Code for known
+sizes is faster (no loop tails to guard, no index arithmetic on symbols): in a training loop
+of one batch size, that is the code that runs.
 
 :func:`batch_norm` and the modules :class:`BatchNorm1d`, :class:`BatchNorm2d`,
 :class:`BatchNorm3d` are :mod:`bncourse.torch_bn`'s, with this function inside: same
