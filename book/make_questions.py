@@ -78,7 +78,8 @@ def render(groups: list[dict]) -> str:
                 if "$" in heading and not title:  # a {ref} would show the heading's raw TeX
                     raise ValueError(f"{label}'s heading has math: give the question a title")
                 target = f"{{ref}}`{title} <{label}>`" if title else f"{{ref}}`{label}`"
-                where = f"Answered in {target}."
+                shown = title or heading
+                where = f"Answered in {target}" + ("" if shown.endswith(("?", ".")) else ".")
             else:
                 pointer = item["out_of_scope"]
                 where = f"Outside this book's scope: [{pointer['title']}]({pointer['url']})."
