@@ -57,7 +57,7 @@ _MATH_CMD = re.compile(r"\\[A-Za-z]+")
 # One number as prose writes it: sign, digits, decimals, an exponent, then what makes it a
 # quoted result: a percent sign, an "x" or "times" after it.
 _NUMBER = re.compile(
-    r"(?<![\w.^_{/-])(?P<num>\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
+    r"(?<![\w.^_{/])(?<!\w-)(?P<num>\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
     r"(?P<suffix>\s*%|x(?![\w])|×|\s+times\b)?(?![\w.]*\d)(?!\^)"
 )
 _PRINTED = re.compile(r"(?<![\w.])-?(?:\d+\.\d*|\.\d+|\d+)(?:e[-+]?\d+)?(?![\w])", re.I)

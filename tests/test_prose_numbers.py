@@ -60,6 +60,7 @@ def test_the_constants_are_few_each_has_a_reason_and_is_quoted_where_listed():
         ("about 12% of sigma, 3 times as noisy", ["12%", "3 times"]),
         ("a median of 3e-06, below 1e-7", ["3e-06", "1e-7"]),
         ("from $0.0008$ to $0.0069$", ["0.0008", "0.0069"]),
+        ("a mean of -0.41 and float32-level noise", ["0.41"]),
         # not quoted: integers, code, roles, targets, display math, links, versions in code
         ("chapter 7, 5 seeds, batches of 32, in 2015", []),
         ("`torch.randn(8, 3, 0.5)` and ```python\nx = 0.25\n```", []),
