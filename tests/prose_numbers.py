@@ -2,10 +2,11 @@
 
 A chapter's markdown cells may quote a number only if the same notebook prints it (in a
 checked output: not one of a timing cell, whose output changes from run to run and which
-the notebook tests do not compare). A FAQ answer may quote a number only if the chapter its
-section links to ("Chapter: {doc}`../notebooks/NN_...`") prints it. The few numbers that are
-facts rather than results are listed in ``CONSTANTS``, each with the reason it needs no
-output (a version number, a property of a number format).
+the notebook tests do not compare). A FAQ answer may quote a number only if the sections it
+links to (its ``{ref}`` links, in the chapter its ``##`` section names with "Chapter:
+{doc}`../notebooks/NN_...`") print it, or, for an answer without such a link, the chapter.
+The few numbers that are facts rather than results are listed in ``CONSTANTS``, each with
+the reason it needs no output (a version number, a property of a number format).
 
 What counts as "a number quoted" (:func:`quoted_numbers`): in prose and inline math, a
 number with a decimal point (``0.34``, ``$0.0069$``), a multiple (``1.99x``, ``2 times``), a
@@ -126,9 +127,10 @@ def is_variable(cell) -> bool:
 
 
 def printed_values(notebook) -> list[tuple[str, float]]:
-    """Every number in the checked outputs of ``notebook``: (as printed, value)."""
+    """Every number in the checked outputs of ``notebook`` (or of a list of its cells): (as
+    printed, value)."""
     values = []
-    for cell in notebook.cells:
+    for cell in getattr(notebook, "cells", notebook):
         if cell.cell_type != "code" or is_variable(cell):
             continue
         for text in _output_texts(cell):
@@ -144,10 +146,11 @@ _LITERAL = re.compile(r"(?<![\w.])\d+\.\d+(?:e[-+]?\d+)?(?![\w.])")
 
 
 def code_literals(notebook) -> set[str]:
-    """The decimal numbers written in the code cells of ``notebook``, as written."""
+    """The decimal numbers written in the code cells of ``notebook`` (or of a list of its
+    cells), as written."""
     return {
         match.group()
-        for cell in notebook.cells
+        for cell in getattr(notebook, "cells", notebook)
         if cell.cell_type == "code"
         for match in _LITERAL.finditer(cell.source)
     }
@@ -218,18 +221,56 @@ def faq_sections(text: str) -> list[tuple[str | None, str]]:
     return sections
 
 
+_LABEL = re.compile(r"^\(([\w-]+)\)=[ \t]*\n+(?:(#+) )?", re.M)
+_REF = re.compile(r"\{ref\}`(?:[^`<]*<)?([\w-]+)>?`")
+
+
+def labelled_sections(notebook) -> dict[str, list]:
+    """{label: the cells of its section}: from the cell that holds the label to the cell that
+    holds the next label of the same or a higher heading level (a label without a heading
+    ends at the next label of any kind)."""
+    marks = []  # (cell index, label, level)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "markdown":
+            for match in _LABEL.finditer(cell.source):
+                marks.append((index, match.group(1), len(match.group(2) or "#" * 9)))
+    sections = {}
+    for k, (index, label, level) in enumerate(marks):
+        end = len(notebook.cells)
+        for later, _, later_level in marks[k + 1 :]:
+            if later_level <= level or level == 9:
+                end = later + 1  # the cell holding the next label may end this section too
+                break
+        sections[label] = notebook.cells[index:end]
+    return sections
+
+
 def check_faq(path: Path, notebooks: Path) -> list[Unmatched]:
-    """The numbers a FAQ section quotes that its chapter does not print."""
+    """The numbers a FAQ answer quotes that the sections it links to do not print.
+
+    An answer is a paragraph of the FAQ; its numbers must be printed by a checked output (or
+    set in the code) of the sections its ``{ref}`` links point to, in the chapter its ``##``
+    section names. An answer without such a link is held to its whole chapter."""
     missing = []
     for chapter, text in faq_sections(path.read_text()):
-        printed, literals = [], set()
+        notebook, sections = None, {}
         if chapter is not None:
             notebook = nbformat.read(notebooks / f"{chapter}.ipynb", as_version=4)
-            printed, literals = printed_values(notebook), code_literals(notebook)
+            sections = labelled_sections(notebook)
         heading = text.splitlines()[0]
-        for quote in quoted_numbers(text):
-            known = (path.stem, quote.text) in CONSTANTS or quote.text in literals
-            if known or matches(quote, printed):
+        for answer in re.split(r"\n\s*\n", text):
+            quotes = quoted_numbers(answer)
+            if not quotes:
                 continue
-            missing.append(Unmatched(path.stem, f"section {heading!r}", quote))
+            linked = [sections[label] for label in _REF.findall(answer) if label in sections]
+            if linked:
+                shown = [cell for cells in linked for cell in cells]
+            else:
+                shown = notebook.cells if notebook is not None else []
+            printed, literals = printed_values(shown), code_literals(shown)
+            for quote in quotes:
+                known = (path.stem, quote.text) in CONSTANTS or quote.text in literals
+                if known or matches(quote, printed):
+                    continue
+                missing.append(Unmatched(path.stem, f"section {heading!r}", quote))
     return missing

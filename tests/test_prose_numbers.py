@@ -142,6 +142,37 @@ def test_a_wrong_number_planted_in_the_faq_fails(tmp_path):
     assert "What BatchNorm buys you" in missing[0].where
 
 
+def test_a_faq_number_must_be_printed_in_the_section_it_links_to(tmp_path):
+    # chapter 7 prints 0.88 elsewhere, but not in the section this answer links to
+    text = FAQ.read_text()
+    right = "from 0.65 to 0.83"
+    assert right in text
+    chapter = nbformat.read(ROOT / "notebooks" / "07_bn_in_training.ipynb", as_version=4)
+    assert any(value == 0.88 for _, value in prose_numbers.printed_values(chapter))
+    planted = tmp_path / "faq.md"
+    planted.write_text(text.replace(right, "from 0.65 to 0.88"))
+    missing = check_faq(planted, ROOT / "notebooks")
+    assert [m.quote.text for m in missing] == ["0.88"]
+    assert "BatchNorm in training" in missing[0].where
+
+
+def test_sections_run_to_the_next_label_of_the_same_level():
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("(a)=\n## A"),
+            nbformat.v4.new_code_cell("1"),
+            nbformat.v4.new_markdown_cell("(a-sub)=\n### A, in detail"),
+            nbformat.v4.new_code_cell("2"),
+            nbformat.v4.new_markdown_cell("(b)=\n## B"),
+            nbformat.v4.new_code_cell("3"),
+        ]
+    )
+    sections = prose_numbers.labelled_sections(notebook)
+    assert [c.source for c in sections["a"] if c.cell_type == "code"] == ["1", "2"]
+    assert [c.source for c in sections["a-sub"] if c.cell_type == "code"] == ["2"]
+    assert [c.source for c in sections["b"] if c.cell_type == "code"] == ["3"]
+
+
 def test_a_faq_number_must_come_from_the_linked_chapter_not_another(tmp_path):
     # 0.0069 is printed by chapter 6; moved into the chapter 7 section it is not found there
     text = FAQ.read_text()
