@@ -1,8 +1,9 @@
 """Every number the prose quotes is one the reader sees printed: the rules, in one place.
 
-A chapter's markdown cells may quote a number only if the same notebook prints it (in a
-checked output: not one of a timing cell, whose output changes from run to run and which
-the notebook tests do not compare). A FAQ answer may quote a number only if the sections it
+A chapter's markdown cells may quote a number only if the same notebook prints it in the
+section that holds the cell or in one the cell links to (in a checked output: not one of a
+timing cell, whose output changes from run to run and which the notebook tests do not
+compare). A FAQ answer may quote a number only if the sections it
 links to (its ``{ref}`` links, in the chapter its ``##`` section names with "Chapter:
 {doc}`../notebooks/NN_...`") print it, or, for an answer without such a link, the chapter.
 The few numbers that are facts rather than results are listed in ``CONSTANTS``, each with
@@ -194,15 +195,31 @@ class Unmatched:
 
 
 def check_notebook(path: Path) -> list[Unmatched]:
-    """The numbers a chapter's markdown quotes that none of its checked outputs prints."""
+    """The numbers a chapter's markdown quotes that its section does not print.
+
+    A markdown cell's numbers must be printed by a checked output of the sections that hold
+    the cell (from its label to the next of the same level, so a subsection counts for its
+    section) or of the sections it links to with ``{ref}``; a cell before the first label is
+    held to the whole notebook. A number set in the notebook's code counts anywhere."""
     notebook = nbformat.read(path, as_version=4)
-    printed, literals = printed_values(notebook), code_literals(notebook)
+    literals = code_literals(notebook)
+    sections = labelled_sections(notebook)
+    spans = {
+        label: {id(cell) for cell in cells} for label, cells in sections.items()
+    }  # which cells each section holds
     page = path.stem
     missing = []
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "markdown":
             continue
-        for quote in quoted_numbers(cell.source):
+        quotes = quoted_numbers(cell.source)
+        if not quotes:
+            continue
+        labels = [label for label, cells in spans.items() if id(cell) in cells]
+        labels += [label for label in _REF.findall(cell.source) if label in sections]
+        shown = [c for label in labels for c in sections[label]] or notebook.cells
+        printed = printed_values(shown)
+        for quote in quotes:
             if (page, quote.text) in CONSTANTS or quote.text in literals or matches(quote, printed):
                 continue
             missing.append(Unmatched(page, f"cell {index}", quote))

@@ -1,6 +1,7 @@
 """Every number the prose quotes is one the reader sees printed (``tests/prose_numbers.py``
-holds the rules): in each chapter, among the checked outputs of the same notebook, and in the
-FAQ, among those of the chapter each section links to. The notebook tests fail when a re-run
+holds the rules): in each chapter, among the checked outputs of the section that quotes it
+(or of a section it links to), and in the FAQ, among those of the sections each answer links
+to. The notebook tests fail when a re-run
 prints anything else, so together they fail when a re-run changes a number the prose quotes.
 
 The checker is itself checked: on the rules of what counts as a quoted number, and on wrong
@@ -171,6 +172,17 @@ def test_sections_run_to_the_next_label_of_the_same_level():
     assert [c.source for c in sections["a"] if c.cell_type == "code"] == ["1", "2"]
     assert [c.source for c in sections["a-sub"] if c.cell_type == "code"] == ["2"]
     assert [c.source for c in sections["b"] if c.cell_type == "code"] == ["3"]
+
+
+def test_a_chapter_number_must_be_printed_in_its_own_section(tmp_path):
+    # 0.13 is printed in chapter 7's regularizer section; quoted in its placement section,
+    # which prints no 0.13, it is not found
+    path = ROOT / "notebooks" / "07_bn_in_training.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    index = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("(ch7-placement)="))
+    notebook.cells[index].source += " The test loss was 0.13."
+    missing = check_notebook(write(tmp_path, notebook, path.name))
+    assert [(m.where, m.quote.text) for m in missing] == [(f"cell {index}", "0.13")]
 
 
 def test_a_faq_number_must_come_from_the_linked_chapter_not_another(tmp_path):
