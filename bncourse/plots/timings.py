@@ -74,7 +74,7 @@ def gpu_bench_times(report: dict) -> Figure:
     4): a kernel on it moves no more bytes than it must, at a copy's speed."""
     names = {
         "triton": "Triton (triton_bn)",
-        "cudnn": "F.batch_norm (cuDNN)",
+        "cudnn": "F.batch_norm (cuDNN or ATen)",
         "native": "F.batch_norm, cuDNN off",
         "torch_bn": "torch_bn (torch ops)",
     }
