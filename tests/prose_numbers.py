@@ -35,8 +35,7 @@ from pathlib import Path
 
 import nbformat
 
-IGNORE_MARKER = "NBVAL_IGNORE_OUTPUT"
-IGNORE_TAG = "nbval-ignore-output"
+IGNORE_TAG = "nbval-ignore-output"  # nbval's tag for a cell whose output may vary
 
 # Numbers a page may quote without a printed output, each with the reason. Keyed by
 # (page, number as written).
@@ -123,8 +122,7 @@ def _output_texts(cell) -> list[str]:
 
 def is_variable(cell) -> bool:
     """A cell whose output is not compared between runs (a timing): its numbers do not count."""
-    tags = cell.get("metadata", {}).get("tags", [])
-    return IGNORE_TAG in tags or cell.source.lstrip().startswith(f"# {IGNORE_MARKER}")
+    return IGNORE_TAG in cell.get("metadata", {}).get("tags", [])
 
 
 def printed_values(notebook) -> list[tuple[str, float]]:
