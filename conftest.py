@@ -13,9 +13,9 @@ a plain ``pytest --nbval notebooks/``. This file adapts it to the suite:
   kernel; they are ``slow`` (``course.py test --fast`` skips them);
 * with ``BNCOURSE_PERTURB_WEIGHTS`` set (CI's second CPU configuration, ``.ci/run``), every
   kernel starts with an IPython startup file that multiplies every initial weight that
-  :func:`bncourse.training.init_weights` draws by ``1 + scale * z``: a stand-in for the
-  last-bit differences of another machine, which a chaotic training run would grow into
-  another printed number (chapter 7, "Why float64").
+  :func:`bncourse.training.init_weights` draws (every model chapter 7 trains) by
+  ``1 + scale * z``: a stand-in for the last-bit differences of another machine, which a
+  chaotic training run would grow into another printed number (chapter 7, "Why float64").
 
 Several workers share the cores (pytest-xdist): each, and every kernel or process a test
 starts, then computes on one thread. Two workers with two OpenMP threads each would make four
@@ -25,6 +25,7 @@ keeps PyTorch's default; ``.ci/run`` re-runs the chapters with two threads.)
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -40,31 +41,43 @@ SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
 PERTURB = "BNCOURSE_PERTURB_WEIGHTS"
 
 PERTURBING_STARTUP = """\
-# conftest.py: {variable}={scale} (every initial weight times 1 + scale * z)
+# conftest.py: {variable}={scale!r} (every initial weight times 1 + scale * z)
 def _perturb_initial_weights(scale):
+    import functools
+
     import bncourse.training as training
 
     unperturbed = training.init_weights
 
+    @functools.wraps(unperturbed)  # __wrapped__: the unperturbed function, for the suite's check
     def init_weights(model, init_scale=1.0, seed=0):
         return training.perturb(unperturbed(model, init_scale, seed), scale, seed=seed + 1)
 
     training.init_weights = init_weights
 
 
-_perturb_initial_weights({scale})
+try:
+    _perturb_initial_weights({scale!r})
+except BaseException:  # a kernel that runs unperturbed must not pass: end it, loudly
+    import os, traceback
+
+    traceback.print_exc()
+    os._exit(70)
 del _perturb_initial_weights
 """
 
 
 def perturbing_ipython_dir(scale: str, folder: Path) -> Path:
     """An IPython directory under ``folder`` whose startup file perturbs the initial weights
-    (see the module docstring); point ``IPYTHONDIR`` at it before a kernel starts."""
-    float(scale)  # a number, or fail here rather than in every kernel
+    (see the module docstring); point ``IPYTHONDIR`` at it before a kernel starts. A startup
+    file that fails ends its kernel, so that no notebook runs unperturbed by mistake."""
+    value = float(scale)
+    if not math.isfinite(value):
+        raise ValueError(f"{PERTURB} must be a finite number, got {scale!r}")
     startup = folder / "profile_default" / "startup"
     startup.mkdir(parents=True, exist_ok=True)
     (startup / "00-perturb-weights.py").write_text(
-        PERTURBING_STARTUP.format(variable=PERTURB, scale=scale)
+        PERTURBING_STARTUP.format(variable=PERTURB, scale=value)
     )
     return folder
 

@@ -5,7 +5,7 @@
     python3 course.py test    # same environment, then runs the whole test suite (pytest)
     python3 course.py pdf     # the whole book as one PDF: _build/latex/book.pdf
 
-and two for contributors (CONTRIBUTING.md):
+and three for contributors (CONTRIBUTING.md):
 
     python3 course.py test --fast   # the suite without the slow tests (notebooks, book, browser)
     python3 course.py lock          # regenerate requirements.txt from requirements.in
@@ -78,9 +78,9 @@ FAST = ["-m", "not slow"]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
-def _run(cmd: list[str | os.PathLike[str]], **kwargs) -> None:
+def _run(cmd: list[str | os.PathLike[str]], cwd: Path = ROOT, **kwargs) -> None:
     print("+", " ".join(str(c) for c in cmd), flush=True)
-    subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, **kwargs)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=cwd, **kwargs)
 
 
 def _has_nvidia_gpu() -> bool:
@@ -509,7 +509,8 @@ def check_pins(pythons: list[str]) -> int:
 # What each command does, for `course.py COMMAND --help` (which installs nothing).
 COMMANDS = {
     "book": "create .venv if needed, install requirements.txt, build the book into _build/html "
-    "(extra arguments go to `jupyter-book build`)",
+    "(extra arguments go to `jupyter-book build`: once .venv exists, "
+    "`.venv/bin/jupyter-book build --help` lists them)",
     "pdf": "the whole book as one PDF, _build/latex/book.pdf (XeLaTeX; installs Debian's TeX "
     "packages where it may)",
     "test": "create .venv if needed, then run the whole test suite with pytest; extra "
@@ -521,27 +522,41 @@ COMMANDS = {
 }
 HELP = ("-h", "--help")
 
-# pytest's options that take a value as the next argument: that value is never a path.
+# What the suite collects when no path is given (pyproject.toml's testpaths; a test keeps the two
+# equal), and pytest's options that take the next argument as their value (so it is no path to
+# collect); a bundle of short options such as -qk takes one when its last letter does.
+TESTPATHS = ("tests", "notebooks")
 PYTEST_VALUE_OPTIONS = {
-    "-k", "-m", "-n", "-p", "-o", "-c", "-W", "--maxfail", "--durations", "--dist",
-    "--junitxml", "--basetemp", "--rootdir", "--deselect", "--ignore", "--tb",
+    "-k", "-m", "-n", "-p", "-o", "-c", "-W", "--maxfail", "--durations", "--dist", "--tb",
+    "--junitxml", "--basetemp", "--rootdir", "--deselect", "--ignore", "--ignore-glob",
+    "--confcutdir", "--log-level", "--import-mode", "--override-ini", "--config-file",
 }  # fmt: skip
 
 
-def paths_from(folder: Path, arguments: list[str]) -> list[str]:
-    """``arguments`` for pytest run from :data:`ROOT`, with each path that exists relative to
-    ``folder`` (the caller's working directory) made absolute: ``tests/x.py``,
-    ``x.py::test_y``, ``../notebooks``. Options, and the values of options, are left as they
-    are."""
-    resolved, value_next = [], False
+def names_a_path(arguments: list[str]) -> bool:
+    """Whether pytest ``arguments`` include something to collect (a file, folder or node id)."""
+    value_next = False
     for argument in arguments:
         if not value_next and not argument.startswith("-"):
-            path, separator, rest = argument.partition("::")
-            if (folder / path).exists():
-                argument = str((folder / path).resolve()) + separator + rest
-        value_next = argument in PYTEST_VALUE_OPTIONS
-        resolved.append(argument)
-    return resolved
+            return True
+        bundle = argument.startswith("-") and not argument.startswith("--") and len(argument) > 2
+        value_next = argument in PYTEST_VALUE_OPTIONS or (
+            bundle and f"-{argument[-1]}" in PYTEST_VALUE_OPTIONS
+        )
+    return False
+
+
+def pytest_invocation(folder: Path, arguments: list[str]) -> tuple[Path, list[str]]:
+    """Where and with what arguments to run pytest for ``course.py test ARGUMENTS`` called from
+    ``folder``: from that folder, so that pytest itself resolves every relative path (those to
+    collect, and the values of --ignore, --junitxml, ...), with this repository as its root
+    and configuration; with no path given, the suite's :data:`TESTPATHS`."""
+    if folder.resolve() == ROOT:
+        return ROOT, arguments
+    anchored = ["--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml")]
+    if not names_a_path(arguments):
+        anchored += [str(ROOT / path) for path in TESTPATHS]
+    return folder, anchored + arguments
 
 
 def usage(command: str | None = None) -> str:
@@ -588,7 +603,8 @@ def main(argv: list[str]) -> int:
             else:
                 ensure_browser()
                 ensure_tex()
-            _run([PYTHON, "-m", "pytest", *paths_from(Path.cwd(), extra)], env=env)
+            folder, arguments = pytest_invocation(Path.cwd(), extra)
+            _run([PYTHON, "-m", "pytest", *arguments], cwd=folder, env=env)
         elif command == "lock":
             return lock()
         else:

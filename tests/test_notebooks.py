@@ -79,7 +79,19 @@ def stream(text: str):
     return nbformat.v4.new_output("stream", name="stdout", text=text)
 
 
-PERTURBED = "_perturb_initial_weights.<locals>.init_weights\n"
+# How far the initial weights moved (the median of |perturbed / unperturbed - 1|, to the power of
+# ten): 1e-12 where the startup file perturbed them, "unperturbed" where it did not run.
+MOVED = """\
+import math, torch, bncourse.training as training
+if hasattr(training.init_weights, "__wrapped__"):
+    model = training.make_model("mlp", "batch", seed=0)
+    again = training.init_weights.__wrapped__(training.make_model("mlp", "batch", seed=0))
+    a, b = (torch.cat([p.flatten() for p in m.parameters()]) for m in (model, again))
+    moved = (a[b != 0] / b[b != 0] - 1).abs().median().item()
+    print(f"{10 ** round(math.log10(moved)):.0e}")
+else:
+    print("unperturbed")"""
+
 
 # (source, committed outputs, tags): what each cell of the probe notebook checks
 PROBE = {
@@ -97,11 +109,7 @@ PROBE = {
         [stream("1.5\n")],
         ["nbval-ignore-output"],
     ),
-    "the initial weights, perturbed": (
-        "import bncourse.training as training; print(training.init_weights.__qualname__)",
-        [stream(PERTURBED)],
-        [],
-    ),
+    "the initial weights, perturbed": (MOVED, [stream("1e-12\n")], []),
 }
 DIFFERS = {"a planted wrong number", "a missing output", "the same text on stderr"}
 

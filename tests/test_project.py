@@ -8,6 +8,7 @@ exercise id it checks is registered in bncourse.checks.
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -178,9 +179,35 @@ def test_notebook_structure(path):
 
 
 # What a cell whose output nbval may ignore must call: it prints times, which vary.
-TIMERS = ("perf_counter", "timeit", "bench.time_calls", "bench.run(")
-# nbval's cell tags (nbval-skip and raises-exception would leave a cell's outputs unchecked).
-NBVAL_TAGS = {"nbval-ignore-output", "nbval-skip", "nbval-check-output", "raises-exception"}
+TIMERS = {"perf_counter", "timeit", "time_calls", "run"}  # time.*, timeit.*, bench.*
+
+
+def calls(source: str) -> set[str]:
+    """The names of the functions ``source`` calls (``bench.run(...)`` gives ``run``)."""
+    called = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            function = node.func
+            called.add(
+                function.attr if isinstance(function, ast.Attribute) else ast.unparse(function)
+            )
+    return called
+
+
+def unchecked_output(cell) -> str | None:
+    """Why nbval would not compare ``cell``'s output with the committed one, or ``None``.
+    Only a cell that times something may carry the ``nbval-ignore-output`` tag; nbval's comment
+    markers (which readers would see) and its other tags (skip, raises) are refused."""
+    from nbval.plugin import find_comment_markers, metadata_tags
+
+    if list(find_comment_markers(cell.source)):
+        return "nbval's markers are cell tags, which readers do not see"
+    tags = set(cell.metadata.get("tags", [])) & set(metadata_tags)
+    if not tags <= {"nbval-ignore-output"}:
+        return f"no cell may skip its check: {sorted(tags)}"
+    if tags and not calls(cell.source) & TIMERS:
+        return "only timings may be tagged nbval-ignore-output"
+    return None
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -193,12 +220,7 @@ def test_notebook_is_committed_executed_and_deterministic(path):
         for output in cell.outputs:
             assert output.output_type != "error", cell.source[:80]
             assert output.get("name") != "stderr", f"stderr output in: {cell.source[:80]}"
-        assert "NBVAL" not in cell.source, "nbval's markers are cell tags, unseen by readers"
-        if set(cell.metadata.get("tags", [])) & NBVAL_TAGS:
-            assert "nbval-ignore-output" in cell.metadata.tags, "no cell may skip its check"
-            assert any(timer in cell.source for timer in TIMERS), (
-                "only timings may be tagged nbval-ignore-output: " + cell.source[:80]
-            )
+        assert unchecked_output(cell) is None, f"{unchecked_output(cell)}: {cell.source[:80]}"
         figures = [o for o in cell.outputs if "image/png" in o.get("data", {})]
         if figures:
             assert cell.source.rstrip().endswith("plt.show()"), "figures end with plt.show()"
@@ -569,20 +591,21 @@ def test_course_py_answers_help_and_mistakes_before_installing(tmp_path, argumen
     assert (course.STAMP.stat().st_mtime_ns if course.STAMP.exists() else None) == before
 
 
-def test_course_py_test_takes_paths_from_the_callers_folder(tmp_path):
+def test_course_py_test_runs_pytest_from_the_callers_folder_with_this_configuration():
     import course
 
     tests = ROOT / "tests"
-    assert course.paths_from(tests, ["test_project.py::test_x", "-k", "tests", "-x"]) == [
-        f"{tests / 'test_project.py'}::test_x",
-        "-k",
-        "tests",  # the value of -k, not the folder
-        "-x",
-    ]
-    assert course.paths_from(tests, ["../notebooks", "no_such_file.py"]) == [
-        str(ROOT / "notebooks"),
-        "no_such_file.py",  # pytest says it is not found, in its own words
-    ]
+    anchor = ["--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml")]
+    everything = [str(ROOT / path) for path in course.TESTPATHS]
+    assert course.pytest_invocation(ROOT, ["-k", "x"]) == (ROOT, ["-k", "x"])  # pytest's own way
+    assert course.pytest_invocation(tests, ["test_project.py", "--ignore", "exercises"]) == (
+        tests,
+        [*anchor, "test_project.py", "--ignore", "exercises"],  # pytest resolves them from tests/
+    )
+    for no_path in (["-k", "tests"], ["-qk", "tests"], ["--durations", "5"], []):
+        assert course.pytest_invocation(tests, no_path) == (tests, [*anchor, *everything, *no_path])
+    testpaths = re.search(r"^testpaths = (.*)$", (ROOT / "pyproject.toml").read_text(), re.M)
+    assert list(course.TESTPATHS) == yaml.safe_load(testpaths.group(1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,3 +644,22 @@ def test_an_xdist_group_runs_on_one_worker(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert len((tmp_path / "builds.txt").read_text().split()) == 1, "the fixture built twice"
+
+
+@pytest.mark.parametrize(
+    "source, tags, why",
+    [
+        ("# PYTEST_VALIDATE_IGNORE_OUTPUT\nprint(1.0171)", [], "nbval's old comment marker"),
+        ("# NBVAL_SKIP\nprint(1.0171)", [], "a comment marker"),
+        ("print(1.0171)", ["nbval-skip"], "a tag that skips the cell"),
+        ("print(1.0171)", ["nbval-ignore-output", "nbval-skip"], "a skip beside the timing tag"),
+        ("# perf_counter\nprint(1.0171)", ["nbval-ignore-output"], "a timer named, not called"),
+    ],
+)
+def test_the_marker_rule_refuses_what_would_hide_a_number(source, tags, why):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = tags
+    assert unchecked_output(cell), why
+    timing = nbformat.v4.new_code_cell("start = time.perf_counter()\nprint(seconds)")
+    timing.metadata["tags"] = ["nbval-ignore-output"]
+    assert unchecked_output(timing) is None
