@@ -81,7 +81,11 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     correction = deviations.mean(dims)
     # (an infinite value makes every deviation NaN: the mean is then that infinity, as PyTorch's)
     mean = torch.where(torch.isfinite(first_mean), first_mean + correction, first_mean)
-    return mean, deviations.square().mean(dims) - correction.square()
+    # (finite values whose squares overflow, |x| of 1e20 in float32: the variance is inf, as
+    # PyTorch's, not inf - inf = NaN; correction**2 <= mean(d**2), so it overflows only then)
+    mean_square = deviations.square().mean(dims)
+    var = torch.where(torch.isinf(mean_square), mean_square, mean_square - correction.square())
+    return mean, var
 
 
 def update_running_stats(
@@ -194,16 +198,20 @@ def grad_input_from_sums(
     """Training-mode ``dx`` from the two per-channel sums over the ``m`` values that share
     the statistics: ``sum_dy = sum(dy)`` and ``sum_dy_xc = sum(dy * (x - mean))``, ``(C,)``.
 
-    ``dx = a * dy + k * xc + c`` per channel, with ``a = weight * invstd``: ``c = -a *
-    sum_dy / m`` carries the mean path and ``k = -a * invstd**2 * sum_dy_xc / m`` the variance
-    path. Taking the sums as arguments is what lets SyncBatchNorm
-    (:mod:`bncourse.distributed`) reuse this with sums over every process's values.
+    ``dx = (dy + k * xc + c) * a`` per channel, with ``a = weight * invstd``: ``c =
+    -sum_dy / m`` carries the mean path and ``k = -invstd * (invstd * sum_dy_xc / m)`` the
+    variance path (``invstd * sum_dy_xc / m`` is ``mean(dy * xhat)``, of the size of ``dy``:
+    computed first, ``k`` stays finite where ``invstd**2`` alone would overflow, as with
+    ``eps=1e-45`` and values near 1e-20 in float32). Taking the sums as arguments is what lets
+    SyncBatchNorm (:mod:`bncourse.distributed`) reuse this with sums over every process's
+    values.
     """
     shape = channel_shape(input.ndim)
     a = invstd if weight is None else invstd * weight
-    k = -a * invstd * invstd * sum_dy_xc / m
-    c = -a * sum_dy / m
-    return grad_output * a.view(shape) + (input - mean.view(shape)) * k.view(shape) + c.view(shape)
+    k = -invstd * (invstd * sum_dy_xc / m)
+    c = -sum_dy / m
+    centered = input - mean.view(shape)
+    return (grad_output + centered * k.view(shape) + c.view(shape)) * a.view(shape)
 
 
 # --------------------------------------------------------------------------------------------

@@ -596,6 +596,70 @@ def test_an_infinite_input_gives_pytorchs_buffers(impl, request):
         torch.testing.assert_close(ours, theirs, equal_nan=True, **F32["out"])
 
 
+def _xfail_on_triton(impl, request, reason):
+    if impl.module.__name__ == "bncourse.triton_bn":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def _train_both(impl, x, dy, eps=1e-5):
+    """F.batch_norm in training, ours and PyTorch's, on the same ``x`` (parameters and
+    buffers in float32, or float64 for a float64 ``x``): ``(output, grad_input, grad_weight,
+    grad_bias, running_mean, running_var)`` of each."""
+    results = []
+    c, dtype = x.shape[1], torch.float64 if x.dtype == torch.float64 else torch.float32
+    for fn in (impl.batch_norm, nn.functional.batch_norm):
+        rm, rv = torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype)
+        w = torch.ones(c, dtype=dtype, requires_grad=True)
+        b = torch.zeros(c, dtype=dtype, requires_grad=True)
+        xx = x.clone().requires_grad_()
+        y = fn(xx, rm, rv, w, b, training=True, eps=eps)
+        y.backward(dy)
+        results.append((y, xx.grad, w.grad, b.grad, rm, rv))
+    return results
+
+
+@pytest.mark.parametrize(
+    "dtype, scale", [(torch.float32, 1e30), (torch.bfloat16, 1e30), (torch.float64, 1e300)]
+)
+def test_finite_values_whose_variance_overflows_give_pytorchs_finite_outputs(
+    impl, request, dtype, scale
+):
+    """Squares past the largest float (|x| of 1e30 in float32): PyTorch's variance is inf, so
+    its outputs and gradients are finite (0 before the bias) and its running_var is inf; a
+    variance computed as ``mean(d**2) - e**2`` would be inf - inf = NaN everywhere."""
+    _xfail_on_triton(
+        impl,
+        request,
+        "the kernels' tile_stats subtracts count * correction**2 from an overflowed sum of "
+        "squares (inf - inf); the fix changes the kernel chapter 8 prints",
+    )
+    g = torch.Generator().manual_seed(27)
+    x = (torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64) * scale).to(dtype)
+    dy = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64).to(dtype)
+    ours, theirs = _train_both(impl, x, dy)
+    assert torch.isinf(theirs[5]).all() and theirs[0].isfinite().all()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=False)
+
+
+def test_a_tiny_eps_with_tiny_values_gives_pytorchs_finite_gradients(impl, request):
+    """``eps=1e-45`` and values near 1e-20 in float32: invstd is about 1e20, its square
+    overflows; PyTorch's input gradients (about 1e20) are finite, and so are ours."""
+    _xfail_on_triton(
+        impl,
+        request,
+        "the kernels' dx = a*dy + k*(x - mean) + c holds k = -a*invstd**2*..., which "
+        "overflows; the fix changes grad_input_kernel, which chapter 8 prints",
+    )
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 3, 3, 3, generator=g) * 1e-20
+    dy = torch.randn(4, 3, 3, 3, generator=g)
+    ours, theirs = _train_both(impl, x, dy, eps=1e-45)
+    assert theirs[1].isfinite().all() and theirs[1].abs().max() > 1e19
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_weight_and_bias_of_any_shape_with_c_elements(impl):
     """PyTorch takes a weight of shape (C, 1) and a bias of shape (1, C) in the forward pass
     (its own backward then fails; ours returns gradients of their shapes)."""
