@@ -404,8 +404,9 @@ def batch_norm(
 ) -> Tensor:
     """``torch.nn.functional.batch_norm``, computed by :class:`BatchNormFunction`.
 
-    ``input``: ``(N, C)`` or ``(N, C, *spatial)``. ``running_mean``, ``running_var``,
-    ``weight``, ``bias``: ``C`` elements (of any shape, as in PyTorch) or ``None``.
+    ``input``: ``(N, C)`` or ``(N, C, *spatial)``. ``running_mean``, ``running_var``:
+    ``(C,)`` or ``None``; ``weight``, ``bias``: ``C`` elements (of any shape, as in PyTorch)
+    or ``None``.
     ``training=True`` normalizes with the batch's statistics and updates the running
     statistics that are given, in place; ``training=False`` normalizes with the running
     statistics, which must then be given. Returns a tensor of the input's shape and dtype.
@@ -413,7 +414,8 @@ def batch_norm(
     Errors, as PyTorch words them (:mod:`bncourse.validation`): one value per channel in
     training ("Expected more than 1 value per channel when training, got input size
     torch.Size([1, 3])"), ``eps <= 0`` in training, per-channel tensors with the wrong number
-    of elements ("running_mean should contain 3 elements not 4"), missing running statistics
+    of elements ("running_mean should contain 3 elements not 4"), running statistics that
+    are not vectors ("TensorAccessor expected 1 dims but tensor has 2"), missing running statistics
     in evaluation, only one of the two running statistics, a non-floating input. An empty
     input gives what PyTorch gives: ``input * weight[0] + bias[0]`` and no update.
     """

@@ -94,8 +94,9 @@ def check_tensors(
     bias: Tensor | None,
     training: bool,
 ) -> None:
-    """Every per-channel tensor has ``C`` elements (of any shape, as in PyTorch), and dtypes
-    BatchNorm can combine (ATen's checks, in ATen's order)."""
+    """Every per-channel tensor has ``C`` elements, the running statistics are vectors
+    (``weight`` and ``bias`` may have any shape, as in PyTorch), and dtypes BatchNorm can
+    combine (ATen's checks, in ATen's order)."""
     num_features = input.shape[1]
     named = [
         ("running_mean", running_mean),
@@ -108,6 +109,8 @@ def check_tensors(
             raise RuntimeError(conventions.missing_in_evaluation(name))
         if value is not None and value.numel() != num_features:
             raise RuntimeError(conventions.wrong_length(name, num_features, value.numel()))
+        if value is not None and name.startswith("running") and value.dim() != 1:
+            raise RuntimeError(conventions.not_one_dimensional(value.dim()))
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must either both be None or neither be None")
     if not input.is_floating_point():
@@ -142,8 +145,9 @@ def apply_checked(
 ) -> Tensor:
     """Check the arguments and tensors (PyTorch's errors), answer an empty batch, then
     ``function.apply(input, weight, bias, running_mean, running_var, training, momentum, eps)``
-    with every per-channel tensor viewed as ``(C,)`` (PyTorch accepts any shape with ``C``
-    elements; the running statistics are views, so their in-place update reaches the caller's)."""
+    with ``weight`` and ``bias`` viewed as ``(C,)`` (PyTorch accepts any shape with ``C``
+    elements for them). The running statistics must be vectors, as in PyTorch, and are passed
+    as they are (strided ones too), so that their in-place update reaches the caller's."""
     momentum = check_arguments(input, training, momentum, eps)
     if input.numel() == 0:
         # ATen's answer for an empty batch: no statistics, but an output connected to weight
@@ -163,8 +167,8 @@ def apply_checked(
         input,
         flat(weight),
         flat(bias),
-        flat(running_mean),
-        flat(running_var),
+        running_mean,
+        running_var,
         training,
         momentum,
         float(eps),

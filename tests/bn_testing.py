@@ -153,6 +153,12 @@ FUNCTIONAL_ERRORS = {
         (torch.ones(4, 3, dtype=torch.long), torch.zeros(4), torch.ones(4)),
         dict(training=True),
     ),
+    "2-d running_mean in training": ((X, torch.zeros(1, 3), RV), dict(training=True)),
+    "transposed running_mean in training": (
+        (torch.randn(4, 4), torch.zeros(2, 2).t(), torch.ones(4)),
+        dict(training=True),
+    ),
+    "2-d running_var in evaluation": ((X, RM, torch.ones(3, 1)), dict(training=False)),
     "eps 0 in training": ((X, None, None), dict(training=True, eps=0.0)),
     "eps < 0 in training": ((X, None, None), dict(training=True, eps=-1.0)),
     "eps < 0 in eval": ((X, RM, RV), dict(training=False, eps=-1.0)),

@@ -563,6 +563,20 @@ def test_momentum_as_pytorch_accepts_it(impl, momentum):
     assert_same_state(*pair, F32["stats"])
 
 
+def test_strided_running_statistics_are_updated_in_place_like_torchs(impl):
+    """Running statistics that are strided vectors (every other element of a buffer) are
+    updated where they are, as ATen updates them; a 2-d one is refused
+    (``FUNCTIONAL_ERRORS``), never updated as a reshaped copy the caller does not see."""
+    results = []
+    for fn in (impl.batch_norm, nn.functional.batch_norm):
+        rm, rv = torch.zeros(6), torch.ones(6)
+        y = fn(X, rm[::2], rv[::2], training=True, momentum=0.5)
+        results.append((y, rm, rv))
+    assert not torch.equal(results[1][1], torch.zeros(6))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, **F32["out"])
+
+
 def test_eps_zero_in_evaluation_with_a_zero_running_variance_is_pytorchs_nan(impl):
     rm, rv = torch.tensor([1.0, 0.0, 2.0]), torch.zeros(3)
     weight, bias = torch.tensor([1.0, 2.0, 0.0]), torch.ones(3)

@@ -27,8 +27,10 @@ def _on_device(x: Tensor) -> AbstractContextManager[Any]:
 
 
 def _flat(t: Tensor | None) -> Tensor | None:
-    """A per-channel tensor (any shape, ``C`` elements) as a contiguous ``(C,)`` view of the
-    same memory when possible (the kernels write running statistics in place)."""
+    """A per-channel tensor (``C`` elements: a weight or bias of any shape, a running
+    statistic of shape ``(C,)``) as a contiguous ``(C,)`` view of the same memory when
+    possible, else a contiguous copy (a strided running statistic is written back after the
+    kernels updated the copy)."""
     if t is None:
         return None
     return t.view(-1) if t.is_contiguous() else t.reshape(-1).contiguous()
