@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .conventions import channel_shape, reduce_axes, values_per_channel, wrong_input_dimensions
-from .validation import accumulation_dtype, apply_checked
+from .validation import accumulation_dtype, apply_checked, output_memory_format
 
 __all__ = [
     "batch_stats",
@@ -47,6 +47,7 @@ __all__ = [
     "normalize",
     "batch_norm_backward",
     "grad_input_from_sums",
+    "in_output_layout",
     "forward_train",
     "forward_eval",
     "backward",
@@ -217,15 +218,28 @@ def grad_input_from_sums(
 # --------------------------------------------------------------------------------------------
 # The two passes, and one autograd node
 # --------------------------------------------------------------------------------------------
+def in_output_layout(result: Tensor, input: Tensor) -> Tensor:
+    """``result`` (the output, or the input's gradient) in the layout ``torch.nn`` gives it
+    (:func:`~bncourse.validation.output_memory_format`): contiguous, or channels last for a
+    channels-last input. Elementwise operations would keep the input's own strides (a
+    transposed output for a transposed input); a copy only where they differ. (Inside
+    ``torch.func.vmap`` a sample has no layout of its own: left as it is.)"""
+    if _is_batched(input):
+        return result
+    return result.contiguous(memory_format=output_memory_format(input))
+
+
 def forward_train(
     input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Training mode's forward pass: ``(output, mean, var, invstd)``, the output in the
-    input's dtype, the statistics ``(C,)`` in the accumulation dtype (``var`` biased)."""
+    input's dtype and :func:`in_output_layout`, the statistics ``(C,)`` in the accumulation
+    dtype (``var`` biased)."""
     x = input.to(accumulation_dtype(input.dtype))
     mean, var = batch_stats(x)
     invstd = torch.rsqrt(var + eps)
-    return normalize(x, mean, invstd, weight, bias).to(input.dtype), mean, var, invstd
+    output = normalize(x, mean, invstd, weight, bias).to(input.dtype)
+    return in_output_layout(output, input), mean, var, invstd
 
 
 def forward_eval(
@@ -236,10 +250,12 @@ def forward_eval(
     bias: Tensor | None,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Evaluation mode's forward pass: ``(output, mean, invstd)`` from the running statistics."""
+    """Evaluation mode's forward pass: ``(output, mean, invstd)`` from the running statistics
+    (the output as :func:`forward_train`'s)."""
     x = input.to(accumulation_dtype(input.dtype))
     mean, invstd = running_mean.to(x.dtype), torch.rsqrt(running_var.to(x.dtype) + eps)
-    return affine_map(x, mean, invstd, weight, bias).to(input.dtype), mean, invstd
+    output = affine_map(x, mean, invstd, weight, bias).to(input.dtype)
+    return in_output_layout(output, input), mean, invstd
 
 
 def backward(
@@ -253,13 +269,14 @@ def backward(
     bias_dtype: torch.dtype | None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """The backward pass: :func:`batch_norm_backward` in the accumulation dtype, each gradient
-    returned in the dtype of what it belongs to (``bias_dtype``: the bias's)."""
+    returned in the dtype of what it belongs to (``bias_dtype``: the bias's), the input's in
+    :func:`in_output_layout`, whatever the layout of ``grad_output``."""
     x = input.to(accumulation_dtype(input.dtype))
     grad_input, grad_weight, grad_bias = batch_norm_backward(
         grad_output.to(x.dtype), x, weight, mean, invstd, training, output_mask
     )
     return (
-        None if grad_input is None else grad_input.to(input.dtype),
+        None if grad_input is None else in_output_layout(grad_input.to(input.dtype), input),
         None if grad_weight is None else grad_weight.to(weight.dtype),
         None if grad_bias is None else grad_bias.to(bias_dtype),
     )

@@ -27,7 +27,13 @@ from torch import Tensor
 
 from . import conventions
 
-__all__ = ["accumulation_dtype", "check_arguments", "check_tensors", "apply_checked"]
+__all__ = [
+    "accumulation_dtype",
+    "output_memory_format",
+    "check_arguments",
+    "check_tensors",
+    "apply_checked",
+]
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -37,6 +43,29 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     thousand of them, or a variance, would keep almost none.
     """
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def output_memory_format(input: Tensor) -> torch.memory_format:
+    """The memory layout of BatchNorm's output and input gradient for ``input``, as ATen
+    chooses it (``Tensor.suggest_memory_format``): ``torch.channels_last`` (or
+    ``channels_last_3d``) when the input's strides put the channels innermost, as a
+    channels-last tensor or a slice of one does; contiguous for every other input, views
+    (a transpose, a slice with steps, an expand) included. So ``bn(x.transpose(1, 2))``
+    gives a tensor that ``.view(N, -1)`` takes, as ``torch.nn`` does.
+
+    ATen's rule (``is_channels_last_strides_2d``), on plain integers: going through the axes
+    C, then the spatial ones from the last, then N, each stride is at least the extent of
+    the axes before it."""
+    order = {4: (1, 3, 2, 0), 5: (1, 4, 3, 2, 0)}.get(input.dim())
+    if order is None or input.stride(1) == 0:
+        return torch.contiguous_format
+    extent = 0
+    for axis in order:
+        size, stride = input.size(axis), input.stride(axis)
+        if size == 0 or stride < extent or (axis == 0 and extent == input.stride(1)):
+            return torch.contiguous_format
+        extent = stride * size if size > 1 else stride
+    return torch.channels_last if input.dim() == 4 else torch.channels_last_3d
 
 
 # How ATen names dtypes in "not implemented for 'Long'" messages.

@@ -48,6 +48,8 @@ from bn_testing import (
     F32,
     F64,
     FUNCTIONAL_ERRORS,
+    LAYOUTS,
+    LAYOUTS_4D,
     RV,
     TOL,
     X,
@@ -117,7 +119,7 @@ def impl(request, monkeypatch) -> Implementation:
 @st.composite
 def configurations(draw, dtypes=(torch.float64, torch.float32)):
     ndim = draw(st.integers(2, 5))
-    layouts = ["contiguous", "strided"] + (["channels_last"] if ndim >= 4 else [])
+    layouts = [*LAYOUTS, *(LAYOUTS_4D if ndim >= 4 else ())]
     return dict(
         ndim=ndim,
         channels=draw(st.integers(1, 4)),
@@ -161,7 +163,9 @@ def run_steps(cfg, ours, theirs, steps, input_dtype, tol, reference=False):
 def test_modules_match_torch_nn_over_many_steps(impl):
     """Outputs, the gradients of input, weight and bias, and every buffer agree with
     nn.BatchNorm1d/2d/3d over many steps switching between training and evaluation, for every
-    option, in float32 and float64, for contiguous, channels_last and strided inputs."""
+    option, in float32 and float64, for inputs in every layout a user's views give
+    (``bn_testing.make_input``: transposes, slices with steps, expands, channels-last slices),
+    with the outputs' and input gradients' strides torch.nn gives."""
 
     @settings(max_examples=impl.examples)
     @given(configurations())
@@ -180,6 +184,24 @@ def test_modules_match_torch_nn_over_many_steps(impl):
         run_steps(cfg, ours, theirs, impl.steps, cfg["dtype"], TOL[cfg["dtype"]])
 
     check()
+
+
+@pytest.mark.parametrize("ndim", [2, 3, 4])
+@pytest.mark.parametrize("layout", [*LAYOUTS, *LAYOUTS_4D])
+def test_every_layout_of_view_matches_torch_nn_with_its_strides(impl, layout, ndim):
+    """Each kind of view a user hands over (``make_input``), not only those hypothesis
+    draws: values and strides of outputs and input gradients as torch.nn's, in training and
+    evaluation. After ``bn(x.transpose(1, 2))``, ``y.view(N, -1)`` works, as with torch.nn."""
+    if layout in LAYOUTS_4D and ndim < 4:
+        pytest.skip("channels last is for 4 and 5 dimensions")
+    spatial = (3, 2)[: ndim - 2]
+    cfg = dict(channels=3, spatial=spatial, layout=layout, seed=ndim)
+    ours, theirs = module_pair(impl, ndim, 3, momentum=0.3)
+    run_steps(cfg, ours, theirs, 4, torch.float32, F32)
+    if layout == "transposed":
+        assert (
+            ours(make_input((4, 3, *spatial), torch.float32, layout, None)).view(4, -1) is not None
+        )
 
 
 def test_half_precision_inputs_match_float64_torch_nn(impl):
