@@ -82,6 +82,17 @@ _ATEN_DTYPE_NAMES = {
 }
 
 
+def _type_name(value: Any) -> str:
+    """The name PyTorch's argument parser gives the type of ``value`` (CPython's
+    ``tp_name``): ``int``, ``Tensor``, but ``numpy.bool`` for a type defined in C outside
+    the builtins."""
+    kind = type(value)
+    heap_type = kind.__flags__ & (1 << 9)  # Py_TPFLAGS_HEAPTYPE: a class made at run time
+    if heap_type or kind.__module__ == "builtins":
+        return kind.__name__
+    return f"{kind.__module__}.{kind.__name__}"
+
+
 def _as_float(momentum: Any) -> float:
     """``momentum`` as PyTorch's argument parser takes a ``float``: a number (a bool too), or
     a 0-d tensor; anything else is its TypeError."""
@@ -90,8 +101,7 @@ def _as_float(momentum: Any) -> float:
     if isinstance(momentum, Tensor) and momentum.dim() == 0:
         return float(momentum)
     raise TypeError(
-        "batch_norm(): argument 'momentum' (position 7) must be float, "
-        f"not {type(momentum).__name__}"
+        f"batch_norm(): argument 'momentum' (position 7) must be float, not {_type_name(momentum)}"
     )
 
 
@@ -101,7 +111,7 @@ def check_arguments(input: Tensor, training: bool, momentum: Any, eps: float) ->
     if not isinstance(training, bool):
         raise TypeError(
             "batch_norm(): argument 'training' (position 6) must be bool, "
-            f"not {type(training).__name__}"
+            f"not {_type_name(training)}"
         )
     momentum = _as_float(momentum)
     if input.dim() < 2:
@@ -181,11 +191,12 @@ def apply_checked(
     if input.numel() == 0:
         # ATen's answer for an empty batch: no statistics, but an output connected to weight
         # and bias, so that backward still reaches them (with zero gradients).
+        # (select: no channels at all is ATen's IndexError, in its words)
         output = input.clone()
         if weight is not None:
-            output = output * weight.reshape(-1)[0]
+            output = output * weight.reshape(-1).select(0, 0)
         if bias is not None:
-            output = output + bias.reshape(-1)[0]
+            output = output + bias.reshape(-1).select(0, 0)
         return output
     check_tensors(input, running_mean, running_var, weight, bias, training)
 

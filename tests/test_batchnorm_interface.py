@@ -50,6 +50,7 @@ from bn_testing import (
     FUNCTIONAL_ERRORS,
     LAYOUTS,
     LAYOUTS_4D,
+    RM,
     RV,
     TOL,
     X,
@@ -597,6 +598,23 @@ def test_strided_running_statistics_are_updated_in_place_like_torchs(impl):
     assert not torch.equal(results[1][1], torch.zeros(6))
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs, **F32["out"])
+
+
+@pytest.mark.parametrize("training_", [np.bool_(True), np.float64(1.0), 1])
+def test_a_training_flag_that_is_not_a_bool_is_named_as_pytorch_names_it(impl, training_):
+    """PyTorch names a NumPy type by its full name ("must be bool, not numpy.bool")."""
+    theirs = raised(lambda: nn.functional.batch_norm(X, RM, RV, training=training_))
+    assert theirs[0] is TypeError
+    assert raised(lambda: impl.batch_norm(X, RM, RV, training=training_)) == theirs
+
+
+@pytest.mark.parametrize("training_", [True, False])
+def test_no_channels_at_all_is_pytorchs_index_error(impl, training_):
+    """``BatchNorm2d(0)`` on an input of 0 channels: an empty batch with no weight to pick."""
+    pair = module_pair(impl, 4, 0)
+    errors = [raised(lambda: m.train(training_)(torch.randn(2, 0, 3, 3))) for m in pair]  # noqa: B023
+    assert errors[1][0] is IndexError
+    assert errors[0] == errors[1]
 
 
 def test_eps_zero_in_evaluation_with_a_zero_running_variance_is_pytorchs_nan(impl):
