@@ -231,6 +231,36 @@ def test_bench_rejects_bad_arguments(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "--device", "tpu"], "--device is cpu or cuda"),
+        (["bench", "--device", "mps"], "--device is cpu or cuda"),
+        (["bench", "--device", "meta"], "--device is cpu or cuda"),
+        (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["bench", "--warmup", "-1"], "--warmup must be 0 or more"),
+        (["bench", "--shape", "1x3"], "more than 1 value per channel"),
+        (["bench", "--json", "/nonexistent/folder/bench.json"], "cannot write --json"),
+        (["run-notebooks", "/nonexistent/chapter.ipynb"], "no such notebook"),
+        (["make-exercises", "--check", "--source", "/nonexistent"], "is not a folder"),
+    ],
+)
+def test_command_line_mistakes_are_one_error_line_before_any_work(argv, message, capsys):
+    """Exit status 2 and one line ``error: ...`` on stderr, found before anything runs
+    (nothing on stdout: no benchmark header, no "executing", no "in sync")."""
+    assert cli(argv) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err.startswith("error: ") and printed.err.count("\n") == 1
+    assert message in printed.err
+
+
+def test_bench_without_the_compiled_module_prints_no_empty_columns(capsys):
+    cli(["bench", "--shape", "4x3", "--no-compile", "--repeats", "1", "--warmup", "0"])
+    printed = capsys.readouterr().out
+    assert "ours/native" in printed and "compiled" not in printed and "nan" not in printed
+
+
 # --------------------------------------------------------------------------------------------
 # PyTorch's compiler stack: what works on nn.BatchNorm works on ours (eager and compiled),
 # and where nn.BatchNorm refuses a transform, ours refuses it in the same words
