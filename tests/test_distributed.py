@@ -214,3 +214,41 @@ def test_a_hang_is_a_timeout():
 def test_a_rank_that_dies_fails_the_run():
     with pytest.raises(DistributedError, match="rank 1 exited with code 3"):
         run_distributed(exits_on_rank_1, 2, timeout=60)
+
+
+def exits_quietly_on_rank_1(rank, world_size):
+    if rank == 1:
+        os._exit(0)  # status 0, but no result
+    return rank
+
+
+def test_a_rank_that_exits_with_status_0_without_a_result_fails_the_run_promptly():
+    """Not a wait for the whole timeout ending in "still running": the rank is gone."""
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match="rank 1 exited with code 0 without a result"):
+        run_distributed(exits_quietly_on_rank_1, 2, timeout=120)
+    assert time.monotonic() - start < 60
+
+
+def mismatched_sync_bn(rank, world_size, what):
+    """Rank 1 holds 4 channels where rank 0 holds 3, or float64 where rank 0 holds float32."""
+    channels = 4 if (rank == 1 and what == "channels") else 3
+    dtype = torch.float64 if (rank == 1 and what == "dtype") else torch.float32
+    SyncBatchNorm(channels, dtype=dtype)(torch.randn(4, channels, dtype=dtype))
+
+
+@pytest.mark.parametrize(
+    "what, described",
+    [
+        ("channels", "rank 0: 3 channels, torch.float32; rank 1: 4 channels, torch.float32"),
+        ("dtype", "rank 0: 3 channels, torch.float32; rank 1: 3 channels, torch.float64"),
+    ],
+)
+def test_sync_bn_with_other_channels_or_dtype_on_a_rank_is_a_value_error(what, described):
+    """A ValueError that names what each rank holds, not gloo aborting the process (which
+    the caller saw only as "rank 0 exited with code -6")."""
+    with pytest.raises(DistributedError) as failed:
+        run_distributed(mismatched_sync_bn, 2, what, timeout=120)
+    message = str(failed.value)
+    assert "ValueError: SyncBatchNorm needs inputs of the same number of channels" in message
+    assert described in message
