@@ -47,11 +47,13 @@ __all__ = [
     "normalize",
     "batch_norm_backward",
     "grad_input_from_sums",
+    "batch_norm_jvp",
     "in_output_layout",
     "forward_train",
     "forward_eval",
     "backward",
     "BatchNormFunction",
+    "TracedBatchNormFunction",
     "ThenUpdate",
     "batch_norm",
     "BatchNormNd",
@@ -215,6 +217,47 @@ def grad_input_from_sums(
     return (grad_output + centered * k.view(shape) + c.view(shape)) * a.view(shape)
 
 
+def batch_norm_jvp(
+    input_tangent: Tensor | None,
+    weight_tangent: Tensor | None,
+    bias_tangent: Tensor | None,
+    input: Tensor,
+    weight: Tensor | None,
+    mean: Tensor,
+    invstd: Tensor,
+    training: bool,
+) -> Tensor:
+    """Forward-mode derivative of BatchNorm: how the output moves when ``input``, ``weight``
+    and ``bias`` move along the tangents ``dx``, ``dweight``, ``dbias`` (``None``: not
+    moving). The same shapes as the values; ``mean`` and ``invstd`` ``(C,)``.
+
+    With ``xhat = (x - mean) * invstd`` and means per channel over the ``m`` values::
+
+        training:  dxhat = invstd * (dx - mean(dx) - xhat * mean(xhat * dx))
+        eval:      dxhat = invstd * dx           (running statistics: constants)
+        dy = weight * dxhat + dweight * xhat + dbias
+
+    The training line is the derivative of the mean (``mean(dx)``) and of ``invstd``
+    (``-invstd**3 * mean(xc * dx)``): the backward's closed form (:func:`batch_norm_backward`,
+    ``dx = s * (g - mean(g) - xhat * mean(g * xhat))``) with the roles of input and output
+    exchanged, because the Jacobian of the normalization is symmetric.
+    """
+    dims, shape = reduce_axes(input.ndim), channel_shape(input.ndim)
+    xhat = (input - mean.view(shape)) * invstd.view(shape)
+    tangent = torch.zeros_like(xhat)
+    if input_tangent is not None:
+        dxhat = input_tangent * invstd.view(shape)
+        if training:
+            mean_dxhat = dxhat.mean(dims, keepdim=True)
+            dxhat = dxhat - mean_dxhat - xhat * (xhat * dxhat).mean(dims, keepdim=True)
+        tangent = dxhat if weight is None else dxhat * weight.view(shape)
+    if weight_tangent is not None:
+        tangent = tangent + xhat * weight_tangent.view(shape)
+    if bias_tangent is not None:
+        tangent = tangent + bias_tangent.view(shape)
+    return tangent
+
+
 # --------------------------------------------------------------------------------------------
 # The two passes, and one autograd node
 # --------------------------------------------------------------------------------------------
@@ -304,8 +347,9 @@ class BatchNormFunction(torch.autograd.Function):
     exercise uses the older form, ``forward(ctx, ...)``, which autograd accepts too). With
     ``generate_vmap_rule``, ``torch.func.vmap`` runs ``forward`` on each sample's batch, and
     ``jacrev``/``grad`` differentiate through ``backward``. Forward-mode differentiation
-    (``jacfwd``, ``jvp``) would need a ``jvp`` rule, which the course does not derive:
-    PyTorch's error says so.
+    (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``) uses :meth:`jvp`
+    (:func:`batch_norm_jvp`); forward-over-reverse (a Hessian-vector product, ``jvp`` of
+    ``grad``) differentiates ``backward``'s ordinary operations forward.
     """
 
     generate_vmap_rule = True
@@ -334,8 +378,37 @@ class BatchNormFunction(torch.autograd.Function):
         if not training:
             mean = running_mean.to(invstd.dtype)
         ctx.save_for_backward(input, weight, mean, invstd)
+        ctx.save_for_forward(input, weight, mean, invstd)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
+
+    @staticmethod
+    def jvp(
+        ctx: Any,
+        input_tangent: Tensor | None,
+        weight_tangent: Tensor | None,
+        bias_tangent: Tensor | None,
+        *_: Any,
+    ) -> tuple[Tensor | None, ...]:
+        """The output's tangent from the tangents of input, weight and bias
+        (:func:`batch_norm_jvp`, in the accumulation dtype); the statistics have none."""
+        input, weight, mean, invstd = ctx.saved_tensors
+        acc = accumulation_dtype(input.dtype)
+
+        def widened(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(acc)
+
+        tangent = batch_norm_jvp(
+            widened(input_tangent),
+            widened(weight_tangent),
+            widened(bias_tangent),
+            input.to(acc),
+            weight,
+            mean,
+            invstd,
+            ctx.training,
+        )
+        return in_output_layout(tangent.to(input.dtype), input), None, None, None
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
@@ -356,6 +429,15 @@ class BatchNormFunction(torch.autograd.Function):
         return *grads, None, None, None, None
 
 
+class TracedBatchNormFunction(BatchNormFunction):
+    """:class:`BatchNormFunction` without its ``jvp`` rule, for ``torch.compile`` of a model
+    that holds the module: TorchDynamo refuses to trace an ``autograd.Function`` that has a
+    custom ``jvp`` (a graph break, an error with ``fullgraph=True``), and a compiled graph is
+    differentiated in reverse mode anyway. :class:`ThenUpdate` picks it while compiling."""
+
+    jvp = staticmethod(torch.autograd.Function.jvp)
+
+
 class ThenUpdate:
     """What :func:`batch_norm` hands to ``apply_checked``: ``function.apply``
     (:class:`BatchNormFunction`, or a sibling with its signature), then, in training, the
@@ -365,7 +447,9 @@ class ThenUpdate:
     The update is not inside the autograd node, because a node must not change its inputs:
     ``torch.jit.trace`` would record it twice (once in the node, once in the operations it
     traces through it), and under ``torch.func.vmap`` per-sample statistics cannot go into
-    one buffer: that is refused in ``nn.BatchNorm``'s words."""
+    one buffer: that is refused in ``nn.BatchNorm``'s words. While ``torch.compile`` traces
+    it, the function is :class:`TracedBatchNormFunction` (the same passes, eager: the outer
+    compilation fuses them itself)."""
 
     def __init__(self, function: type[torch.autograd.Function]) -> None:
         self.function = function
@@ -384,7 +468,8 @@ class ThenUpdate:
         if training and running_mean is not None:
             if _is_batched(input) and not _is_batched(running_mean):
                 raise RuntimeError(VMAP_WITH_RUNNING_STATS)
-        output, mean, var, _ = self.function.apply(
+        function = TracedBatchNormFunction if torch.compiler.is_compiling() else self.function
+        output, mean, var, _ = function.apply(
             input, weight, bias, running_mean, running_var, training, eps
         )
         if training and running_mean is not None:
