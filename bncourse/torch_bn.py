@@ -104,12 +104,15 @@ def update_running_stats(
     ``running = (1 - momentum) * running + momentum * batch``; the running variance is fed the
     unbiased batch variance ``var * m / (m - 1)`` (``var`` is the biased one that normalized
     the batch). The arithmetic is in the dtype of ``mean``; the buffers keep their own.
+    The statistics are detached (no gradient flows into a buffer), rather than the update run
+    under ``torch.no_grad()``, which ``torch.export`` would record as a grad-mode switch that
+    ``torch.export.load`` rejects.
     """
-    with torch.no_grad():
-        if running_mean is not None:
-            running_mean.copy_((1 - momentum) * running_mean + momentum * mean)
-        if running_var is not None:
-            running_var.copy_((1 - momentum) * running_var + momentum * var * (m / (m - 1)))
+    mean, var = mean.detach(), var.detach()
+    if running_mean is not None:
+        running_mean.copy_((1 - momentum) * running_mean + momentum * mean)
+    if running_var is not None:
+        running_var.copy_((1 - momentum) * running_var + momentum * var * (m / (m - 1)))
 
 
 def normalize(

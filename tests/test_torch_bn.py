@@ -313,12 +313,21 @@ def test_backward_through_a_traced_module(impl):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("saved", [False, True], ids=["in-memory", "saved-and-loaded"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_torch_export_in_both_modes(impl, training):
-    """The exported program's module gives nn.BatchNorm2d's outputs and buffer updates."""
+def test_torch_export_in_both_modes(impl, training, saved):
+    """The exported program's module gives nn.BatchNorm2d's outputs and buffer updates, also
+    after ``torch.export.save`` and ``load`` (which rejected the grad-mode switch a
+    ``torch.no_grad()`` around the running-statistics update recorded in training)."""
     x = _batch()
     ours, theirs = impl.BatchNorm2d(4).train(training), nn.BatchNorm2d(4).train(training)
-    exported = torch.export.export(ours, (x,)).module()
+    program = torch.export.export(ours, (x,))
+    if saved:
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        buffer.seek(0)
+        program = torch.export.load(buffer)
+    exported = program.module()
     for step in range(2):
         torch.testing.assert_close(exported(x + step), theirs(x + step), rtol=1e-5, atol=2e-5)
     torch.testing.assert_close(exported.running_mean, theirs.running_mean, rtol=1e-5, atol=1e-6)
