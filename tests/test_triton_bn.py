@@ -545,3 +545,29 @@ def test_every_launch_compiles_for_an_h100(tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "launches compiled for sm_90" in result.stdout
+
+
+def test_double_backward_is_a_clear_error_not_missing_second_derivatives():
+    """Second derivatives through the kernels are not supported: a backward with
+    create_graph=True says so, where it used to return first derivatives unconnected to the
+    input (so that ``autograd.grad(..., allow_unused=True)`` answered None, "does not
+    depend", where torch.nn gives values)."""
+    x = torch.randn(4, 3, 2, requires_grad=True)
+    y = triton_bn.batch_norm(x, None, None, training=True)
+    with pytest.raises(RuntimeError, match="does not support double backward"):
+        torch.autograd.grad((y**3).sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad((y**3).sum(), x)  # first derivatives still work
+    assert grad.shape == x.shape
+
+
+def test_changing_a_strided_input_in_place_before_backward_is_autograds_error():
+    """As with torch.nn: the kernels read a dense copy of a strided input, but the input
+    itself is saved too, so autograd notices that it changed."""
+    message = "one of the variables needed for gradient computation has been modified"
+    for fn in (nn.functional.batch_norm, triton_bn.batch_norm):
+        base = torch.randn(4, 3, 10, requires_grad=True)
+        x = base.clone()[..., ::2]
+        y = fn(x, None, None, training=True)
+        x.mul_(2)
+        with pytest.raises(RuntimeError, match=message):
+            y.sum().backward()

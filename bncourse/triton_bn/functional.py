@@ -12,13 +12,18 @@ from typing import Any
 import torch
 import triton
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..validation import accumulation_dtype, apply_checked
 from . import backends
 from .tiles import Tiling, accumulation_type, dense, launch_options, reduce_options, tiling
 
-__all__ = ["partial_stats", "batch_stats", "TritonBatchNormFunction", "batch_norm"]
+__all__ = [
+    "partial_stats",
+    "batch_stats",
+    "DOUBLE_BACKWARD",
+    "TritonBatchNormFunction",
+    "batch_norm",
+]
 
 
 def _on_device(x: Tensor) -> AbstractContextManager[Any]:
@@ -120,6 +125,14 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var
 
 
+DOUBLE_BACKWARD = (
+    "bncourse.triton_bn does not support double backward (create_graph=True: second "
+    "derivatives, gradient penalties, Hessian-vector products): its backward pass runs Triton "
+    "kernels, which autograd cannot differentiate. Use bncourse.torch_bn (or torch.nn), whose "
+    "backward is made of differentiable operations."
+)
+
+
 class TritonBatchNormFunction(torch.autograd.Function):
     """BatchNorm as one autograd node computed by the Triton kernels.
 
@@ -127,7 +140,10 @@ class TritonBatchNormFunction(torch.autograd.Function):
     arguments of :class:`bncourse.torch_bn.BatchNormFunction`, already checked by
     :func:`bncourse.validation.apply_checked`.  Saves the (dense) input, ``weight``, and the
     per-channel ``mean`` and ``invstd``; the output, ``dx`` and a ``dy`` of another layout
-    all take the input's strides (a ``channels_last`` input gives a ``channels_last`` output).
+    all take the dense input's strides (a ``channels_last`` input gives a ``channels_last``
+    output). Differentiable once: a backward with ``create_graph=True`` raises
+    :data:`DOUBLE_BACKWARD` (rather than gradients that second derivatives would see as
+    constants).
     """
 
     @staticmethod
@@ -173,15 +189,18 @@ class TritonBatchNormFunction(torch.autograd.Function):
                 HAS_BIAS=b is not None,
                 **launch_options(plan, x),
             )
-        ctx.save_for_backward(x, weight, mean, invstd)
+        # (the input itself too when x is a dense copy of it: so that changing it in place
+        # before the backward is autograd's error, as with torch.nn, not a silent stale copy)
+        ctx.save_for_backward(x, weight, mean, invstd, None if x is input else input)
         ctx.training, ctx.plan = training, plan
         ctx.bias_like = None if bias is None else (bias.dtype, bias.shape)
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, mean, invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' sums are not a graph
+            raise RuntimeError(DOUBLE_BACKWARD)
+        x, weight, mean, invstd, _ = ctx.saved_tensors
         kernels = backends.for_device(x.device)
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         plan: Tiling = ctx.plan
