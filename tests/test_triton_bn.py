@@ -571,3 +571,31 @@ def test_changing_a_strided_input_in_place_before_backward_is_autograds_error():
         x.mul_(2)
         with pytest.raises(RuntimeError, match=message):
             y.sum().backward()
+
+
+def test_under_torch_compile_the_kernels_run_eagerly_between_compiled_parts():
+    """torch.compile of a network that holds triton_bn: a graph break around the kernels
+    (they run as they do without compile), the same results as without compile."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 3), triton_bn.BatchNorm1d(3), nn.ReLU())
+    x = torch.randn(8, 4)
+    expected = model(x)
+    model[1].reset_running_stats()
+    torch.testing.assert_close(torch.compile(model, backend="eager")(x), expected)
+
+
+@pytest.mark.parametrize("transform", ["torch.export", "torch.jit.trace", "vmap", "jacrev"])
+def test_tracing_transforms_are_a_clear_error(transform):
+    """Where the kernels cannot run (the transform traces with stand-ins for the tensors'
+    memory), the error says so and names what works: not an error from deep inside Triton's
+    interpreter or launcher."""
+    module = triton_bn.BatchNorm1d(3, track_running_stats=False)
+    x = torch.randn(4, 3)
+    calls = {
+        "torch.export": lambda: torch.export.export(module, (x,)),
+        "torch.jit.trace": lambda: torch.jit.trace(module, (x,)),
+        "vmap": lambda: torch.func.vmap(module)(x[None].expand(2, 4, 3)),
+        "jacrev": lambda: torch.func.jacrev(module)(x),
+    }
+    with pytest.raises(RuntimeError, match="cannot run under .*Use bncourse.torch_bn"):
+        calls[transform]()

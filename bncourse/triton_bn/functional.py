@@ -21,6 +21,7 @@ __all__ = [
     "partial_stats",
     "batch_stats",
     "DOUBLE_BACKWARD",
+    "TRANSFORMS",
     "TritonBatchNormFunction",
     "batch_norm",
 ]
@@ -273,6 +274,27 @@ class TritonBatchNormFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
+TRANSFORMS = (
+    "bncourse.triton_bn cannot run under {}: its kernels are launched from Python on the "
+    "tensors' memory, which a tracing transform does not have (it traces with stand-ins) "
+    "and cannot see into. Use bncourse.torch_bn or bncourse.compiled_bn (or torch.nn), which "
+    "work under every transform torch.nn does; under torch.compile without fullgraph=True, "
+    "triton_bn runs eagerly between the compiled parts."
+)
+
+
+def _refuse_tracing_transforms() -> None:
+    """A clear error under the transforms that trace instead of running (the kernels would
+    fail deep inside Triton's launcher or interpreter)."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(TRANSFORMS.format("torch.jit.trace"))
+    if torch.compiler.is_exporting():
+        raise RuntimeError(TRANSFORMS.format("torch.export"))
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        raise RuntimeError(TRANSFORMS.format("torch.func's transforms (vmap, grad, jacrev, jvp)"))
+
+
+@torch.compiler.disable(reason="bncourse.triton_bn launches Triton kernels from Python")
 def batch_norm(
     input: Tensor,
     running_mean: Tensor | None,
@@ -288,8 +310,12 @@ def batch_norm(
     The signature, semantics, checks and error messages of :func:`bncourse.torch_bn.batch_norm`
     (they share :func:`bncourse.validation.apply_checked`).  ``input``: ``(N, C)`` or
     ``(N, C, *spatial)``, float32, float16, bfloat16 or float64, on a CUDA device (compiled
-    kernels) or the CPU (Triton's interpreter).
+    kernels) or the CPU (Triton's interpreter). Under ``torch.compile`` it runs eagerly
+    between the compiled parts (with ``fullgraph=True``, TorchDynamo's error names the
+    reason); under ``torch.export``, ``torch.jit.trace`` and ``torch.func``'s transforms it
+    raises :data:`TRANSFORMS`, which names what to use instead.
     """
+    _refuse_tracing_transforms()
     return apply_checked(
         TritonBatchNormFunction,
         input,
