@@ -187,12 +187,13 @@ def test_modules_match_torch_nn_over_many_steps(impl):
     check()
 
 
-@pytest.mark.parametrize("ndim", [2, 3, 4])
-@pytest.mark.parametrize("layout", [*LAYOUTS, *LAYOUTS_4D])
+@pytest.mark.parametrize("ndim", [3, 4])
+@pytest.mark.parametrize("layout", ["strided", "transposed", "expanded", "channels_last_slice"])
 def test_every_layout_of_view_matches_torch_nn_with_its_strides(impl, layout, ndim):
-    """Each kind of view a user hands over (``make_input``), not only those hypothesis
-    draws: values and strides of outputs and input gradients as torch.nn's, in training and
-    evaluation. After ``bn(x.transpose(1, 2))``, ``y.view(N, -1)`` works, as with torch.nn."""
+    """Each kind of view a user hands over (``make_input``; the dense layouts are in every
+    other test), not only those hypothesis draws: values and strides of outputs and input
+    gradients as torch.nn's, in training and evaluation. After ``bn(x.transpose(1, 2))``,
+    ``y.view(N, -1)`` works, as with torch.nn."""
     if layout in LAYOUTS_4D and ndim < 4:
         pytest.skip("channels last is for 4 and 5 dimensions")
     spatial = (3, 2)[: ndim - 2]
