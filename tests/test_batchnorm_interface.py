@@ -111,7 +111,8 @@ def impl(request, monkeypatch) -> Implementation:
     # torch.nn's on the main configurations
     monkeypatch.setattr(compiled_bn, "BACKEND", "aot_eager")
     yield request.param
-    assert compiled_bn.compile_disabled() is None, "compiled_bn fell back to eager"
+    reason = compiled_bn.compile_disabled()
+    assert reason is None, f"compiled_bn fell back to eager: {reason}"
 
 
 # --------------------------------------------------------------------------------------------
