@@ -93,9 +93,14 @@ def validate(
       input (integers would silently truncate);
     * ``ValueError`` for fewer than 2 dimensions, for per-channel vectors of the wrong shape,
       in training for a single value per channel (its variance is undefined) with PyTorch's
-      wording "Expected more than 1 value per channel when training, ...", and for ``eps``
-      (when given) that is not positive in training or negative in evaluation, in PyTorch's
-      words. An empty batch is fine, as in PyTorch: its output is empty.
+      wording "Expected more than 1 value per channel when training, ...", and for a
+      negative ``eps`` (when given), in PyTorch's words. An empty batch is fine, as in
+      PyTorch: its output is empty.
+
+    One deliberate difference: ``eps = 0`` in training, which PyTorch refuses, is allowed
+    here, because chapters 3 and 6 use it to show what holds exactly only without ``eps``
+    (``sum(dx * xhat) = 0``, scale invariance); a channel of equal values then divides 0 by
+    0, as the formula says.
     """
     check_array(x)
     if x.ndim < 2:
@@ -107,10 +112,8 @@ def validate(
     _check_channel_vector("running_var", running_var, num_channels)
     if training and values_per_channel(x.shape) == 1:
         raise ValueError(one_value_per_channel(tuple(x.shape)))
-    if eps is not None and training and eps <= 0:
-        raise ValueError(eps_not_positive(eps))
     if eps is not None and eps < 0:
-        raise ValueError(eps_negative(eps))
+        raise ValueError(eps_not_positive(eps) if training else eps_negative(eps))
 
 
 def check_array(x: object) -> None:
