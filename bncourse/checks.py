@@ -52,7 +52,7 @@ def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
         detail = judge(EXERCISES[exercise_id], candidate)
     except CheckFailed as failure:  # NotAttempted included
         raise type(failure)(
-            f"{exercise_id}: {failure}", credit=failure.credit
+            f"{exercise_id}: {failure}", credit=failure.credit, cause=failure.cause
         ) from failure.__cause__
     print(f"✔ {exercise_id} passed: {detail}")
 
@@ -74,7 +74,9 @@ def judge(ex: Exercise, candidate: Any) -> str:
         more = more_feedback(ex.id, candidate)
         if not more:
             raise
-        raise CheckFailed(f"{failure}{more}", credit=failure.credit) from failure
+        raise CheckFailed(
+            f"{failure}{more}", credit=failure.credit, cause=failure.cause
+        ) from failure
     except Exception as error:  # the learner's code crashed: report it as a failed check
         more = more_feedback(ex.id, candidate)
         raise CheckFailed(f"your function raised {type(error).__name__}: {error}{more}") from error
