@@ -244,7 +244,7 @@ def _update(original: Any, state: Any, blobs: list[bytes]) -> None:
         for name, flag in (state.get("requires_grad") or {}).items():
             if name in parameters and type(flag) is bool:
                 parameters[name].requires_grad_(flag)
-        own = original.state_dict()
+        own = {**dict(original.named_parameters()), **dict(original.named_buffers())}
         with torch.no_grad():
             for key, tree in (state.get("state") or {}).items():
                 value = decode(tree, blobs, trusted=True)

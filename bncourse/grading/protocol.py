@@ -126,7 +126,7 @@ class Channel:
 # --------------------------------------------------------------------------------------------
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buffer, np.array(array, copy=True, order="C"), allow_pickle=False)
     return buffer.getvalue()
 
 

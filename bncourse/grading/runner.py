@@ -234,7 +234,11 @@ class Runner:
                 "$module": True,
                 "training": {n: bool(m.training) for n, m in value.named_modules()},
                 "requires_grad": {n: bool(p.requires_grad) for n, p in value.named_parameters()},
-                "state": {k: encode(v, out) for k, v in value.state_dict().items()},
+                "state": {
+                    k: encode(v, out)
+                    for k, v in [*value.named_parameters(), *value.named_buffers()]
+                    if v is not None
+                },
             }
         return encode(value, out)
 
