@@ -34,6 +34,7 @@ __all__ = ["BOOK_URL", "misconception", "write_gradebook", "write_class_report"]
 BOOK_URL = "https://bncourse.github.io/batchnorm-course"
 """Where the book is published (the links of the class report)."""
 
+
 def misconception(result: Any) -> str | None:
     """The misconception of a failed result: the field the judge set (never read out of the
     message, which may quote the learner), else what kind of failure it is; else None."""
@@ -89,7 +90,6 @@ def write_gradebook(results: list[Any], path: Path) -> None:
 def write_class_report(results: list[Any], path: Path, book_url: str = BOOK_URL) -> None:
     """The class report in Markdown (see the module docstring)."""
     from ..checks import EXERCISES
-
     from .cli import atomic_write, markdown_text, unisolated_warning
 
     lines = ["# Class report", ""]
@@ -132,7 +132,7 @@ def write_class_report(results: list[Any], path: Path, book_url: str = BOOK_URL)
         for cause, count in causes.most_common():
             who = sorted({_learner(r) for r in group if misconception(r) == cause})
             names = ", ".join(map(markdown_text, who))
-            lines.append(f"- **{count}** x {markdown_text(cause)} ({names})")
+            lines.append(f"- **{count}** x {cause} ({names})")  # (the checker's own words)
         lines.append("")
     atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
 

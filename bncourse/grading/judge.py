@@ -217,7 +217,9 @@ class Remote:
         connection: Connection = self._connection
         encoded_args = encode(args, blobs, callback=connection.callback, pickle_object=True)
         encoded_kwargs = encode(kwargs, blobs, callback=connection.callback, pickle_object=True)
-        return self._ask({"op": "call", "args": encoded_args, "kwargs": encoded_kwargs}, blobs, args)
+        return self._ask(
+            {"op": "call", "args": encoded_args, "kwargs": encoded_kwargs}, blobs, args
+        )
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
@@ -273,8 +275,12 @@ def autograd_proxy(remote: Remote, name: str) -> type:
     def apply(*args: Any) -> Any:
         blobs: list[bytes] = []
         reply, out = remote._connection.request(
-            {"op": "apply", "exercise": remote._exercise, "target": None,
-             "args": encode(args, blobs)},
+            {
+                "op": "apply",
+                "exercise": remote._exercise,
+                "target": None,
+                "args": encode(args, blobs),
+            },
             blobs,
         )
         if reply.get("references"):
@@ -380,17 +386,18 @@ class Notebook:
             pass
         return connection
 
-    def run(self) -> tuple[list[str], str, str | None]:
-        """Run the notebook: (notes, the executed notebook's JSON, why it failed or None)."""
+    def run(self) -> tuple[list[str], str, tuple[str, str] | None]:
+        """Run the notebook: (notes, the executed notebook's JSON, None or the (status,
+        message) of every exercise when the run did not finish)."""
         connection = self.connection = self._start("run")
         started, step = time.monotonic(), START
         while True:
             if time.monotonic() - started > self.submission.deadline:
-                return [], "", self._stopped()
+                return [], "", self._stopped("timed out")
             try:
                 message, _ = connection.receive(step + GRACE)
-            except SandboxStopped:
-                return [], "", self._stopped()
+            except SandboxStopped as stopped:
+                return [], "", self._stopped(stopped.status)
             if message.get("op") == "alive":
                 seconds = message.get("seconds")
                 step = float(seconds) if isinstance(seconds, int | float) else START
@@ -400,19 +407,20 @@ class Notebook:
                 notes = [str(n)[:300] for n in message.get("notes", [])][:50]
                 executed = message.get("executed")
                 return notes, executed if isinstance(executed, str) else "", None
-            return [], "", self._stopped()
+            return [], "", self._stopped("error")
 
-    def _stopped(self) -> str:
+    def _stopped(self, status: str) -> tuple[str, str]:
         code = self.end()
-        if code is not None and code < 0 and code != -9:
-            return (
-                f"the sandbox running this notebook was killed (signal {-code}): does a cell "
-                "kill its own processes?"
+        if status == "timed out":
+            return status, (
+                "grading this notebook stopped making progress (a cell that neither finished "
+                "nor could be interrupted, or one that broke the kernel) and was ended"
             )
-        return (
-            "grading this notebook stopped making progress (a cell that neither finished nor "
-            "could be interrupted, or one that broke the kernel or the runner) and was ended"
-        )
+        return "error", (
+            f"the process running this notebook was killed or ended while it ran (exit status "
+            f"{code}): does a cell kill its parent process or its process group? "
+            + _tail(self.private)
+        ).strip()
 
     def ready(self) -> dict[str, Any] | None:
         """Wait for the runner to load the functions (starting a serving one if needed)."""
@@ -505,7 +513,7 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
         notes, executed, failure = notebook.run()
         if failure is not None:
             for exercise_id in submission.exercises:
-                verdicts[exercise_id] = Verdict("timed out", failure)
+                verdicts[exercise_id] = Verdict(*failure)
             return verdicts, notes, executed
         for exercise_id in submission.exercises:
             start = time.monotonic()
@@ -513,8 +521,7 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
                 if notebook.ready() is None:
                     verdicts[exercise_id] = Verdict(
                         "error",
-                        "the sandbox could not load this notebook's functions "
-                        + _tail(notebook, private),
+                        "the sandbox could not load this notebook's functions " + _tail(private),
                     )
                     continue
             try:
@@ -547,7 +554,7 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
         shutil.rmtree(private, ignore_errors=True)
 
 
-def _tail(notebook: Notebook, private: Path) -> str:
+def _tail(private: Path) -> str:
     logs = sorted(private.glob("runner-*.log"))
     if not logs:
         return ""

@@ -249,7 +249,9 @@ def decode(
         import torch
 
         tensor = torch.from_numpy(array.copy())
-        if tree.get("requires_grad") is True and (tensor.is_floating_point() or tensor.is_complex()):
+        if tree.get("requires_grad") is True and (
+            tensor.is_floating_point() or tensor.is_complex()
+        ):
             tensor.requires_grad_()
         return tensor
     if tag == "handle" and trusted and handle is not None:

@@ -294,18 +294,26 @@ def _run(channel: Channel, work: Path, candidates: Path, request: dict[str, Any]
     channel.send({"op": "ran", "notes": notes, "executed": executed})
 
 
-def main(argv: list[str]) -> int:
-    mode, work, candidates = argv[0], Path(argv[1]), Path(argv[2])
-    channel = Channel(int(argv[3]), int(argv[4]))
-    request, _ = channel.receive()
-    if mode == "run":
-        _run(channel, work, candidates, request)
+def _imports() -> None:
     import numpy  # noqa: F401
     import torch
 
     from .. import checks  # noqa: F401  (the references' modules, imported once)
 
     torch.set_num_threads(1)
+
+
+def main(argv: list[str]) -> int:
+    import threading
+
+    mode, work, candidates = argv[0], Path(argv[1]), Path(argv[2])
+    channel = Channel(int(argv[3]), int(argv[4]))
+    request, _ = channel.receive()
+    importing = threading.Thread(target=_imports, daemon=True)
+    importing.start()  # while the kernel runs the notebook
+    if mode == "run":
+        _run(channel, work, candidates, request)
+    importing.join()
     runner = Runner(channel, candidates)
     try:
         described = runner.load({str(k): str(v) for k, v in request["exercises"].items()})
