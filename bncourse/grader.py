@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .grading.cli import (
     NOT_TAMPER_PROOF,
+    SYMBOL,
     GradingError,
     Result,
     Run,
@@ -29,6 +30,7 @@ from .grading.cli import (
 
 __all__ = [
     "NOT_TAMPER_PROOF",
+    "SYMBOL",
     "GradingError",
     "Result",
     "Run",

@@ -222,7 +222,8 @@ def results_by_relative_path() -> str:
     return (
         "import json, os\n"
         f"report = {json.dumps(report)!r}\n"
-        "for folder in ['.', '..', '../..', '../out', '../../out', '/tmp', os.path.expanduser('~')]:\n"
+        "folders = ['.', '..', '../..', '../out', '../../out', '/tmp', os.path.expanduser('~')]\n"
+        "for folder in folders:\n"
         "    for name in ['report.json', 'verdicts.json', 'results.json', 'grades.json']:\n"
         "        try:\n"
         "            open(os.path.join(folder, name), 'w').write(report)\n"
@@ -247,7 +248,8 @@ def survivor(report: Path, marker: str) -> str:
 def stop_the_grader(pid: int) -> str:
     return (
         "import os, signal\n"
-        "for target in (lambda: os.kill(%d, signal.SIGSTOP), lambda: os.killpg(%d, signal.SIGSTOP)):\n"
+        "stop = (lambda: os.kill(%d, signal.SIGSTOP), lambda: os.killpg(%d, signal.SIGSTOP))\n"
+        "for target in stop:\n"
         "    try:\n"
         "        target()\n"
         "    except OSError as error:\n"
@@ -291,4 +293,3 @@ attempt("signal the grader", lambda: os.kill({grader_pid}, signal.SIGCONT))
 attempt("open a socket to the grader's machine", lambda: connect(("127.0.0.1", {port})))
 attempt("open a socket to the internet", lambda: connect(("1.1.1.1", 53)))
 attempt("read the teacher's environment", secret)"""
-

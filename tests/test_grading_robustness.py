@@ -40,12 +40,22 @@ def grade(*args: str) -> tuple[subprocess.CompletedProcess, float]:
     return run, time.monotonic() - start
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker`` (waiting a moment for the kernel
+    to reap the sandbox's)."""
+    for _ in range(50):
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                    state = (entry / "stat").read_text().split(")")[-1].split()[0]
+                    found += [int(entry.name)] if state not in ("Z", "X") else []
+            except OSError:
+                pass
+        if not found:
+            return found
+        time.sleep(0.1)
+    return found
 
 
 @pytest.mark.slow
@@ -69,15 +79,14 @@ def test_a_cell_that_ignores_sigint_is_skipped_within_about_twice_the_timeout(tm
 def test_every_notebook_gets_a_report_and_no_process_outlives_the_grading(tmp_path):
     """Inputs 10-13 in one command: fd-1 writes, an invalid notebook, control characters,
     a cell that kills its parent, a child that holds stdout; the others are still graded."""
-    pid_file = tmp_path / "child.pid"
+    marker = "299.125"  # the child's sleep: how it is found among processes
     quiet_writer = made.solution("standardize").replace(
         '"""\n', '"""\n    import os\n    os.write(1, b"no newline here")\n', 1
     )
     shouting = 'def expected_std(n, c):\n    raise ValueError("bad\\x00\\x1b[31m\\x07 value\\x0c")'
     spawner = (
         "import subprocess\n"
-        "child = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
-        f"open({str(pid_file)!r}, 'w').write(str(child.pid))"
+        f"child = subprocess.Popen(['sleep', '{marker}'], start_new_session=True)"
     )
     folder = tmp_path / "subs"
     made.write(
@@ -112,10 +121,10 @@ def test_every_notebook_gets_a_report_and_no_process_outlives_the_grading(tmp_pa
     assert by[("02", "(notebook)")]["status"] == "error"
     assert "is not a valid Jupyter notebook" in by[("02", "(notebook)")]["message"]
     killed = [r for r in results if r["notebook"].endswith("09_beyond_one_device.ipynb")]
-    assert killed and all("was killed (signal 9)" in r["message"] for r in killed), killed
+    assert killed and all("was killed" in r["message"] for r in killed), killed
     suites = ET.parse(tmp_path / "g.xml").getroot()  # valid XML, the characters escaped
     assert "\\x1b" in ET.tostring(suites, encoding="unicode")
-    assert not alive(int(pid_file.read_text())), "a process the notebook started survived"
+    assert not processes_with(marker), "a process the notebook started survived"
 
 
 @pytest.mark.slow
