@@ -147,3 +147,47 @@ def test_a_cell_that_writes_into_the_kernels_sockets_still_gets_a_report(tmp_pat
 def test_the_timeout_must_be_a_positive_number(tmp_path, value):
     run, _ = grade(str(ROOT / "exercises"), "--timeout", value)
     assert run.returncode == 2 and "--timeout" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_without_a_sandbox_grading_is_a_self_check_that_says_so(tmp_path):
+    """bwrap hidden from PATH (as on macOS, Windows, or a kernel without user namespaces): a
+    learner still gets their results, marked not tamper-proof in every report; a class run,
+    or --require-isolation, is refused unless the teacher passes --allow-unisolated."""
+    import os
+
+    hidden = tmp_path / "bin"
+    hidden.mkdir()
+    env = {**os.environ, "PATH": str(hidden)}
+    notebook = made.write(made.chapter_notebook(CHAPTER1), tmp_path / "ada" / f"{CHAPTER1}.ipynb")
+
+    def grade_without(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "bncourse", "grade", "--timeout", "20", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+
+    for refused in ([str(tmp_path)], ["--require-isolation", str(notebook)]):
+        run = grade_without(*refused)
+        assert run.returncode == 2 and "--allow-unisolated" in run.stderr, run.stderr
+        assert "bubblewrap" in run.stderr and "Traceback" not in run.stderr
+    out = {name: tmp_path / name for name in ("g.json", "g.xml", "g.csv", "c.md", "s.md")}
+    run = grade_without(
+        str(tmp_path),
+        "--allow-unisolated",
+        *("--json", str(out["g.json"]), "--junit", str(out["g.xml"])),
+        *("--gradebook", str(out["g.csv"]), "--class-report", str(out["c.md"])),
+        *("--markdown", str(out["s.md"])),
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("NOT TAMPER-PROOF") and "3/3 exercises passed" in run.stdout
+    data = json.loads(out["g.json"].read_text())
+    assert data["tamper_proof"] is False and "bubblewrap" in data["warning"]
+    assert not any(r["isolated"] for r in data["results"])
+    suite = ET.parse(out["g.xml"]).getroot().find("testsuite")
+    assert suite.find("properties/property[@name='tamper-proof']").get("value") == "false"
+    for name in ("g.csv", "c.md", "s.md"):
+        assert "NOT TAMPER-PROOF" in out[name].read_text(), name

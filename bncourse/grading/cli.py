@@ -566,9 +566,9 @@ def write_markdown(results: list[Result], path: Path) -> None:
     lines = ["## Exercise results", ""]
     warning = unisolated_warning(results)
     if warning:
-        lines += [f"> **{markdown_text(warning)}**", ""]
+        lines += [f"> **{warning}**", ""]  # (the grader's own words)
     lines += [
-        f"**{markdown_text(summary_line(results))}**",
+        f"**{summary_line(results)}**",
         "",
         "| exercise | notebook | status | message |",
         "|---|---|---|---|",
