@@ -63,7 +63,7 @@ ENVIRONMENT = {
 GIB = 2**30
 LIMITS = {  # name: (soft = hard) limit; CPU seconds are set per run
     "RLIMIT_AS": 8 * GIB,
-    "RLIMIT_NOFILE": 512,
+    "RLIMIT_NOFILE": 4096,
     "RLIMIT_FSIZE": 64 * 2**20,
     "RLIMIT_CORE": 0,
 }
