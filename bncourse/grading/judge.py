@@ -41,6 +41,7 @@ CHECKING = threading.Lock()  # one checker at a time: they share NumPy's and tor
 SKIPPED_FOLDERS = {".git", ".venv", "venv", "__pycache__", "node_modules", "_build"}
 SKIPPED_FOLDERS |= {".ipynb_checkpoints"}
 LARGEST_COPIED = 50 * 2**20  # bytes: a larger data file is left out of the copy
+COPIED_FILES, COPIED_BYTES = 2000, 200 * 2**20  # the most the copy of a folder holds
 RAISED = {
     name: getattr(builtins, name)
     for name in (
@@ -208,7 +209,7 @@ class Remote:
             for index, state in reply.get("mutated") or []:
                 if type(index) is int and 0 <= index < len(args):
                     _update(args[index], state, blobs)
-        except ProtocolError as error:
+        except (ProtocolError, TypeError, ValueError, RecursionError) as error:
             raise SandboxStopped("error", f"an answer that is not plain data ({error})") from None
         return value
 
@@ -324,8 +325,10 @@ def autograd_proxy(remote: Remote, name: str) -> type:
 # --------------------------------------------------------------------------------------------
 # One notebook
 # --------------------------------------------------------------------------------------------
-def _copy_folder(source: Path | None, target: Path) -> None:
-    """Regular files of the learner's folder (not links, devices or FIFOs), by lstat."""
+def _copy_folder(source: Path | None, target: Path, budget: list[int] | None = None) -> None:
+    """Regular files of the learner's folder (not links, devices or FIFOs, by lstat), up to
+    :data:`COPIED_FILES` files and :data:`COPIED_BYTES` bytes in all."""
+    budget = [COPIED_FILES, COPIED_BYTES] if budget is None else budget
     target.mkdir(parents=True, exist_ok=True)
     if source is None:
         return
@@ -338,11 +341,16 @@ def _copy_folder(source: Path | None, target: Path) -> None:
             info = entry.lstat()
         except OSError:
             continue
+        if budget[0] <= 0:
+            return
         if stat.S_ISDIR(info.st_mode) and entry.name not in SKIPPED_FOLDERS:
-            _copy_folder(entry, target / entry.name) if len(target.parts) < 40 else None
-        elif stat.S_ISREG(info.st_mode) and info.st_size <= LARGEST_COPIED:
+            if len(target.parts) < 40:
+                _copy_folder(entry, target / entry.name, budget)
+        elif stat.S_ISREG(info.st_mode) and info.st_size <= min(LARGEST_COPIED, budget[1]):
             if entry.suffix == ".ipynb":
                 continue  # the notebooks: only the one graded, from the bytes read before
+            budget[0] -= 1
+            budget[1] -= info.st_size
             try:
                 shutil.copyfile(entry, target / entry.name, follow_symlinks=False)
             except OSError:

@@ -109,8 +109,8 @@ class Channel:
             raise ProtocolError(f"a message header of {length} bytes")
         try:
             message = json.loads(self._take(length, deadline).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise ProtocolError(f"a message that is not JSON ({error})") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise ProtocolError(f"a message that is not JSON ({type(error).__name__})") from None
         sizes = message.get("blobs") if isinstance(message, dict) else None
         if not isinstance(sizes, list) or not all(
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes

@@ -54,7 +54,6 @@ ENVIRONMENT = {
     "OPENBLAS_NUM_THREADS": "1",
     "PYTHONHASHSEED": "0",
     "PYTHONDONTWRITEBYTECODE": "1",
-    "MPLBACKEND": "Agg",
     "MPLCONFIGDIR": "/tmp/matplotlib",
     "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
     "JUPYTER_PLATFORM_DIRS": "1",
@@ -64,7 +63,7 @@ GIB = 2**30
 LIMITS = {  # name: (soft = hard) limit; CPU seconds are set per run
     "RLIMIT_AS": 8 * GIB,
     "RLIMIT_NOFILE": 4096,
-    "RLIMIT_FSIZE": 64 * 2**20,
+    "RLIMIT_FSIZE": GIB,  # (torch.compile's precompiled header is over 100 MiB)
     "RLIMIT_CORE": 0,
 }
 PROCESSES = 256  # more than the grader's user runs now: a fork bomb stops there
@@ -100,10 +99,18 @@ def isolation() -> str | None:
     return None
 
 
+def environment() -> dict[str, str]:
+    """:data:`ENVIRONMENT`, with the CPU pins every run of the course uses
+    (:func:`bncourse.reproducible.reproducible_env`): nothing of the teacher's shell."""
+    from ..reproducible import reproducible_env
+
+    return reproducible_env(dict(ENVIRONMENT))
+
+
 def _flags() -> list[str]:
     flags = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     flags += ["--hostname", "sandbox", "--clearenv"]
-    for key, value in ENVIRONMENT.items():
+    for key, value in environment().items():
         flags += ["--setenv", key, value]
     flags += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--chdir", WORK]
     return flags
@@ -129,7 +136,7 @@ def _mounts(work: Path, candidates: Path | None = None) -> list[str]:
             mounts += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             mounts += ["--ro-bind", str(path), str(path)]
-    for name in ("ld.so.cache", "localtime", "alternatives"):  # the loader's, nothing else
+    for name in ("ld.so.cache", "localtime", "alternatives", "fonts"):  # nothing secret
         mounts += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for path in _readable():
         mounts += ["--ro-bind", str(path), str(path)]
@@ -234,7 +241,7 @@ def start(
 
         token = new_token()
         command = [*runner, token]
-        env = {**ENVIRONMENT, "HOME": str(work.parent / "home"), "TMPDIR": str(work.parent)}
+        env = {**environment(), "HOME": str(work.parent / "home"), "TMPDIR": str(work.parent)}
         env.update(MPLCONFIGDIR=str(work.parent / "mpl"), JUPYTER_RUNTIME_DIR=str(work.parent))
         env["PYTHONPATH"] = str(PACKAGE.parent)
         env[TOKEN_VARIABLE] = token
