@@ -14,10 +14,10 @@ still raises ``NotImplementedError`` fails with :class:`NotAttempted` ("not atte
 
 The checkers, their inputs and the mistakes they recognise live with their chapter, in
 :mod:`bncourse.exercises` (``ch01`` ... ``ch09``); the grader
-(:mod:`bncourse.grader`) judges with the same :func:`judge` as :func:`check`, in a fresh
-process (:mod:`bncourse.grading.judge`). A failing candidate's message ends with the
-chapter's extra feedback, where it has some (the smallest batch it fails on, the convention
-its running statistics follow).
+(:mod:`bncourse.grading`) judges with the same :func:`judge` as :func:`check`, outside the
+sandbox the learner's code runs in (:mod:`bncourse.grading.judge`). A failing candidate's
+message ends with the chapter's extra feedback, where it has some (the smallest batch it
+fails on, the convention its running statistics follow).
 """
 
 from __future__ import annotations
