@@ -16,8 +16,9 @@ containers/bubblewrap>`_ (``bwrap``, the sandbox Flatpak uses; Debian/Ubuntu pac
 * ``--die-with-parent`` and ``--new-session``: ending the sandbox's first process ends every
   process in its PID namespace; it gets no controlling terminal;
 * resource limits set before ``bwrap`` starts and inherited by everything in it
-  (:data:`LIMITS`: address space, CPU seconds, open files, file size, core dumps, and the
-  number of processes where the kernel counts them, i.e. unless the grader runs as root).
+  (:data:`LIMITS`: address space, CPU seconds, open files, file size, core dumps), and at
+  most :data:`PROCESSES` processes: ``RLIMIT_NPROC`` for an ordinary user, a ``pids``
+  cgroup for root (whose processes that limit does not count), where one can be made.
 
 The grader talks to the runner over two pipes only (:mod:`bncourse.grading.protocol`), with
 a size cap per message; the runner's stderr goes to a log whose size is capped too.
@@ -35,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +68,7 @@ LIMITS = {  # name: (soft = hard) limit; CPU seconds are set per run
     "RLIMIT_FSIZE": GIB,  # (torch.compile's precompiled header is over 100 MiB)
     "RLIMIT_CORE": 0,
 }
-PROCESSES = 256  # more than the grader's user runs now: a fork bomb stops there
+PROCESSES = 1024  # threads count too: the kernel, torch and torch.compile's workers fit
 LOG_LIMIT = 64 * 1024  # bytes of the runner's stderr kept
 
 
@@ -147,9 +149,48 @@ def _mounts(work: Path, candidates: Path | None = None) -> list[str]:
     return mounts
 
 
-def _limits(cpu_seconds: int) -> None:
+def process_group_limit() -> Path | None:
+    """Where the kernel does not count a root user's processes (``RLIMIT_NPROC``), a cgroup
+    of the ``pids`` controller (v1 or v2) that holds at most :data:`PROCESSES`: a new folder
+    the sandbox's first process joins, so everything in the sandbox is counted. ``None``
+    where there is none to make (then only the CPU-time and memory limits and the run's
+    deadline bound a fork bomb); :func:`Sandbox.end` removes it."""
+    if os.geteuid() != 0:
+        return None
+    import secrets
+
+    candidates = [Path("/sys/fs/cgroup/pids")]
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                candidates.append(Path("/sys/fs/cgroup") / line[3:].lstrip("/"))
+    except OSError:
+        pass
+    for parent in candidates:
+        if not (parent / "pids.max").exists() and not (parent / "cgroup.procs").exists():
+            continue
+        folder = parent / f"bncourse-{secrets.token_hex(8)}"
+        try:
+            folder.mkdir()
+            (folder / "pids.max").write_text(str(PROCESSES))
+            return folder
+        except OSError:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+    return None
+
+
+def _limits(cpu_seconds: int, group: Path | None = None) -> None:
     """In the child, before ``bwrap`` (or the runner) starts: the resource limits."""
     import resource
+
+    if group is not None:
+        try:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            pass
 
     os.umask(0o077)
     for name, value in {**LIMITS, "RLIMIT_CPU": cpu_seconds}.items():
@@ -177,6 +218,7 @@ class Sandbox:
     write_fd: int
     isolated: bool
     log: Path
+    group: Path | None = None
 
     def end(self) -> None:
         """End the runner and everything it started (the sandbox's PID namespace goes with
@@ -195,6 +237,13 @@ class Sandbox:
         except OSError:
             pass
         self.process.wait()
+        if self.group is not None:
+            for _ in range(50):  # the namespace's processes are being reaped
+                try:
+                    self.group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
         if not self.isolated:
             from .processes import end_processes
 
@@ -247,6 +296,7 @@ def start(
         env[TOKEN_VARIABLE] = token
         (work.parent / "home").mkdir(exist_ok=True)
         cwd = str(work)
+    group = process_group_limit()
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
             command,
@@ -256,9 +306,9 @@ def start(
             stdout=subprocess.DEVNULL,
             stderr=log_file,
             pass_fds=(to_runner_r, from_runner_w),
-            preexec_fn=lambda: _limits(cpu_seconds),
+            preexec_fn=lambda: _limits(cpu_seconds, group),
             start_new_session=True,
         )
     os.close(to_runner_r)
     os.close(from_runner_w)
-    return Sandbox(process, from_runner_r, to_runner_w, isolated, log)
+    return Sandbox(process, from_runner_r, to_runner_w, isolated, log, group)
