@@ -128,11 +128,17 @@ class Connection:
         except ProtocolError as error:
             raise SandboxStopped("error", f"{error}") from None
 
-    def request(self, message: dict[str, Any], blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+    def _send(self, message: dict[str, Any], blobs: list[bytes]) -> None:
+        deadline = self.deadline or time.monotonic() + START
         try:
-            self.channel.send(message, blobs)
+            self.channel.send(message, blobs, deadline)
+        except Late:
+            raise SandboxStopped("timed out", "the sandbox stopped reading") from None
         except Closed as error:
             raise SandboxStopped("error", str(error)) from None
+
+    def request(self, message: dict[str, Any], blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        self._send(message, blobs)
         while True:
             reply, blobs = self.receive(None)
             if reply.get("op") == "reply":
@@ -154,10 +160,7 @@ class Connection:
             except Exception as error:
                 out = []
                 answer = {"op": "callback_result", "ok": False, "error": str(error)[:500]}
-            try:
-                self.channel.send(answer, out)
-            except Closed as error:
-                raise SandboxStopped("error", str(error)) from None
+            self._send(answer, out)
 
     def callback(self, function: Any) -> int:
         self.callbacks.append(function)
@@ -389,8 +392,8 @@ class Notebook:
             "timeout": self.submission.timeout,
         }
         try:
-            connection.channel.send(request)
-        except Closed:
+            connection.channel.send(request, deadline=time.monotonic() + START)
+        except (Closed, Late):
             pass
         return connection
 
@@ -555,8 +558,8 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
         if "notebook" in locals():
             if notebook.connection is not None:
                 try:
-                    notebook.connection.channel.send({"op": "end"})
-                except Closed:
+                    notebook.connection.channel.send({"op": "end"}, deadline=time.monotonic() + 1)
+                except (Closed, Late):
                     pass
             notebook.end()
         shutil.rmtree(private, ignore_errors=True)

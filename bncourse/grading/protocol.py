@@ -72,14 +72,26 @@ class Channel:
         self._buffer = bytearray()
 
     # -- sending -----------------------------------------------------------------------------
-    def send(self, message: dict[str, Any], blobs: list[bytes] = ()) -> None:
+    def send(
+        self, message: dict[str, Any], blobs: list[bytes] = (), deadline: float | None = None
+    ) -> None:
+        """Send one message; with a ``deadline`` (``time.monotonic()``), the write end is
+        non-blocking and a reader that stops reading raises :class:`Late`."""
         blobs = list(blobs)
         header = json.dumps({**message, "blobs": [len(b) for b in blobs]}).encode()
         data = b"".join([struct.pack(">I", len(header)), header, *blobs])
         view = memoryview(data)
+        if deadline is not None:
+            os.set_blocking(self.write_fd, False)
         try:
             while view:
-                view = view[os.write(self.write_fd, view) :]
+                try:
+                    view = view[os.write(self.write_fd, view) :]
+                except BlockingIOError:
+                    left = deadline - time.monotonic() if deadline is not None else None
+                    if left is not None and left <= 0:
+                        raise Late() from None
+                    select.select([], [self.write_fd], [], left)
         except (BrokenPipeError, OSError) as error:
             raise Closed(f"the other side is gone ({error})") from None
 
