@@ -308,6 +308,11 @@ def main(argv: list[str]) -> int:
 
     mode, work, candidates = argv[0], Path(argv[1]), Path(argv[2])
     channel = Channel(int(argv[3]), int(argv[4]))
+    fonts, cache = os.environ.get("BNCOURSE_FONT_CACHE"), os.environ.get("MPLCONFIGDIR")
+    if fonts and cache and Path(fonts).is_dir():  # matplotlib's font list, built outside
+        import shutil
+
+        shutil.copytree(fonts, cache, dirs_exist_ok=True)
     request, _ = channel.receive()
     importing = threading.Thread(target=_imports, daemon=True)
     importing.start()  # while the kernel runs the notebook

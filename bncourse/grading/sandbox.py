@@ -46,6 +46,7 @@ PACKAGE = Path(__file__).resolve().parents[1]  # bncourse/
 HOME = "/home/learner"
 WORK = f"{HOME}/work"
 CANDIDATES = "/grading"  # where the notebook's functions are kept between runner starts
+FONT_CACHE = "/opt/bncourse-fonts"  # matplotlib's font list, read-only (see font_cache)
 ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": HOME,
@@ -115,6 +116,7 @@ def _flags() -> list[str]:
     for key, value in environment().items():
         flags += ["--setenv", key, value]
     flags += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--chdir", WORK]
+    flags += ["--setenv", "BNCOURSE_FONT_CACHE", FONT_CACHE]
     return flags
 
 
@@ -138,8 +140,13 @@ def _mounts(work: Path, candidates: Path | None = None) -> list[str]:
             mounts += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             mounts += ["--ro-bind", str(path), str(path)]
-    for name in ("ld.so.cache", "localtime", "alternatives", "fonts"):  # nothing secret
-        mounts += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for name in ("ld.so.cache", "localtime", "alternatives", "fonts", "nsswitch.conf"):
+        mounts += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]  # nothing secret
+    mounts += ["--ro-bind-try", "/var/cache/fontconfig", "/var/cache/fontconfig"]
+    mounts += ["--ro-bind-try", str(work.parent / "hosts"), "/etc/hosts"]
+    fonts = font_cache()
+    if fonts is not None:
+        mounts += ["--ro-bind", str(fonts), FONT_CACHE]
     for path in _readable():
         mounts += ["--ro-bind", str(path), str(path)]
     mounts += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home"]
@@ -180,6 +187,31 @@ def process_group_limit() -> Path | None:
             except OSError:
                 pass
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def font_cache() -> Path | None:
+    """Matplotlib's font list, built once per grading run in a folder of its own: the runner
+    copies it into the sandbox's empty cache, so no notebook prints "Matplotlib is building
+    the font cache" (or waits for it)."""
+    import tempfile
+
+    import atexit
+
+    folder = Path(tempfile.mkdtemp(prefix="bncourse-fonts-"))
+    atexit.register(shutil.rmtree, folder, True)
+    try:
+        subprocess.run(
+            [sys.executable, "-c", "import matplotlib.font_manager"],
+            env={**environment(), "MPLCONFIGDIR": str(folder), "HOME": str(folder)},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=300,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return folder
 
 
 def _limits(cpu_seconds: int, group: Path | None = None) -> None:
@@ -263,6 +295,7 @@ def start(
 ) -> Sandbox:
     """Start the runner (``mode``: ``run`` the notebook in ``work`` then serve, or ``serve``
     the functions kept in ``candidates``), in the sandbox when ``isolated``."""
+    (work.parent / "hosts").write_text("127.0.0.1 localhost sandbox\n::1 localhost\n")
     to_runner_r, to_runner_w = os.pipe()
     from_runner_r, from_runner_w = os.pipe()
     if isolated:
@@ -294,6 +327,7 @@ def start(
         env.update(MPLCONFIGDIR=str(work.parent / "mpl"), JUPYTER_RUNTIME_DIR=str(work.parent))
         env["PYTHONPATH"] = str(PACKAGE.parent)
         env[TOKEN_VARIABLE] = token
+        env["BNCOURSE_FONT_CACHE"] = str(font_cache() or "")
         (work.parent / "home").mkdir(exist_ok=True)
         cwd = str(work)
     group = process_group_limit()
