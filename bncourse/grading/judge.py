@@ -473,7 +473,7 @@ def _decide(exercise_id: str, candidate: Any) -> Verdict:
         return Verdict("failed", str(failure), float(failure.credit), cause)
     except ReferenceCalled as used:
         return _reference(ex, str(used))
-    except SandboxStopped:
+    except (SandboxStopped, KeyboardInterrupt):
         raise
     except BaseException as error:  # an error of the checker itself
         return Verdict("error", f"the checker failed ({type(error).__name__}: {error})")
@@ -507,12 +507,12 @@ def _judge_one(notebook: Notebook, exercise_id: str, timeout: float) -> Verdict:
         candidate = autograd_proxy(candidate, name)
     elif entry.get("kind") not in ("function", "class"):
         return Verdict("failed", f"{name} is not a function (got a value)")
-    connection.deadline = time.monotonic() + timeout
-    try:
-        with CHECKING:
+    with CHECKING:  # (the time limit starts when this check does)
+        connection.deadline = time.monotonic() + timeout
+        try:
             return _decide(exercise_id, candidate)
-    finally:
-        connection.deadline = None
+        finally:
+            connection.deadline = None
 
 
 def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[str], str]:

@@ -194,9 +194,8 @@ def font_cache() -> Path | None:
     """Matplotlib's font list, built once per grading run in a folder of its own: the runner
     copies it into the sandbox's empty cache, so no notebook prints "Matplotlib is building
     the font cache" (or waits for it)."""
-    import tempfile
-
     import atexit
+    import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="bncourse-fonts-"))
     atexit.register(shutil.rmtree, folder, True)
