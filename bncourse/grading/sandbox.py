@@ -294,7 +294,8 @@ def start(
 ) -> Sandbox:
     """Start the runner (``mode``: ``run`` the notebook in ``work`` then serve, or ``serve``
     the functions kept in ``candidates``), in the sandbox when ``isolated``."""
-    (work.parent / "hosts").write_text("127.0.0.1 localhost sandbox\n::1 localhost\n")
+    hosts = "127.0.0.1 localhost sandbox\n::1 localhost\n::ffff:127.0.0.1 localhost\n"
+    (work.parent / "hosts").write_text(hosts)  # (no DNS in the sandbox: loopback by name)
     to_runner_r, to_runner_w = os.pipe()
     from_runner_r, from_runner_w = os.pipe()
     if isolated:
