@@ -265,8 +265,8 @@ ECHO_AND_UNTERMINATED_PRINT = """def standardize(x):
 
 
 def probes(other_submission: Path, package: Path, grader_pid: int, port: int) -> str:
-    """A cell that tries what the sandbox must prevent (and starts 1100 processes, past its
-    limit) and prints one line per try:
+    """A cell (of ``nb.ipynb``) that tries what the sandbox must prevent (and starts 1100
+    processes, past its limit) and prints one line per try:
     ``blocked: <what>`` or ``OPEN: <what>``."""
     return f"""\
 import os, signal, socket
@@ -294,6 +294,7 @@ attempt("signal the grader", lambda: os.kill({grader_pid}, signal.SIGCONT))
 attempt("open a socket to the grader's machine", lambda: connect(("127.0.0.1", {port})))
 attempt("open a socket to the internet", lambda: connect(("1.1.1.1", 53)))
 attempt("read the teacher's environment", secret)
+attempt("change the notebook being graded", lambda: open("nb.ipynb", "a").write(" "))
 def fork_bomb():
     import subprocess
     for _ in range(1100):

@@ -227,8 +227,8 @@ def test_the_attack_corpus_is_rejected(tmp_path, monkeypatch):
 def test_the_sandbox_is_in_force(tmp_path, monkeypatch):
     """A cell tries to read another submission, write the package (or plant a .pyc in it),
     signal the grader, open a socket (to this machine and to the internet), read the
-    teacher's environment and start more processes than the limit: each fails, and the
-    notebook is still graded."""
+    teacher's environment, change the notebook itself and start more processes than the
+    limit: each fails, and the notebook is still graded."""
     monkeypatch.setenv("BNCOURSE_TEACHER_SECRET", "hunter2")
     other = made.write(made.chapter_notebook(CH1), tmp_path / "ada" / f"{CH1}.ipynb")
     with socket.socket() as server:
@@ -246,7 +246,7 @@ def test_the_sandbox_is_in_force(tmp_path, monkeypatch):
         for output in cell.get("outputs", [])
     )
     lines = [line for line in printed.splitlines() if line.startswith(("blocked:", "OPEN:"))]
-    assert len(lines) == 8 and all(line.startswith("blocked:") for line in lines), lines
+    assert len(lines) == 9 and all(line.startswith("blocked:") for line in lines), lines
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
 
 

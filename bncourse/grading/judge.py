@@ -384,6 +384,7 @@ class Notebook:
             mode,
             int(self.submission.deadline + START),
             self.submission.isolated,
+            self.submission.filename,
         )
         connection = Connection(box)
         request = {

@@ -10,7 +10,8 @@ containers/bubblewrap>`_ (``bwrap``, the sandbox Flatpak uses; Debian/Ubuntu pac
   kernel needs), and cannot signal or trace the grader;
 * a file system made of read-only binds only: the system's ``/usr``, the Python installation
   and virtual environment, and the ``bncourse`` package; a private, empty ``/tmp`` and home;
-  and the one writable folder, a *copy* of the learner's folder made for this run. Nothing
+  and the one writable folder, a *copy* of the learner's folder made for this run (the
+  notebook in it read-only). Nothing
   else is there: not other submissions, not the teacher's files or output paths, not ``/etc``;
 * an environment with nothing of the teacher's shell (``--clearenv`` and :data:`ENVIRONMENT`);
 * ``--die-with-parent`` and ``--new-session``: ending the sandbox's first process ends every
@@ -132,7 +133,7 @@ def _readable() -> list[Path]:
     return chosen
 
 
-def _mounts(work: Path, candidates: Path | None = None) -> list[str]:
+def _mounts(work: Path, candidates: Path | None = None, notebook: str = "") -> list[str]:
     mounts = ["--ro-bind", "/usr", "/usr"]
     for top in ("bin", "lib", "lib64", "lib32", "sbin"):
         path = Path("/") / top
@@ -151,6 +152,8 @@ def _mounts(work: Path, candidates: Path | None = None) -> list[str]:
         mounts += ["--ro-bind", str(path), str(path)]
     mounts += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home"]
     mounts += ["--bind-try", str(work), WORK]
+    if notebook:  # the learner's notebook itself: read-only over the writable copy
+        mounts += ["--ro-bind", str(work / notebook), f"{WORK}/{notebook}"]
     if candidates is not None:
         mounts += ["--bind", str(candidates), CANDIDATES]
     return mounts
@@ -290,10 +293,16 @@ class Sandbox:
 
 
 def start(
-    work: Path, candidates: Path, log: Path, mode: str, cpu_seconds: int, isolated: bool
+    work: Path,
+    candidates: Path,
+    log: Path,
+    mode: str,
+    cpu_seconds: int,
+    isolated: bool,
+    notebook: str = "",
 ) -> Sandbox:
-    """Start the runner (``mode``: ``run`` the notebook in ``work`` then serve, or ``serve``
-    the functions kept in ``candidates``), in the sandbox when ``isolated``."""
+    """Start the runner (``mode``: ``run`` the notebook ``work/notebook`` then serve, or
+    ``serve`` the functions kept in ``candidates``), in the sandbox when ``isolated``."""
     hosts = "127.0.0.1 localhost sandbox\n::1 localhost\n::ffff:127.0.0.1 localhost\n"
     (work.parent / "hosts").write_text(hosts)  # (no DNS in the sandbox: loopback by name)
     to_runner_r, to_runner_w = os.pipe()
@@ -314,7 +323,8 @@ def start(
         str(from_runner_w),
     ]
     if isolated:
-        command = [shutil.which("bwrap") or "bwrap", *_mounts(work, candidates), *_flags()]
+        mounts = _mounts(work, candidates, notebook)
+        command = [shutil.which("bwrap") or "bwrap", *mounts, *_flags()]
         command += ["--", *runner]
         env = {"PATH": os.environ.get("PATH", ENVIRONMENT["PATH"])}
         cwd = "/"
