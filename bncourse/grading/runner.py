@@ -75,8 +75,7 @@ class Runner:
     def _decode(self, tree: Any, blobs: list[bytes]) -> Any:
         return decode(tree, blobs, trusted=False, callback=self._callback)
 
-    def _reply(self, message: dict[str, Any], value: Any = None, blobs=None) -> None:
-        blobs = [] if blobs is None else blobs
+    def _reply(self, message: dict[str, Any], blobs: list[bytes]) -> None:
         self.channel.send({"op": "reply", **message}, blobs)
 
     # -- loading the functions -------------------------------------------------------------
@@ -184,7 +183,7 @@ class Runner:
                     },
                 }
             reply["references"] = list(dict.fromkeys(used))
-            self._reply(reply, blobs=out)
+            self._reply(reply, out)
 
     def _answer(self, op: Any, message: dict[str, Any], blobs: list[bytes]):
         out: list[bytes] = []
