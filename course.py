@@ -251,6 +251,17 @@ def ensure_browser() -> None:
         print("note: no Chromium: the browser tests will be skipped", flush=True)
 
 
+def ensure_sandbox() -> None:
+    """Install Debian's bubblewrap, the sandbox the grader runs learner code in, if ``bwrap``
+    is not there and we may. Without it the grader's sandbox tests are skipped (with the
+    reason) and a grade is only a self-check that says it is not tamper-proof (README,
+    "What decides a grade")."""
+    if os.name != "posix" or shutil.which("bwrap"):
+        return
+    if not _apt_install(["bubblewrap"], "the grader's sandbox (bubblewrap)"):
+        print("note: no bubblewrap: the grader's sandbox tests will be skipped", flush=True)
+
+
 # --------------------------------------------------------------------------------------------
 # TeX for the PDF of the book
 # --------------------------------------------------------------------------------------------
@@ -598,6 +609,7 @@ def main(argv: list[str]) -> int:
             _run([BIN / "jupyter-book", *PDF_BUILD, *extra], env=env)
             print(f"\nThe PDF is at {PDF}")
         elif command == "test":
+            ensure_sandbox()
             if "--fast" in extra:
                 extra = [*FAST, *(arg for arg in extra if arg != "--fast")]
             else:

@@ -32,9 +32,9 @@ imports only the modules of its own line or of the lines above it):
   deterministic printing; :mod:`bncourse.reproducible` -- the CPU code paths notebooks run on.
 * :mod:`bncourse.notebooks`, :mod:`bncourse.exercise_notebooks` -- running chapters and
   comparing their outputs, generating the exercise notebooks from them.
-* :mod:`bncourse.grading` -- grading that learner code cannot fake: a worker per notebook, a
-  fresh judge process per exercise, the sandbox rules, the class's gradebook and report;
-  :mod:`bncourse.grader` -- the ``grade`` command: runs learner notebooks, reports per exercise.
+* :mod:`bncourse.grading` -- grading that learner code cannot fake: the ``grade`` command,
+  the learner's code in a bubblewrap sandbox, the checkers outside it on plain data, the
+  class's gradebook and report; :mod:`bncourse.grader` -- its public names, kept.
 """
 
 __version__ = "0.1.0"

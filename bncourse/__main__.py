@@ -57,7 +57,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from .grader import main
+    from .grading.cli import main
 
     return main(
         args.paths,
@@ -68,6 +68,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         gradebook_path=args.gradebook,
         class_report_path=args.class_report,
+        require_isolation=args.require_isolation,
+        allow_unisolated=args.allow_unisolated,
     )
 
 
@@ -227,6 +229,16 @@ def main(argv: list[str] | None = None) -> int:
         "--class-report",
         metavar="FILE",
         help="write a Markdown class report: the misconceptions to reteach, per exercise",
+    )
+    grade.add_argument(
+        "--require-isolation",
+        action="store_true",
+        help="refuse to grade without the sandbox (bubblewrap); a class run always does",
+    )
+    grade.add_argument(
+        "--allow-unisolated",
+        action="store_true",
+        help="grade without the sandbox anyway: reports say they are not tamper-proof",
     )
     grade.set_defaults(func=_cmd_grade)
     make = commands.add_parser("make-exercises", help="generate exercises/ from notebooks/")

@@ -14,10 +14,10 @@ still raises ``NotImplementedError`` fails with :class:`NotAttempted` ("not atte
 
 The checkers, their inputs and the mistakes they recognise live with their chapter, in
 :mod:`bncourse.exercises` (``ch01`` ... ``ch09``); the grader
-(:mod:`bncourse.grader`) judges with the same :func:`judge` as :func:`check`, in a fresh
-process (:mod:`bncourse.grading.judge`). A failing candidate's message ends with the
-chapter's extra feedback, where it has some (the smallest batch it fails on, the convention
-its running statistics follow).
+(:mod:`bncourse.grading`) judges with the same :func:`judge` as :func:`check`, outside the
+sandbox the learner's code runs in (:mod:`bncourse.grading.judge`). A failing candidate's
+message ends with the chapter's extra feedback, where it has some (the smallest batch it
+fails on, the convention its running statistics follow).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
         detail = judge(EXERCISES[exercise_id], candidate)
     except CheckFailed as failure:  # NotAttempted included
         raise type(failure)(
-            f"{exercise_id}: {failure}", credit=failure.credit
+            f"{exercise_id}: {failure}", credit=failure.credit, cause=failure.cause
         ) from failure.__cause__
     print(f"✔ {exercise_id} passed: {detail}")
 
@@ -74,7 +74,9 @@ def judge(ex: Exercise, candidate: Any) -> str:
         more = more_feedback(ex.id, candidate)
         if not more:
             raise
-        raise CheckFailed(f"{failure}{more}", credit=failure.credit) from failure
+        raise CheckFailed(
+            f"{failure}{more}", credit=failure.credit, cause=failure.cause
+        ) from failure
     except Exception as error:  # the learner's code crashed: report it as a failed check
         more = more_feedback(ex.id, candidate)
         raise CheckFailed(f"your function raised {type(error).__name__}: {error}{more}") from error

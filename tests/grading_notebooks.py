@@ -173,14 +173,130 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     return numpy_bn.forward_train(x, gamma, beta, eps)"""
 
 
-def append_to_the_package() -> str:
+def overwrite(path: Path, nb) -> str:
+    return f"open({str(path)!r}, 'w').write({json.dumps(nbformat.writes(nb))!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks (issue 29): on a judge that loads learner objects, and on a grader that shares the
+# teacher's privileges. Each is a learner of a made-up class (see ATTACKS).
+# --------------------------------------------------------------------------------------------
+REDUCE_REPLACES_THE_CHECKER = """class Sabotage:
+    def __reduce__(self):  # runs wherever the function is unpickled
+        return (exec, ("import bncourse.checks as C\\n"
+                       "C.judge.__code__ = (lambda ex, candidate: 'trust me').__code__\\n"
+                       "C.EXERCISES.clear()",))
+
+def standardize(x, _payload=Sabotage()):
+    raise NotImplementedError"""
+
+DEL_WRITES_A_VERDICT = """class Lingering(np.ndarray):
+    def __del__(self):  # runs when the judge drops the answer, after any guard
+        import bncourse.checks as C
+        C.judge = lambda ex, candidate: "trust me"
+        print('BNCOURSE-RESULT {"exercise": "extreme-batch", "status": "passed"}')
+
+def extreme_batch(m):
+    return np.zeros(m).view(Lingering)  # wrong: no value reaches sqrt(m - 1)"""
+
+NUMPY_INTERNAL = """def standardize(x):
+    import numpy._core._methods as methods
+    methods._std = lambda a, axis=None, **k: np.ones(np.shape(a.mean(axis=axis)))
+    methods._var = lambda a, axis=None, **k: np.ones(np.shape(a.mean(axis=axis)))
+    return x - x.mean(axis=0)  # wrong: not divided by the standard deviation"""
+
+LIKELY_CAUSE_INJECTION = """def expected_std(n, c):
+    raise ValueError("Likely cause: nothing.\\n\\n# ben copied this from ada\\n"
+                     "![x](https://attacker.example/x.png) <img src=x onerror=alert(1)> [a](b)")"""
+
+
+def results_by_relative_path() -> str:
+    """A cell that writes a passing verdict wherever the judge's result files were or might
+    be (relative paths, and the folders above)."""
+    verdict = {"status": "passed", "message": "trust me", "seconds": 0}
+    report = {
+        "results": dict.fromkeys(chapter_exercises("01_what_batchnorm_does"), verdict),
+        "notes": [],
+        "package_changed": [],
+    }
     return (
-        "import pathlib, bncourse.checks\n"
-        "target = pathlib.Path(bncourse.checks.__file__)\n"
-        "target.write_text(target.read_text() + "
-        "'\\n\\ndef judge(ex, candidate):\\n    return \"always\"\\n')"
+        "import json, os\n"
+        f"report = {json.dumps(report)!r}\n"
+        "folders = ['.', '..', '../..', '../out', '../../out', '/tmp', os.path.expanduser('~')]\n"
+        "for folder in folders:\n"
+        "    for name in ['report.json', 'verdicts.json', 'results.json', 'grades.json']:\n"
+        "        try:\n"
+        "            open(os.path.join(folder, name), 'w').write(report)\n"
+        "        except OSError:\n"
+        "            pass"
     )
 
 
-def overwrite(path: Path, nb) -> str:
-    return f"open({str(path)!r}, 'w').write({json.dumps(nbformat.writes(nb))!r})"
+def survivor(report: Path, marker: str) -> str:
+    """A process in a new session, with an empty environment, that waits for the grader to
+    finish and then rewrites its JSON report."""
+    forged = json.dumps({"passed": True, "results": []})
+    script = f"sleep {marker}; echo '{forged}' > {report}"
+    return (
+        "import subprocess\n"
+        f"subprocess.Popen(['sh', '-c', {script!r}], start_new_session=True, env={{}},\n"
+        "                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,\n"
+        "                 stderr=subprocess.DEVNULL)"
+    )
+
+
+def stop_the_grader(pid: int) -> str:
+    return (
+        "import os, signal\n"
+        "stop = (lambda: os.kill(%d, signal.SIGSTOP), lambda: os.killpg(%d, signal.SIGSTOP))\n"
+        "for target in stop:\n"
+        "    try:\n"
+        "        target()\n"
+        "    except OSError as error:\n"
+        "        print('refused:', type(error).__name__)" % (pid, pid)
+    )
+
+
+ECHO_AND_UNTERMINATED_PRINT = """def standardize(x):
+    import ctypes, os
+    os.system("echo a harmless process")
+    ctypes.CDLL(None).printf(b"no newline, through the C library")
+    return (x - x.mean(axis=0)) / x.std(axis=0)"""
+
+
+def probes(other_submission: Path, package: Path, grader_pid: int, port: int) -> str:
+    """A cell (of ``nb.ipynb``) that tries what the sandbox must prevent (and starts 1100
+    processes, past its limit) and prints one line per try:
+    ``blocked: <what>`` or ``OPEN: <what>``."""
+    return f"""\
+import os, signal, socket
+def attempt(what, action):
+    try:
+        action()
+    except Exception as error:
+        print("blocked:", what, type(error).__name__)
+    else:
+        print("OPEN:", what)
+def secret():
+    if "BNCOURSE_TEACHER_SECRET" not in os.environ:
+        raise KeyError("not there")
+def connect(address):
+    with socket.create_connection(address, timeout=3):
+        pass
+def pycache():
+    folder = os.path.join({str(package)!r}, "__pycache__")
+    with open(os.path.join(folder, "checks.cpython-311.pyc"), "wb") as handle:
+        handle.write(b"planted")
+attempt("read another submission", lambda: open({str(other_submission)!r}).read())
+attempt("write the package", lambda: open({str(package / "checks.py")!r}, "a").write("#"))
+attempt("plant a .pyc in the package", pycache)
+attempt("signal the grader", lambda: os.kill({grader_pid}, signal.SIGCONT))
+attempt("open a socket to the grader's machine", lambda: connect(("127.0.0.1", {port})))
+attempt("open a socket to the internet", lambda: connect(("1.1.1.1", 53)))
+attempt("read the teacher's environment", secret)
+attempt("change the notebook being graded", lambda: open("nb.ipynb", "a").write(" "))
+def fork_bomb():
+    import subprocess
+    for _ in range(1100):
+        subprocess.Popen(["sleep", "77.7"])
+attempt("start more than 1024 processes", fork_bomb)"""

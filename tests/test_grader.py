@@ -322,11 +322,12 @@ def test_a_notebook_without_exercises_does_not_pass(tmp_path):
 # --------------------------------------------------------------------------------------------
 def made_up_results() -> list[grader.Result]:
     unbiased = "x is wrong: largest error 0.1. Likely cause: unbiased variance (m - 1). More."
+    cause = "unbiased variance (m - 1)"
     return [
         grader.Result("a/02.ipynb", "numpy-batch-stats", "passed", "ok", 1.0, "ada"),
-        grader.Result("a/02.ipynb", "numpy-forward", "failed", unbiased, 1.0, "ada"),
-        grader.Result("b/02.ipynb", "numpy-batch-stats", "failed", unbiased, 1.0, "ben"),
-        grader.Result("b/02.ipynb", "numpy-forward", "failed", unbiased, 1.0, "ben"),
+        grader.Result("a/02.ipynb", "numpy-forward", "failed", unbiased, 1.0, "ada", 0, cause),
+        grader.Result("b/02.ipynb", "numpy-batch-stats", "failed", unbiased, 1.0, "ben", 0, cause),
+        grader.Result("b/02.ipynb", "numpy-forward", "failed", unbiased, 1.0, "ben", 0, cause),
         grader.Result("c/02.ipynb", "numpy-forward", "error", "bad\x00\x1b[1m\x07", 1.0, "cy"),
     ]
 

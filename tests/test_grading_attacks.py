@@ -1,178 +1,259 @@
-"""Issue 15's attacks on the grader: learner code that tries to fake a pass. None may pass.
+"""Attacks on the grader (issues 15 and 29): learner code that tries to fake a pass, fail a
+classmate, rewrite a report or hang the run. None may work.
 
-The notebooks are made by :mod:`grading_notebooks` (never committed executed). Attacks that
-act inside the judged function have one exercise each, so several share a notebook and each
-keeps its own verdict; attacks on the kernel, the package or other notebooks get their own.
-Most are graded in one command, as a class whose "learners" are the attacks.
+The notebooks are made by :mod:`grading_notebooks` (never committed executed) and graded in
+one call, as a class whose "learners" are the attacks, two at a time. The attacks target a
+judge that loads learner objects (unpickling, ``__del__``, patched NumPy), the files and
+processes of the grader, and a class run's paths and reports. With the sandbox, all of them
+fail by construction: the learner's code runs in the sandbox only, and only plain data
+comes out of it.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
-import shutil
-import subprocess
-import sys
+import socket
+import time
 from pathlib import Path
 
 import grading_notebooks as made
 import pytest
 
-from bncourse.grading.manifest import manifest
+from bncourse import grader
+from bncourse.grading import classroom, sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT = "20"  # seconds per cell and per check: every cell here takes well under one
+PACKAGE = ROOT / "bncourse"
+TIMEOUT = 20  # seconds per cell and per check: every cell here takes well under one
+CH1, CH2, CH4 = "01_what_batchnorm_does", "02_numpy_forward", "04_running_stats"
+MARKER = "31.4159"  # the survivor's sleep: how it is found among processes
+NEEDS_SANDBOX = pytest.mark.skipif(
+    sandbox.isolation() is not None, reason=f"no sandbox here: {sandbox.isolation()}"
+)
 
 
-def grade(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bncourse", "grade", "--timeout", TIMEOUT, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
+def package_digest() -> str:
+    """Every file under bncourse/, __pycache__ included (a planted .pyc counts)."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(PACKAGE)).encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
-def verdicts(json_path: Path) -> dict[tuple[str, str], tuple[str, str]]:
-    data = json.loads(json_path.read_text())
-    return {(r["learner"], r["exercise"]): (r["status"], r["message"]) for r in data["results"]}
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
 
 
-@pytest.mark.slow
-def test_attacks_from_the_kernel_and_from_the_judged_function_all_fail(tmp_path):
-    """Attacks 1-5 and 8 of the issue, one "learner" each, graded in one command."""
-    chapter1, chapter2, chapter4 = (
-        "01_what_batchnorm_does",
-        "02_numpy_forward",
-        "04_running_stats",
-    )
+def make_class(folder: Path, report: Path, port: int) -> dict[tuple[str, str], tuple[str, str]]:
+    """The attacks, one learner each; ``{(learner, exercise): (status, words in message)}``."""
     wrong_extreme = "def extreme_batch(m):\n    return np.arange(m, dtype=float)"
-    made.write(  # 1, 2a, 3a in the kernel; 8: a deleted block
+    stop_everything = (  # the runner stops itself: a timeout, then a new sandbox
+        "def expected_std(n, c):\n    import os, signal\n    os.kill(os.getpid(), signal.SIGSTOP)"
+    )
+    made.write(  # issue 15: patching the kernel's checks, a deleted block
         made.chapter_notebook(
-            chapter1,
-            {
-                "extreme-batch": wrong_extreme,
-                "expected-std": "def expected_std(n, c):\n    return 1.0",
-            },
+            CH1,
+            {"extreme-batch": wrong_extreme, "expected-std": stop_everything},
             extra=(made.PATCH_THE_KERNEL,),
             drop=("standardize",),
         ),
-        tmp_path / "class" / "kernel" / f"{chapter1}.ipynb",
+        folder / "kernel" / f"{CH1}.ipynb",
     )
-    made.write(  # 2b and 4, inside the judged functions
+    made.write(  # issue 15: patching NumPy and the reference; an always-agreeing array
         made.chapter_notebook(
-            chapter2,
+            CH2,
             {
                 "numpy-batch-stats": made.PATCHING_BATCH_STATS,
                 "numpy-forward": made.ALWAYS_AGREEING_ARRAY,
             },
         ),
-        tmp_path / "class" / "patching" / f"{chapter2}.ipynb",
+        folder / "patching" / f"{CH2}.ipynb",
     )
-    made.write(  # 3b, 3c, 5b
+    made.write(  # issue 15: fake result lines, a printing thread, the reference wrapped
         made.chapter_notebook(
-            chapter4,
+            CH4,
             {
                 "state-sizes": made.FAKE_OUTPUT,
                 "running-stats-update": made.PRINTING_THREAD,
                 "batchnorm-modes": made.WRAPPING_F_BATCH_NORM,
             },
         ),
-        tmp_path / "class" / "channels" / f"{chapter4}.ipynb",
+        folder / "channels" / f"{CH4}.ipynb",
     )
-    made.write(  # 5a
+    made.write(  # issue 15: the reference imported, called; issue 15: blocks relabelled
         made.chapter_notebook(
-            chapter2,
+            CH2,
             {
                 "numpy-batch-stats": made.IMPORTED_REFERENCE,
                 "numpy-forward": made.CALLING_THE_REFERENCE,
             },
         ),
-        tmp_path / "class" / "references" / f"{chapter2}.ipynb",
+        folder / "references" / f"{CH2}.ipynb",
     )
-    made.write(  # 8: both blocks relabelled as chapter 1's one-liner, the label twice
+    made.write(  # issue 29: __reduce__, a result file by relative path, a survivor, SIGSTOP
         made.chapter_notebook(
-            chapter2,
-            {
-                "numpy-batch-stats": made.solution("expected-std"),
-                "numpy-forward": made.solution("expected-std"),
-            },
-            labels={"numpy-batch-stats": "expected-std", "numpy-forward": "expected-std"},
+            CH1,
+            {"standardize": made.REDUCE_REPLACES_THE_CHECKER},
+            extra=(
+                made.results_by_relative_path(),
+                made.survivor(report, MARKER),
+                made.stop_the_grader(os.getpid()),
+            ),
+            default="stub",
         ),
-        tmp_path / "class" / "relabelled" / f"{chapter2}.ipynb",
+        folder / "outside" / f"{CH1}.ipynb",
     )
-    report = tmp_path / "report.json"
-    run = grade(str(tmp_path / "class"), "--jobs", "2", "--json", str(report))
-    assert run.returncode == 1, run.stdout + run.stderr
-    found = verdicts(report)
+    made.write(  # issue 29: __del__, a NumPy internal rebound, a "Likely cause:" injection
+        made.chapter_notebook(
+            CH1,
+            {
+                "extreme-batch": made.DEL_WRITES_A_VERDICT,
+                "standardize": made.NUMPY_INTERNAL,
+                "expected-std": made.LIKELY_CAUSE_INJECTION,
+            },
+        ),
+        folder / "lingering" / f"{CH1}.ipynb",
+    )
+    made.write(  # issue 29: a right answer that starts a process and prints through libc
+        made.chapter_notebook(CH1, {"standardize": made.ECHO_AND_UNTERMINATED_PRINT}),
+        folder / "=1+1" / f"{CH1}.ipynb",  # and a name a spreadsheet would run
+    )
+    # issue 29, class paths: a folder, a dangling link, a FIFO, /dev/zero, the solutions
+    (folder / "folder" / f"{CH2}.ipynb").mkdir(parents=True)
+    (folder / "dangling").mkdir()
+    (folder / "dangling" / f"{CH2}.ipynb").symlink_to(folder / "nowhere.ipynb")
+    (folder / "fifo").mkdir()
+    os.mkfifo(folder / "fifo" / f"{CH2}.ipynb")
+    (folder / "zero").mkdir()
+    (folder / "zero" / f"{CH2}.ipynb").symlink_to("/dev/zero")
+    (folder / "solutions").mkdir()
+    (folder / "solutions" / f"{CH1}.ipynb").symlink_to(ROOT / "notebooks" / f"{CH1}.ipynb")
     expected = {
         ("kernel", "standardize"): ("missing", "is not in the notebook"),
         ("kernel", "extreme-batch"): ("failed", "the bound"),
-        ("kernel", "expected-std"): ("failed", "expected"),
-        ("patching", "numpy-batch-stats"): ("failed", "numpy.allclose replaced"),
+        ("kernel", "expected-std"): ("timed out", "did not finish within"),
+        ("patching", "numpy-batch-stats"): ("failed", "Likely cause: unbiased variance"),
         ("patching", "numpy-forward"): ("failed", "is wrong"),
-        ("channels", "state-sizes"): ("failed", "os.write to descriptor"),
-        ("channels", "running-stats-update"): ("failed", "starting a thread"),
+        ("channels", "state-sizes"): ("failed", "expected"),
+        ("channels", "running-stats-update"): ("failed", "is wrong"),
         ("channels", "batchnorm-modes"): ("failed", "uses the reference"),
         ("references", "numpy-batch-stats"): ("failed", "uses the reference"),
         ("references", "numpy-forward"): ("failed", "uses the reference"),
-        ("relabelled", "numpy-batch-stats"): ("missing", "deleted or relabelled"),
-        ("relabelled", "numpy-forward"): ("missing", "deleted or relabelled"),
+        ("lingering", "standardize"): ("failed", "is wrong"),
+        ("lingering", "extreme-batch"): ("failed", "is constant"),
+        ("lingering", "expected-std"): ("failed", "your function raised ValueError"),
     }
-    assert set(found) == set(expected), "a duplicated label is one exercise, of its chapter"
-    for key, (status, words) in expected.items():
-        assert found[key][0] == status and words in found[key][1], (key, found[key])
-    assert "passed" not in {status for status, _ in found.values()}
+    for exercise in made.chapter_exercises(CH1):
+        expected[("outside", exercise)] = ("not attempted", "not attempted yet")
+        expected[("=1+1", exercise)] = ("passed", "")
+    for learner, what in [
+        ("folder", "is a folder"),
+        ("dangling", "is a symbolic link"),
+        ("fifo", "is a FIFO"),
+        ("zero", "is a symbolic link"),
+        ("solutions", "is a symbolic link"),
+    ]:
+        expected[(learner, "(notebook)")] = ("error", what)
+    return expected
 
 
+@NEEDS_SANDBOX
 @pytest.mark.slow
-def test_a_notebook_that_changes_the_package_stops_the_run(tmp_path):
-    """Attack 6, on a copy of the package: the run stops before a later notebook is judged."""
-    package = tmp_path / "pkg"
-    shutil.copytree(
-        ROOT / "bncourse", package / "bncourse", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    real = manifest()
-    made.write(
-        made.chapter_notebook("01_what_batchnorm_does", extra=(made.append_to_the_package(),)),
-        tmp_path / "subs" / "01_what_batchnorm_does.ipynb",
-    )
-    made.write(
-        made.chapter_notebook("09_beyond_one_device", default="stub"),
-        tmp_path / "subs" / "09_beyond_one_device.ipynb",
-    )
-    env = {**os.environ, "PYTHONPATH": str(package)}
-    run = grade(str(tmp_path / "subs"), cwd=package, env=env)
-    assert run.returncode == 2, run.stdout + run.stderr
-    assert "bncourse/ changed while" in run.stderr and "changed checks.py" in run.stderr
-    assert "passed" not in run.stdout
-    assert manifest() == real, "the attack reached the real package"
+def test_the_attack_corpus_is_rejected(tmp_path, monkeypatch):
+    """Issue 29's attacks (and issue 15's), one learner each, graded in one class run: none
+    passes, no right answer fails, no report is rewritten, no process survives, and the
+    reports keep every learner's text inert."""
+    monkeypatch.setenv("BNCOURSE_TEACHER_SECRET", "hunter2")
+    report = tmp_path / "out" / "grades.json"
+    report.parent.mkdir()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        expected = make_class(tmp_path / "class", report, server.getsockname()[1])
+    before = package_digest()
+    start = time.monotonic()
+    results = grader.grade([str(tmp_path / "class")], timeout=TIMEOUT, jobs=2)
+    elapsed = time.monotonic() - start
+    assert all(r.isolated for r in results)
+    grader.write_json(results, report)
+    written = report.read_bytes()
+    found = {(r.learner, r.exercise): r for r in results}
+    assert set(found) == set(expected), sorted(set(found) ^ set(expected))
+    wrong = {
+        key: (found[key].status, found[key].message[:200])
+        for key, (status, words) in expected.items()
+        if found[key].status != status or words not in found[key].message
+    }
+    assert not wrong, wrong
+    assert package_digest() == before, "the package changed"
+    for _ in range(50):  # the sandbox's processes are ended with it (reaped within moments)
+        if not processes_with(MARKER):
+            break
+        time.sleep(0.1)
+    assert not processes_with(MARKER), "a process the notebook started survived"
+    assert report.read_bytes() == written
+
+    injected = found[("lingering", "expected-std")]
+    assert injected.misconception == "a wrong answer the checker does not name"
+    classroom.write_class_report(results, tmp_path / "class.md")
+    markdown = (tmp_path / "class.md").read_text()
+    assert "ben copied" not in markdown and "attacker.example" not in markdown  # not listed
+    grader.write_markdown(results, tmp_path / "summary.md")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "\\# ben copied" in summary and "\\!\\[x\\]" in summary and "\\<img" in summary
+    assert not any(line.startswith(("#", "!", "<")) for line in summary.splitlines()[1:])
+    classroom.write_gradebook(results, tmp_path / "grades.csv")
+    learners = [row[0] for row in csv.reader((tmp_path / "grades.csv").open())][1:]
+    assert "'=1+1" in learners and not any(name.startswith("=") for name in learners)
+    seconds = {}
+    for result in results:
+        seconds[result.learner] = seconds.get(result.learner, 0) + result.seconds
+    print(f"\n{len(seconds)} attackers graded in {elapsed:.0f} s:", seconds)
 
 
+@NEEDS_SANDBOX
 @pytest.mark.slow
-def test_a_notebook_cannot_change_the_next_ones_grade(tmp_path):
-    """Attack 7: notebook A, graded first, overwrites notebook B with the solutions."""
-    victim = tmp_path / "subs" / "01_what_batchnorm_does.ipynb"
-    made.write(made.chapter_notebook("01_what_batchnorm_does", default="stub"), victim)
-    solved = made.chapter_notebook("01_what_batchnorm_does")
-    made.write(
-        made.chapter_notebook("09_beyond_one_device", extra=(made.overwrite(victim, solved),)),
-        tmp_path / "subs" / "00_first.ipynb",
+def test_the_sandbox_is_in_force(tmp_path, monkeypatch):
+    """A cell tries to read another submission, write the package (or plant a .pyc in it),
+    signal the grader, open a socket (to this machine and to the internet), read the
+    teacher's environment, change the notebook itself and start more processes than the
+    limit: each fails, and the notebook is still graded."""
+    monkeypatch.setenv("BNCOURSE_TEACHER_SECRET", "hunter2")
+    other = made.write(made.chapter_notebook(CH1), tmp_path / "ada" / f"{CH1}.ipynb")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        cell = made.probes(other, PACKAGE, os.getpid(), server.getsockname()[1])
+        path = made.write(made.chapter_notebook(CH1, extra=(cell,)), tmp_path / "ben" / "nb.ipynb")
+        before = package_digest()
+        run = grader.run_notebook(path, timeout=TIMEOUT)
+    assert package_digest() == before
+    printed = "".join(
+        output.get("text", "")
+        for cell in run.executed.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
     )
-    report = tmp_path / "report.json"
-    run = grade(str(tmp_path / "subs"), "--json", str(report))
-    data = json.loads(report.read_text())
-    b = {r["exercise"]: r["status"] for r in data["results"] if "01_what" in r["notebook"]}
-    assert b == dict.fromkeys(made.chapter_exercises("01_what_batchnorm_does"), "not attempted")
-    assert "BEGIN SOLUTION" in victim.read_text(), "the attack did write the file"
-    assert run.returncode == 1
+    lines = [line for line in printed.splitlines() if line.startswith(("blocked:", "OPEN:"))]
+    assert len(lines) == 9 and all(line.startswith("blocked:") for line in lines), lines
+    assert [r.status for r in run.results] == ["passed"] * 3, run.results
 
 
 def test_the_course_own_batchnorm_is_a_reference_of_every_exercise_that_writes_it():
     """A candidate of an exercise that writes BatchNorm may not call chapter 5's formulas or
-    passes (eager or compiled) any more than numpy_bn's: each is swapped out while it runs."""
+    passes (eager or compiled) any more than numpy_bn's: the runner swaps each out while the
+    candidate runs, and the judge fails the exercise when the runner says one was called."""
     import inspect
 
     from bncourse import compiled_bn, torch_bn
@@ -191,58 +272,11 @@ def test_the_course_own_batchnorm_is_a_reference_of_every_exercise_that_writes_i
     assert not set(references_for("module-forward")) & formulas  # it builds on batch_norm
 
 
-GUARDED_CALLS = """
-import inspect, torch
-from bncourse import torch_bn
-from bncourse.grading.sandbox import Guard
-
-class Double(torch.autograd.Function):  # PyTorch's newer form: apply binds forward's signature
-    @staticmethod
-    def forward(x, scale=2.0):
-        return x * scale
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.scale = inputs[1]
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
-
-def signatures_and_the_course_batchnorm():
-    inspect.signature(lambda a, b=1, *, c=2: None)
-    x = torch.randn(4, 3, requires_grad=True)
-    torch_bn.batch_norm(x, None, None, training=True).sum().backward()
-    Double.apply(x).sum().backward()
-
-def frame_of_a_traceback():
-    try:
-        1 / 0
-    except ZeroDivisionError as error:
-        return error.__traceback__.tb_frame.f_back
-
-def frame_of_a_generator():
-    return (i for i in range(2)).gi_frame
-
-for candidate in (signatures_and_the_course_batchnorm, frame_of_a_traceback, frame_of_a_generator):
-    guard = Guard()
-    try:
-        guard.wrap(candidate)()
-    except BaseException:
-        pass
-    print(candidate.__name__, guard.refused)
-"""
-
-
-def test_the_guard_lets_a_function_read_signatures_but_not_frames():
-    """Reading a function's code and defaults (inspect.signature, which autograd.Function.apply
-    calls for a Function with setup_context: torch_bn's, or a learner's) leads to no frame or
-    state, and is allowed while a candidate runs; a frame, through a traceback or a generator,
-    is refused (the judge's expected values live in frames)."""
-    run = subprocess.run(
-        [sys.executable, "-c", GUARDED_CALLS], capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == [
-        "signatures_and_the_course_batchnorm []",
-        "frame_of_a_traceback ['object.__getattr__(traceback.tb_frame)']",
-        "frame_of_a_generator ['object.__getattr__(generator.gi_frame)']",
-    ]
+def test_class_reports_are_written_whole_after_the_run(tmp_path):
+    """Reports are written by renaming a complete file: a reader never sees half of one."""
+    results = [grader.Result("a.ipynb", "standardize", "passed", "ok", 1.0, "ada")]
+    target = tmp_path / "grades.json"
+    target.write_text("old")
+    grader.write_json(results, target)
+    assert json.loads(target.read_text())["tamper_proof"] is True
+    assert [p.name for p in tmp_path.iterdir()] == ["grades.json"]  # no temporary left

@@ -1,9 +1,10 @@
 """Issue 15 for teachers: a made-up class graded in one command, gradebook and class report.
 
-Five learners hand in chapter 2 (one also chapter 4): the solutions, the stubs, and three
-kinds of wrong answers (unbiased variance; statistics over all values; gamma and beta not
-reshaped, with a Keras-style running update). The notebooks are made by
-:mod:`grading_notebooks`; ``--jobs 2`` grades two at a time.
+Five learners hand in chapter 2 (one also chapter 4, one chapter 3 instead): the solutions,
+the stubs, and four kinds of wrong answers (unbiased variance; statistics over all values;
+gamma and beta not reshaped, with a Keras-style running update; a backward whose dx alone is
+wrong, for partial credit). The notebooks are made by :mod:`grading_notebooks`; ``--jobs 2``
+grades two at a time, each in its own sandbox.
 """
 
 from __future__ import annotations
@@ -17,8 +18,20 @@ from pathlib import Path
 import grading_notebooks as made
 import pytest
 
+from bncourse.grading import sandbox
+
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTER2, CHAPTER4 = "02_numpy_forward", "04_running_stats"
+NEEDS_SANDBOX = pytest.mark.skipif(
+    sandbox.isolation() is not None, reason=f"no sandbox here: {sandbox.isolation()}"
+)
+CHAPTER2, CHAPTER3, CHAPTER4 = "02_numpy_forward", "03_backward_by_hand", "04_running_stats"
+WRONG_DX_ONLY = """\
+def batchnorm_backward(dout, x, gamma, eps=1e-5):
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    xhat = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + eps)
+    dbeta, dgamma = dout.sum(axes), (dout * xhat).sum(axes)
+    return gamma.reshape(shape) * dout, dgamma, dbeta  # dx without its mean and variance paths"""
 
 UNBIASED_STATS = """\
 def batch_stats(x):
@@ -67,8 +80,13 @@ def make_class(folder: Path) -> None:
         made.chapter_notebook(CHAPTER4, {"running-stats-update": KERAS_UPDATE}),
         folder / "eve" / f"{CHAPTER4}.ipynb",
     )
+    made.write(
+        made.chapter_notebook(CHAPTER3, {"numpy-backward": WRONG_DX_ONLY}),
+        folder / "fay" / f"{CHAPTER3}.ipynb",
+    )
 
 
+@NEEDS_SANDBOX
 @pytest.mark.slow
 def test_a_class_is_graded_in_one_command(tmp_path):
     make_class(tmp_path / "class")
@@ -87,15 +105,16 @@ def test_a_class_is_graded_in_one_command(tmp_path):
     rows = list(csv.DictReader(out["grades.csv"].open()))
     points = {row["learner"]: (row["total"], row["max"]) for row in rows}
     assert points == {
-        "ada": ("2", "5"),
-        "ben": ("0", "5"),
-        "cy": ("0", "5"),
-        "dee": ("0", "5"),
-        "eve": ("3", "5"),
+        "ada": ("2", "7"),
+        "ben": ("0", "7"),
+        "cy": ("0", "7"),
+        "dee": ("0", "7"),
+        "eve": ("3", "7"),
+        "fay": ("1.67", "7"),
     }
-    assert list(rows[0])[1:4] == ["numpy-batch-stats", "numpy-forward", "state-sizes"]
+    assert list(rows[0])[1:4] == ["numpy-batch-stats", "numpy-forward", "numpy-backward"]
     report = out["class.md"].read_text()
-    assert "5 learners: ada, ben, cy, dee, eve." in report
+    assert "6 learners: ada, ben, cy, dee, eve, fay." in report
     forward = report.split("(`numpy-forward`)")[1].split("###")[0]
     assert "/notebooks/02_numpy_forward.html#ex-numpy-forward" in forward
     for cause, who in [
@@ -105,7 +124,11 @@ def test_a_class_is_graded_in_one_command(tmp_path):
     ]:
         line = next(line for line in forward.splitlines() if cause in line)
         assert line.startswith("- **1** x ") and line.endswith(f"({who})"), line
-    results = json.loads(out["grades.json"].read_text())["results"]
+    data = json.loads(out["grades.json"].read_text())
+    assert data["tamper_proof"] is True
+    results = data["results"]
+    causes = {(r["learner"], r["exercise"]): r["misconception"] for r in results}
+    assert "unbiased" in causes[("cy", "numpy-batch-stats")]
     keras = next(r for r in results if r["exercise"] == "running-stats-update")
     assert "Keras/TensorFlow and CS231n convention" in keras["message"]
     assert keras["learner"] == "eve"

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import textwrap
 from pathlib import Path
 
-import cloudpickle
 import pytest
 
 from bncourse import grader
@@ -33,31 +31,28 @@ WRONG_DX_ONLY = textwrap.dedent(
 
 
 def learner_function(source: str, name: str):
-    """A function as a notebook defines it (module ``__main__``: cloudpickle sends it by value)."""
     namespace = {"__name__": "__main__"}
     exec(compile(source, "<cell>", "exec"), namespace)
     return namespace[name]
 
 
-def test_the_judge_gives_a_part_right_its_share_of_the_points(tmp_path):
-    candidate = tmp_path / "candidate.pkl"
-    candidate.write_bytes(cloudpickle.dumps(learner_function(WRONG_DX_ONLY, "batchnorm_backward")))
-    request = tmp_path / "request.json"
-    results = tmp_path / "results.json"
-    entry = {"id": "numpy-backward", "candidate": str(candidate), "problem": None}
-    request.write_text(
-        json.dumps(
-            {"package": str(ROOT), "timeout": 60, "results": str(results), "exercises": [entry]}
-        )
+def test_the_judge_gives_a_part_right_its_share_of_the_points():
+    """The verdict the judge makes (here on a local function; in a run, on the sandbox's
+    stand-in): failed, 2 of 3 parts right, and the misconception as a field of its own."""
+    verdict = judge._decide("numpy-backward", learner_function(WRONG_DX_ONLY, "batchnorm_backward"))
+    assert verdict.status == "failed", verdict
+    assert verdict.credit == pytest.approx(2 / 3)
+    assert "dx from" in verdict.message and "right: dgamma, dbeta" in verdict.message
+    assert verdict.misconception == "a wrong answer the checker does not name"
+    unbiased = learner_function(
+        "import numpy as np\n"
+        "def batch_stats(x):\n"
+        "    axes = (0,) + tuple(range(2, x.ndim))\n"
+        "    return x.mean(axis=axes), x.var(axis=axes, ddof=1)",
+        "batch_stats",
     )
-    run = subprocess.run(
-        judge.command(ROOT, request), cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr
-    verdict = json.loads(results.read_text())["numpy-backward"]
-    assert verdict["status"] == "failed", verdict
-    assert verdict["credit"] == pytest.approx(2 / 3)
-    assert "dx from" in verdict["message"] and "right: dgamma, dbeta" in verdict["message"]
+    verdict = judge._decide("numpy-batch-stats", unbiased)
+    assert "unbiased" in verdict.misconception and verdict.misconception in verdict.message
 
 
 def test_the_gradebook_counts_partial_credit_and_only_for_failed_answers(tmp_path):

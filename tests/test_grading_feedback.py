@@ -1,5 +1,5 @@
 """Issue 15's feedback for learners: the smallest failing batch, the convention probe, two
-newly named misconceptions, and answers rebuilt from base types before they are compared.
+newly named misconceptions, and answers that reach the judge as plain data only.
 
 Each wrong answer is written the way a learner would write it (never taken from
 bncourse.exercises) and checked in this process with ``check`` (the judge runs the same
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bncourse.checks import CheckFailed, check
-from bncourse.grading.plain import NotPlain, plain
+from bncourse.grading.protocol import ProtocolError, decode, encode
 
 
 def failure(exercise_id: str, candidate) -> str:
@@ -93,7 +93,11 @@ def test_the_probe_finds_eps_outside_the_root_in_evaluation_mode():
     assert "your eps is outside the square root" in message
 
 
-def test_answers_are_rebuilt_from_base_types():
+def test_answers_reach_the_judge_as_plain_data_only():
+    """What the sandbox sends is rebuilt from numbers: an array subclass that always agrees
+    arrives as a plain ndarray, a tensor subclass as a plain tensor; an object (a pickle) or
+    an array of objects is refused, and nothing is unpickled on the judge's side."""
+
     class Agree(np.ndarray):
         def __eq__(self, other):
             return np.ones(np.shape(self), dtype=bool)
@@ -101,21 +105,24 @@ def test_answers_are_rebuilt_from_base_types():
         def __array_function__(self, func, types, args, kwargs):
             return True
 
-    lying = np.zeros(3).view(Agree)
-    assert np.allclose(lying, np.ones(3)) is True  # what the checker would have believed
-    rebuilt = plain((lying, [np.float64(2.0)], {"k": 3}))
-    assert type(rebuilt[0]) is np.ndarray and not np.allclose(rebuilt[0], np.ones(3))
-    assert rebuilt[1] == [2.0] and rebuilt[2] == {"k": 3}
-
-    class Always(float):
-        def __eq__(self, other):
-            return True
-
-    assert type(plain(Always(1.5))) is float and plain(Always(1.5)) != 2.0
-    with pytest.raises(NotPlain):
-        plain(np.array([object()]))
-
     class Sneaky(torch.Tensor):
         pass
 
-    assert type(plain(torch.zeros(2).as_subclass(Sneaky))) is torch.Tensor
+    lying = np.zeros(3).view(Agree)
+    assert np.allclose(lying, np.ones(3)) is True  # what a checker holding it would believe
+    blobs: list[bytes] = []
+    tree = encode((lying, [np.float64(2.0)], {"k": 3}, torch.zeros(2).as_subclass(Sneaky)), blobs)
+    answer = decode(tree, blobs, trusted=True)
+    assert type(answer[0]) is np.ndarray and not np.allclose(answer[0], np.ones(3))
+    assert answer[1] == [2.0] and answer[2] == {"k": 3} and type(answer[3]) is torch.Tensor
+    with pytest.raises(TypeError):
+        encode(np.array([object()]), [])
+    pickled: list[bytes] = []
+    with pytest.raises(ProtocolError):  # a pickle from the sandbox is never loaded
+        decode(encode(object(), pickled, pickle_object=True), pickled, trusted=True)
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([object()]), allow_pickle=True)
+    with pytest.raises(ProtocolError):
+        decode({"$": "ndarray", "blob": 0}, [buffer.getvalue()], trusted=True)

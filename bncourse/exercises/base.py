@@ -59,12 +59,16 @@ class CheckFailed(AssertionError):
     """An exercise's answer is wrong; the message says how, for the learner.
 
     ``credit`` is the fraction of the exercise's points the answer still earns: 0 unless the
-    exercise has independent parts (:class:`Parts`) and some of them are right.
+    exercise has independent parts (:class:`Parts`) and some of them are right. ``cause`` is
+    the misconception the checker recognised (the sentence after "Likely cause:" in the
+    message), set by the checker itself: the class report counts it, and never reads it out
+    of a message, which may quote the learner's own text.
     """
 
-    def __init__(self, message: str = "", *, credit: float = 0.0) -> None:
+    def __init__(self, message: str = "", *, credit: float = 0.0, cause: str = "") -> None:
         super().__init__(message)
         self.credit = credit
+        self.cause = cause
 
     def _render_traceback_(self) -> list[str]:
         # IPython shows this instead of a traceback: the message is what the learner needs,
@@ -142,7 +146,8 @@ class Parts:
                 f"\n(right: {', '.join(right)}; {len(right)} of the {len(self.names)} parts, "
                 "for partial credit)"
             )
-        raise CheckFailed(message, credit=len(right) / len(self.names))
+        first = self.failures[wrong[0]].cause
+        raise CheckFailed(message, credit=len(right) / len(self.names), cause=first)
 
 
 @dataclass(frozen=True)
@@ -318,8 +323,7 @@ def compare(
         for cause, answer in mistakes.items():
             shape = answer if isinstance(answer, tuple) else np.shape(answer)
             if shape == got.shape:
-                message += f" Likely cause: {cause}."
-                break
+                raise CheckFailed(f"{message} Likely cause: {cause}.", cause=cause)
         raise CheckFailed(message)
     if check_dtype and got.dtype != expected.dtype:
         raise CheckFailed(
@@ -349,8 +353,7 @@ def compare(
             continue
         answer = np.asarray(answer)
         if answer.shape == got.shape and np.allclose(got, answer, rtol=rtol, atol=atol):
-            message += f" Likely cause: {cause}."
-            break
+            raise CheckFailed(f"{message} Likely cause: {cause}.", cause=cause)
     raise CheckFailed(message)
 
 
@@ -378,8 +381,7 @@ def compare_number(
     message = f"{name} = {number:.{digits}g}, expected {expected:.{digits}g}."  # digits that differ
     for cause, value in (mistakes or {}).items():
         if abs(number - value) <= rtol * abs(value):
-            message += f" Likely cause: {cause}."
-            break
+            raise CheckFailed(f"{message} Likely cause: {cause}.", cause=cause)
     raise CheckFailed(message)
 
 

@@ -262,7 +262,8 @@ def check_forward(batchnorm_forward: Callable[..., Any]) -> str:
             if x.ndim > 2 and "broadcast" in str(error):
                 raise CheckFailed(
                     f"{name}: your function raised ValueError ({error}). Likely cause: "
-                    f"{NOT_RESHAPED}."
+                    f"{NOT_RESHAPED}.",
+                    cause=NOT_RESHAPED,
                 ) from None
             raise
         expected, _ = numpy_bn.forward_train(x, gamma, beta, eps)

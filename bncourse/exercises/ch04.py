@@ -143,8 +143,7 @@ def check_state_sizes(state_sizes: Callable[..., Any]) -> str:
         message = f"{call} = {got}, expected {right}."
         for answer, cause in state_size_mistakes(c, affine_, track):
             if got == answer:  # (the cases before this one passed, so the first match is it)
-                message += f" Likely cause: {cause}."
-                break
+                raise CheckFailed(f"{message} Likely cause: {cause}.", cause=cause)
         raise CheckFailed(message)
     return "2*C learnable numbers with affine=True; 2*C + 1 buffer values with tracking"
 
@@ -361,7 +360,8 @@ def check_batchnorm_modes(batch_norm: Callable[..., Any]) -> str:
                 if not (np.array_equal(rm_t.numpy(), rm) and np.array_equal(rv_t.numpy(), rv)):
                     raise CheckFailed(
                         f"{name} changed running_mean or running_var: in evaluation mode they "
-                        f"are read, never updated. Likely cause: {BATCH_STATS_IN_EVAL}."
+                        f"are read, never updated. Likely cause: {BATCH_STATS_IN_EVAL}.",
+                        cause=BATCH_STATS_IN_EVAL,
                     )
                 continue
             mistakes = {

@@ -74,13 +74,16 @@ def check_autograd_function(candidate: Callable[..., Any]) -> str:
                 out, (xt, gt, bt), tensor(dout), allow_unused=True
             )
         except RuntimeError as error:
-            hint = ""
+            hint, cause = "", ""
             if "incorrect number of gradients" in str(error):
-                hint = (
-                    " Likely cause: backward returns one gradient per input of forward, in "
-                    "order: (dx, dweight, dbias, None), None for eps."
+                cause = (
+                    "backward returns one gradient per input of forward, in "
+                    "order: (dx, dweight, dbias, None), None for eps"
                 )
-            raise CheckFailed(f"backward of {name} raised RuntimeError: {error}{hint}") from None
+                hint = f" Likely cause: {cause}."
+            raise CheckFailed(
+                f"backward of {name} raised RuntimeError: {error}{hint}", cause=cause
+            ) from None
         right_dx, right_dgamma, right_dbeta = numpy_bn.backward(dout, cache)
         for label, got, right, other in [
             ("dbias", dbeta, right_dbeta, right_dgamma),
@@ -217,20 +220,21 @@ MODULE_SCRIPT: list[tuple[dict[str, Any], list[bool]]] = [
 ]
 
 
-def _hint(error: Exception) -> str:
+def _cause(error: Exception) -> str:
+    """The misconception an exception of the learner's module_forward points to, or ""."""
     text = str(error)
     if isinstance(error, TypeError) and "momentum" in text and "NoneType" in text:
         return (
-            " Likely cause: momentum=None reached batch_norm; the module turns it into "
-            "1 / num_batches_tracked (a cumulative average)."
+            "momentum=None reached batch_norm; the module turns it into "
+            "1 / num_batches_tracked (a cumulative average)"
         )
     if isinstance(error, ZeroDivisionError):
-        return f" Likely cause: {NONE_COUNT_BEFORE_BATCH}."
+        return NONE_COUNT_BEFORE_BATCH
     if "must be defined in evaluation mode" in text:
         return (
-            " Likely cause: without running statistics (track_running_stats=False) "
+            "without running statistics (track_running_stats=False) "
             "evaluation normalizes with the batch's statistics: pass training=True when "
-            "running_mean is None."
+            "running_mean is None"
         )
     return ""
 
@@ -273,8 +277,10 @@ def check_module_forward(module_forward: Callable[..., Any]) -> str:
             except NotImplementedError:
                 raise
             except (TypeError, ZeroDivisionError, RuntimeError, ValueError) as error:
+                cause = _cause(error)
+                hint = f" Likely cause: {cause}." if cause else ""
                 raise CheckFailed(
-                    f"{name} raised {type(error).__name__}: {error}{_hint(error)}"
+                    f"{name} raised {type(error).__name__}: {error}{hint}", cause=cause
                 ) from None
             compare(
                 f"the output of {name}",

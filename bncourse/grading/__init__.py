@@ -1,20 +1,26 @@
-"""Grading a learner's notebook so that the learner's code cannot decide the result.
+"""Grading learner notebooks so that the learner's code cannot decide the result.
 
-The process model (each step in its own module):
+Two sides, one module each, and one narrow channel between them:
 
-* the grader (:mod:`bncourse.grader`, the ``grade`` command) reads every learner notebook
-  before anything runs, takes a hash manifest of ``bncourse/`` (:mod:`.manifest`) and, per
-  notebook, starts a worker in a new session and waits for it with a deadline: a worker that
-  is killed or runs too long still gives a report row that says so;
-* the worker (:mod:`.worker`) grades one notebook in a temporary copy of its folder: it runs
-  the notebook in a kernel (:mod:`.kernel`), asks the kernel for each exercise's function as
-  bytes (:mod:`.capture`), ends every process the notebook started (:mod:`.processes`),
-  verifies the manifest, and starts the judge;
-* the judge (:mod:`.judge`), a fresh process that never ran learner code, forks one child per
-  exercise that loads the function and runs the exercise's checker on it under the rules of
-  :mod:`.sandbox` (references taken away per exercise, :mod:`.references`; answers rebuilt
-  from base types, :mod:`.plain`); verdicts return over pipes and files, never stdout.
+* **trusted** -- :mod:`.cli` (the ``grade`` command: which notebooks and exercises, every
+  path checked and read before anything runs, the reports, written after every sandbox has
+  ended) and :mod:`.judge` (per notebook: starts the sandbox, then runs each exercise's
+  checker, in this process, on a *stand-in* for the learner's function; decides status,
+  points and misconception). Nothing learner-made is loaded here: no pickle, no learner
+  object, only numbers;
+* **the channel** -- :mod:`.protocol`: framed JSON and ``.npy`` arrays (read with
+  ``allow_pickle=False``), handles for objects that stay in the sandbox, callbacks for the
+  checker's own functions, a size cap per message;
+* **the sandbox** -- :mod:`.sandbox`: bubblewrap with new PID, mount, IPC, network (and
+  user) namespaces, a read-only system, Python and package, a private ``/tmp`` and home, a
+  copy of the learner's folder, a scrubbed environment and resource limits; or, where there
+  is no bubblewrap, the same runner unisolated and every report saying so;
+* **untrusted** -- :mod:`.runner` (in the sandbox: runs the notebook in a kernel,
+  :mod:`.kernel`, keeps each exercise's function by value, :mod:`.capture`, and answers the
+  judge's calls) and :mod:`.references` (what each exercise may not call; the runner takes it
+  away and tells the judge -- a help for honest mistakes, since the runner is the learner's).
 
-Which exercises a notebook must hold comes from the course's registry (by chapter), never from
-the notebook. Teachers' reports (gradebook, class report) are in :mod:`.classroom`.
+Which exercises a notebook must hold comes from the course's registry (by chapter), never
+from the notebook. Teachers' reports (gradebook, class report) are in :mod:`.classroom`;
+:mod:`.processes` ends what an unisolated run left behind.
 """

@@ -8,8 +8,8 @@ into ``FOLDER/<id>.pkl``; a name that is not defined, or cannot be serialized, g
 ``FOLDER/<id>.problem.json`` instead.
 
 Nothing here decides anything: the learner's code has run in this kernel and may have
-changed this module too. Whatever lands in the folder is only a *candidate*, judged later by
-:mod:`bncourse.grading.judge` in a process that has never run learner code.
+changed this module too. Whatever lands in the folder is only a *candidate*, loaded again by
+the runner in the same sandbox (:mod:`bncourse.grading.runner`); the judge never reads it.
 """
 
 from __future__ import annotations

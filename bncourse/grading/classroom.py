@@ -24,7 +24,7 @@ grades every notebook (each in its own processes, ``--jobs N`` at a time) and wr
 from __future__ import annotations
 
 import csv
-import re
+import io
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -34,21 +34,22 @@ __all__ = ["BOOK_URL", "misconception", "write_gradebook", "write_class_report"]
 BOOK_URL = "https://bncourse.github.io/batchnorm-course"
 """Where the book is published (the links of the class report)."""
 
-_CAUSE = re.compile(r"Likely cause: (.+?)\.(?:\s|$)", re.S)
-
 
 def misconception(result: Any) -> str | None:
-    """The misconception a failed result names (or what kind of failure it is), else None."""
+    """The misconception of a failed result: the field the judge set (never read out of the
+    message, which may quote the learner), else what kind of failure it is; else None."""
     if result.status != "failed":
         return None
-    found = _CAUSE.search(result.message)
-    if found:
-        return found.group(1).strip()
-    if result.message.startswith("tampering"):
-        return "tampering with the grader"
-    if result.message.startswith("uses the reference"):
-        return "used the course's reference instead of writing it"
-    return "a wrong answer the checker does not name"
+    return getattr(result, "misconception", "") or "a wrong answer the checker does not name"
+
+
+def csv_cell(value: Any) -> str:
+    """A spreadsheet cell that stays text: one starting with ``=``, ``+``, ``-``, ``@``, a tab
+    or a carriage return (a formula to Excel, LibreOffice and Sheets) gets a leading ``'``."""
+    text = str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text
 
 
 def _learner(result: Any) -> str:
@@ -71,21 +72,32 @@ def write_gradebook(results: list[Any], path: Path) -> None:
         row = learners.setdefault(_learner(result), {})
         if result.exercise in EXERCISES:
             row[result.exercise] = max(row.get(result.exercise, 0.0), result.points)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["learner", *columns, "total", "max"])
-        for learner in sorted(learners):
-            points = [learners[learner].get(ex_id, 0.0) for ex_id in columns]
-            writer.writerow([learner, *map(_points, points), _points(sum(points)), len(columns)])
+    from .cli import atomic_write, unisolated_warning
+
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    warning = unisolated_warning(results)
+    if warning:
+        writer.writerow([csv_cell("# " + warning)])
+    writer.writerow(["learner", *columns, "total", "max"])
+    for learner in sorted(learners):
+        points = [learners[learner].get(ex_id, 0.0) for ex_id in columns]
+        row = [learner, *map(_points, points), _points(sum(points)), len(columns)]
+        writer.writerow([csv_cell(cell) for cell in row])
+    atomic_write(path, handle.getvalue().encode("utf-8"))
 
 
 def write_class_report(results: list[Any], path: Path, book_url: str = BOOK_URL) -> None:
     """The class report in Markdown (see the module docstring)."""
     from ..checks import EXERCISES
+    from .cli import atomic_write, markdown_text, unisolated_warning
 
     lines = ["# Class report", ""]
+    warning = unisolated_warning(results)
+    if warning:
+        lines += [f"> **{warning}**", ""]  # (the grader's own words)
     learners = sorted({_learner(r) for r in results})
-    lines += [f"{len(learners)} learners: {', '.join(learners)}.", ""]
+    lines += [f"{len(learners)} learners: {', '.join(map(markdown_text, learners))}.", ""]
     by_exercise: dict[str, list[Any]] = {}
     for result in results:
         by_exercise.setdefault(result.exercise, []).append(result)
@@ -119,9 +131,10 @@ def write_class_report(results: list[Any], path: Path, book_url: str = BOOK_URL)
         lines.append("")
         for cause, count in causes.most_common():
             who = sorted({_learner(r) for r in group if misconception(r) == cause})
-            lines.append(f"- **{count}** x {cause} ({', '.join(who)})")
+            names = ", ".join(map(markdown_text, who))
+            lines.append(f"- **{count}** x {cause} ({names})")  # (the checker's own words)
         lines.append("")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,6 +209,12 @@ jobs:
           python -m pip install --upgrade pip
           python -m pip install -r requirements.txt --extra-index-url https://download.pytorch.org/whl/cpu
           python -m pip install --no-deps -e .
+
+      - name: Install the grader's sandbox (bubblewrap)
+        run: |
+          sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap
+          # Ubuntu 24.04 lets only profiled programs make user namespaces: allow bwrap's
+          sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 || true
 
       - name: Grade exercises/
         run: python -m bncourse grade exercises --json grade-report.json || true

@@ -1,206 +1,577 @@
-"""The judge: a fresh process that decides every exercise of one notebook.
+"""The trusted judge: decides every exercise of one notebook without holding a learner object.
 
-The worker (:mod:`bncourse.grading.worker`) starts it only after the learner's kernel and
-every process the notebook started have ended::
+:func:`grade_submission` starts the sandbox (:mod:`bncourse.grading.sandbox`) on a private
+copy of the learner's folder, lets the runner (:mod:`bncourse.grading.runner`) execute the
+notebook there, and then runs each exercise's checker *here*, in the grader's own process,
+on a :class:`Remote` candidate: calling it sends the arguments to the sandbox as plain data
+(:mod:`bncourse.grading.protocol`) and turns the plain answer back into NumPy arrays,
+tensors and numbers. What the learner wrote never runs here and nothing here is unpickled,
+so no learner object can replace a checker's code, patch NumPy, outlive a guard or fake a
+verdict. An argument the candidate may change in place (an array, a tensor, a module) is
+updated from the sandbox's copy after each call; a candidate that is a
+``torch.autograd.Function`` is stood in for by a Function of the judge's whose forward and
+backward are round trips (:func:`autograd_proxy`).
 
-    python -I -c "<boot>" REQUEST.json
-
-``-I`` ignores ``PYTHONPATH``, the user's site folder and the working directory (an empty
-temporary folder); the boot code puts the verified ``bncourse`` first on ``sys.path``. The
-process makes itself non-dumpable (no other process of the same user can attach a debugger
-to it or read its memory), imports the course's registry, NumPy and PyTorch, and never runs
-learner code itself: for each exercise it forks a child (own process group, stdin/stdout/
-stderr on ``/dev/null``) that loads the learner's function from the bytes the kernel wrote
-(cloudpickle), runs the exercise's checker on it under :class:`~bncourse.grading.sandbox.Guard`
-and writes its verdict, as one JSON object, to a pipe only the parent reads. A child that
-runs longer than the timeout is killed ("timed out"); one that ends without a verdict is an
-"error". The request and the results are JSON files (never stdout):
-
-* request: ``{"package": dir, "timeout": s, "results": file, "exercises": [{"id",
-  "candidate": file or null, "problem": null or {"status", "message"}}]}``;
-* results: ``{id: {"status", "message", "credit", "seconds"}}`` (``credit``: the fraction of
-  the points a failed answer still earns, :class:`~bncourse.exercises.base.Parts`), written
-  when every exercise is done.
+The verdict (status, message, credit, and the misconception: a field the checker sets, never
+read out of a message) is made here only. A candidate that runs past the exercise's time
+ends the sandbox ("timed out"); the remaining exercises are judged in a new sandbox that
+loads the notebook's functions again, without running the notebook again.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import signal
-import sys
+import builtins
+import shutil
+import stat
+import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BOOT", "command", "main"]
+from . import sandbox
+from .protocol import Channel, Closed, Late, ProtocolError, decode, encode
 
-BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from bncourse.grading.judge import main; sys.exit(main(sys.argv[2:]))"
-)
+__all__ = ["Verdict", "Submission", "grade_submission", "Remote", "autograd_proxy"]
+
+GRACE = 20.0  # seconds beyond a step's own limit (starting Python, importing torch)
+START = 120.0  # seconds the runner may take to load the functions and import torch
+CHECKING = threading.Lock()  # one checker at a time: they share NumPy's and torch's RNGs
+SKIPPED_FOLDERS = {".git", ".venv", "venv", "__pycache__", "node_modules", "_build"}
+SKIPPED_FOLDERS |= {".ipynb_checkpoints"}
+LARGEST_COPIED = 50 * 2**20  # bytes: a larger data file is left out of the copy
+COPIED_FILES, COPIED_BYTES = 2000, 200 * 2**20  # the most the copy of a folder holds
+RAISED = {
+    name: getattr(builtins, name)
+    for name in (
+        "ArithmeticError",
+        "AssertionError",
+        "AttributeError",
+        "FloatingPointError",
+        "IndexError",
+        "KeyError",
+        "LookupError",
+        "NameError",
+        "NotImplementedError",
+        "OverflowError",
+        "RuntimeError",
+        "TypeError",
+        "ValueError",
+        "ZeroDivisionError",
+        "RecursionError",
+    )
+}
 
 
-def command(package_parent: Path, request: Path) -> list[str]:
-    """The command line that starts the judge on ``request``."""
-    return [sys.executable, "-I", "-c", BOOT, str(package_parent), str(request)]
+class SandboxStopped(BaseException):
+    """The sandbox missed a deadline or broke the conversation: a ``BaseException``, so that
+    no checker's ``except Exception`` mistakes it for a wrong answer."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def _not_dumpable() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except (OSError, AttributeError):  # not Linux: the process stays as it is
-        pass
+class ReferenceCalled(BaseException):
+    """The candidate called the course's reference (the runner says which)."""
 
 
-def _verdict(entry: dict[str, Any]) -> dict[str, Any]:
-    """In the child: load and check one candidate; the verdict as a dict."""
-    import cloudpickle
+class LearnerError(Exception):
+    """An exception the learner's function raised, of a type the judge does not know."""
 
-    from ..checks import EXERCISES, judge
-    from ..exercises.base import CheckFailed, NotAttempted
-    from .references import references_for
-    from .sandbox import Guard, Tampered
 
-    ex = EXERCISES[entry["id"]]
-    data = Path(entry["candidate"]).read_bytes()
-    guard = Guard(references_for(ex.id))
-    status, message, credit = "error", "", 0.0
-    try:
-        candidate = guard.load(lambda: cloudpickle.loads(data))
-        guard.verify()
-    except Tampered as tampered:
-        return {"status": "failed", "message": str(tampered)}
-    except BaseException as error:
-        return {
-            "status": "error",
-            "message": f"{ex.function} could not be loaded into a fresh process to be graded "
-            f"({type(error).__name__}: {error}); define it with def/class in the notebook",
-        }
-    if not guard.references_used:
+@dataclass
+class Verdict:
+    status: str  # passed | failed | not attempted | error | timed out
+    message: str
+    credit: float = 0.0
+    misconception: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Submission:
+    """One notebook to grade: its bytes (read once, before anything ran) and where it was."""
+
+    name: str
+    data: bytes
+    folder: Path | None
+    filename: str
+    exercises: dict[str, str]  # exercise id -> function name, those present in the notebook
+    timeout: float
+    deadline: float  # seconds the notebook's run may take in all
+    isolated: bool
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Talking to the runner
+# --------------------------------------------------------------------------------------------
+class Connection:
+    """The judge's end of one runner: requests, replies and callbacks under a deadline."""
+
+    def __init__(self, box: sandbox.Sandbox) -> None:
+        self.box = box
+        self.channel = Channel(box.read_fd, box.write_fd)
+        self.deadline: float | None = None
+        self.callbacks: list[Any] = []
+
+    def receive(self, limit: float | None) -> tuple[dict[str, Any], list[bytes]]:
+        deadline = None if limit is None else time.monotonic() + limit
+        if self.deadline is not None:
+            deadline = self.deadline if deadline is None else min(deadline, self.deadline)
         try:
-            status, message = "passed", judge(ex, guard.wrap(candidate))
-        except Tampered as tampered:
-            status, message = "failed", str(tampered)
-        except NotAttempted:
-            status, message = "not attempted", "not attempted yet"
-        except CheckFailed as failure:
-            status, message, credit = "failed", str(failure), float(failure.credit)
-        except BaseException as error:  # SystemExit, KeyboardInterrupt, ...
-            status, message = "error", f"your function raised {type(error).__name__}: {error}"
-    if guard.references_used:
-        used = ", ".join(dict.fromkeys(guard.references_used))
-        credit = 0.0
-        status, message = (
-            "failed",
-            f"uses the reference: {ex.function} calls (or is) {used}, which this exercise asks "
-            "you to write yourself",
-        )
-    try:
-        guard.verify()
-    except Tampered as tampered:
-        status, message, credit = "failed", str(tampered), 0.0
-    return {"status": status, "message": message, "credit": credit if status == "failed" else 0.0}
+            return self.channel.receive(deadline)
+        except Late:
+            raise SandboxStopped("timed out", "no answer in time") from None
+        except ProtocolError as error:
+            raise SandboxStopped("error", f"{error}") from None
 
-
-def _child(entry: dict[str, Any], write_fd: int) -> None:
-    write = os.write  # bound now: the guard removes os.write while the candidate runs
-    os.setpgid(0, 0)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    try:
-        verdict = _verdict(entry)
-    except BaseException as error:
-        verdict = {"status": "error", "message": f"the judge failed: {type(error).__name__}"}
-    data = json.dumps(verdict).encode()
-    while data:
-        data = data[write(write_fd, data) :]
-
-
-def _judge_one(entry: dict[str, Any], timeout: float) -> dict[str, Any]:
-    start = time.monotonic()
-    if entry.get("problem"):
-        return {**entry["problem"], "seconds": 0.0}
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_fd)
+    def _send(self, message: dict[str, Any], blobs: list[bytes]) -> None:
+        deadline = self.deadline or time.monotonic() + START
         try:
-            _child(entry, write_fd)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    chunks, deadline, timed_out = [], start + timeout, False
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            timed_out = True
-            break
-        ready, _, _ = select.select([read_fd], [], [], left)
-        if ready:
-            chunk = os.read(read_fd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    os.close(read_fd)
-    if timed_out:
-        for target in (
-            lambda: os.killpg(pid, signal.SIGKILL),
-            lambda: os.kill(pid, signal.SIGKILL),
-        ):
+            self.channel.send(message, blobs, deadline)
+        except Late:
+            raise SandboxStopped("timed out", "the sandbox stopped reading") from None
+        except Closed as error:
+            raise SandboxStopped("error", str(error)) from None
+
+    def request(self, message: dict[str, Any], blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        self._send(message, blobs)
+        while True:
+            reply, blobs = self.receive(None)
+            if reply.get("op") == "reply":
+                return reply, blobs
+            if reply.get("op") != "callback":
+                raise SandboxStopped("error", f"an unexpected message {reply.get('op')!r}")
+            key = reply.get("id")
+            out: list[bytes] = []
             try:
-                target()
-            except OSError:
-                pass
-    _, status = os.waitpid(pid, 0)
-    seconds = round(time.monotonic() - start, 3)
-    if timed_out:
-        return {
-            "status": "timed out",
-            "message": f"the check did not finish within {timeout:g} s: an infinite loop?",
-            "seconds": seconds,
-        }
-    try:
-        verdict = json.loads(b"".join(chunks))
-        if not {"status", "message"} <= set(verdict) <= {"status", "message", "credit"}:
-            raise ValueError(verdict)
-        verdict["credit"] = min(max(float(verdict.get("credit", 0.0)), 0.0), 1.0)
-    except (ValueError, TypeError, AttributeError):
-        why = (
-            f"killed by signal {os.WTERMSIG(status)}"
-            if os.WIFSIGNALED(status)
-            else f"exit status {os.WEXITSTATUS(status)}"
+                if type(key) is not int or not 0 <= key < len(self.callbacks):
+                    raise ValueError("no such function")
+                args = decode(reply.get("args"), blobs, trusted=True)
+                if type(args) is not tuple:
+                    raise ValueError("arguments that are not a tuple")
+                value = encode(self.callbacks[key](*args), out)
+                answer = {"op": "callback_result", "ok": True, "value": value}
+            except (SandboxStopped, ReferenceCalled):
+                raise
+            except Exception as error:
+                out = []
+                answer = {"op": "callback_result", "ok": False, "error": str(error)[:500]}
+            self._send(answer, out)
+
+    def callback(self, function: Any) -> int:
+        self.callbacks.append(function)
+        return len(self.callbacks) - 1
+
+
+def _raised(reply: dict[str, Any]) -> BaseException:
+    error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+    name, text = str(error.get("type", "Exception")), str(error.get("message", ""))[:2000]
+    if name in RAISED:
+        return RAISED[name](text)
+    safe = name if name.isidentifier() else "Exception"
+    return type(safe, (LearnerError,), {})(text)
+
+
+class Remote:
+    """A learner's object that stays in the sandbox: calling it, or reading an attribute,
+    is a round trip in plain data (see the module docstring)."""
+
+    def __init__(
+        self, connection: Connection, exercise: str, target: int | None, name: str
+    ) -> None:
+        object.__setattr__(self, "_connection", connection)
+        object.__setattr__(self, "_exercise", exercise)
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "__name__", name)
+
+    def _ask(self, message: dict[str, Any], blobs: list[bytes], args: tuple = ()) -> Any:
+        connection: Connection = self._connection
+        message = {**message, "exercise": self._exercise, "target": self._target}
+        reply, blobs = connection.request(message, blobs)
+        if reply.get("references"):
+            used = ", ".join(str(r) for r in reply["references"][:3])
+            raise ReferenceCalled(used)
+        if not reply.get("ok"):
+            raise _raised(reply)
+
+        def handle(tree: dict[str, Any]) -> Remote:
+            kind = str(tree.get("type", "object"))[:100]
+            return Remote(connection, self._exercise, tree["id"], kind)
+
+        def arg(index: int) -> Any:
+            if not 0 <= index < len(args):
+                raise ProtocolError("a reference to an argument that was not passed")
+            return args[index]
+
+        try:
+            value = decode(reply.get("value"), blobs, trusted=True, handle=handle, arg=arg)
+            for index, state in reply.get("mutated") or []:
+                if type(index) is int and 0 <= index < len(args):
+                    _update(args[index], state, blobs)
+        except (ProtocolError, TypeError, ValueError, RecursionError) as error:
+            raise SandboxStopped("error", f"an answer that is not plain data ({error})") from None
+        return value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        blobs: list[bytes] = []
+        connection: Connection = self._connection
+        encoded_args = encode(args, blobs, callback=connection.callback, pickle_object=True)
+        encoded_kwargs = encode(kwargs, blobs, callback=connection.callback, pickle_object=True)
+        return self._ask(
+            {"op": "call", "args": encoded_args, "kwargs": encoded_kwargs}, blobs, args
         )
-        verdict = {
-            "status": "error",
-            "message": f"the process judging your function ended without a verdict ({why})",
-        }
-    return {**verdict, "seconds": seconds}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return self._ask({"op": "getattr", "name": name}, [])
+
+    def __repr__(self) -> str:
+        return f"<the learner's {self.__name__}, in the sandbox>"
 
 
-def main(argv: list[str]) -> int:
-    """Judge the exercises of one request (see the module docstring)."""
-    request = json.loads(Path(argv[0]).read_text())
-    _not_dumpable()
-    import numpy  # noqa: F401  (imported once here, shared by every child)
+def _update(original: Any, state: Any, blobs: list[bytes]) -> None:
+    """Copy what the sandbox's copy of an argument became into the judge's own."""
+    import numpy as np
     import torch
 
-    from .. import checks  # noqa: F401  (the registry, every chapter's checkers)
+    if isinstance(state, dict) and state.get("$module") is True:
+        if not isinstance(original, torch.nn.Module):
+            return
+        modules = dict(original.named_modules())
+        for name, training in (state.get("training") or {}).items():
+            if name in modules and type(training) is bool:
+                modules[name].training = training
+        parameters = dict(original.named_parameters())
+        for name, flag in (state.get("requires_grad") or {}).items():
+            if name in parameters and type(flag) is bool:
+                parameters[name].requires_grad_(flag)
+        own = {**dict(original.named_parameters()), **dict(original.named_buffers())}
+        with torch.no_grad():
+            for key, tree in (state.get("state") or {}).items():
+                value = decode(tree, blobs, trusted=True)
+                if key in own and isinstance(value, torch.Tensor):
+                    if own[key].shape == value.shape:
+                        own[key].copy_(value.to(own[key].dtype))
+        return
+    value = decode(state, blobs, trusted=True)
+    if isinstance(original, np.ndarray) and isinstance(value, np.ndarray):
+        if original.shape == value.shape and original.flags.writeable:
+            original[...] = value.astype(original.dtype, copy=False)
+    elif isinstance(original, torch.Tensor) and isinstance(value, torch.Tensor):
+        if original.shape == value.shape:
+            with torch.no_grad():
+                original.copy_(value.to(original.dtype))
 
-    torch.set_num_threads(1)
-    results = {}
-    for entry in request["exercises"]:
-        results[entry["id"]] = _judge_one(entry, float(request["timeout"]))
-    target = Path(request["results"])
-    partial = target.with_suffix(".partial")
-    partial.write_text(json.dumps(results))
-    partial.replace(target)
-    return 0
+
+def autograd_proxy(remote: Remote, name: str) -> type:
+    """A ``torch.autograd.Function`` of the judge's named ``name`` that stands in for the
+    learner's: ``apply`` runs the learner's Function in the sandbox on tensors that require
+    gradients, and the output's backward asks the sandbox for ``torch.autograd.grad`` of it.
+    The output's ``grad_fn`` is named after the sandbox's node (``<name>Backward`` for one
+    node of the learner's Function, the operation's node otherwise)."""
+    import torch
+
+    def apply(*args: Any) -> Any:
+        blobs: list[bytes] = []
+        reply, out = remote._connection.request(
+            {
+                "op": "apply",
+                "exercise": remote._exercise,
+                "target": None,
+                "args": encode(args, blobs),
+            },
+            blobs,
+        )
+        if reply.get("references"):
+            raise ReferenceCalled(", ".join(str(r) for r in reply["references"][:3]))
+        if not reply.get("ok"):
+            raise _raised(reply)
+        try:
+            value = decode(reply.get("value"), out, trusted=True)
+        except ProtocolError as error:
+            raise SandboxStopped("error", f"an answer that is not plain data ({error})") from None
+        node, session = reply.get("node"), reply.get("session")
+        if not isinstance(value, torch.Tensor) or not isinstance(node, str):
+            return value
+        wanted = [isinstance(a, torch.Tensor) and a.requires_grad for a in args]
+
+        def forward(ctx: Any, *inner: Any) -> Any:
+            return value.detach().clone()
+
+        def backward(ctx: Any, grad: Any) -> Any:
+            blobs: list[bytes] = []
+            message = {"op": "grad", "session": session, "grad": encode(grad, blobs)}
+            grads = remote._ask(message, blobs)
+            if not isinstance(grads, tuple):
+                raise RuntimeError("the sandbox gave no gradients")
+            found, it = [], iter(grads)
+            for needed in wanted:
+                found.append(next(it, None) if needed else None)
+            return tuple(found)
+
+        node_name = node[: -len("Backward")] if node.endswith("Backward") else node + "_"
+        function = type(
+            node_name,
+            (torch.autograd.Function,),
+            {"forward": staticmethod(forward), "backward": staticmethod(backward)},
+        )
+        return function.apply(*args)
+
+    return type(name, (torch.autograd.Function,), {"apply": staticmethod(apply)})
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+# --------------------------------------------------------------------------------------------
+# One notebook
+# --------------------------------------------------------------------------------------------
+def _copy_folder(source: Path | None, target: Path, budget: list[int] | None = None) -> None:
+    """Regular files of the learner's folder (not links, devices or FIFOs, by lstat), up to
+    :data:`COPIED_FILES` files and :data:`COPIED_BYTES` bytes in all."""
+    budget = [COPIED_FILES, COPIED_BYTES] if budget is None else budget
+    target.mkdir(parents=True, exist_ok=True)
+    if source is None:
+        return
+    try:
+        entries = list(source.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        if budget[0] <= 0:
+            return
+        if stat.S_ISDIR(info.st_mode) and entry.name not in SKIPPED_FOLDERS:
+            if len(target.parts) < 40:
+                _copy_folder(entry, target / entry.name, budget)
+        elif stat.S_ISREG(info.st_mode) and info.st_size <= min(LARGEST_COPIED, budget[1]):
+            if entry.suffix == ".ipynb":
+                continue  # the notebooks: only the one graded, from the bytes read before
+            budget[0] -= 1
+            budget[1] -= info.st_size
+            try:
+                shutil.copyfile(entry, target / entry.name, follow_symlinks=False)
+            except OSError:
+                pass
+
+
+class Notebook:
+    """A sandbox for one notebook, started again (serving only) after a timeout."""
+
+    def __init__(self, submission: Submission, private: Path) -> None:
+        self.submission = submission
+        self.private = private
+        self.work = private / "work"
+        self.candidates = private / "candidates"
+        self.candidates.mkdir(mode=0o700)
+        _copy_folder(submission.folder, self.work)
+        (self.work / submission.filename).write_bytes(submission.data)
+        self.connection: Connection | None = None
+        self.described: dict[str, Any] = {}
+        self.starts = 0
+
+    def _start(self, mode: str) -> Connection:
+        self.starts += 1
+        box = sandbox.start(
+            self.work,
+            self.candidates,
+            self.private / f"runner-{self.starts}.log",
+            mode,
+            int(self.submission.deadline + START),
+            self.submission.isolated,
+            self.submission.filename,
+        )
+        connection = Connection(box)
+        request = {
+            "filename": self.submission.filename,
+            "exercises": self.submission.exercises,
+            "timeout": self.submission.timeout,
+        }
+        try:
+            connection.channel.send(request, deadline=time.monotonic() + START)
+        except (Closed, Late):
+            pass
+        return connection
+
+    def run(self) -> tuple[list[str], str, tuple[str, str] | None]:
+        """Run the notebook: (notes, the executed notebook's JSON, None or the (status,
+        message) of every exercise when the run did not finish)."""
+        connection = self.connection = self._start("run")
+        started, step = time.monotonic(), START
+        while True:
+            if time.monotonic() - started > self.submission.deadline:
+                return [], "", self._stopped("timed out")
+            try:
+                message, _ = connection.receive(step + GRACE)
+            except SandboxStopped as stopped:
+                return [], "", self._stopped(stopped.status)
+            if message.get("op") == "alive":
+                seconds = message.get("seconds")
+                step = float(seconds) if isinstance(seconds, int | float) else START
+                step = min(max(step, 1.0), self.submission.deadline)
+                continue
+            if message.get("op") == "ran":
+                notes = [str(n)[:300] for n in message.get("notes", [])][:50]
+                executed = message.get("executed")
+                return notes, executed if isinstance(executed, str) else "", None
+            return [], "", self._stopped("error")
+
+    def _stopped(self, status: str) -> tuple[str, str]:
+        code = self.end()
+        if status == "timed out":
+            return status, (
+                "grading this notebook stopped making progress (a cell that neither finished "
+                "nor could be interrupted, or one that broke the kernel) and was ended"
+            )
+        return "error", (
+            f"the process running this notebook was killed or ended while it ran (exit status "
+            f"{code}): does a cell kill its parent process or its process group? "
+            + _tail(self.private)
+        ).strip()
+
+    def ready(self) -> dict[str, Any] | None:
+        """Wait for the runner to load the functions (starting a serving one if needed)."""
+        if self.connection is None:
+            self.connection = self._start("serve")
+        try:
+            message, _ = self.connection.receive(START + GRACE)
+        except SandboxStopped:
+            self.end()
+            return None
+        described = message.get("candidates")
+        if message.get("op") != "ready" or not isinstance(described, dict):
+            self.end()
+            return None
+        self.described = described
+        return described
+
+    def end(self) -> int | None:
+        if self.connection is None:
+            return None
+        box, self.connection = self.connection.box, None
+        box.end()
+        return box.process.returncode
+
+
+def _decide(exercise_id: str, candidate: Any) -> Verdict:
+    """Run the checker on ``candidate`` (a :class:`Remote`, or the judge's stand-in): the
+    verdict, decided here."""
+    from ..checks import EXERCISES, judge
+    from ..exercises.base import CheckFailed, NotAttempted
+
+    ex = EXERCISES[exercise_id]
+    try:
+        return Verdict("passed", judge(ex, candidate))
+    except NotAttempted:
+        return Verdict("not attempted", "not attempted yet")
+    except CheckFailed as failure:
+        cause = failure.cause or "a wrong answer the checker does not name"
+        return Verdict("failed", str(failure), float(failure.credit), cause)
+    except ReferenceCalled as used:
+        return _reference(ex, str(used))
+    except (SandboxStopped, KeyboardInterrupt):
+        raise
+    except BaseException as error:  # an error of the checker itself
+        return Verdict("error", f"the checker failed ({type(error).__name__}: {error})")
+
+
+def _reference(ex: Any, used: str) -> Verdict:
+    return Verdict(
+        "failed",
+        f"uses the reference: {ex.function} calls (or is) {used}, which this exercise asks "
+        "you to write yourself",
+        0.0,
+        "used the course's reference instead of writing it",
+    )
+
+
+def _judge_one(notebook: Notebook, exercise_id: str, timeout: float) -> Verdict:
+    from ..checks import EXERCISES
+
+    entry = notebook.described.get(exercise_id)
+    if not isinstance(entry, dict):
+        return Verdict("error", "the sandbox did not describe this exercise's function")
+    name = str(entry.get("name") or EXERCISES[exercise_id].function)[:200]
+    if entry.get("problem"):
+        return Verdict("error", str(entry["problem"])[:2000])
+    if entry.get("reference"):
+        return _reference(EXERCISES[exercise_id], str(entry["reference"])[:200])
+    connection = notebook.connection
+    assert connection is not None
+    candidate: Any = Remote(connection, exercise_id, None, name)
+    if entry.get("kind") == "autograd_function":
+        candidate = autograd_proxy(candidate, name)
+    elif entry.get("kind") not in ("function", "class"):
+        return Verdict("failed", f"{name} is not a function (got a value)")
+    with CHECKING:  # (the time limit starts when this check does)
+        connection.deadline = time.monotonic() + timeout
+        try:
+            return _decide(exercise_id, candidate)
+        finally:
+            connection.deadline = None
+
+
+def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[str], str]:
+    """Run and judge one notebook: ({exercise id: verdict}, notes, executed notebook JSON)."""
+    private = Path(tempfile.mkdtemp(prefix="bncourse-grade-"))
+    verdicts: dict[str, Verdict] = {}
+    try:
+        notebook = Notebook(submission, private)
+        notes, executed, failure = notebook.run()
+        if failure is not None:
+            for exercise_id in submission.exercises:
+                verdicts[exercise_id] = Verdict(*failure)
+            return verdicts, notes, executed
+        for exercise_id in submission.exercises:
+            start = time.monotonic()
+            if notebook.connection is None or not notebook.described:
+                if notebook.ready() is None:
+                    verdicts[exercise_id] = Verdict(
+                        "error",
+                        "the sandbox could not load this notebook's functions " + _tail(private),
+                    )
+                    continue
+            try:
+                verdict = _judge_one(notebook, exercise_id, submission.timeout)
+            except SandboxStopped as stopped:
+                notebook.end()
+                notebook.described = {}
+                if stopped.status == "timed out":
+                    verdict = Verdict(
+                        "timed out",
+                        f"the check did not finish within {submission.timeout:g} s: an "
+                        "infinite loop?",
+                    )
+                else:
+                    verdict = Verdict(
+                        "error",
+                        f"the process running your function ended without an answer ({stopped})",
+                    )
+            verdict.seconds = round(time.monotonic() - start, 3)
+            verdicts[exercise_id] = verdict
+        return verdicts, notes, executed
+    finally:
+        if "notebook" in locals():
+            if notebook.connection is not None:
+                try:
+                    notebook.connection.channel.send({"op": "end"}, deadline=time.monotonic() + 1)
+                except (Closed, Late):
+                    pass
+            notebook.end()
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _tail(private: Path) -> str:
+    logs = sorted(private.glob("runner-*.log"))
+    if not logs:
+        return ""
+    try:
+        lines = logs[-1].read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f"({lines[-1][:300]})" if lines else ""

@@ -1,6 +1,7 @@
-"""Ending every process a notebook started, wherever it went.
+"""Ending every process an *unisolated* run started, wherever it went (in the sandbox, the
+end of its PID namespace does this).
 
-Each notebook's worker, its kernel and everything the kernel starts inherit one environment
+The runner of an unisolated run, its kernel and everything the kernel starts inherit one environment
 variable, ``BNCOURSE_GRADING_TOKEN``, set to a random value per notebook. A cell's child may
 start a new session, double-fork or outlive its parent; it still carries the token, so
 :func:`end_processes` finds it by reading ``/proc/<pid>/environ`` and kills it. Where there

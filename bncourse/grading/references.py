@@ -14,7 +14,10 @@ is not listed replaces nothing.
 
 from __future__ import annotations
 
-__all__ = ["REFERENCES", "references_for"]
+import importlib
+from typing import Any
+
+__all__ = ["REFERENCES", "references_for", "resolve"]
 
 NUMPY_BN = tuple(
     f"bncourse.numpy_bn.{name}"
@@ -70,8 +73,6 @@ REFERENCES: dict[str, tuple[str, ...]] = {
 
 def references_for(exercise_id: str) -> tuple[str, ...]:
     """The dotted names exercise ``exercise_id`` replaces (those that exist here)."""
-    from .sandbox import resolve
-
     found = []
     for dotted in REFERENCES.get(exercise_id, ()):
         try:
@@ -81,3 +82,18 @@ def references_for(exercise_id: str) -> tuple[str, ...]:
         if name in getattr(owner, "__dict__", {}):
             found.append(dotted)
     return tuple(found)
+
+
+def resolve(dotted: str) -> tuple[Any, str]:
+    """``"torch.nn.functional.batch_norm"`` -> (the object that holds it, ``"batch_norm"``):
+    the longest importable module prefix, then attributes (a class's method included)."""
+    parts = dotted.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            owner: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:-1]:
+            owner = getattr(owner, attribute)
+        return owner, parts[-1]
+    raise ImportError(f"cannot resolve {dotted}")

@@ -1,433 +1,358 @@
-"""What a candidate may not do while the judge runs it: the guard around every call.
+"""The operating-system sandbox every line of learner code runs in (bubblewrap).
 
-The judge (:mod:`bncourse.grading.judge`) runs the learner's function in a process of its
-own, forked from a server that has never run learner code, one process per exercise. In that
-process :class:`Guard` surrounds everything the learner wrote -- unpickling the function
-(which can run code) and every call of it:
+:func:`start` starts :mod:`bncourse.grading.runner` (the untrusted side: it runs the
+notebook and calls the learner's functions) under `bubblewrap <https://github.com/
+containers/bubblewrap>`_ (``bwrap``, the sandbox Flatpak uses; Debian/Ubuntu package
+``bubblewrap``), with:
 
-* **References taken away.** The exercise's references (:mod:`bncourse.grading.references`:
-  ``bncourse.numpy_bn``, ``F.batch_norm``, ``nn.BatchNorm*``'s forward, ...) are swapped for
-  stubs that raise :class:`ReferenceUsed` while the candidate runs, and swapped back for the
-  checker, which computes its expected values with them. A candidate that *is* a reference
-  (``from bncourse.numpy_bn import batch_stats``) is refused before it runs.
-* **No side channels.** An audit hook (:func:`sys.addaudithook`, which cannot be removed)
-  refuses, while the candidate runs, what could reach the judge's own state or the outside:
-  threads, processes, signals, sockets, ``ctypes``, files opened for writing or by
-  descriptor, ``gc``'s object walks, frames (``sys._getframe``, a traceback's ``tb_frame``)
-  and assignments to class attributes; the functions of ``os`` that end or fork the process
-  or write to a descriptor are removed for that time (``os.write`` is kept for stdout and
-  stderr, which go to ``/dev/null``). The judge reports its verdict
-  through a descriptor of its own, never through stdout.
-* **Nothing patched behind the checker's back.** After every call (and after unpickling) the
-  namespaces the checker relies on (every ``bncourse`` module, ``numpy``, ``torch``,
-  ``builtins``, ...) are compared with a snapshot taken as the call started: a replaced
-  ``numpy.allclose`` or ``checks.judge`` is put back and reported.
-* **Plain answers.** What a function returns is rebuilt from base types
-  (:func:`bncourse.grading.plain.plain`) before the checker compares it.
+* new PID, mount, IPC, UTS, cgroup, user and network namespaces (``--unshare-all``): the
+  learner's processes see only each other, no network (a loopback of their own, which the
+  kernel needs), and cannot signal or trace the grader;
+* a file system made of read-only binds only: the system's ``/usr``, the Python installation
+  and virtual environment, and the ``bncourse`` package; a private, empty ``/tmp`` and home;
+  and the one writable folder, a *copy* of the learner's folder made for this run (the
+  notebook in it read-only). Nothing
+  else is there: not other submissions, not the teacher's files or output paths, not ``/etc``;
+* an environment with nothing of the teacher's shell (``--clearenv`` and :data:`ENVIRONMENT`);
+* ``--die-with-parent`` and ``--new-session``: ending the sandbox's first process ends every
+  process in its PID namespace; it gets no controlling terminal;
+* resource limits set before ``bwrap`` starts and inherited by everything in it
+  (:data:`LIMITS`: address space, CPU seconds, open files, file size, core dumps), and at
+  most :data:`PROCESSES` processes: ``RLIMIT_NPROC`` for an ordinary user, a ``pids``
+  cgroup for root (whose processes that limit does not count), where one can be made.
 
-Anything refused is recorded: the exercise then fails with a message that says what was
-refused (``tampering``), even when the candidate catches the exception.
+The grader talks to the runner over two pipes only (:mod:`bncourse.grading.protocol`), with
+a size cap per message; the runner's stderr goes to a log whose size is capped too.
+
+Where ``bwrap`` is missing or cannot make namespaces (macOS, Windows, a kernel without user
+namespaces) :func:`isolation` says why, and :func:`start` runs the same runner as an ordinary
+process (new session, same environment and limits): the grade is then a *self-check*, not
+tamper-proof, and every report says so.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib
+import os
+import shutil
+import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from .plain import NotPlain, plain
+__all__ = ["ENVIRONMENT", "LIMITS", "Sandbox", "isolation", "start"]
 
-__all__ = ["Guard", "Tampered", "ReferenceUsed", "resolve"]
-
-
-class Tampered(BaseException):
-    """The candidate did something it may not do; a ``BaseException`` so that a checker's
-    ``except Exception`` cannot swallow it."""
-
-
-class ReferenceUsed(RuntimeError):
-    """The candidate called a reference implementation that the exercise replaces."""
-
-
-# Audit events refused while the learner's code runs (in both phases: loading and calling).
-_REFUSED = (
-    "os.system",
-    "os.exec",
-    "os.spawn",
-    "os.posix_spawn",
-    "os.fork",
-    "os.forkpty",
-    "os.kill",
-    "os.killpg",
-    "os.remove",
-    "os.rename",
-    "os.rmdir",
-    "os.truncate",
-    "os.chmod",
-    "os.symlink",
-    "os.link",
-    "os.putenv",
-    "os.unsetenv",
-    "subprocess.",
-    "socket.",
-    "ctypes.",
-    "shutil.",
-    "mmap.",
-    "_thread.start_new_thread",
-    "sys._getframe",
-    "sys._current_frames",
-    "sys.settrace",
-    "sys.setprofile",
-    "sys._setprofileallthreads",
-    "sys._settraceallthreads",
-    "gc.get_objects",
-    "gc.get_referrers",
-    "gc.get_referents",
-    "signal.pthread_kill",
-    "signal.",
-    "resource.",
-    "winreg.",
-)
-# Refused too while the learner's function is *called* (unpickling needs them).
-_REFUSED_WHEN_CALLED = ("object.__getattr__", "object.__setattr__", "object.__delattr__")
-# ... except reading what inspect.signature reads of a function, which leads to no frame or
-# state: torch.autograd.Function.apply binds forward's signature at every call when the
-# Function has a setup_context (PyTorch's newer form, and torch_bn's).
-_READ_WHEN_CALLED = ("__code__", "__defaults__", "__kwdefaults__")
-# os functions that write to a descriptor, end or fork the process: removed while it runs.
-_OS_REMOVED = (
-    "writev",
-    "pwrite",
-    "pwritev",
-    "sendfile",
-    "dup",
-    "dup2",
-    "fdopen",
-    "_exit",
-    "abort",
-    "kill",
-    "killpg",
-    "fork",
-    "forkpty",
-    "system",
-    "ftruncate",
-    "truncate",
-    "posix_spawn",
-    "posix_spawnp",
-    "execv",
-    "execve",
-    "register_at_fork",
-)
-_WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_APPEND", "O_CREAT", "O_TRUNC")
-_WATCHED = ("numpy", "numpy.linalg", "numpy.testing", "torch", "torch.nn", "torch.nn.functional")
-_WATCHED += ("torch.autograd", "torch.testing", "builtins", "math", "json", "sys", "os", "io")
-_WATCHED += ("threading", "pickle", "copy", "functools", "operator", "numpy._core.numeric")
-_WATCHED += ("numpy.core.numeric", "numpy._core.fromnumeric", "numpy.core.fromnumeric")
+PACKAGE = Path(__file__).resolve().parents[1]  # bncourse/
+HOME = "/home/learner"
+WORK = f"{HOME}/work"
+CANDIDATES = "/grading"  # where the notebook's functions are kept between runner starts
+FONT_CACHE = "/opt/bncourse-fonts"  # matplotlib's font list, read-only (see font_cache)
+ENVIRONMENT = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": HOME,
+    "LANG": "C.UTF-8",
+    "TMPDIR": "/tmp",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "PYTHONHASHSEED": "0",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "MPLCONFIGDIR": "/tmp/matplotlib",
+    "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+    "JUPYTER_PLATFORM_DIRS": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+}
+GIB = 2**30
+LIMITS = {  # name: (soft = hard) limit; CPU seconds are set per run
+    "RLIMIT_AS": 8 * GIB,
+    "RLIMIT_NOFILE": 4096,
+    "RLIMIT_FSIZE": GIB,  # (torch.compile's precompiled header is over 100 MiB)
+    "RLIMIT_CORE": 0,
+}
+PROCESSES = 1024  # threads count too: the kernel, torch and torch.compile's workers fit
+LOG_LIMIT = 64 * 1024  # bytes of the runner's stderr kept
 
 
-def resolve(dotted: str) -> tuple[Any, str]:
-    """``"torch.nn.functional.batch_norm"`` -> (the object that holds it, ``"batch_norm"``):
-    the longest importable module prefix, then attributes (a class's method included)."""
-    parts = dotted.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            owner: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for attribute in parts[cut:-1]:
-            owner = getattr(owner, attribute)
-        return owner, parts[-1]
-    raise ImportError(f"cannot resolve {dotted}")
-
-
-def _unavailable(dotted: str, used: list[str]) -> Callable[..., Any]:
-    def stub(*args: Any, **kwargs: Any) -> Any:
-        used.append(dotted)
-        raise ReferenceUsed(
-            f"{dotted} is the course's reference for what this exercise asks you to write; "
-            "it is not available while your function is graded"
+@functools.lru_cache(maxsize=None)
+def isolation() -> str | None:
+    """``None`` when the sandbox works here, else why not (a sentence)."""
+    if not sys.platform.startswith("linux"):
+        return f"{sys.platform} has no bubblewrap: the learner's code runs unisolated"
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return (
+            "bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap, "
+            "dnf install bubblewrap, ...) to grade in a sandbox"
         )
+    import tempfile
 
-    return stub
-
-
-def _stdout_only(refused: list[str]) -> Callable[..., int]:
-    import io
-
-    # Descriptors 1 and 2 only (both /dev/null in the judge's child): the real os.write is
-    # not reachable from this function's closure.
-    files = {fd: io.FileIO(fd, "wb", closefd=False) for fd in (1, 2)}
-
-    def stdout_only(fd: int, data: bytes) -> int:
-        if fd not in files:
-            refused.append(f"os.write to descriptor {fd}")
-            raise PermissionError("only stdout and stderr may be written while graded")
-        return files[fd].write(data) or 0
-
-    return stdout_only
-
-
-def _no_threads(refused: list[str]) -> Callable[..., Any]:
-    def no_threads(*args: Any, **kwargs: Any) -> Any:
-        refused.append("starting a thread")
-        raise PermissionError("threads may not be started while your function is graded")
-
-    return no_threads
-
-
-def _snapshot() -> dict[tuple[str, str], int]:
-    names = [n for n in list(sys.modules) if n == "bncourse" or n.startswith("bncourse.")]
-    names += [n for n in _WATCHED if n in sys.modules]
-    found = {}
-    for name in names:
-        module = sys.modules.get(name)
-        namespace = getattr(module, "__dict__", None)
-        if not isinstance(namespace, dict):
-            continue
-        found[(name, "<module>")] = id(module)
-        for key, value in list(namespace.items()):
-            found[(name, key)] = id(value)
-    torch = sys.modules.get("torch")
-    if torch is not None:  # torch.Tensor's methods are Python attributes (ndarray's are not)
-        for cls in (torch.Tensor, torch.nn.Module, torch.autograd.Function):
-            for key, value in list(vars(cls).items()):
-                found[(f"{cls.__module__}.{cls.__qualname__}", key)] = id(value)
-    return found
-
-
-class Guard:
-    """The rules of one judged exercise (see the module docstring).
-
-    ``references`` are dotted names taken away while the candidate runs. Use::
-
-        guard = Guard(references)          # snapshot, audit hook
-        candidate = guard.load(lambda: cloudpickle.loads(data))
-        verdict = checker(guard.wrap(candidate))
-        guard.verify()                     # raises Tampered if anything was refused
-    """
-
-    def __init__(self, references: tuple[str, ...] = ()) -> None:
-        self.refused: list[str] = []
-        self.references_used: list[str] = []
-        self._phase: list[str] = ["judge"]  # judge | load | call
-        self._references: dict[str, tuple[Any, str, Any]] = {}
-        for dotted in references:
-            owner, name = resolve(dotted)
-            original = owner.__dict__[name]
-            self._references[dotted] = (owner, name, original)
-            for alias, module in list(sys.modules.items()):  # other names bound to it
-                if alias.startswith("bncourse") and getattr(module, "__dict__", None):
-                    for key, value in list(module.__dict__.items()):
-                        if value is original and (module, key) != (owner, name):
-                            self._references[f"{alias}.{key}"] = (module, key, original)
-        self._stdout_only = _stdout_only(self.refused)
-        self._no_threads = _no_threads(self.refused)
-        self._snapshot = _snapshot()
-        self._values = self._namespaces()
-        self._threads = set(threading.enumerate())
-        sys.addaudithook(self._audit)
-
-    # -- what the candidate may not do ------------------------------------------------------
-    def _audit(self, event: str, args: tuple[Any, ...]) -> None:
-        phase = self._phase[-1]
-        if phase == "judge":
-            return
-        refused = event.startswith(_REFUSED)
-        if phase == "call" and event in _REFUSED_WHEN_CALLED:
-            refused = not (event == "object.__getattr__" and args[1] in _READ_WHEN_CALLED)
-        if event == "open":
-            refused = self._opens_for_writing(args)
-        if refused:
-            what = event if event != "open" else f"open({args[0]!r}) for writing"
-            if event.startswith("object."):
-                what = f"{event}({type(args[0]).__name__}.{args[1]})"
-            self.refused.append(what)
-            raise PermissionError(f"{what} is not allowed while your function is graded")
-
-    @staticmethod
-    def _opens_for_writing(args: tuple[Any, ...]) -> bool:
-        import os
-
-        path, mode, flags = (tuple(args) + (None, None, None))[:3]
-        if isinstance(path, int):
-            return True
-        if isinstance(mode, str):
-            return any(c in mode for c in "wax+")
-        if isinstance(flags, int):
-            return any(flags & getattr(os, f, 0) for f in _WRITE_FLAGS)
-        return False
-
-    @contextlib.contextmanager
-    def _running(self, phase: str) -> Iterator[None]:
-        import _imp
-        import _posixsubprocess
-        import _thread
-        import os
-        import posix
-
-        self._snapshot = _snapshot()  # what the checker relies on, as the candidate starts
-        self._values = self._namespaces()
-        removed: list[tuple[Any, str, Any]] = []
-        for owner, names in (
-            (os, _OS_REMOVED),
-            (posix, _OS_REMOVED),
-            (_imp, ("create_builtin",)),
-            (_posixsubprocess, ("fork_exec",)),
-        ):
-            for name in names:
-                if name in owner.__dict__:
-                    removed.append((owner, name, owner.__dict__.pop(name)))
-        for owner, name in ((_thread, "start_new_thread"), (_thread, "start_joinable_thread")):
-            if name in owner.__dict__:
-                removed.append((owner, name, owner.__dict__.pop(name)))
-                owner.__dict__[name] = self._no_threads
-        for name in ("_start_new_thread", "_start_joinable_thread"):
-            if name in threading.__dict__:
-                removed.append((threading, name, threading.__dict__[name]))
-                threading.__dict__[name] = self._no_threads
-        for owner in (os, posix):  # printing is allowed (it goes to /dev/null), nothing else
-            removed.append((owner, "write", owner.__dict__.pop("write")))
-            owner.__dict__["write"] = self._stdout_only
-        stubs = {}
-        for dotted, (owner, name, _original) in self._references.items():
-            stubs[dotted] = _unavailable(dotted, self.references_used)
-            _setattr(owner, name, stubs[dotted])
-        self._phase.append(phase)
-        try:
-            yield
-        finally:
-            self._phase.pop()
-            for dotted, (owner, name, original) in self._references.items():
-                if owner.__dict__.get(name) is not stubs[dotted]:
-                    self.refused.append(f"{dotted} replaced")
-                _setattr(owner, name, original)
-            for owner, name, value in removed:
-                owner.__dict__[name] = value
-            self._restore_namespaces()
-
-    # -- loading and calling ----------------------------------------------------------------
-    def load(self, make: Callable[[], Any]) -> Any:
-        """Run ``make`` (e.g. unpickling the candidate) under the rules; its result."""
-        with self._running("load"):
-            candidate = make()
-        self._check_threads()
-        self.refuse_references(candidate)
-        return candidate
-
-    def refuse_references(self, candidate: Any) -> None:
-        originals = {id(original): dotted for dotted, (_, _, original) in self._references.items()}
-        dotted = originals.get(id(candidate))
-        if dotted is not None:
-            self.references_used.append(dotted)
-
-    def wrap(self, candidate: Any) -> Any:
-        """``candidate`` with every call run under the rules. A class: a subclass of it whose
-        own methods are wrapped (so the learner's class itself holds no reference to us)."""
-        if isinstance(candidate, type):
-            members: dict[str, Any] = {}
-            for name, member in list(vars(candidate).items()):
-                if isinstance(member, staticmethod):
-                    members[name] = staticmethod(self._call(member.__func__, convert=False))
-                elif isinstance(member, classmethod):
-                    members[name] = classmethod(self._call(member.__func__, convert=False))
-                elif callable(member) and not isinstance(member, type):
-                    members[name] = self._call(member, convert=False)
-            members["__qualname__"] = candidate.__qualname__
-            members["__module__"] = candidate.__module__
-            return type(candidate)(candidate.__name__, (candidate,), members)
-        if callable(candidate):
-            return self._call(candidate, convert=True)
-        return candidate
-
-    def _call(self, function: Callable[..., Any], convert: bool) -> Callable[..., Any]:
-        guard = self
-
-        @functools.wraps(function)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if guard._phase[-1] != "judge":  # a method calling another: already guarded
-                return function(*args, **kwargs)
-            try:
-                with guard._running("call"):
-                    result = function(*args, **kwargs)
-            finally:
-                guard._check_threads()
-                guard.verify()
-            if not convert:
-                return result
-            try:
-                return plain(result)
-            except NotPlain as error:
-                raise TypeError(f"your function returned {error}") from None
-
-        return call
-
-    # -- after every call -------------------------------------------------------------------
-    def _check_threads(self) -> None:
-        new = [t for t in threading.enumerate() if t not in self._threads and t.is_alive()]
-        if new:
-            self.refused.append(f"a thread left running ({new[0].name})")
-
-    def _namespaces(self) -> dict[tuple[str, str], Any]:
-        values = {}
-        for module_name, key in self._snapshot:
-            holder = sys.modules.get(module_name)
-            if key == "<module>":
-                values[(module_name, key)] = holder
-                continue
-            if holder is not None and key in holder.__dict__:
-                values[(module_name, key)] = holder.__dict__[key]
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            for cls in (torch.Tensor, torch.nn.Module, torch.autograd.Function):
-                for key, value in vars(cls).items():
-                    values[(f"{cls.__module__}.{cls.__qualname__}", key)] = value
-        return values
-
-    def _restore_namespaces(self) -> None:
-        for (module_name, key), module in self._values.items():
-            if key == "<module>" and sys.modules.get(module_name) is not module:
-                self.refused.append(f"sys.modules[{module_name!r}] replaced")
-                sys.modules[module_name] = module
-        now = _snapshot()
-        for place, identity in self._snapshot.items():
-            if now.get(place) != identity and place in self._values and place[1] != "<module>":
-                module_name, key = place
-                self.refused.append(f"{module_name}.{key} replaced")
-                holder = sys.modules.get(module_name)
-                if holder is not None:
-                    _setattr(holder, key, self._values[place])
-                else:
-                    self._set_class_attribute(module_name, key, self._values[place])
-        for module_name, key in now.keys() - self._snapshot.keys():  # imports add modules
-            holder = sys.modules.get(module_name)
-            value = getattr(holder, "__dict__", {}).get(key)
-            if module_name.startswith("bncourse") and not isinstance(value, type(sys)):
-                self.refused.append(f"{module_name}.{key} added")
-
-    @staticmethod
-    def _set_class_attribute(qualified: str, key: str, value: Any) -> None:
-        torch = sys.modules.get("torch")
-        for cls in (torch.Tensor, torch.nn.Module, torch.autograd.Function) if torch else ():
-            if f"{cls.__module__}.{cls.__qualname__}" == qualified:
-                type.__setattr__(cls, key, value)
-
-    def verify(self) -> None:
-        """Raise :class:`Tampered` if anything was refused so far."""
-        if self.refused:
-            unique = list(dict.fromkeys(self.refused))
-            raise Tampered(
-                "tampering: your code did what is not allowed while it is graded: "
-                + "; ".join(unique[:4])
-                + (f" (and {len(unique) - 4} more)" if len(unique) > 4 else "")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bncourse-trial-") as work:
+            trial = subprocess.run(
+                [bwrap, *_mounts(Path(work)), *_flags(), "--", sys.executable, "-c", "0"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
             )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"bubblewrap could not be started ({error})"
+    if trial.returncode != 0:
+        why = trial.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        return f"bubblewrap cannot make a sandbox here ({why[0]}): are user namespaces off?"
+    return None
 
 
-def _setattr(owner: Any, name: str, value: Any) -> None:
-    if isinstance(owner, type):
-        type.__setattr__(owner, name, value)
+def environment() -> dict[str, str]:
+    """:data:`ENVIRONMENT`, with the CPU pins every run of the course uses
+    (:func:`bncourse.reproducible.reproducible_env`): nothing of the teacher's shell."""
+    from ..reproducible import reproducible_env
+
+    return reproducible_env(dict(ENVIRONMENT))
+
+
+def _flags() -> list[str]:
+    flags = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    flags += ["--hostname", "sandbox", "--clearenv"]
+    for key, value in environment().items():
+        flags += ["--setenv", key, value]
+    flags += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--chdir", WORK]
+    flags += ["--setenv", "BNCOURSE_FONT_CACHE", FONT_CACHE]
+    return flags
+
+
+def _readable() -> list[Path]:
+    """What the runner needs to read: Python, the environment, the package."""
+    found = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).parent, PACKAGE]
+    found += [Path(p) for p in sys.path if p and Path(p).is_dir() and "site-packages" in p]
+    chosen: list[Path] = []
+    for path in sorted({p.resolve() for p in found if p.exists()}, key=lambda p: len(p.parts)):
+        if str(path).startswith("/usr/") or any(path.is_relative_to(c) for c in chosen):
+            continue
+        chosen.append(path)
+    return chosen
+
+
+def _mounts(work: Path, candidates: Path | None = None, notebook: str = "") -> list[str]:
+    mounts = ["--ro-bind", "/usr", "/usr"]
+    for top in ("bin", "lib", "lib64", "lib32", "sbin"):
+        path = Path("/") / top
+        if path.is_symlink():
+            mounts += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            mounts += ["--ro-bind", str(path), str(path)]
+    for name in ("ld.so.cache", "localtime", "alternatives", "fonts", "nsswitch.conf"):
+        mounts += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]  # nothing secret
+    mounts += ["--ro-bind-try", "/var/cache/fontconfig", "/var/cache/fontconfig"]
+    mounts += ["--ro-bind-try", str(work.parent / "hosts"), "/etc/hosts"]
+    fonts = font_cache()
+    if fonts is not None:
+        mounts += ["--ro-bind", str(fonts), FONT_CACHE]
+    for path in _readable():
+        mounts += ["--ro-bind", str(path), str(path)]
+    mounts += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home"]
+    mounts += ["--bind-try", str(work), WORK]
+    if notebook:  # the learner's notebook itself: read-only over the writable copy
+        mounts += ["--ro-bind", str(work / notebook), f"{WORK}/{notebook}"]
+    if candidates is not None:
+        mounts += ["--bind", str(candidates), CANDIDATES]
+    return mounts
+
+
+def process_group_limit() -> Path | None:
+    """Where the kernel does not count a root user's processes (``RLIMIT_NPROC``), a cgroup
+    of the ``pids`` controller (v1 or v2) that holds at most :data:`PROCESSES`: a new folder
+    the sandbox's first process joins, so everything in the sandbox is counted. ``None``
+    where there is none to make (then only the CPU-time and memory limits and the run's
+    deadline bound a fork bomb); :func:`Sandbox.end` removes it."""
+    if os.geteuid() != 0:
+        return None
+    import secrets
+
+    candidates = [Path("/sys/fs/cgroup/pids")]
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                candidates.append(Path("/sys/fs/cgroup") / line[3:].lstrip("/"))
+    except OSError:
+        pass
+    for parent in candidates:
+        if not (parent / "pids.max").exists() and not (parent / "cgroup.procs").exists():
+            continue
+        folder = parent / f"bncourse-{secrets.token_hex(8)}"
+        try:
+            folder.mkdir()
+            (folder / "pids.max").write_text(str(PROCESSES))
+            return folder
+        except OSError:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def font_cache() -> Path | None:
+    """Matplotlib's font list, built once per grading run in a folder of its own: the runner
+    copies it into the sandbox's empty cache, so no notebook prints "Matplotlib is building
+    the font cache" (or waits for it)."""
+    import atexit
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="bncourse-fonts-"))
+    atexit.register(shutil.rmtree, folder, True)
+    try:
+        subprocess.run(
+            [sys.executable, "-c", "import matplotlib.font_manager"],
+            env={**environment(), "MPLCONFIGDIR": str(folder), "HOME": str(folder)},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=300,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return folder
+
+
+def _limits(cpu_seconds: int, group: Path | None = None) -> None:
+    """In the child, before ``bwrap`` (or the runner) starts: the resource limits."""
+    import resource
+
+    if group is not None:
+        try:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            pass
+
+    os.umask(0o077)
+    for name, value in {**LIMITS, "RLIMIT_CPU": cpu_seconds}.items():
+        which = getattr(resource, name, None)
+        if which is None:
+            continue
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            pass
+    if os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):  # root is not counted
+        try:
+            current = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
+            resource.setrlimit(resource.RLIMIT_NPROC, (current + PROCESSES,) * 2)
+        except (ValueError, OSError):
+            pass
+
+
+@dataclass
+class Sandbox:
+    """A started runner: its process, the two ends of its pipes, and whether it is isolated."""
+
+    process: subprocess.Popen
+    read_fd: int
+    write_fd: int
+    isolated: bool
+    log: Path
+    group: Path | None = None
+
+    def end(self) -> None:
+        """End the runner and everything it started (the sandbox's PID namespace goes with
+        its first process; unisolated, its process group and every process of the token)."""
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.killpg(self.process.pid, 9)
+        except OSError:
+            pass
+        try:
+            self.process.kill()
+        except OSError:
+            pass
+        self.process.wait()
+        if self.group is not None:
+            for _ in range(50):  # the namespace's processes are being reaped
+                try:
+                    self.group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        if not self.isolated:
+            from .processes import end_processes
+
+            end_processes(self.process.args[-1])
+
+    def log_tail(self) -> str:
+        try:
+            with open(self.log, "rb") as handle:
+                handle.seek(max(0, self.log.stat().st_size - 2000))
+                return handle.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def start(
+    work: Path,
+    candidates: Path,
+    log: Path,
+    mode: str,
+    cpu_seconds: int,
+    isolated: bool,
+    notebook: str = "",
+) -> Sandbox:
+    """Start the runner (``mode``: ``run`` the notebook ``work/notebook`` then serve, or
+    ``serve`` the functions kept in ``candidates``), in the sandbox when ``isolated``."""
+    hosts = "127.0.0.1 localhost sandbox\n::1 localhost\n::ffff:127.0.0.1 localhost\n"
+    (work.parent / "hosts").write_text(hosts)  # (no DNS in the sandbox: loopback by name)
+    to_runner_r, to_runner_w = os.pipe()
+    from_runner_r, from_runner_w = os.pipe()
+    if isolated:
+        inner_work, inner_candidates = WORK, CANDIDATES
     else:
-        setattr(owner, name, value)
+        inner_work, inner_candidates = str(work), str(candidates)
+    token = ""
+    runner = [
+        sys.executable,
+        "-m",
+        "bncourse.grading.runner",
+        mode,
+        inner_work,
+        inner_candidates,
+        str(to_runner_r),
+        str(from_runner_w),
+    ]
+    if isolated:
+        mounts = _mounts(work, candidates, notebook)
+        command = [shutil.which("bwrap") or "bwrap", *mounts, *_flags()]
+        command += ["--", *runner]
+        env = {"PATH": os.environ.get("PATH", ENVIRONMENT["PATH"])}
+        cwd = "/"
+    else:
+        from .processes import TOKEN_VARIABLE, new_token
+
+        token = new_token()
+        command = [*runner, token]
+        env = {**environment(), "HOME": str(work.parent / "home"), "TMPDIR": str(work.parent)}
+        env.update(MPLCONFIGDIR=str(work.parent / "mpl"), JUPYTER_RUNTIME_DIR=str(work.parent))
+        env["PYTHONPATH"] = str(PACKAGE.parent)
+        env[TOKEN_VARIABLE] = token
+        env["BNCOURSE_FONT_CACHE"] = str(font_cache() or "")
+        (work.parent / "home").mkdir(exist_ok=True)
+        cwd = str(work)
+    group = process_group_limit()
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            pass_fds=(to_runner_r, from_runner_w),
+            preexec_fn=lambda: _limits(cpu_seconds, group),
+            start_new_session=True,
+        )
+    os.close(to_runner_r)
+    os.close(from_runner_w)
+    return Sandbox(process, from_runner_r, to_runner_w, isolated, log, group)
