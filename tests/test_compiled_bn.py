@@ -34,6 +34,17 @@ from bncourse import compiled_bn, torch_bn
 pytestmark = pytest.mark.xdist_group("compiled_bn")
 
 
+@pytest.fixture(autouse=True)
+def fresh_compilations():
+    """Each test compiles as a fresh process would. The compiled_bn group shares one worker
+    with the parity suite, whose aot_eager runs on strided views leave TorchDynamo's
+    automatic-dynamic state behind (every size and stride a symbol); inductor code compiled
+    from that state read out of bounds in one of these tests (a segmentation fault)."""
+    compiled_bn.reset()
+    yield
+    compiled_bn.reset()
+
+
 def _inputs(shape, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(shape, generator=g, dtype=dtype) * 2 + 1).requires_grad_()
