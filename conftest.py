@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # (set by xdist in its workers)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent
@@ -98,3 +98,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.path.suffix == ".ipynb":  # a cell that nbval runs
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than there are cores. About half of the suite's wall time
+    is waiting (the timeouts the grader's tests wait out on purpose, processes starting, a
+    browser loading pages), which a worker that waits does not use; the extra one does."""
+    return (os.cpu_count() or 1) + 1
