@@ -9,6 +9,7 @@ exercise id it checks is registered in bncourse.checks.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -634,13 +635,14 @@ def test_an_xdist_group_runs_on_one_worker(tmp_path):
     (tmp_path / "test_other.py").write_text(
         "import pytest\n@pytest.mark.parametrize('i', range(6))\ndef test_other(i):\n    pass\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup"]
+    run = subprocess.run(  # xdist alone: the other plugins' imports would take most of the time
+        [sys.executable, "-m", "pytest", "-q", "-p", "xdist", "-n", "2", "--dist", "loadgroup"]
         + ["-p", "no:cacheprovider"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
+        env=dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"),
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert len((tmp_path / "builds.txt").read_text().split()) == 1, "the fixture built twice"
