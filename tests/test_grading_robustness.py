@@ -191,3 +191,43 @@ def test_without_a_sandbox_grading_is_a_self_check_that_says_so(tmp_path):
     assert suite.find("properties/property[@name='tamper-proof']").get("value") == "false"
     for name in ("g.csv", "c.md", "s.md"):
         assert "NOT TAMPER-PROOF" in out[name].read_text(), name
+
+
+FORGER = r'''
+import json, os, struct
+
+def forge(message):
+    """Write a message into the judge's channel as if the runner had sent it."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"bncourse.grading.runner" in argv:
+            write_fd = int(argv[argv.index(b"bncourse.grading.runner") + 5])
+            header = json.dumps({**message, "blobs": []}).encode()
+            try:  # (bwrap's own command line names the runner too)
+                with open(f"/proc/{pid}/fd/{write_fd}", "wb", buffering=0) as channel:
+                    channel.write(struct.pack(">I", len(header)) + header)
+            except OSError:
+                continue
+
+forge({"op": "alive", "seconds": float("nan")})
+forge({"op": "ran", "notes": 5})'''
+
+
+@pytest.mark.slow
+def test_forged_runner_messages_cost_only_their_own_notebook(tmp_path):
+    """The sandbox can write anything into the judge's channel: a message of the wrong shape
+    is that notebook's problem, and the classmate next to it is graded as usual."""
+    for learner, extra in (("alice", (FORGER,)), ("bob", ())):
+        (tmp_path / learner).mkdir()
+        made.write(
+            made.chapter_notebook(CHAPTER1, extra=extra), tmp_path / learner / f"{CHAPTER1}.ipynb"
+        )
+    results = grader.grade([str(tmp_path)], timeout=SHORT_TIMEOUT)
+    by_learner = {}
+    for result in results:
+        by_learner.setdefault(result.learner, []).append(result.status)
+    assert by_learner["bob"] == ["passed"] * 3, results
+    assert by_learner["alice"], "the forger's notebook has rows of its own"

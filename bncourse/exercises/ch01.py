@@ -101,7 +101,13 @@ def check_extreme_batch(extreme_batch: Callable[..., Any]) -> str:
         x = x.astype(np.float64)
         if not np.isfinite(x).all():
             raise CheckFailed(f"extreme_batch({m}) contains non-finite values")
-        std = x.std()
+        with np.errstate(over="ignore", invalid="ignore"):
+            std = x.std()
+        if not np.isfinite(std):  # (x - mean)/std would be inf/inf: no bound is reached
+            raise CheckFailed(
+                f"extreme_batch({m}): the mean or the spread of your values overflows float64 "
+                "(use moderate numbers: the bound does not depend on the scale)"
+            )
         if std <= 1e-12 * max(1.0, np.abs(x).max()):
             raise CheckFailed(
                 f"extreme_batch({m}) is constant: its normalized values are all 0 (0/0 without eps)"

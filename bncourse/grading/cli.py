@@ -387,7 +387,15 @@ def grade(
             row = Result(str(path), "(notebook)", "error", str(source), 0.0, learner)
             row.isolated = isolated
             return [row]
-        return run_notebook(path, timeout, data=source, learner=learner, isolated=isolated).results
+        try:
+            return run_notebook(
+                path, timeout, data=source, learner=learner, isolated=isolated
+            ).results
+        except Exception as error:  # the grader's own failure on one notebook: its row only
+            message = f"the grader failed on this notebook ({type(error).__name__}: {error})"
+            row = Result(str(path), "(notebook)", "error", message[:500], 0.0, learner)
+            row.isolated = isolated
+            return [row]
 
     results: list[Result] = []
     if jobs <= 1:

@@ -21,6 +21,7 @@ loads the notebook's functions again, without running the notebook again.
 from __future__ import annotations
 
 import builtins
+import math
 import shutil
 import stat
 import tempfile
@@ -410,13 +411,13 @@ class Notebook:
                 message, _ = connection.receive(step + GRACE)
             except SandboxStopped as stopped:
                 return [], "", self._stopped(stopped.status)
-            if message.get("op") == "alive":
-                seconds = message.get("seconds")
-                step = float(seconds) if isinstance(seconds, int | float) else START
+            if message.get("op") == "alive":  # (the sandbox can forge any message: check all)
+                step = _finite(message.get("seconds"), START)
                 step = min(max(step, 1.0), self.submission.deadline)
                 continue
             if message.get("op") == "ran":
-                notes = [str(n)[:300] for n in message.get("notes", [])][:50]
+                notes = message.get("notes")
+                notes = [str(n)[:300] for n in notes][:50] if isinstance(notes, list) else []
                 executed = message.get("executed")
                 return notes, executed if isinstance(executed, str) else "", None
             return [], "", self._stopped("error")
@@ -514,6 +515,17 @@ def _judge_one(notebook: Notebook, exercise_id: str, timeout: float) -> Verdict:
             return _decide(exercise_id, candidate)
         finally:
             connection.deadline = None
+
+
+def _finite(value: Any, default: float) -> float:
+    """``value`` as a finite float, or ``default`` (a bool, a string, NaN, 10**400, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    try:
+        number = float(value)
+    except OverflowError:
+        return default
+    return number if math.isfinite(number) else default
 
 
 def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[str], str]:

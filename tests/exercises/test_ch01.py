@@ -52,6 +52,8 @@ def test_standardize_must_not_modify_its_input():
             r".*put all the spread in one value",
         ),
         (lambda m: np.ones(m), "constant"),
+        (lambda m: np.full(m, 1e308), "overflows"),  # inf/inf is NaN, and NaN < bound is False
+        (lambda m: np.r_[np.zeros(m - 1), 1e308], "overflows"),
         (lambda m: np.zeros(m + 1), r"has shape \(3,\), expected \(2,\)"),
     ],
 )
