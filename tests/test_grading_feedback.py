@@ -7,6 +7,8 @@ bncourse.exercises) and checked in this process with ``check`` (the judge runs t
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 import torch
@@ -115,6 +117,9 @@ def test_answers_reach_the_judge_as_plain_data_only():
     answer = decode(tree, blobs, trusted=True)
     assert type(answer[0]) is np.ndarray and not np.allclose(answer[0], np.ones(3))
     assert answer[1] == [2.0] and answer[2] == {"k": 3} and type(answer[3]) is torch.Tensor
+    stats = collections.namedtuple("Stats", "mean var")(np.zeros(2), np.ones(2))
+    mean, var = decode(encode(stats, blobs), blobs, trusted=True)  # a right answer's shape
+    assert type(mean) is np.ndarray and var.tolist() == [1.0, 1.0]
     with pytest.raises(TypeError):
         encode(np.array([object()]), [])
     pickled: list[bytes] = []

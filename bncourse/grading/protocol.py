@@ -172,8 +172,9 @@ def encode(
         return value
     if kind is float:
         return value if math.isfinite(value) else {"$": "float", "value": repr(value)}
-    if kind in (tuple, list):
-        return {"$": kind.__name__, "items": [encode(v, blobs, **more) for v in value]}
+    if isinstance(value, tuple | list):  # a namedtuple too: it arrives as a plain tuple
+        name = "tuple" if isinstance(value, tuple) else "list"
+        return {"$": name, "items": [encode(v, blobs, **more) for v in value]}
     if kind is dict:
         items = [[encode(k, blobs, **more), encode(v, blobs, **more)] for k, v in value.items()]
         return {"$": "dict", "items": items}
