@@ -231,3 +231,18 @@ def test_forged_runner_messages_cost_only_their_own_notebook(tmp_path):
         by_learner.setdefault(result.learner, []).append(result.status)
     assert by_learner["bob"] == ["passed"] * 3, results
     assert by_learner["alice"], "the forger's notebook has rows of its own"
+
+
+@pytest.mark.slow
+def test_a_notebook_graded_alone_sees_no_file_next_to_it(tmp_path):
+    """Grading one notebook copies that notebook into the sandbox, not its folder (which may be
+    the teacher's home): a file beside it is not there to read."""
+    (tmp_path / "teacher_secret.txt").write_text("token=hunter2\n")
+    peeking = made.solution("standardize") + (
+        "\nimport os\nif os.path.exists('teacher_secret.txt'):\n    standardize = None\n"
+    )
+    path = made.write(
+        made.chapter_notebook(CHAPTER1, {"standardize": peeking}), tmp_path / f"{CHAPTER1}.ipynb"
+    )
+    results = grader.grade_notebook(path, timeout=SHORT_TIMEOUT)
+    assert [r.status for r in results if r.exercise == "standardize"] == ["passed"], results

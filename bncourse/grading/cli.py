@@ -247,7 +247,9 @@ def run_notebook(
         submission = Submission(
             name=name,
             data=data,
-            folder=None if learner == "" and path.parent == Path(".") else path.parent,
+            # a learner's own folder in a class; a notebook alone otherwise (the folder it
+            # lies in may be the teacher's, or hold other learners' files)
+            folder=path.parent if learner else None,
             filename=path.name if path.name.endswith(".ipynb") else "notebook.ipynb",
             exercises=present,
             timeout=float(timeout),

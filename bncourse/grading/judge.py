@@ -1,16 +1,16 @@
 """The trusted judge: decides every exercise of one notebook without holding a learner object.
 
 :func:`grade_submission` starts the sandbox (:mod:`bncourse.grading.sandbox`) on a private
-copy of the learner's folder, lets the runner (:mod:`bncourse.grading.runner`) execute the
-notebook there, and then runs each exercise's checker *here*, in the grader's own process,
-on a :class:`Remote` candidate: calling it sends the arguments to the sandbox as plain data
-(:mod:`bncourse.grading.protocol`) and turns the plain answer back into NumPy arrays,
-tensors and numbers. What the learner wrote never runs here and nothing here is unpickled,
-so no learner object can replace a checker's code, patch NumPy, outlive a guard or fake a
-verdict. An argument the candidate may change in place (an array, a tensor, a module) is
-updated from the sandbox's copy after each call; a candidate that is a
-``torch.autograd.Function`` is stood in for by a Function of the judge's whose forward and
-backward are round trips (:func:`autograd_proxy`).
+copy of the notebook (with the rest of the learner's folder in a class run), lets the runner
+(:mod:`bncourse.grading.runner`) execute the notebook there, and then runs each exercise's
+checker *here*, in the grader's own process, on a :class:`Remote` candidate: calling it
+sends the arguments to the sandbox as plain data (:mod:`bncourse.grading.protocol`) and
+turns the plain answer back into NumPy arrays, tensors and numbers. What the learner wrote
+never runs here and nothing here is unpickled, so no learner object can replace a checker's
+code, patch NumPy, outlive a guard or fake a verdict. An argument the candidate may change
+in place (an array, a tensor, a module) is updated from the sandbox's copy after each call;
+a candidate that is a ``torch.autograd.Function`` is stood in for by a Function of the
+judge's whose forward and backward are round trips (:func:`autograd_proxy`).
 
 The verdict (status, message, credit, and the misconception: a field the checker sets, never
 read out of a message) is made here only. A candidate that runs past the exercise's time
