@@ -35,6 +35,15 @@ import pytest
 
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # (set by xdist in its workers)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # TorchInductor's disk cache, one per worker (and the kernels it starts): two processes
+    # compiling the same passes at once (chapter 5 under nbval, tests/test_compiled_bn.py)
+    # shared one cache folder, and a test then ran code that computed garbage
+    os.environ.setdefault(
+        "TORCHINDUCTOR_CACHE_DIR",
+        os.path.join(
+            tempfile.gettempdir(), f"bncourse-inductor-{os.environ['PYTEST_XDIST_WORKER']}"
+        ),
+    )
 
 ROOT = Path(__file__).resolve().parent
 SANITIZE = ROOT / "tests" / "nbval_sanitize.cfg"
