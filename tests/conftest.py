@@ -5,7 +5,7 @@
   machine without hypothesis can still run the tests that do not use it, such as
   tests/test_triton_bn.py on a GPU machine.)
 * ``built_book``: the book built once per test session, strictly, into a temporary folder,
-  from the outputs committed with the notebooks (tests/test_notebooks.py re-executes them);
+  from the outputs committed with the notebooks (nbval re-executes them: conftest.py);
   used by the build test and the browser tests. While developing the browser tests,
   ``BNCOURSE_REUSE_BOOK=DIR`` points the fixture at a book already built into ``DIR/_build``
   instead (CI never sets it).
