@@ -18,7 +18,8 @@ imports only the modules of its own line or of the lines above it):
 * :mod:`bncourse.fold` -- BatchNorm folded into the preceding Linear/Conv for inference.
 * :mod:`bncourse.norm_family` -- BatchNorm, LayerNorm, InstanceNorm, GroupNorm by reduced axes.
 * :mod:`bncourse.training` -- the scikit-learn digits as tensors, small models, a seeded
-  float64 training loop (chapter 7).
+  float64 training loop (chapter 7); :mod:`bncourse.ddp_train` -- its CNN trained with DDP
+  and SyncBatchNorm under ``torchrun`` (chapter 9).
 * :mod:`bncourse.variance_methods` -- chapter 8's ways to compute a variance.
 * :mod:`bncourse.gradcheck` -- central differences, relative errors, gradcheck of a batch_norm.
 * :mod:`bncourse.bench` -- forward+backward timings, eager and compiled, against ``torch.nn``

@@ -73,9 +73,34 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     )
 
 
+def _usage_error(message: str) -> int:
+    """A command line that cannot work: one ``error: ...`` line on stderr, exit status 2
+    (argparse's status for a usage error), before any work is done."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _writable_file(path: str) -> str | None:
+    """Why ``path`` cannot be written (``None`` if it can), found before the work that
+    would end by writing it: by opening it to append, as the writing will (a file that did
+    not exist is removed again)."""
+    target = Path(path)
+    existed = target.exists()
+    try:
+        with open(target, "a"):
+            pass
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    if not existed:
+        target.unlink()
+    return None
+
+
 def _cmd_make_exercises(args: argparse.Namespace) -> int:
     from .exercise_notebooks import out_of_sync, write_exercises
 
+    if not Path(args.source).is_dir():
+        return _usage_error(f"--source {args.source} is not a folder of chapter notebooks")
     if args.check:
         problems = out_of_sync(Path(args.source), Path(args.target))
         for problem in problems:
@@ -92,6 +117,9 @@ def _cmd_run_notebooks(args: argparse.Namespace) -> int:
     from .notebooks import execute_in_place
 
     for path in args.paths:
+        if not Path(path).is_file():
+            return _usage_error(f"no such notebook: {path}")
+    for path in args.paths:
         print(f"executing {path}", flush=True)
         execute_in_place(Path(path), timeout=args.timeout)
     return 0
@@ -106,12 +134,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         shapes = [parse_shape(text) for text in args.shape] if args.shape else None
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if torch.device(args.device).type == "cuda":
+        return _usage_error(str(error))
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        return _usage_error(
+            f"--device is cpu or cuda (cuda:N for another GPU), got {args.device!r}"
+        )
+    if args.repeats < 1:
+        return _usage_error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.warmup < 0:
+        return _usage_error(f"--warmup must be 0 or more, got {args.warmup}")
+    if args.json and (problem := _writable_file(args.json)):
+        return _usage_error(f"cannot write --json {args.json}: {problem}")
+    if device.type == "cuda":
         if not torch.cuda.is_available():
-            print("error: --device cuda asked for, but CUDA is not available here", file=sys.stderr)
-            return 2
+            return _usage_error("--device cuda asked for, but CUDA is not available here")
         from .gpu_bench import Case
         from .gpu_bench import main as gpu_main
 

@@ -57,7 +57,7 @@ from typing import Callable
 import torch
 
 from . import compiled_bn, torch_bn
-from .conventions import MODULE_FOR_NDIM
+from .conventions import MODULE_FOR_NDIM, values_per_channel
 
 __all__ = [
     "DEFAULT_SHAPES",
@@ -114,7 +114,8 @@ class Result:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"64x64x32x32"`` (or ``"64,64,32,32"``) -> ``(64, 64, 32, 32)``; 2 to 5 dimensions."""
+    """``"64x64x32x32"`` (or ``"64,64,32,32"``) -> ``(64, 64, 32, 32)``; 2 to 5 dimensions,
+    with more than one value per channel (the benchmark trains)."""
     try:
         shape = tuple(int(part) for part in text.replace(",", "x").split("x"))
     except ValueError:
@@ -123,6 +124,10 @@ def parse_shape(text: str) -> tuple[int, ...]:
         ) from None
     if not 2 <= len(shape) <= 5 or min(shape) < 1:
         raise ValueError(f"a BatchNorm input has 2 to 5 positive sizes (N, C, ...), got {text!r}")
+    if values_per_channel(shape) == 1:
+        raise ValueError(
+            f"training needs more than 1 value per channel (N * spatial sizes), got {text!r}"
+        )
     return shape
 
 
@@ -248,26 +253,56 @@ def run(
 
 def format_table(results: list[Result]) -> str:
     """The results as an aligned text table: median times in ms, ratios of medians, and the
-    ratios of best times in brackets; then the compile time of each case."""
-    header = (
-        f"{'shape':<18} {'module':<11} {'layout':<13} {'ours ms':>8} {'compiled':>9} {'native':>8} "
-        f"{'copy':>6} {'ours/native':>14} {'compiled/native':>16} {'compiled/copy':>14} "
-        f"{'native/copy':>14}"
-    )
-    lines = [header, "-" * len(header)]
+    ratios of best times in brackets; then the compile time of each case. The compiled
+    module's columns only where it was timed (not with ``compiled=False``)."""
+    with_compiled = any(not math.isnan(r.compiled_ms) for r in results)
 
     def pair(median: float, best: float, width: int) -> str:
         return f"{median:.2f} [{best:.2f}]".rjust(width)
 
-    for r in results:
-        lines.append(
-            f"{str(tuple(r.shape)):<18} {r.module:<11} {r.layout:<13} {r.ours_median_ms:>8.2f} "
-            f"{r.compiled_median_ms:>9.2f} {r.native_median_ms:>8.2f} {r.copy_median_ms:>6.2f} "
-            f"{pair(r.ours_over_native_median, r.ours_over_native, 14)} "
-            f"{pair(r.compiled_over_native_median, r.compiled_over_native, 16)} "
-            f"{pair(r.compiled_over_copy_median, r.compiled_over_copy, 14)} "
-            f"{pair(r.native_over_copy_median, r.native_over_copy, 14)}"
+    def row(r: Result | None) -> str:
+        """The header (``r`` None) or the line of one result."""
+        cells = [
+            ("shape", 18, lambda r: str(tuple(r.shape)), "<"),
+            ("module", 11, lambda r: r.module, "<"),
+            ("layout", 13, lambda r: r.layout, "<"),
+            ("ours ms", 8, lambda r: f"{r.ours_median_ms:.2f}", ">"),
+            ("compiled", 9, lambda r: f"{r.compiled_median_ms:.2f}", ">"),
+            ("native", 8, lambda r: f"{r.native_median_ms:.2f}", ">"),
+            ("copy", 6, lambda r: f"{r.copy_median_ms:.2f}", ">"),
+            (
+                "ours/native",
+                14,
+                lambda r: pair(r.ours_over_native_median, r.ours_over_native, 14),
+                ">",
+            ),
+            (
+                "compiled/native",
+                16,
+                lambda r: pair(r.compiled_over_native_median, r.compiled_over_native, 16),
+                ">",
+            ),
+            (
+                "compiled/copy",
+                14,
+                lambda r: pair(r.compiled_over_copy_median, r.compiled_over_copy, 14),
+                ">",
+            ),
+            (
+                "native/copy",
+                14,
+                lambda r: pair(r.native_over_copy_median, r.native_over_copy, 14),
+                ">",
+            ),
+        ]
+        return " ".join(
+            f"{(name if r is None else text(r)):{align}{width}}"
+            for name, width, text, align in cells
+            if with_compiled or not name.startswith("compiled")
         )
+
+    header = row(None)
+    lines = [header, "-" * len(header), *(row(r) for r in results)]
     lines.append("(times: medians; ratios: of medians [of best times])")
     compile_times = ", ".join(
         f"{tuple(r.shape)} {r.layout}: {r.compile_s:.1f} s"

@@ -28,8 +28,10 @@ another order).
 
 Where the compiled code is not used, the eager formulas of :mod:`bncourse.torch_bn` run:
 
-* ``torch.compile`` cannot work here (no C++ compiler, an unsupported platform or Python):
-  the first call warns once, with the reason, and from then on everything runs eager;
+* ``torch.compile`` cannot work here (no C++ compiler, an unsupported platform or Python,
+  PyTorch installed under a path with a space: :func:`path_problem`): the first call warns
+  once, with the reason (and the remedy where one is known), and from then on everything
+  runs eager;
 * the backward pass is itself differentiated (``create_graph=True``): TorchInductor's code is
   not differentiable, so the eager backward runs (and recomputes the statistics, as
   :class:`~bncourse.torch_bn.BatchNormFunction` does);
@@ -56,6 +58,7 @@ from .validation import apply_checked
 __all__ = [
     "compiled",
     "compile_disabled",
+    "path_problem",
     "reset",
     "generated_kernel",
     "loop_nests",
@@ -143,6 +146,46 @@ def _compile_settings() -> Iterator[None]:
             setattr(config, key, value)
 
 
+def path_problem(torch_dir: str | None = None) -> str | None:
+    """Why TorchInductor's C++ build cannot work from this installation, known before
+    trying (``None``: nothing known). ``torch_dir``: where PyTorch is installed (default:
+    this process's).
+
+    TorchInductor's C++ command line names PyTorch's headers and libraries by their paths,
+    and torch 2.13 splits the command at spaces: under a path with a space (the course's
+    ``.venv`` inside a clone at ``~/My Courses/bn``) the compiler gets the halves and fails.
+    """
+    torch_dir = torch_dir or os.path.dirname(torch.__file__)
+    if not any(character.isspace() for character in torch_dir):
+        return None
+    return (
+        f"PyTorch is installed under a path with a space ({torch_dir}), which TorchInductor's "
+        "C++ build command cannot take (it splits the command at spaces). To compile, put "
+        "the course's folder (with its .venv) at a path without spaces, e.g. ~/bn-course, "
+        "and run `python3 course.py test` there again"
+    )
+
+
+def _reason(error: Exception) -> str:
+    """The reason an error gives, in one line: its type, its first line that is not blank,
+    and for a C++ compiler's failure the compiler's first line that says "error"."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = f"{type(error).__name__}: {lines[0] if lines else '(no message)'}"
+    compiler = next((line for line in lines[1:] if "error" in line.lower()), None)
+    return reason if compiler is None else f"{reason} ({compiler})"
+
+
+def _give_up(reason: str) -> None:
+    """From now on, run eager: say so once, with the reason."""
+    _disabled.append(reason)
+    warnings.warn(
+        "bncourse.compiled_bn: torch.compile cannot work here, so BatchNorm runs chapter 5's "
+        f"eager operations (same results, slower). The reason: {reason}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 def run(name: str, *args: Any) -> Any:
     """``torch_bn.<name>(*args)``: compiled where it can be, else eager (see the module).
 
@@ -152,19 +195,15 @@ def run(name: str, *args: Any) -> Any:
     Each pass may be compiled for up to 128 combinations of number of dimensions, dtype,
     layout, options and sizes (TorchDynamo's default limit is 8, after which it would run
     eager without a word); past them it fails loudly, which warns below."""
+    if not _disabled and _outside_other_transforms() and (problem := path_problem()):
+        _give_up(problem)
     if not _disabled and _outside_other_transforms():
         args = tuple(a.detach() if isinstance(a, torch.nn.Parameter) else a for a in args)
         try:
             with _compile_settings():
                 return compiled(name)(*args)
         except Exception as error:  # the compiler cannot work here: say so, once, and go eager
-            _disabled.append(f"{type(error).__name__}: {str(error).strip().splitlines()[0]}")
-            warnings.warn(
-                "bncourse.compiled_bn: torch.compile cannot work here, so BatchNorm runs "
-                f"chapter 5's eager operations (same results, slower). The reason: {_disabled[0]}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            _give_up(_reason(error))
     return getattr(torch_bn, name)(*args)
 
 
@@ -254,6 +293,8 @@ def generated_kernel(name: str, *args: Any) -> str:
     (``ks0``, ...), its arrays ``in_ptr0, ...`` (read) and ``out_ptr0, ...`` (written)."""
     from torch._inductor.utils import run_and_get_code
 
+    if problem := path_problem():
+        raise RuntimeError(problem)
     function = torch.compile(getattr(torch_bn, name), dynamic=True, fullgraph=True)
     with (
         torch._inductor.config.patch({**_SCALAR, "fx_graph_cache": False}),

@@ -33,6 +33,7 @@ __all__ = [
     "ONE_VALUE_PER_CHANNEL",
     "one_value_per_channel",
     "wrong_length",
+    "not_one_dimensional",
     "missing_in_evaluation",
     "wrong_input_dimensions",
     "eps_not_positive",
@@ -92,6 +93,12 @@ def one_value_per_channel(size: Any) -> str:
 def wrong_length(name: str, channels: int, numel: int) -> str:
     """A per-channel tensor with another number of elements than ``C``: a RuntimeError."""
     return f"{name} should contain {channels} elements not {numel}"
+
+
+def not_one_dimensional(ndim: int) -> str:
+    """A running statistic that is not a vector (``(1, C)``, a transposed ``(2, 2)``):
+    ATen indexes it as one, and refuses it in these words (a RuntimeError)."""
+    return f"TensorAccessor expected 1 dims but tensor has {ndim}"
 
 
 def missing_in_evaluation(name: str) -> str:

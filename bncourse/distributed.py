@@ -45,6 +45,7 @@ from .validation import accumulation_dtype, check_tensors
 
 __all__ = [
     "local_stats",
+    "check_same_channels_and_dtype",
     "merge_stats",
     "SyncBatchNormFunction",
     "SyncBatchNorm",
@@ -82,6 +83,32 @@ def _gather_stats(
     stacked = torch.stack(parts)  # (P, 1 + 2C)
     c = mean.numel()
     return stacked[:, 0], stacked[:, 1 : 1 + c], stacked[:, 1 + c :]
+
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # codes for the check
+
+
+def check_same_channels_and_dtype(input: Tensor, group: Any) -> None:
+    """Every process holds inputs of the same number of channels and dtype, or a
+    ``ValueError`` naming what each rank holds, raised on every process.
+
+    The statistics are exchanged as one message of ``1 + 2C`` numbers in the accumulation
+    dtype; with another ``C`` or dtype on some process the collective itself would fail
+    (gloo aborts the whole process). So ``C`` and the dtype go first, as two integers that
+    every process can gather whatever it holds."""
+    mine = torch.tensor([input.shape[1], _DTYPES.index(input.dtype)], device=input.device)
+    parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, mine, group=group)
+    held = [(int(channels), _DTYPES[int(code)]) for channels, code in parts]
+    if len(set(held)) > 1:
+        described = "; ".join(
+            f"rank {rank}: {channels} channels, {dtype}"
+            for rank, (channels, dtype) in enumerate(held)
+        )
+        raise ValueError(
+            "SyncBatchNorm needs inputs of the same number of channels and dtype on every "
+            f"process, got {described}"
+        )
 
 
 class SyncBatchNormFunction(torch.autograd.Function):
@@ -194,6 +221,8 @@ class SyncBatchNorm(BatchNormNd):
         # batch_norm's checks of the per-channel tensors and dtypes; not the batch size, which
         # only the global batch decides (a process may hold one sample, or none)
         check_tensors(input, self.running_mean, self.running_var, self.weight, self.bias, True)
+        group = self.process_group or dist.group.WORLD
+        check_same_channels_and_dtype(input, group)
         return SyncBatchNormFunction.apply(
             input,
             self.weight,
@@ -202,7 +231,7 @@ class SyncBatchNorm(BatchNormNd):
             self.running_var,
             self._count_batch(),
             self.eps,
-            self.process_group or dist.group.WORLD,
+            group,
         )
 
     @classmethod

@@ -11,7 +11,15 @@ has its weights scaled by ``a[k]``. The folded model computes the same function 
 layer fewer, so inference reads and writes the activations once less.
 
 Only a BatchNorm that normalizes with running statistics can be folded: in training mode (or
-with ``track_running_stats=False``) its statistics depend on the batch.
+with ``track_running_stats=False``) its statistics depend on the batch, so folding refuses it
+(call ``model.eval()`` first).
+
+A ``Linear`` followed by ``BatchNorm1d`` folds for ``(N, F)`` inputs. On a 3-d input
+``(N, L, F)`` the Linear acts on the last axis but ``BatchNorm1d`` normalizes axis 1 (``L``,
+which it then requires to equal ``F``): the pair is not one affine map per feature, and
+folding it (as ``torch.nn.utils.fusion.fuse_linear_bn_eval`` does too) would give another
+function. So the folded layer, a :class:`FoldedLinear`, refuses inputs of other than 2
+dimensions.
 """
 
 from __future__ import annotations
@@ -21,18 +29,24 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["folded_affine", "fold_batchnorm", "fold_sequential"]
+__all__ = ["folded_affine", "FoldedLinear", "fold_batchnorm", "fold_sequential"]
 
 FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def folded_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """``(a, b)`` of shape ``(C,)`` with ``bn(z) == a * z + b`` per channel in eval mode
-    (float64)."""
+    (float64); ``bn`` must be in eval mode and track running statistics."""
     if not bn.track_running_stats or bn.running_mean is None:
         raise ValueError(
             "only a BatchNorm with running statistics (track_running_stats=True) can be folded: "
             "without them its output depends on the batch"
+        )
+    if bn.training:
+        raise ValueError(
+            f"{type(bn).__name__} is in training mode, where it normalizes with each batch's "
+            "statistics: no fixed layer computes that. Fold a model in evaluation mode "
+            "(model.eval() first)"
         )
     mean = bn.running_mean.detach().double()
     var = bn.running_var.detach().double()
@@ -42,12 +56,30 @@ def folded_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, to
     return a, beta - a * mean
 
 
+class FoldedLinear(nn.Linear):
+    """An ``nn.Linear`` folded from ``Linear`` + ``BatchNorm1d``: the same layer, for ``(N, F)``
+    inputs only (see the module's docstring: on ``(N, L, F)`` the BatchNorm normalized axis
+    1, which no fold of the Linear reproduces)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() != 2:
+            raise ValueError(
+                "this Linear was folded with the BatchNorm1d after it, which is one affine map "
+                "per feature only for (N, F) inputs; for a "
+                f"{input.dim()}-d input BatchNorm1d normalizes axis 1, not the features: "
+                "keep that BatchNorm1d unfolded"
+            )
+        return super().forward(input)
+
+
 def fold_batchnorm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
     """A new layer equal to ``bn(layer(x))`` with ``bn`` in eval mode (inputs are unchanged).
 
     ``layer`` is an ``nn.Linear`` or ``nn.Conv1d/2d/3d`` whose output channels are the
     BatchNorm's features. The arithmetic is done in float64 and rounded once to the layer's
-    dtype. The result always has a bias (``b`` is generally not zero).
+    dtype. The result always has a bias (``b`` is generally not zero); a Linear becomes a
+    :class:`FoldedLinear`. ``bn`` must be in evaluation mode: in training it normalizes with
+    each batch's statistics, which no fixed layer computes.
     """
     if not isinstance(layer, FOLDABLE):
         raise TypeError(
@@ -64,6 +96,8 @@ def fold_batchnorm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.
     bias = layer.bias.detach().double() if layer.bias is not None else torch.zeros_like(a)
     scale = a.reshape(-1, *([1] * (weight.dim() - 1)))  # one factor per output channel
     folded = copy.deepcopy(layer)
+    if isinstance(layer, nn.Linear):
+        folded.__class__ = FoldedLinear  # the same parameters, for (N, F) inputs only
     if folded.bias is None:
         folded.bias = nn.Parameter(
             torch.empty(out_channels, dtype=layer.weight.dtype, device=layer.weight.device)

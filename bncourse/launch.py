@@ -182,11 +182,9 @@ def run_distributed(
                 rank, status, payload = results.get(timeout=0.2)
             except queue_module.Empty:
                 for rank, process in enumerate(processes):
-                    if (
-                        rank not in done
-                        and not process.is_alive()
-                        and process.exitcode not in (None, 0)
-                    ):
+                    # a rank that is gone without a result: killed, crashed, or an exit
+                    # with status 0 (os._exit, a library's exit()) before it returned
+                    if rank not in done and process.exitcode is not None:
                         # give a report that is already on its way a moment to arrive
                         try:
                             rank2, status, payload = results.get(timeout=1.0)

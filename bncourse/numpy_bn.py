@@ -36,6 +36,8 @@ import numpy as np
 
 from .conventions import (
     channel_shape,
+    eps_negative,
+    eps_not_positive,
     one_value_per_channel,
     reduce_axes,
     too_few_dimensions,
@@ -47,6 +49,7 @@ __all__ = [
     "Cache",
     "BatchNorm",
     "validate",
+    "check_array",
     "channel_mean",
     "channel_sum",
     "batch_stats",
@@ -82,20 +85,24 @@ def validate(
     training: bool = True,
     running_mean: np.ndarray | None = None,
     running_var: np.ndarray | None = None,
+    eps: float | None = None,
 ) -> None:
     """Raise a clear error for input BatchNorm cannot handle.
 
-    * ``TypeError`` for a non-floating input (integers would silently truncate);
+    * ``TypeError`` for anything but a NumPy array (a list too), and for a non-floating
+      input (integers would silently truncate);
     * ``ValueError`` for fewer than 2 dimensions, for per-channel vectors of the wrong shape,
-      and, in training, for a single value per channel (its variance is undefined) with
-      PyTorch's wording "Expected more than 1 value per channel when training, ...".
+      in training for a single value per channel (its variance is undefined) with PyTorch's
+      wording "Expected more than 1 value per channel when training, ...", and for a
+      negative ``eps`` (when given), in PyTorch's words. An empty batch is fine, as in
+      PyTorch: its output is empty.
+
+    One deliberate difference: ``eps = 0`` in training, which PyTorch refuses, is allowed
+    here, because chapters 3 and 6 use it to show what holds exactly only without ``eps``
+    (``sum(dx * xhat) = 0``, scale invariance); a channel of equal values then divides 0 by
+    0, as the formula says.
     """
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"batch_norm: expected a NumPy array, got {type(x).__name__}")
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(
-            f"batch_norm: expected a floating-point input (float32 or float64), got {x.dtype}"
-        )
+    check_array(x)
     if x.ndim < 2:
         raise ValueError(too_few_dimensions(x.shape))
     num_channels = x.shape[1]
@@ -103,8 +110,20 @@ def validate(
     _check_channel_vector("beta", beta, num_channels)
     _check_channel_vector("running_mean", running_mean, num_channels)
     _check_channel_vector("running_var", running_var, num_channels)
-    if training and values_per_channel(x.shape) <= 1:
+    if training and values_per_channel(x.shape) == 1:
         raise ValueError(one_value_per_channel(tuple(x.shape)))
+    if eps is not None and eps < 0:
+        raise ValueError(eps_not_positive(eps) if training else eps_negative(eps))
+
+
+def check_array(x: object) -> None:
+    """A ``TypeError`` unless ``x`` is a float32 or float64 NumPy array."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"batch_norm: expected a NumPy array, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"batch_norm: expected a floating-point input (float32 or float64), got {x.dtype}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,9 +193,14 @@ def forward_train(
     """Training-mode BatchNorm: normalize with the statistics of this batch.
 
     ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` per channel, with the biased batch
-    variance.  Returns ``(y, cache)``; ``y`` has the shape and dtype of ``x``.
+    variance.  Returns ``(y, cache)``; ``y`` has the shape and dtype of ``x``. An empty batch
+    (``m = 0``) has no statistics (NaN in the cache) and gives an empty ``y``, as in PyTorch.
     """
-    validate(x, gamma, beta, training=True)
+    validate(x, gamma, beta, training=True, eps=eps)
+    if x.size == 0:
+        nan = np.full(x.shape[1], np.nan, x.dtype)
+        g = np.ones_like(nan) if gamma is None else np.asarray(gamma, dtype=x.dtype)
+        return x.copy(), Cache(x=x, xhat=x.copy(), mean=nan, var=nan, inv_std=nan, gamma=g)
     mean, var = batch_stats(x)
     inv_std = (1.0 / np.sqrt(var + x.dtype.type(eps))).astype(x.dtype)
     shape = channel_shape(x.ndim)
@@ -199,7 +223,15 @@ def forward_eval(
     Each sample is transformed independently, so a batch of one is fine.  ``running_mean``
     and ``running_var`` have shape ``(C,)``.
     """
-    validate(x, gamma, beta, training=False, running_mean=running_mean, running_var=running_var)
+    validate(
+        x,
+        gamma,
+        beta,
+        training=False,
+        running_mean=running_mean,
+        running_var=running_var,
+        eps=eps,
+    )
     shape = channel_shape(x.ndim)
     mean = np.asarray(running_mean, dtype=x.dtype).reshape(shape)
     var = np.asarray(running_var, dtype=x.dtype).reshape(shape)
@@ -246,6 +278,8 @@ def backward_staged(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndar
     """
     shape = channel_shape(dout.ndim)
     m = values_per_channel(dout.shape)
+    if m == 0:  # an empty batch: nothing to differentiate, zero sums
+        return dout.copy(), channel_sum(dout), channel_sum(dout)
     xc = cache.x - cache.mean.reshape(shape)
 
     dbeta = channel_sum(dout)  # y = ... + beta
@@ -275,6 +309,8 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     m = values_per_channel(dout.shape)
     dbeta = channel_sum(dout)
     dgamma = channel_sum(dout * cache.xhat)
+    if m == 0:  # an empty batch: nothing to differentiate, zero sums
+        return dout.copy(), dgamma, dbeta
     g = dout * cache.gamma.reshape(shape)
     mean_g = (cache.gamma * dbeta / m).reshape(shape)
     mean_g_xhat = (cache.gamma * dgamma / m).reshape(shape)
@@ -328,6 +364,7 @@ class BatchNorm:
         return self.train(False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        check_array(x)
         if x.ndim < 2 or x.shape[1] != self.num_features:
             got = x.shape[1] if x.ndim >= 2 else None
             raise ValueError(
@@ -342,7 +379,8 @@ class BatchNorm:
             )
         out, self.cache = forward_train(x, self.gamma, self.beta, self.eps)
         if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
+            self.num_batches_tracked += 1  # (an empty batch is counted, as PyTorch counts it)
+        if self.training and self.track_running_stats and x.size > 0:
             self.running_mean, self.running_var = update_running_stats(
                 self.running_mean,
                 self.running_var,

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from .conventions import channel_shape, reduce_axes, values_per_channel, wrong_input_dimensions
-from .validation import accumulation_dtype, apply_checked
+from .validation import accumulation_dtype, apply_checked, output_memory_format
 
 __all__ = [
     "batch_stats",
@@ -47,10 +47,13 @@ __all__ = [
     "normalize",
     "batch_norm_backward",
     "grad_input_from_sums",
+    "batch_norm_jvp",
+    "in_output_layout",
     "forward_train",
     "forward_eval",
     "backward",
     "BatchNormFunction",
+    "TracedBatchNormFunction",
     "ThenUpdate",
     "batch_norm",
     "BatchNormNd",
@@ -81,7 +84,11 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     correction = deviations.mean(dims)
     # (an infinite value makes every deviation NaN: the mean is then that infinity, as PyTorch's)
     mean = torch.where(torch.isfinite(first_mean), first_mean + correction, first_mean)
-    return mean, deviations.square().mean(dims) - correction.square()
+    # (finite values whose squares overflow, |x| of 1e20 in float32: the variance is inf, as
+    # PyTorch's, not inf - inf = NaN; correction**2 <= mean(d**2), so it overflows only then)
+    mean_square = deviations.square().mean(dims)
+    var = torch.where(torch.isinf(mean_square), mean_square, mean_square - correction.square())
+    return mean, var
 
 
 def update_running_stats(
@@ -97,12 +104,15 @@ def update_running_stats(
     ``running = (1 - momentum) * running + momentum * batch``; the running variance is fed the
     unbiased batch variance ``var * m / (m - 1)`` (``var`` is the biased one that normalized
     the batch). The arithmetic is in the dtype of ``mean``; the buffers keep their own.
+    The statistics are detached (no gradient flows into a buffer), rather than the update run
+    under ``torch.no_grad()``, which ``torch.export`` would record as a grad-mode switch that
+    ``torch.export.load`` rejects.
     """
-    with torch.no_grad():
-        if running_mean is not None:
-            running_mean.copy_((1 - momentum) * running_mean + momentum * mean)
-        if running_var is not None:
-            running_var.copy_((1 - momentum) * running_var + momentum * var * (m / (m - 1)))
+    mean, var = mean.detach(), var.detach()
+    if running_mean is not None:
+        running_mean.copy_((1 - momentum) * running_mean + momentum * mean)
+    if running_var is not None:
+        running_var.copy_((1 - momentum) * running_var + momentum * var * (m / (m - 1)))
 
 
 def normalize(
@@ -194,30 +204,88 @@ def grad_input_from_sums(
     """Training-mode ``dx`` from the two per-channel sums over the ``m`` values that share
     the statistics: ``sum_dy = sum(dy)`` and ``sum_dy_xc = sum(dy * (x - mean))``, ``(C,)``.
 
-    ``dx = a * dy + k * xc + c`` per channel, with ``a = weight * invstd``: ``c = -a *
-    sum_dy / m`` carries the mean path and ``k = -a * invstd**2 * sum_dy_xc / m`` the variance
-    path. Taking the sums as arguments is what lets SyncBatchNorm
-    (:mod:`bncourse.distributed`) reuse this with sums over every process's values.
+    ``dx = (dy + k * xc + c) * a`` per channel, with ``a = weight * invstd``: ``c =
+    -sum_dy / m`` carries the mean path and ``k = -invstd * (invstd * sum_dy_xc / m)`` the
+    variance path (``invstd * sum_dy_xc / m`` is ``mean(dy * xhat)``, of the size of ``dy``:
+    computed first, ``k`` stays finite where ``invstd**2`` alone would overflow, as with
+    ``eps=1e-45`` and values near 1e-20 in float32). Taking the sums as arguments is what lets
+    SyncBatchNorm (:mod:`bncourse.distributed`) reuse this with sums over every process's
+    values.
     """
     shape = channel_shape(input.ndim)
     a = invstd if weight is None else invstd * weight
-    k = -a * invstd * invstd * sum_dy_xc / m
-    c = -a * sum_dy / m
-    return grad_output * a.view(shape) + (input - mean.view(shape)) * k.view(shape) + c.view(shape)
+    k = -invstd * (invstd * sum_dy_xc / m)
+    c = -sum_dy / m
+    centered = input - mean.view(shape)
+    return (grad_output + centered * k.view(shape) + c.view(shape)) * a.view(shape)
+
+
+def batch_norm_jvp(
+    input_tangent: Tensor | None,
+    weight_tangent: Tensor | None,
+    bias_tangent: Tensor | None,
+    input: Tensor,
+    weight: Tensor | None,
+    mean: Tensor,
+    invstd: Tensor,
+    training: bool,
+) -> Tensor:
+    """Forward-mode derivative of BatchNorm: how the output moves when ``input``, ``weight``
+    and ``bias`` move along the tangents ``dx``, ``dweight``, ``dbias`` (``None``: not
+    moving). The same shapes as the values; ``mean`` and ``invstd`` ``(C,)``.
+
+    With ``xhat = (x - mean) * invstd`` and means per channel over the ``m`` values::
+
+        training:  dxhat = invstd * (dx - mean(dx) - xhat * mean(xhat * dx))
+        eval:      dxhat = invstd * dx           (running statistics: constants)
+        dy = weight * dxhat + dweight * xhat + dbias
+
+    The training line is the derivative of the mean (``mean(dx)``) and of ``invstd``
+    (``-invstd**3 * mean(xc * dx)``): the backward's closed form (:func:`batch_norm_backward`,
+    ``dx = s * (g - mean(g) - xhat * mean(g * xhat))``) with the roles of input and output
+    exchanged, because the Jacobian of the normalization is symmetric.
+    """
+    dims, shape = reduce_axes(input.ndim), channel_shape(input.ndim)
+    xhat = (input - mean.view(shape)) * invstd.view(shape)
+    tangent = torch.zeros_like(xhat)
+    if input_tangent is not None:
+        dxhat = input_tangent * invstd.view(shape)
+        if training:
+            mean_dxhat = dxhat.mean(dims, keepdim=True)
+            dxhat = dxhat - mean_dxhat - xhat * (xhat * dxhat).mean(dims, keepdim=True)
+        tangent = dxhat if weight is None else dxhat * weight.view(shape)
+    if weight_tangent is not None:
+        tangent = tangent + xhat * weight_tangent.view(shape)
+    if bias_tangent is not None:
+        tangent = tangent + bias_tangent.view(shape)
+    return tangent
 
 
 # --------------------------------------------------------------------------------------------
 # The two passes, and one autograd node
 # --------------------------------------------------------------------------------------------
+def in_output_layout(result: Tensor, input: Tensor) -> Tensor:
+    """``result`` (the output, or the input's gradient) in the layout ``torch.nn`` gives it
+    (:func:`~bncourse.validation.output_memory_format`): contiguous, or channels last for a
+    channels-last input. Elementwise operations would keep the input's own strides (a
+    transposed output for a transposed input); a copy only where they differ. (Inside
+    ``torch.func.vmap`` a sample has no layout of its own: left as it is.)"""
+    if _is_batched(input):
+        return result
+    return result.contiguous(memory_format=output_memory_format(input))
+
+
 def forward_train(
     input: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Training mode's forward pass: ``(output, mean, var, invstd)``, the output in the
-    input's dtype, the statistics ``(C,)`` in the accumulation dtype (``var`` biased)."""
+    input's dtype and :func:`in_output_layout`, the statistics ``(C,)`` in the accumulation
+    dtype (``var`` biased)."""
     x = input.to(accumulation_dtype(input.dtype))
     mean, var = batch_stats(x)
     invstd = torch.rsqrt(var + eps)
-    return normalize(x, mean, invstd, weight, bias).to(input.dtype), mean, var, invstd
+    output = normalize(x, mean, invstd, weight, bias).to(input.dtype)
+    return in_output_layout(output, input), mean, var, invstd
 
 
 def forward_eval(
@@ -228,10 +296,12 @@ def forward_eval(
     bias: Tensor | None,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Evaluation mode's forward pass: ``(output, mean, invstd)`` from the running statistics."""
+    """Evaluation mode's forward pass: ``(output, mean, invstd)`` from the running statistics
+    (the output as :func:`forward_train`'s)."""
     x = input.to(accumulation_dtype(input.dtype))
     mean, invstd = running_mean.to(x.dtype), torch.rsqrt(running_var.to(x.dtype) + eps)
-    return affine_map(x, mean, invstd, weight, bias).to(input.dtype), mean, invstd
+    output = affine_map(x, mean, invstd, weight, bias).to(input.dtype)
+    return in_output_layout(output, input), mean, invstd
 
 
 def backward(
@@ -245,13 +315,14 @@ def backward(
     bias_dtype: torch.dtype | None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """The backward pass: :func:`batch_norm_backward` in the accumulation dtype, each gradient
-    returned in the dtype of what it belongs to (``bias_dtype``: the bias's)."""
+    returned in the dtype of what it belongs to (``bias_dtype``: the bias's), the input's in
+    :func:`in_output_layout`, whatever the layout of ``grad_output``."""
     x = input.to(accumulation_dtype(input.dtype))
     grad_input, grad_weight, grad_bias = batch_norm_backward(
         grad_output.to(x.dtype), x, weight, mean, invstd, training, output_mask
     )
     return (
-        None if grad_input is None else grad_input.to(input.dtype),
+        None if grad_input is None else in_output_layout(grad_input.to(input.dtype), input),
         None if grad_weight is None else grad_weight.to(weight.dtype),
         None if grad_bias is None else grad_bias.to(bias_dtype),
     )
@@ -279,8 +350,9 @@ class BatchNormFunction(torch.autograd.Function):
     exercise uses the older form, ``forward(ctx, ...)``, which autograd accepts too). With
     ``generate_vmap_rule``, ``torch.func.vmap`` runs ``forward`` on each sample's batch, and
     ``jacrev``/``grad`` differentiate through ``backward``. Forward-mode differentiation
-    (``jacfwd``, ``jvp``) would need a ``jvp`` rule, which the course does not derive:
-    PyTorch's error says so.
+    (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``) uses :meth:`jvp`
+    (:func:`batch_norm_jvp`); forward-over-reverse (a Hessian-vector product, ``jvp`` of
+    ``grad``) differentiates ``backward``'s ordinary operations forward.
     """
 
     generate_vmap_rule = True
@@ -309,8 +381,37 @@ class BatchNormFunction(torch.autograd.Function):
         if not training:
             mean = running_mean.to(invstd.dtype)
         ctx.save_for_backward(input, weight, mean, invstd)
+        ctx.save_for_forward(input, weight, mean, invstd)
         ctx.training, ctx.eps = training, eps
         ctx.bias_dtype = None if bias is None else bias.dtype
+
+    @staticmethod
+    def jvp(
+        ctx: Any,
+        input_tangent: Tensor | None,
+        weight_tangent: Tensor | None,
+        bias_tangent: Tensor | None,
+        *_: Any,
+    ) -> tuple[Tensor | None, ...]:
+        """The output's tangent from the tangents of input, weight and bias
+        (:func:`batch_norm_jvp`, in the accumulation dtype); the statistics have none."""
+        input, weight, mean, invstd = ctx.saved_tensors
+        acc = accumulation_dtype(input.dtype)
+
+        def widened(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(acc)
+
+        tangent = batch_norm_jvp(
+            widened(input_tangent),
+            widened(weight_tangent),
+            widened(bias_tangent),
+            input.to(acc),
+            weight,
+            mean,
+            invstd,
+            ctx.training,
+        )
+        return in_output_layout(tangent.to(input.dtype), input), None, None, None
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
@@ -331,6 +432,15 @@ class BatchNormFunction(torch.autograd.Function):
         return *grads, None, None, None, None
 
 
+class TracedBatchNormFunction(BatchNormFunction):
+    """:class:`BatchNormFunction` without its ``jvp`` rule, for ``torch.compile`` of a model
+    that holds the module: TorchDynamo refuses to trace an ``autograd.Function`` that has a
+    custom ``jvp`` (a graph break, an error with ``fullgraph=True``), and a compiled graph is
+    differentiated in reverse mode anyway. :class:`ThenUpdate` picks it while compiling."""
+
+    jvp = staticmethod(torch.autograd.Function.jvp)
+
+
 class ThenUpdate:
     """What :func:`batch_norm` hands to ``apply_checked``: ``function.apply``
     (:class:`BatchNormFunction`, or a sibling with its signature), then, in training, the
@@ -340,7 +450,9 @@ class ThenUpdate:
     The update is not inside the autograd node, because a node must not change its inputs:
     ``torch.jit.trace`` would record it twice (once in the node, once in the operations it
     traces through it), and under ``torch.func.vmap`` per-sample statistics cannot go into
-    one buffer: that is refused in ``nn.BatchNorm``'s words."""
+    one buffer: that is refused in ``nn.BatchNorm``'s words. While ``torch.compile`` traces
+    it, the function is :class:`TracedBatchNormFunction` (the same passes, eager: the outer
+    compilation fuses them itself)."""
 
     def __init__(self, function: type[torch.autograd.Function]) -> None:
         self.function = function
@@ -359,7 +471,8 @@ class ThenUpdate:
         if training and running_mean is not None:
             if _is_batched(input) and not _is_batched(running_mean):
                 raise RuntimeError(VMAP_WITH_RUNNING_STATS)
-        output, mean, var, _ = self.function.apply(
+        function = TracedBatchNormFunction if torch.compiler.is_compiling() else self.function
+        output, mean, var, _ = function.apply(
             input, weight, bias, running_mean, running_var, training, eps
         )
         if training and running_mean is not None:
@@ -396,8 +509,9 @@ def batch_norm(
 ) -> Tensor:
     """``torch.nn.functional.batch_norm``, computed by :class:`BatchNormFunction`.
 
-    ``input``: ``(N, C)`` or ``(N, C, *spatial)``. ``running_mean``, ``running_var``,
-    ``weight``, ``bias``: ``C`` elements (of any shape, as in PyTorch) or ``None``.
+    ``input``: ``(N, C)`` or ``(N, C, *spatial)``. ``running_mean``, ``running_var``:
+    ``(C,)`` or ``None``; ``weight``, ``bias``: ``C`` elements (of any shape, as in PyTorch)
+    or ``None``.
     ``training=True`` normalizes with the batch's statistics and updates the running
     statistics that are given, in place; ``training=False`` normalizes with the running
     statistics, which must then be given. Returns a tensor of the input's shape and dtype.
@@ -405,7 +519,8 @@ def batch_norm(
     Errors, as PyTorch words them (:mod:`bncourse.validation`): one value per channel in
     training ("Expected more than 1 value per channel when training, got input size
     torch.Size([1, 3])"), ``eps <= 0`` in training, per-channel tensors with the wrong number
-    of elements ("running_mean should contain 3 elements not 4"), missing running statistics
+    of elements ("running_mean should contain 3 elements not 4"), running statistics that
+    are not vectors ("TensorAccessor expected 1 dims but tensor has 2"), missing running statistics
     in evaluation, only one of the two running statistics, a non-floating input. An empty
     input gives what PyTorch gives: ``input * weight[0] + bias[0]`` and no update.
     """

@@ -27,7 +27,13 @@ from torch import Tensor
 
 from . import conventions
 
-__all__ = ["accumulation_dtype", "check_arguments", "check_tensors", "apply_checked"]
+__all__ = [
+    "accumulation_dtype",
+    "output_memory_format",
+    "check_arguments",
+    "check_tensors",
+    "apply_checked",
+]
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -37,6 +43,29 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     thousand of them, or a variance, would keep almost none.
     """
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def output_memory_format(input: Tensor) -> torch.memory_format:
+    """The memory layout of BatchNorm's output and input gradient for ``input``, as ATen
+    chooses it (``Tensor.suggest_memory_format``): ``torch.channels_last`` (or
+    ``channels_last_3d``) when the input's strides put the channels innermost, as a
+    channels-last tensor or a slice of one does; contiguous for every other input, views
+    (a transpose, a slice with steps, an expand) included. So ``bn(x.transpose(1, 2))``
+    gives a tensor that ``.view(N, -1)`` takes, as ``torch.nn`` does.
+
+    ATen's rule (``is_channels_last_strides_2d``), on plain integers: going through the axes
+    C, then the spatial ones from the last, then N, each stride is at least the extent of
+    the axes before it."""
+    order = {4: (1, 3, 2, 0), 5: (1, 4, 3, 2, 0)}.get(input.dim())
+    if order is None or input.stride(1) == 0:
+        return torch.contiguous_format
+    extent = 0
+    for axis in order:
+        size, stride = input.size(axis), input.stride(axis)
+        if size == 0 or stride < extent or (axis == 0 and extent == input.stride(1)):
+            return torch.contiguous_format
+        extent = stride * size if size > 1 else stride
+    return torch.channels_last if input.dim() == 4 else torch.channels_last_3d
 
 
 # How ATen names dtypes in "not implemented for 'Long'" messages.
@@ -53,6 +82,17 @@ _ATEN_DTYPE_NAMES = {
 }
 
 
+def _type_name(value: Any) -> str:
+    """The name PyTorch's argument parser gives the type of ``value`` (CPython's
+    ``tp_name``): ``int``, ``Tensor``, but ``numpy.bool`` for a type defined in C outside
+    the builtins."""
+    kind = type(value)
+    heap_type = kind.__flags__ & (1 << 9)  # Py_TPFLAGS_HEAPTYPE: a class made at run time
+    if heap_type or kind.__module__ == "builtins":
+        return kind.__name__
+    return f"{kind.__module__}.{kind.__name__}"
+
+
 def _as_float(momentum: Any) -> float:
     """``momentum`` as PyTorch's argument parser takes a ``float``: a number (a bool too), or
     a 0-d tensor; anything else is its TypeError."""
@@ -61,8 +101,7 @@ def _as_float(momentum: Any) -> float:
     if isinstance(momentum, Tensor) and momentum.dim() == 0:
         return float(momentum)
     raise TypeError(
-        "batch_norm(): argument 'momentum' (position 7) must be float, "
-        f"not {type(momentum).__name__}"
+        f"batch_norm(): argument 'momentum' (position 7) must be float, not {_type_name(momentum)}"
     )
 
 
@@ -72,7 +111,7 @@ def check_arguments(input: Tensor, training: bool, momentum: Any, eps: float) ->
     if not isinstance(training, bool):
         raise TypeError(
             "batch_norm(): argument 'training' (position 6) must be bool, "
-            f"not {type(training).__name__}"
+            f"not {_type_name(training)}"
         )
     momentum = _as_float(momentum)
     if input.dim() < 2:
@@ -94,8 +133,9 @@ def check_tensors(
     bias: Tensor | None,
     training: bool,
 ) -> None:
-    """Every per-channel tensor has ``C`` elements (of any shape, as in PyTorch), and dtypes
-    BatchNorm can combine (ATen's checks, in ATen's order)."""
+    """Every per-channel tensor has ``C`` elements, the running statistics are vectors
+    (``weight`` and ``bias`` may have any shape, as in PyTorch), and dtypes BatchNorm can
+    combine (ATen's checks, in ATen's order)."""
     num_features = input.shape[1]
     named = [
         ("running_mean", running_mean),
@@ -108,6 +148,8 @@ def check_tensors(
             raise RuntimeError(conventions.missing_in_evaluation(name))
         if value is not None and value.numel() != num_features:
             raise RuntimeError(conventions.wrong_length(name, num_features, value.numel()))
+        if value is not None and name.startswith("running") and value.dim() != 1:
+            raise RuntimeError(conventions.not_one_dimensional(value.dim()))
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must either both be None or neither be None")
     if not input.is_floating_point():
@@ -142,17 +184,19 @@ def apply_checked(
 ) -> Tensor:
     """Check the arguments and tensors (PyTorch's errors), answer an empty batch, then
     ``function.apply(input, weight, bias, running_mean, running_var, training, momentum, eps)``
-    with every per-channel tensor viewed as ``(C,)`` (PyTorch accepts any shape with ``C``
-    elements; the running statistics are views, so their in-place update reaches the caller's)."""
+    with ``weight`` and ``bias`` viewed as ``(C,)`` (PyTorch accepts any shape with ``C``
+    elements for them). The running statistics must be vectors, as in PyTorch, and are passed
+    as they are (strided ones too), so that their in-place update reaches the caller's."""
     momentum = check_arguments(input, training, momentum, eps)
     if input.numel() == 0:
         # ATen's answer for an empty batch: no statistics, but an output connected to weight
         # and bias, so that backward still reaches them (with zero gradients).
+        # (select: no channels at all is ATen's IndexError, in its words)
         output = input.clone()
         if weight is not None:
-            output = output * weight.reshape(-1)[0]
+            output = output * weight.reshape(-1).select(0, 0)
         if bias is not None:
-            output = output + bias.reshape(-1)[0]
+            output = output + bias.reshape(-1).select(0, 0)
         return output
     check_tensors(input, running_mean, running_var, weight, bias, training)
 
@@ -163,8 +207,8 @@ def apply_checked(
         input,
         flat(weight),
         flat(bias),
-        flat(running_mean),
-        flat(running_var),
+        running_mean,
+        running_var,
         training,
         momentum,
         float(eps),

@@ -93,45 +93,85 @@ def randomize(module, generator):
             )
 
 
+LAYOUTS = ("contiguous", "strided", "transposed", "expanded")  # for any number of dimensions
+LAYOUTS_4D = ("channels_last", "channels_last_slice")  # for 4 and 5 dimensions
+
+
 def make_input(shape, dtype, layout, generator, loc=0.0, scale=1.0):
-    """A random tensor of ``shape`` laid out ``contiguous``, ``channels_last`` (4 and 5
-    dimensions) or ``strided`` (a non-contiguous view: every other element of a bigger one)."""
-    if layout == "strided":
-        big = torch.randn((*shape[:-1], 2 * shape[-1]), generator=generator, dtype=torch.float64)
-        x = big[..., ::2]
-        assert not x.is_contiguous()
+    """A random tensor of ``shape``, handed over as the view a user's code makes (never
+    copied into another layout on the way):
+
+    * ``contiguous``; ``channels_last`` (4 and 5 dimensions);
+    * ``strided``: every other element along the last axis of a bigger tensor;
+    * ``transposed``: every axis reversed in memory (``t()`` of an ``(C, N)``, the
+      ``x.transpose(1, 2)`` of an ``(N, L, C)`` sequence, ...);
+    * ``expanded``: one channel's values repeated over the channels (stride 0);
+    * ``channels_last_slice``: every other position along the last axis of a channels-last
+      tensor (channels innermost, not dense)."""
+    shape = tuple(shape)
+    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(len(shape))
+
+    def random(size):
+        x = torch.randn(size, generator=generator, dtype=torch.float64)
+        return (x * scale + loc).to(dtype)
+
+    if layout == "contiguous":
+        x = random(shape)
+    elif layout == "channels_last":
+        x = random(shape).to(memory_format=channels_last)
+    elif layout == "strided":
+        x = random((*shape[:-1], 2 * shape[-1]))[..., ::2]
+    elif layout == "transposed":
+        x = random(shape[::-1]).permute(*reversed(range(len(shape))))
+    elif layout == "expanded":
+        x = random((shape[0], 1, *shape[2:])).expand(shape)
+    elif layout == "channels_last_slice":
+        x = random((*shape[:-1], 2 * shape[-1])).to(memory_format=channels_last)[..., ::2]
     else:
-        x = torch.randn(shape, generator=generator, dtype=torch.float64)
-    x = (x * scale + loc).to(dtype)
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+        raise ValueError(f"unknown layout {layout!r}")
+    assert x.shape == shape
     return x
 
 
+def assert_same_layout(ours, theirs):
+    """The same strides along every axis of more than one element (an axis of one has no
+    layout: its stride is arbitrary)."""
+    for axis, size in enumerate(theirs.shape):
+        if size > 1:
+            assert ours.stride(axis) == theirs.stride(axis), (ours.stride(), theirs.stride())
+
+
 def compare_step(ours, theirs, x, dy, tol, layout, widen=False):
-    """One forward and backward of both modules on ``x`` and ``dy``: outputs (and their
-    memory format), input gradients, weight and bias gradients (then cleared) and buffers,
-    within ``tol`` (keys "out", "grad", "param", "stats").  ``widen``: ``theirs`` is a float64
-    reference, fed the same numbers in float64."""
-    convert = (lambda t: t.double()) if widen else (lambda t: t.clone())  # keeps the layout
-    xs = [x.clone().requires_grad_(), convert(x).requires_grad_()]
+    """One forward and backward of both modules on ``x`` and ``dy`` (given to both as the
+    views they are): outputs and input gradients (values and strides), weight and bias
+    gradients (then cleared) and buffers, within ``tol`` (keys "out", "grad", "param",
+    "stats").  ``widen``: ``theirs`` is a float64 reference, fed the same numbers in float64
+    (in the same layout)."""
+
+    def convert(t):  # the same view of float64 numbers: strides kept (empty_strided)
+        if not widen:
+            return t.detach()
+        return torch.empty_strided(t.size(), t.stride(), dtype=torch.float64).copy_(t)
+
+    xs = [x.detach().requires_grad_(), convert(x).requires_grad_()]
     out_ours, out_theirs = ours(xs[0]), theirs(xs[1])
     assert_close(out_ours, out_theirs, **tol["out"])
-    if layout == "channels_last":
-        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
-        assert out_ours.is_contiguous(memory_format=fmt) == out_theirs.is_contiguous(
-            memory_format=fmt
-        )
-    out_ours.backward(dy)
-    out_theirs.backward(convert(dy))
-    assert_close(xs[0].grad, xs[1].grad, **tol["grad"])
+    assert_same_layout(out_ours, out_theirs)
+    # the gradients as the backward passes return them (a leaf's .grad may be a copy)
+    names = [n for n in ("weight", "bias") if getattr(theirs, n) is not None]
     for name in ("weight", "bias"):
-        p_ours, p_theirs = getattr(ours, name), getattr(theirs, name)
-        if p_theirs is None:
-            assert p_ours is None
-            continue
-        assert_close(p_ours.grad, p_theirs.grad, **tol["param"])
-        p_ours.grad = p_theirs.grad = None
+        assert (getattr(ours, name) is None) == (name not in names)
+    grads = [
+        torch.autograd.grad(out, [x_, *(getattr(m, n) for n in names)], dy_)
+        for out, x_, m, dy_ in (
+            (out_ours, xs[0], ours, dy),
+            (out_theirs, xs[1], theirs, convert(dy)),
+        )
+    ]
+    assert_close(grads[0][0], grads[1][0], **tol["grad"])
+    assert_same_layout(grads[0][0], grads[1][0])
+    for g_ours, g_theirs in zip(grads[0][1:], grads[1][1:]):
+        assert_close(g_ours, g_theirs, **tol["param"])
     assert_same_state(ours, theirs, tol["stats"])
 
 
@@ -153,6 +193,12 @@ FUNCTIONAL_ERRORS = {
         (torch.ones(4, 3, dtype=torch.long), torch.zeros(4), torch.ones(4)),
         dict(training=True),
     ),
+    "2-d running_mean in training": ((X, torch.zeros(1, 3), RV), dict(training=True)),
+    "transposed running_mean in training": (
+        (torch.randn(4, 4), torch.zeros(2, 2).t(), torch.ones(4)),
+        dict(training=True),
+    ),
+    "2-d running_var in evaluation": ((X, RM, torch.ones(3, 1)), dict(training=False)),
     "eps 0 in training": ((X, None, None), dict(training=True, eps=0.0)),
     "eps < 0 in training": ((X, None, None), dict(training=True, eps=-1.0)),
     "eps < 0 in eval": ((X, RM, RV), dict(training=False, eps=-1.0)),

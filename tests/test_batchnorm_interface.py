@@ -48,6 +48,9 @@ from bn_testing import (
     F32,
     F64,
     FUNCTIONAL_ERRORS,
+    LAYOUTS,
+    LAYOUTS_4D,
+    RM,
     RV,
     TOL,
     X,
@@ -108,7 +111,8 @@ def impl(request, monkeypatch) -> Implementation:
     # torch.nn's on the main configurations
     monkeypatch.setattr(compiled_bn, "BACKEND", "aot_eager")
     yield request.param
-    assert compiled_bn.compile_disabled() is None, "compiled_bn fell back to eager"
+    reason = compiled_bn.compile_disabled()
+    assert reason is None, f"compiled_bn fell back to eager: {reason}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,7 +121,7 @@ def impl(request, monkeypatch) -> Implementation:
 @st.composite
 def configurations(draw, dtypes=(torch.float64, torch.float32)):
     ndim = draw(st.integers(2, 5))
-    layouts = ["contiguous", "strided"] + (["channels_last"] if ndim >= 4 else [])
+    layouts = [*LAYOUTS, *(LAYOUTS_4D if ndim >= 4 else ())]
     return dict(
         ndim=ndim,
         channels=draw(st.integers(1, 4)),
@@ -161,7 +165,9 @@ def run_steps(cfg, ours, theirs, steps, input_dtype, tol, reference=False):
 def test_modules_match_torch_nn_over_many_steps(impl):
     """Outputs, the gradients of input, weight and bias, and every buffer agree with
     nn.BatchNorm1d/2d/3d over many steps switching between training and evaluation, for every
-    option, in float32 and float64, for contiguous, channels_last and strided inputs."""
+    option, in float32 and float64, for inputs in every layout a user's views give
+    (``bn_testing.make_input``: transposes, slices with steps, expands, channels-last slices),
+    with the outputs' and input gradients' strides torch.nn gives."""
 
     @settings(max_examples=impl.examples)
     @given(configurations())
@@ -180,6 +186,25 @@ def test_modules_match_torch_nn_over_many_steps(impl):
         run_steps(cfg, ours, theirs, impl.steps, cfg["dtype"], TOL[cfg["dtype"]])
 
     check()
+
+
+@pytest.mark.parametrize("ndim", [3, 4])
+@pytest.mark.parametrize("layout", ["strided", "transposed", "expanded", "channels_last_slice"])
+def test_every_layout_of_view_matches_torch_nn_with_its_strides(impl, layout, ndim):
+    """Each kind of view a user hands over (``make_input``; the dense layouts are in every
+    other test), not only those hypothesis draws: values and strides of outputs and input
+    gradients as torch.nn's, in training and evaluation. After ``bn(x.transpose(1, 2))``,
+    ``y.view(N, -1)`` works, as with torch.nn."""
+    if layout in LAYOUTS_4D and ndim < 4:
+        pytest.skip("channels last is for 4 and 5 dimensions")
+    spatial = (3, 2)[: ndim - 2]
+    cfg = dict(channels=3, spatial=spatial, layout=layout, seed=ndim)
+    ours, theirs = module_pair(impl, ndim, 3, momentum=0.3)
+    run_steps(cfg, ours, theirs, 4, torch.float32, F32)
+    if layout == "transposed":
+        assert (
+            ours(make_input((4, 3, *spatial), torch.float32, layout, None)).view(4, -1) is not None
+        )
 
 
 def test_half_precision_inputs_match_float64_torch_nn(impl):
@@ -563,6 +588,37 @@ def test_momentum_as_pytorch_accepts_it(impl, momentum):
     assert_same_state(*pair, F32["stats"])
 
 
+def test_strided_running_statistics_are_updated_in_place_like_torchs(impl):
+    """Running statistics that are strided vectors (every other element of a buffer) are
+    updated where they are, as ATen updates them; a 2-d one is refused
+    (``FUNCTIONAL_ERRORS``), never updated as a reshaped copy the caller does not see."""
+    results = []
+    for fn in (impl.batch_norm, nn.functional.batch_norm):
+        rm, rv = torch.zeros(6), torch.ones(6)
+        y = fn(X, rm[::2], rv[::2], training=True, momentum=0.5)
+        results.append((y, rm, rv))
+    assert not torch.equal(results[1][1], torch.zeros(6))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, **F32["out"])
+
+
+@pytest.mark.parametrize("training_", [np.bool_(True), np.float64(1.0), 1])
+def test_a_training_flag_that_is_not_a_bool_is_named_as_pytorch_names_it(impl, training_):
+    """PyTorch names a NumPy type by its full name ("must be bool, not numpy.bool")."""
+    theirs = raised(lambda: nn.functional.batch_norm(X, RM, RV, training=training_))
+    assert theirs[0] is TypeError
+    assert raised(lambda: impl.batch_norm(X, RM, RV, training=training_)) == theirs
+
+
+@pytest.mark.parametrize("training_", [True, False])
+def test_no_channels_at_all_is_pytorchs_index_error(impl, training_):
+    """``BatchNorm2d(0)`` on an input of 0 channels: an empty batch with no weight to pick."""
+    pair = module_pair(impl, 4, 0)
+    errors = [raised(lambda: m.train(training_)(torch.randn(2, 0, 3, 3))) for m in pair]  # noqa: B023
+    assert errors[1][0] is IndexError
+    assert errors[0] == errors[1]
+
+
 def test_eps_zero_in_evaluation_with_a_zero_running_variance_is_pytorchs_nan(impl):
     rm, rv = torch.tensor([1.0, 0.0, 2.0]), torch.zeros(3)
     weight, bias = torch.tensor([1.0, 2.0, 0.0]), torch.ones(3)
@@ -594,6 +650,70 @@ def test_an_infinite_input_gives_pytorchs_buffers(impl, request):
     assert results[1][1][0] == math.inf and math.isnan(results[1][2][0])
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs, equal_nan=True, **F32["out"])
+
+
+def _xfail_on_triton(impl, request, reason):
+    if impl.module.__name__ == "bncourse.triton_bn":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def _train_both(impl, x, dy, eps=1e-5):
+    """F.batch_norm in training, ours and PyTorch's, on the same ``x`` (parameters and
+    buffers in float32, or float64 for a float64 ``x``): ``(output, grad_input, grad_weight,
+    grad_bias, running_mean, running_var)`` of each."""
+    results = []
+    c, dtype = x.shape[1], torch.float64 if x.dtype == torch.float64 else torch.float32
+    for fn in (impl.batch_norm, nn.functional.batch_norm):
+        rm, rv = torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype)
+        w = torch.ones(c, dtype=dtype, requires_grad=True)
+        b = torch.zeros(c, dtype=dtype, requires_grad=True)
+        xx = x.clone().requires_grad_()
+        y = fn(xx, rm, rv, w, b, training=True, eps=eps)
+        y.backward(dy)
+        results.append((y, xx.grad, w.grad, b.grad, rm, rv))
+    return results
+
+
+@pytest.mark.parametrize(
+    "dtype, scale", [(torch.float32, 1e30), (torch.bfloat16, 1e30), (torch.float64, 1e300)]
+)
+def test_finite_values_whose_variance_overflows_give_pytorchs_finite_outputs(
+    impl, request, dtype, scale
+):
+    """Squares past the largest float (|x| of 1e30 in float32): PyTorch's variance is inf, so
+    its outputs and gradients are finite (0 before the bias) and its running_var is inf; a
+    variance computed as ``mean(d**2) - e**2`` would be inf - inf = NaN everywhere."""
+    _xfail_on_triton(
+        impl,
+        request,
+        "the kernels' tile_stats subtracts count * correction**2 from an overflowed sum of "
+        "squares (inf - inf); the fix changes the kernel chapter 8 prints",
+    )
+    g = torch.Generator().manual_seed(27)
+    x = (torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64) * scale).to(dtype)
+    dy = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64).to(dtype)
+    ours, theirs = _train_both(impl, x, dy)
+    assert torch.isinf(theirs[5]).all() and theirs[0].isfinite().all()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, equal_nan=False)
+
+
+def test_a_tiny_eps_with_tiny_values_gives_pytorchs_finite_gradients(impl, request):
+    """``eps=1e-45`` and values near 1e-20 in float32: invstd is about 1e20, its square
+    overflows; PyTorch's input gradients (about 1e20) are finite, and so are ours."""
+    _xfail_on_triton(
+        impl,
+        request,
+        "the kernels' dx = a*dy + k*(x - mean) + c holds k = -a*invstd**2*..., which "
+        "overflows; the fix changes grad_input_kernel, which chapter 8 prints",
+    )
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 3, 3, 3, generator=g) * 1e-20
+    dy = torch.randn(4, 3, 3, 3, generator=g)
+    ours, theirs = _train_both(impl, x, dy, eps=1e-45)
+    assert theirs[1].isfinite().all() and theirs[1].abs().max() > 1e19
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_weight_and_bias_of_any_shape_with_c_elements(impl):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,3 +220,48 @@ def test_generated_code_matches_torch_nn_over_steps(ndim, shape, dtype, layout, 
         dy = make_input(shape, dtype, "contiguous", g)
         compare_step(ours, theirs, x, dy, TOL[dtype], layout)
     assert compiled_bn.compile_disabled() is None
+
+
+def test_under_a_path_with_a_space_the_compiled_module_names_the_cause_and_the_remedy(tmp_path):
+    """The course's .venv inside a clone at "My Courses/bn" (here: a link to this clone):
+    TorchInductor's C++ build cannot take the path, so the module runs eager and its one
+    warning says why and what to do; chapter 5's generated_kernel raises the same words
+    (it used to fail with a bare "C++ compile error", or a blank reason)."""
+    root = Path(__file__).resolve().parents[1]
+    prefix = Path(sys.prefix).resolve()
+    python = Path(sys.executable)
+    if not prefix.is_relative_to(root) or not python.is_relative_to(prefix.parent):
+        pytest.skip("needs the course's .venv inside the clone (python3 course.py test)")
+    clone = tmp_path / "My Courses" / "bn"
+    clone.parent.mkdir()
+    clone.symlink_to(root, target_is_directory=True)
+    script = (
+        "import warnings, torch\n"
+        "from bncourse import compiled_bn\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    compiled_bn.BatchNorm1d(3)(torch.randn(4, 3))\n"
+        "print([str(w.message) for w in caught if 'compiled_bn' in str(w.message)])\n"
+        "try:\n"
+        "    compiled_bn.generated_kernel('forward_train', torch.randn(4, 3), None, None, 1e-5)\n"
+        "except RuntimeError as error:\n"
+        "    print('generated_kernel:', error)\n"
+    )
+    done = subprocess.run(
+        [str(clone / python.relative_to(root)), "-c", script],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "installed under a path with a space" in done.stdout
+    assert "at a path without spaces" in done.stdout
+    assert "generated_kernel: PyTorch is installed under a path with a space" in done.stdout
+
+
+def test_a_compile_failure_gives_a_reason_that_is_never_blank():
+    blank_first_line = RuntimeError("\n\nCppCompileError: C++ compile error\nld: error: no -ltorch")
+    reason = compiled_bn._reason(blank_first_line)
+    assert reason == ("RuntimeError: CppCompileError: C++ compile error (ld: error: no -ltorch)")
+    assert compiled_bn._reason(RuntimeError("")) == "RuntimeError: (no message)"

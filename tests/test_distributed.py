@@ -214,3 +214,104 @@ def test_a_hang_is_a_timeout():
 def test_a_rank_that_dies_fails_the_run():
     with pytest.raises(DistributedError, match="rank 1 exited with code 3"):
         run_distributed(exits_on_rank_1, 2, timeout=60)
+
+
+def exits_quietly_on_rank_1(rank, world_size):
+    if rank == 1:
+        os._exit(0)  # status 0, but no result
+    return rank
+
+
+def test_a_rank_that_exits_with_status_0_without_a_result_fails_the_run_promptly():
+    """Not a wait for the whole timeout ending in "still running": the rank is gone."""
+    start = time.monotonic()
+    with pytest.raises(DistributedError, match="rank 1 exited with code 0 without a result"):
+        run_distributed(exits_quietly_on_rank_1, 2, timeout=120)
+    assert time.monotonic() - start < 60
+
+
+def mismatched_sync_bn(rank, world_size, what):
+    """Rank 1 holds 4 channels where rank 0 holds 3, or float64 where rank 0 holds float32."""
+    channels = 4 if (rank == 1 and what == "channels") else 3
+    dtype = torch.float64 if (rank == 1 and what == "dtype") else torch.float32
+    SyncBatchNorm(channels, dtype=dtype)(torch.randn(4, channels, dtype=dtype))
+
+
+@pytest.mark.parametrize(
+    "what, described",
+    [
+        ("channels", "rank 0: 3 channels, torch.float32; rank 1: 4 channels, torch.float32"),
+        ("dtype", "rank 0: 3 channels, torch.float32; rank 1: 3 channels, torch.float64"),
+    ],
+)
+def test_sync_bn_with_other_channels_or_dtype_on_a_rank_is_a_value_error(what, described):
+    """A ValueError that names what each rank holds, not gloo aborting the process (which
+    the caller saw only as "rank 0 exited with code -6")."""
+    with pytest.raises(DistributedError) as failed:
+        run_distributed(mismatched_sync_bn, 2, what, timeout=120)
+    message = str(failed.value)
+    assert "ValueError: SyncBatchNorm needs inputs of the same number of channels" in message
+    assert described in message
+
+
+# --------------------------------------------------------------------------------------------
+# PyTorch's own launcher: torchrun runs bncourse.ddp_train unchanged
+# --------------------------------------------------------------------------------------------
+def _torchrun(*launchers: list[str], out, timeout: float = 150) -> dict:
+    """Start each launcher (torchrun's arguments) at once, in its own process group, wait
+    for all, and always end them (and their workers); return rank 0's result."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    script = ["-m", "bncourse.ddp_train", "--steps", "4", "--batch-size", "33", "--out", str(out)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", *launcher, *script],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for launcher in launchers
+    ]
+    try:
+        deadline = time.monotonic() + timeout
+        outputs = [p.communicate(timeout=max(1, deadline - time.monotonic()))[0] for p in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow  # (starts 3 or 4 Python processes that import torch: ~30 s on 2 cores)
+def test_torchrun_on_one_node_equals_one_batchnorm_over_the_global_batch(tmp_path):
+    """``torchrun --nproc-per-node 2 -m bncourse.ddp_train``: DDP with the course's
+    SyncBatchNorm, shares of 17 and 16 samples, trains exactly as one process with ordinary
+    BatchNorm on the global batch of 33 (float64: rounding only)."""
+    result = _torchrun(["--standalone", "--nproc-per-node", "2"], out=tmp_path / "result.json")
+    assert result["world_size"] == 2 and result["shares"] == [17, 16]
+    assert result["max_difference_from_one_global_batchnorm"] < 1e-12
+
+
+@pytest.mark.slow  # (starts 3 or 4 Python processes that import torch: ~30 s on 2 cores)
+def test_torchrun_on_two_launchers_with_c10d_rendezvous(tmp_path):
+    """Two ``torchrun --nnodes 2`` launchers, one process each, meeting through a c10d
+    rendezvous on 127.0.0.1 (what two machines of a cluster do, with the first one's address)."""
+    from bncourse.launch import free_port
+
+    port = free_port()
+    common = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d"]
+    common += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "bn-test"]
+    result = _torchrun(
+        [*common, "--node-rank", "0"], [*common, "--node-rank", "1"], out=tmp_path / "result.json"
+    )
+    assert result["world_size"] == 2
+    assert result["max_difference_from_one_global_batchnorm"] < 1e-12

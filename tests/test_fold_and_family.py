@@ -127,6 +127,38 @@ def test_fold_refuses_what_cannot_be_folded():
         fold_batchnorm(nn.ConvTranspose2d(3, 4, 1), nn.BatchNorm2d(4))
 
 
+def test_fold_refuses_a_batchnorm_in_training_mode():
+    """In training a BatchNorm normalizes with the batch's statistics; folding its running
+    statistics would silently give another function (an error of 2.6 on this example)."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3))
+    model(torch.randn(8, 1, 5, 5) * 3 + 2)  # training mode: running statistics differ
+    with pytest.raises(ValueError, match=r"BatchNorm2d is in training mode.*model.eval\(\)"):
+        fold_sequential(model)
+    with pytest.raises(ValueError, match="training mode"):
+        fold_batchnorm(model[0], model[1])
+    model.eval()
+    fold_sequential(model)
+
+
+def test_a_folded_linear_refuses_the_3d_input_its_batchnorm1d_normalized_along_another_axis():
+    """Linear then BatchNorm1d(F) on (N, L, F) with L == F: BatchNorm1d normalizes axis 1 (L),
+    not the Linear's features; a fold would compute another function, so the folded layer
+    refuses 3-d inputs (and keeps (N, F) ones)."""
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    model(torch.randn(8, 4))
+    model.eval()
+    folded = fold_sequential(model)
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+        sequences = torch.randn(2, 4, 4)  # (N, L, F) with L == F: the original runs
+        model(sequences)
+        with pytest.raises(ValueError, match="normalizes axis 1, not the features"):
+            folded(sequences)
+
+
 # --------------------------------------------------------------------------------------------
 # The normalization family
 # --------------------------------------------------------------------------------------------

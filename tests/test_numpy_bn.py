@@ -339,3 +339,51 @@ def test_layer_rejects_wrong_channel_count():
 def test_backward_before_forward_is_an_error():
     with pytest.raises(RuntimeError, match="needs a forward pass"):
         numpy_bn.BatchNorm(3).backward(np.ones((4, 3)))
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 2), (4, 3, 0)])
+def test_empty_batch_gives_an_empty_output_like_torch(shape):
+    """PyTorch's answer for an empty batch: an empty output, zero parameter gradients, and
+    running statistics left alone (the module still counts the batch)."""
+    x = np.ones(shape)
+    out, cache = numpy_bn.forward_train(x, np.full(3, 2.0), np.ones(3))
+    theirs = torch.nn.functional.batch_norm(torch.ones(shape), None, None, training=True)
+    assert out.shape == tuple(theirs.shape) == shape
+    for backward in (numpy_bn.backward, numpy_bn.backward_staged):
+        dx, dgamma, dbeta = backward(np.ones(shape), cache)
+        assert dx.shape == shape
+        np.testing.assert_array_equal(dgamma, np.zeros(3))
+        np.testing.assert_array_equal(dbeta, np.zeros(3))
+    layer, module = numpy_bn.BatchNorm(3, dtype=np.float64), torch.nn.BatchNorm1d(3).double()
+    layer(np.ones((0, 3))), module(torch.ones(0, 3, dtype=torch.float64))
+    np.testing.assert_array_equal(layer.running_mean, module.running_mean.numpy())
+    np.testing.assert_array_equal(layer.running_var, module.running_var.numpy())
+    assert layer.num_batches_tracked == int(module.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("eps, training", [(-1.0, True), (-1e-3, False)])
+def test_eps_that_is_not_allowed_is_pytorchs_error(eps, training):
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    with pytest.raises(ValueError) as theirs:
+        torch.nn.functional.batch_norm(
+            torch.from_numpy(x),
+            torch.zeros(3).double(),
+            torch.ones(3).double(),
+            eps=eps,
+            training=training,
+        )
+    with pytest.raises(ValueError) as ours:
+        if training:
+            numpy_bn.forward_train(x, eps=eps)
+        else:
+            numpy_bn.forward_eval(x, np.zeros(3), np.ones(3), eps=eps)
+    assert str(ours.value) == str(theirs.value)
+    # eps = 0 in evaluation is allowed, by both; in training by the reference only (the
+    # deliberate difference chapters 3 and 6 need)
+    numpy_bn.forward_eval(x, np.zeros(3), np.ones(3), eps=0.0)
+    numpy_bn.forward_train(x, eps=0.0)
+
+
+def test_the_layer_refuses_a_list_with_a_type_error():
+    with pytest.raises(TypeError, match="expected a NumPy array, got list"):
+        numpy_bn.BatchNorm(2)([[1.0, 2.0], [3.0, 4.0]])

@@ -231,6 +231,36 @@ def test_bench_rejects_bad_arguments(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "--device", "tpu"], "--device is cpu or cuda"),
+        (["bench", "--device", "mps"], "--device is cpu or cuda"),
+        (["bench", "--device", "meta"], "--device is cpu or cuda"),
+        (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["bench", "--warmup", "-1"], "--warmup must be 0 or more"),
+        (["bench", "--shape", "1x3"], "more than 1 value per channel"),
+        (["bench", "--json", "/nonexistent/folder/bench.json"], "cannot write --json"),
+        (["run-notebooks", "/nonexistent/chapter.ipynb"], "no such notebook"),
+        (["make-exercises", "--check", "--source", "/nonexistent"], "is not a folder"),
+    ],
+)
+def test_command_line_mistakes_are_one_error_line_before_any_work(argv, message, capsys):
+    """Exit status 2 and one line ``error: ...`` on stderr, found before anything runs
+    (nothing on stdout: no benchmark header, no "executing", no "in sync")."""
+    assert cli(argv) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err.startswith("error: ") and printed.err.count("\n") == 1
+    assert message in printed.err
+
+
+def test_bench_without_the_compiled_module_prints_no_empty_columns(capsys):
+    cli(["bench", "--shape", "4x3", "--no-compile", "--repeats", "1", "--warmup", "0"])
+    printed = capsys.readouterr().out
+    assert "ours/native" in printed and "compiled" not in printed and "nan" not in printed
+
+
 # --------------------------------------------------------------------------------------------
 # PyTorch's compiler stack: what works on nn.BatchNorm works on ours (eager and compiled),
 # and where nn.BatchNorm refuses a transform, ours refuses it in the same words
@@ -283,12 +313,21 @@ def test_backward_through_a_traced_module(impl):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("saved", [False, True], ids=["in-memory", "saved-and-loaded"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-def test_torch_export_in_both_modes(impl, training):
-    """The exported program's module gives nn.BatchNorm2d's outputs and buffer updates."""
+def test_torch_export_in_both_modes(impl, training, saved):
+    """The exported program's module gives nn.BatchNorm2d's outputs and buffer updates, also
+    after ``torch.export.save`` and ``load`` (which rejected the grad-mode switch a
+    ``torch.no_grad()`` around the running-statistics update recorded in training)."""
     x = _batch()
     ours, theirs = impl.BatchNorm2d(4).train(training), nn.BatchNorm2d(4).train(training)
-    exported = torch.export.export(ours, (x,)).module()
+    program = torch.export.export(ours, (x,))
+    if saved:
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer)
+        buffer.seek(0)
+        program = torch.export.load(buffer)
+    exported = program.module()
     for step in range(2):
         torch.testing.assert_close(exported(x + step), theirs(x + step), rtol=1e-5, atol=2e-5)
     torch.testing.assert_close(exported.running_mean, theirs.running_mean, rtol=1e-5, atol=1e-6)
@@ -381,12 +420,76 @@ def test_per_sample_gradients_with_vmap_of_grad_equal_torch_nns(impl):
         torch.testing.assert_close(got[name], want[name], rtol=1e-10, atol=1e-12)
 
 
-def test_forward_mode_ad_is_refused_with_pytorchs_error(impl):
-    """Not supported: jacfwd and jvp (forward-mode AD) need a jvp rule in the autograd.Function,
-    which the course does not derive; PyTorch's error says so (nn.BatchNorm2d has one)."""
-    module = impl.BatchNorm2d(2, track_running_stats=False)
-    with pytest.raises(NotImplementedError, match="must implement the jvp function"):
-        torch.func.jacfwd(module)(_batch((3, 2, 2, 1)))
+def _affine_pair(impl, mode):
+    """Ours and nn.BatchNorm2d(2) in float64 with the same weight, bias and (in evaluation)
+    running statistics; ``mode``: "train-untracked" or "eval"."""
+    pair = (
+        impl.BatchNorm2d(2, track_running_stats=mode == "eval"),
+        nn.BatchNorm2d(2, track_running_stats=mode == "eval"),
+    )
+    for module in pair:
+        module.double()
+        with torch.no_grad():
+            module.weight.copy_(torch.tensor([1.5, -0.7]))
+            module.bias.copy_(torch.tensor([0.3, 0.1]))
+            if mode == "eval":
+                module.running_mean.copy_(torch.tensor([0.5, -1.0]))
+                module.running_var.copy_(torch.tensor([2.0, 0.5]))
+                module.eval()
+    return pair
+
+
+@pytest.mark.parametrize("mode", ["train-untracked", "eval"])
+def test_jacfwd_equals_torch_nns(impl, mode):
+    """Forward mode: the whole Jacobian by jacfwd (a jvp per input value, through
+    BatchNormFunction.jvp), equal to nn.BatchNorm2d's in float64, and to our jacrev."""
+    ours, theirs = _affine_pair(impl, mode)
+    x = _batch((3, 2, 2, 1)).double()
+    jacobian = torch.func.jacfwd(ours)(x)
+    torch.testing.assert_close(jacobian, torch.func.jacfwd(theirs)(x), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(jacobian, torch.func.jacrev(ours)(x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["train-untracked", "eval"])
+def test_jvp_in_input_weight_and_bias_and_forward_ad_equal_torch_nns(impl, mode):
+    """torch.func.jvp moving input, weight and bias at once, and torch.autograd.forward_ad's
+    dual tensors, against nn.BatchNorm2d in float64."""
+    import torch.autograd.forward_ad as fwAD
+
+    g = torch.Generator().manual_seed(17)
+    x = _batch((3, 2, 2, 2)).double()
+    tangents = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in (x, x[0, :, 0, 0])]
+    tangents.append(torch.randn(2, generator=g, dtype=torch.float64))
+    results = []
+    for module in _affine_pair(impl, mode):
+
+        def call(x, weight, bias, module=module):
+            return torch.func.functional_call(module, {"weight": weight, "bias": bias}, (x,))
+
+        primals = (x, module.weight.detach(), module.bias.detach())
+        _, tangent = torch.func.jvp(call, primals, tuple(tangents))
+        with fwAD.dual_level():
+            dual = module(fwAD.make_dual(x, tangents[0]))
+            forward_ad = fwAD.unpack_dual(dual).tangent
+        results.append((tangent, forward_ad))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["train-untracked", "eval"])
+def test_forward_over_reverse_hessian_vector_products_equal_torch_nns(impl, mode):
+    """jvp of grad: the Hessian of a loss through BatchNorm times a vector (the backward's
+    operations differentiated in forward mode), against nn.BatchNorm2d in float64."""
+    x = _batch((3, 2, 2, 2)).double()
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    products = []
+    for module in _affine_pair(impl, mode):
+
+        def loss(x, module=module):
+            return (module(x) ** 3).sum()
+
+        products.append(torch.func.jvp(torch.func.grad(loss), (x,), (v,))[1])
+    torch.testing.assert_close(products[0], products[1], rtol=1e-9, atol=1e-10)
 
 
 def test_jacrev_with_tracked_statistics_fails_as_torch_nns(impl):

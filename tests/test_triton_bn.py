@@ -545,3 +545,57 @@ def test_every_launch_compiles_for_an_h100(tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "launches compiled for sm_90" in result.stdout
+
+
+def test_double_backward_is_a_clear_error_not_missing_second_derivatives():
+    """Second derivatives through the kernels are not supported: a backward with
+    create_graph=True says so, where it used to return first derivatives unconnected to the
+    input (so that ``autograd.grad(..., allow_unused=True)`` answered None, "does not
+    depend", where torch.nn gives values)."""
+    x = torch.randn(4, 3, 2, requires_grad=True)
+    y = triton_bn.batch_norm(x, None, None, training=True)
+    with pytest.raises(RuntimeError, match="does not support double backward"):
+        torch.autograd.grad((y**3).sum(), x, create_graph=True)
+    (grad,) = torch.autograd.grad((y**3).sum(), x)  # first derivatives still work
+    assert grad.shape == x.shape
+
+
+def test_changing_a_strided_input_in_place_before_backward_is_autograds_error():
+    """As with torch.nn: the kernels read a dense copy of a strided input, but the input
+    itself is saved too, so autograd notices that it changed."""
+    message = "one of the variables needed for gradient computation has been modified"
+    for fn in (nn.functional.batch_norm, triton_bn.batch_norm):
+        base = torch.randn(4, 3, 10, requires_grad=True)
+        x = base.clone()[..., ::2]
+        y = fn(x, None, None, training=True)
+        x.mul_(2)
+        with pytest.raises(RuntimeError, match=message):
+            y.sum().backward()
+
+
+def test_under_torch_compile_the_kernels_run_eagerly_between_compiled_parts():
+    """torch.compile of a network that holds triton_bn: a graph break around the kernels
+    (they run as they do without compile), the same results as without compile."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 3), triton_bn.BatchNorm1d(3), nn.ReLU())
+    x = torch.randn(8, 4)
+    expected = model(x)
+    model[1].reset_running_stats()
+    torch.testing.assert_close(torch.compile(model, backend="eager")(x), expected)
+
+
+@pytest.mark.parametrize("transform", ["torch.export", "torch.jit.trace", "vmap", "jacrev"])
+def test_tracing_transforms_are_a_clear_error(transform):
+    """Where the kernels cannot run (the transform traces with stand-ins for the tensors'
+    memory), the error says so and names what works: not an error from deep inside Triton's
+    interpreter or launcher."""
+    module = triton_bn.BatchNorm1d(3, track_running_stats=False)
+    x = torch.randn(4, 3)
+    calls = {
+        "torch.export": lambda: torch.export.export(module, (x,)),
+        "torch.jit.trace": lambda: torch.jit.trace(module, (x,)),
+        "vmap": lambda: torch.func.vmap(module)(x[None].expand(2, 4, 3)),
+        "jacrev": lambda: torch.func.jacrev(module)(x),
+    }
+    with pytest.raises(RuntimeError, match="cannot run under .*Use bncourse.torch_bn"):
+        calls[transform]()

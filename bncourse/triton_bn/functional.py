@@ -12,13 +12,19 @@ from typing import Any
 import torch
 import triton
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..validation import accumulation_dtype, apply_checked
 from . import backends
 from .tiles import Tiling, accumulation_type, dense, launch_options, reduce_options, tiling
 
-__all__ = ["partial_stats", "batch_stats", "TritonBatchNormFunction", "batch_norm"]
+__all__ = [
+    "partial_stats",
+    "batch_stats",
+    "DOUBLE_BACKWARD",
+    "TRANSFORMS",
+    "TritonBatchNormFunction",
+    "batch_norm",
+]
 
 
 def _on_device(x: Tensor) -> AbstractContextManager[Any]:
@@ -27,8 +33,10 @@ def _on_device(x: Tensor) -> AbstractContextManager[Any]:
 
 
 def _flat(t: Tensor | None) -> Tensor | None:
-    """A per-channel tensor (any shape, ``C`` elements) as a contiguous ``(C,)`` view of the
-    same memory when possible (the kernels write running statistics in place)."""
+    """A per-channel tensor (``C`` elements: a weight or bias of any shape, a running
+    statistic of shape ``(C,)``) as a contiguous ``(C,)`` view of the same memory when
+    possible, else a contiguous copy (a strided running statistic is written back after the
+    kernels updated the copy)."""
     if t is None:
         return None
     return t.view(-1) if t.is_contiguous() else t.reshape(-1).contiguous()
@@ -118,6 +126,14 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var
 
 
+DOUBLE_BACKWARD = (
+    "bncourse.triton_bn does not support double backward (create_graph=True: second "
+    "derivatives, gradient penalties, Hessian-vector products): its backward pass runs Triton "
+    "kernels, which autograd cannot differentiate. Use bncourse.torch_bn (or torch.nn), whose "
+    "backward is made of differentiable operations."
+)
+
+
 class TritonBatchNormFunction(torch.autograd.Function):
     """BatchNorm as one autograd node computed by the Triton kernels.
 
@@ -125,7 +141,10 @@ class TritonBatchNormFunction(torch.autograd.Function):
     arguments of :class:`bncourse.torch_bn.BatchNormFunction`, already checked by
     :func:`bncourse.validation.apply_checked`.  Saves the (dense) input, ``weight``, and the
     per-channel ``mean`` and ``invstd``; the output, ``dx`` and a ``dy`` of another layout
-    all take the input's strides (a ``channels_last`` input gives a ``channels_last`` output).
+    all take the dense input's strides (a ``channels_last`` input gives a ``channels_last``
+    output). Differentiable once: a backward with ``create_graph=True`` raises
+    :data:`DOUBLE_BACKWARD` (rather than gradients that second derivatives would see as
+    constants).
     """
 
     @staticmethod
@@ -171,15 +190,18 @@ class TritonBatchNormFunction(torch.autograd.Function):
                 HAS_BIAS=b is not None,
                 **launch_options(plan, x),
             )
-        ctx.save_for_backward(x, weight, mean, invstd)
+        # (the input itself too when x is a dense copy of it: so that changing it in place
+        # before the backward is autograd's error, as with torch.nn, not a silent stale copy)
+        ctx.save_for_backward(x, weight, mean, invstd, None if x is input else input)
         ctx.training, ctx.plan = training, plan
         ctx.bias_like = None if bias is None else (bias.dtype, bias.shape)
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, mean, invstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' sums are not a graph
+            raise RuntimeError(DOUBLE_BACKWARD)
+        x, weight, mean, invstd, _ = ctx.saved_tensors
         kernels = backends.for_device(x.device)
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         plan: Tiling = ctx.plan
@@ -252,6 +274,27 @@ class TritonBatchNormFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
+TRANSFORMS = (
+    "bncourse.triton_bn cannot run under {}: its kernels are launched from Python on the "
+    "tensors' memory, which a tracing transform does not have (it traces with stand-ins) "
+    "and cannot see into. Use bncourse.torch_bn or bncourse.compiled_bn (or torch.nn), which "
+    "work under every transform torch.nn does; under torch.compile without fullgraph=True, "
+    "triton_bn runs eagerly between the compiled parts."
+)
+
+
+def _refuse_tracing_transforms() -> None:
+    """A clear error under the transforms that trace instead of running (the kernels would
+    fail deep inside Triton's launcher or interpreter)."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(TRANSFORMS.format("torch.jit.trace"))
+    if torch.compiler.is_exporting():
+        raise RuntimeError(TRANSFORMS.format("torch.export"))
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        raise RuntimeError(TRANSFORMS.format("torch.func's transforms (vmap, grad, jacrev, jvp)"))
+
+
+@torch.compiler.disable(reason="bncourse.triton_bn launches Triton kernels from Python")
 def batch_norm(
     input: Tensor,
     running_mean: Tensor | None,
@@ -267,8 +310,12 @@ def batch_norm(
     The signature, semantics, checks and error messages of :func:`bncourse.torch_bn.batch_norm`
     (they share :func:`bncourse.validation.apply_checked`).  ``input``: ``(N, C)`` or
     ``(N, C, *spatial)``, float32, float16, bfloat16 or float64, on a CUDA device (compiled
-    kernels) or the CPU (Triton's interpreter).
+    kernels) or the CPU (Triton's interpreter). Under ``torch.compile`` it runs eagerly
+    between the compiled parts (with ``fullgraph=True``, TorchDynamo's error names the
+    reason); under ``torch.export``, ``torch.jit.trace`` and ``torch.func``'s transforms it
+    raises :data:`TRANSFORMS`, which names what to use instead.
     """
+    _refuse_tracing_transforms()
     return apply_checked(
         TritonBatchNormFunction,
         input,

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..validation import accumulation_dtype
+from ..validation import accumulation_dtype, output_memory_format
 
 __all__ = [
     "TILE_ELEMENTS",
@@ -105,13 +105,15 @@ class Tiling:
 
 
 def dense(x: Tensor) -> Tensor:
-    """``x`` if it is contiguous or channels-last contiguous, else a contiguous copy."""
+    """``x`` if it is contiguous or channels-last contiguous, else a copy in the layout
+    ``torch.nn`` gives BatchNorm's output (:func:`~bncourse.validation.output_memory_format`:
+    channels last for a slice of a channels-last tensor, contiguous for other views)."""
     if x.is_contiguous():
         return x
     formats = {4: torch.channels_last, 5: torch.channels_last_3d}
     if x.ndim in formats and x.is_contiguous(memory_format=formats[x.ndim]):
         return x
-    return x.contiguous()
+    return x.contiguous(memory_format=output_memory_format(x))
 
 
 def tiling(
