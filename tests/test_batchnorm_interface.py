@@ -628,19 +628,7 @@ def test_eps_zero_in_evaluation_with_a_zero_running_variance_is_pytorchs_nan(imp
     torch.testing.assert_close(ours, theirs, equal_nan=True)
 
 
-def test_an_infinite_input_gives_pytorchs_buffers(impl, request):
-    if impl.module is not torch_bn and impl.module.__name__ == "bncourse.triton_bn":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "the kernels merge per-tile (count, mean, M2) with Chan's formula, where an "
-                    "infinite "
-                    "value makes the mean NaN; PyTorch sums, and its running mean is that infinity "
-                    "(the outputs are NaN in both)"
-                ),
-            )
-        )
+def test_an_infinite_input_gives_pytorchs_buffers(impl):
     x = X.clone()
     x[0, 0] = math.inf
     results = []

@@ -57,11 +57,14 @@ def tile_offsets(t, c, C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,
 def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     """``(count, mean, M2)`` of the union of two parts, per channel (Chan et al., 1983).
 
-    :func:`bncourse.conventions.chan_merge`'s formula, spelled in Triton's language."""
+    :func:`bncourse.conventions.chan_merge`'s formula, spelled in Triton's language; where a
+    mean is infinite, the merged mean is the weighted sum, infinite too, as PyTorch's sum."""
     n = n_a + n_b
     w_b = n_b / tl.maximum(n, 1.0)  # a part with no values has weight 0
     delta = mean_b - mean_a
-    return n, mean_a + delta * w_b, m2_a + m2_b + delta * (n_a * w_b) * delta
+    mean = tl.where(tl.abs(delta) < float("inf"), mean_a + delta * w_b,
+                    mean_a * (1 - w_b) + mean_b * w_b)
+    return n, mean, m2_a + m2_b + delta * (n_a * w_b) * delta
 
 
 @triton.jit
@@ -71,7 +74,7 @@ def tile_stats(x, mask):
     The corrected two-pass formula on values already in registers: a first mean, the
     deviations ``d`` from it, then ``mean += mean(d)`` and ``M2 = sum(d^2) - count * mean(d)^2``
     (as :func:`bncourse.torch_bn.batch_stats`), clamped at 0 against rounding; a ``sum(d^2)``
-    that overflows stays ``inf`` (not ``inf - inf``)."""
+    that overflows stays ``inf`` (not ``inf - inf``), an infinite mean stays itself."""
     count = tl.sum(mask.to(x.dtype), axis=1)
     safe = tl.maximum(count, 1.0)
     mean = tl.sum(x, axis=1) / safe  # masked entries were loaded as 0
@@ -79,7 +82,8 @@ def tile_stats(x, mask):
     correction = tl.sum(d, axis=1) / safe
     squares = tl.sum(d * d, axis=1)
     m2 = tl.maximum(squares - count * correction * correction, 0.0)
-    return count, mean + correction, tl.where(squares == float("inf"), squares, m2)
+    mean = tl.where(tl.abs(mean) < float("inf"), mean + correction, mean)
+    return count, mean, tl.where(squares == float("inf"), squares, m2)
 
 
 # Forward
@@ -139,7 +143,9 @@ def finalize_stats_kernel(count_ptr, mean_ptr, m2_ptr, P, C,  # (P, C) partials
             n_chunk = tl.sum(counts, axis=0)
             safe = tl.maximum(n_chunk, 1.0)
             mean_chunk = tl.sum(counts * means, axis=0) / safe
-            mean_chunk += tl.sum(counts * (means - mean_chunk[None, :]), axis=0) / safe
+            correction = tl.sum(counts * (means - mean_chunk[None, :]), axis=0) / safe
+            mean_chunk = tl.where(tl.abs(mean_chunk) < float("inf"), mean_chunk + correction,
+                                  mean_chunk)
             delta = tl.where(mask, means - mean_chunk[None, :], 0.0)  # (0 * inf is NaN)
             m2_chunk = tl.sum(m2s, axis=0) + tl.sum(counts * delta * delta, axis=0)
             # Merged into the channels' running triple
