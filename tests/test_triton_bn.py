@@ -564,10 +564,15 @@ def _run(network, x, dy, call=None):
 
 
 @pytest.mark.parametrize(
-    "backend",
-    ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)],
+    "backend, training",
+    [
+        ("aot_eager", True),
+        ("aot_eager", False),
+        # (Inductor compiles C++ for the rest of the graph: about a minute, training only)
+        pytest.param("inductor", True, marks=pytest.mark.slow),
+    ],
+    ids=["aot_eager-train", "aot_eager-eval", "inductor-train"],
 )
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_torch_compile_with_fullgraph_gives_the_eager_results(backend, training):
     """No graph break (``fullgraph=True``): the operators are nodes of the graph, forward and
     backward. On the CPU the compiled graph calls them whole (their kernels run in Triton's
