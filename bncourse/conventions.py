@@ -137,13 +137,14 @@ def chan_merge(
 
     Every term of ``M2`` is non-negative: nothing cancels, unlike ``E[x^2] - E[x]^2``. Works
     on numbers, NumPy arrays and torch tensors alike (the counts may be 0-d or per channel);
-    a part with no values (count 0) leaves the other unchanged. The Triton kernels
+    a part with no values (count 0) leaves the other unchanged, even where ``delta**2``
+    overflows (``n_a * weight_b`` is 0 first: never ``0 * inf``). The Triton kernels
     (:mod:`bncourse.triton_bn`) spell the same formula in Triton's language.
     """
     n = n_a + n_b
     weight_b = n_b / (n + (n == 0))  # 0 / 1 = 0 for two empty parts, never 0 / 0
     delta = mean_b - mean_a
-    return n, mean_a + delta * weight_b, m2_a + m2_b + delta * delta * n_a * weight_b
+    return n, mean_a + delta * weight_b, m2_a + m2_b + delta * (n_a * weight_b) * delta
 
 
 def merge_stats(counts: Any, means: Any, m2s: Any) -> tuple[Any, Any, Any]:

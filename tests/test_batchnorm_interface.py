@@ -628,19 +628,7 @@ def test_eps_zero_in_evaluation_with_a_zero_running_variance_is_pytorchs_nan(imp
     torch.testing.assert_close(ours, theirs, equal_nan=True)
 
 
-def test_an_infinite_input_gives_pytorchs_buffers(impl, request):
-    if impl.module is not torch_bn and impl.module.__name__ == "bncourse.triton_bn":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "the kernels merge per-tile (count, mean, M2) with Chan's formula, where an "
-                    "infinite "
-                    "value makes the mean NaN; PyTorch sums, and its running mean is that infinity "
-                    "(the outputs are NaN in both)"
-                ),
-            )
-        )
+def test_an_infinite_input_gives_pytorchs_buffers(impl):
     x = X.clone()
     x[0, 0] = math.inf
     results = []
@@ -683,12 +671,6 @@ def test_finite_values_whose_variance_overflows_give_pytorchs_finite_outputs(
     """Squares past the largest float (|x| of 1e30 in float32): PyTorch's variance is inf, so
     its outputs and gradients are finite (0 before the bias) and its running_var is inf; a
     variance computed as ``mean(d**2) - e**2`` would be inf - inf = NaN everywhere."""
-    _xfail_on_triton(
-        impl,
-        request,
-        "the kernels' tile_stats subtracts count * correction**2 from an overflowed sum of "
-        "squares (inf - inf); the fix changes the kernel chapter 8 prints",
-    )
     g = torch.Generator().manual_seed(27)
     x = (torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64) * scale).to(dtype)
     dy = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64).to(dtype)
@@ -701,12 +683,6 @@ def test_finite_values_whose_variance_overflows_give_pytorchs_finite_outputs(
 def test_a_tiny_eps_with_tiny_values_gives_pytorchs_finite_gradients(impl, request):
     """``eps=1e-45`` and values near 1e-20 in float32: invstd is about 1e20, its square
     overflows; PyTorch's input gradients (about 1e20) are finite, and so are ours."""
-    _xfail_on_triton(
-        impl,
-        request,
-        "the kernels' dx = a*dy + k*(x - mean) + c holds k = -a*invstd**2*..., which "
-        "overflows; the fix changes grad_input_kernel, which chapter 8 prints",
-    )
     g = torch.Generator().manual_seed(4)
     x = torch.randn(4, 3, 3, 3, generator=g) * 1e-20
     dy = torch.randn(4, 3, 3, 3, generator=g)

@@ -444,13 +444,10 @@ def test_tiling_reads_along_memory(shape, layout, expected):
 
 
 def test_wrong_device_is_a_clear_error():
-    where = "meta"  # neither the interpreter's CPU nor a GPU
-    error = raised(
-        lambda: triton_bn.batch_norm(torch.empty(4, 3, device=where), None, None, training=True)
-    )
-    assert error[0] is RuntimeError and "triton_bn: got an input on meta" in error[1]
+    error = raised(lambda: backends.for_device(torch.device("xpu")))  # neither CPU nor GPU
+    assert error[0] is RuntimeError and "triton_bn: got an input on xpu" in error[1]
     assert "CUDA tensors (compiled) or CPU tensors (Triton's interpreter)" in error[1]
-    x, w = torch.randn(4, 3), torch.ones(3, device=where)
+    x, w = torch.randn(4, 3), torch.ones(3, device="meta")
     error = raised(lambda: triton_bn.batch_norm(x, None, None, w, training=True))
     assert error[0] is RuntimeError and "expected every tensor on cpu, got one on meta" in error[1]
 
@@ -547,6 +544,119 @@ def test_every_launch_compiles_for_an_h100(tmp_path):
     assert "launches compiled for sm_90" in result.stdout
 
 
+# --------------------------------------------------------------------------------------------
+# PyTorch operators: torch.compile, torch.export, torch.jit.trace and meta tensors see them;
+# torch.func's transforms and forward-mode AD are a clear error
+# --------------------------------------------------------------------------------------------
+def _network(training):
+    """A small network holding triton_bn, in a fixed state (``torch.manual_seed(3)``)."""
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Linear(4, 3), triton_bn.BatchNorm1d(3), nn.ReLU()).train(training)
+
+
+def _run(network, x, dy, call=None):
+    """The output, the input's and first weight's gradients and the buffers after one step
+    (``call``: the network, or a compiled form of it)."""
+    x = x.clone().requires_grad_()
+    y = (call or network)(x)
+    y.backward(dy)
+    return [y, x.grad, network[0].weight.grad, network[1].running_mean, network[1].running_var]
+
+
+@pytest.mark.parametrize(
+    "backend, training",
+    [
+        ("aot_eager", True),
+        ("aot_eager", False),
+        # (Inductor compiles C++ for the rest of the graph: about a minute, training only)
+        pytest.param("inductor", True, marks=pytest.mark.slow),
+    ],
+    ids=["aot_eager-train", "aot_eager-eval", "inductor-train"],
+)
+def test_torch_compile_with_fullgraph_gives_the_eager_results(backend, training):
+    """No graph break (``fullgraph=True``): the operators are nodes of the graph, forward and
+    backward. On the CPU the compiled graph calls them whole (their kernels run in Triton's
+    interpreter); the results, gradients and buffers are those without compile."""
+    g = torch.Generator().manual_seed(4)
+    x, dy = torch.randn(8, 4, generator=g), torch.randn(8, 3, generator=g)
+    expected = _run(_network(training), x, dy)
+    network = _network(training)
+    compiled = torch.compile(network, backend=backend, fullgraph=True)
+    for ours, theirs in zip(_run(network, x, dy, compiled), expected):
+        torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_torch_export_records_the_operator_and_round_trips(training, tmp_path):
+    """``torch.export`` traces with fake tensors, through the operators' fake implementation
+    (the host code with the launches left out); the exported program holds the operator,
+    computes what the network computes (updating its buffers in training), and survives
+    ``torch.export.save`` and ``load``."""
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(5))
+    program = torch.export.export(_network(training), (x,))
+    mode = "train" if training else "eval"
+    targets = [str(node.target) for node in program.graph.nodes]
+    assert f"bncourse.triton_batch_norm_{mode}.default" in targets
+    torch.export.save(program, tmp_path / "network.pt2")
+    loaded = torch.export.load(tmp_path / "network.pt2").module()
+    reference = _network(training)
+    torch.testing.assert_close(loaded(x), reference(x))
+    state = dict(loaded.named_buffers())
+    torch.testing.assert_close(state["1.running_mean"], reference[1].running_mean)
+    torch.testing.assert_close(state["1.running_var"], reference[1].running_var)
+
+
+META_CASES = [
+    ((6, 5), "contiguous", torch.float32),
+    ((4, 3, 7, 5), "channels_last", torch.bfloat16),
+    ((4, 3, 7, 10), "transposed", torch.float16),
+    ((2, 3, 4, 5, 6), "contiguous", torch.float64),
+]
+
+
+@pytest.mark.parametrize("shape, layout, dtype", META_CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_meta_and_fake_tensors_get_torch_nns_shapes_dtypes_and_strides(
+    shape, layout, dtype, training
+):
+    """Meta tensors (no memory) and fake tensors (``FakeTensorMode``): the output and the
+    gradients have the shape, dtype and strides torch.nn gives them; no kernel runs."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def make(device):
+        x = torch.empty(shape, dtype=dtype, device=device)
+        if layout == "channels_last":
+            x = x.to(memory_format=torch.channels_last)
+        if layout == "transposed":
+            x = torch.empty(shape[:2] + shape[2:][::-1], dtype=dtype, device=device)
+            x = x.transpose(2, 3)
+        acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        params = [torch.ones(shape[1], dtype=acc, device=device) for _ in range(4)]
+        return x.requires_grad_(), params
+
+    def run(fn, device):
+        x, (weight, bias, running_mean, running_var) = make(device)
+        weight.requires_grad_(), bias.requires_grad_()
+        y = fn(x, running_mean, running_var, weight, bias, training=training)
+        grads = torch.autograd.grad(y, (x, weight, bias), torch.ones_like(y))
+        return [(t.shape, t.dtype, t.stride(), t.device.type) for t in (y, *grads)]
+
+    expected = run(nn.functional.batch_norm, "cpu")
+    expected = [(s, d, st, "meta") for s, d, st, _ in expected]
+    assert run(triton_bn.batch_norm, "meta") == expected
+    with FakeTensorMode():
+        fake = run(triton_bn.batch_norm, "cpu")
+    assert fake == [(s, d, st, "cpu") for s, d, st, _ in expected]
+
+
+def test_torch_jit_trace_records_the_operators():
+    """``torch.jit.trace`` records the operator call (not the launches inside it)."""
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(6))
+    traced = torch.jit.trace(_network(False), (x,))
+    assert "bncourse::triton_batch_norm_eval" in str(traced.inlined_graph)
+    torch.testing.assert_close(traced(x), _network(False)(x))
+
+
 def test_double_backward_is_a_clear_error_not_missing_second_derivatives():
     """Second derivatives through the kernels are not supported: a backward with
     create_graph=True says so, where it used to return first derivatives unconnected to the
@@ -562,7 +672,7 @@ def test_double_backward_is_a_clear_error_not_missing_second_derivatives():
 
 def test_changing_a_strided_input_in_place_before_backward_is_autograds_error():
     """As with torch.nn: the kernels read a dense copy of a strided input, but the input
-    itself is saved too, so autograd notices that it changed."""
+    itself is saved for the backward, so autograd notices that it changed."""
     message = "one of the variables needed for gradient computation has been modified"
     for fn in (nn.functional.batch_norm, triton_bn.batch_norm):
         base = torch.randn(4, 3, 10, requires_grad=True)
@@ -573,29 +683,27 @@ def test_changing_a_strided_input_in_place_before_backward_is_autograds_error():
             y.sum().backward()
 
 
-def test_under_torch_compile_the_kernels_run_eagerly_between_compiled_parts():
-    """torch.compile of a network that holds triton_bn: a graph break around the kernels
-    (they run as they do without compile), the same results as without compile."""
-    torch.manual_seed(3)
-    model = nn.Sequential(nn.Linear(4, 3), triton_bn.BatchNorm1d(3), nn.ReLU())
-    x = torch.randn(8, 4)
-    expected = model(x)
-    model[1].reset_running_stats()
-    torch.testing.assert_close(torch.compile(model, backend="eager")(x), expected)
+def _forward_ad(module, x):
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        return module(fwAD.make_dual(x, torch.ones_like(x)))
 
 
-@pytest.mark.parametrize("transform", ["torch.export", "torch.jit.trace", "vmap", "jacrev"])
-def test_tracing_transforms_are_a_clear_error(transform):
-    """Where the kernels cannot run (the transform traces with stand-ins for the tensors'
-    memory), the error says so and names what works: not an error from deep inside Triton's
-    interpreter or launcher."""
+@pytest.mark.parametrize("transform", ["vmap", "grad", "jacrev", "jvp", "jacfwd", "forward_ad"])
+def test_transforms_without_a_rule_are_a_clear_error(transform):
+    """torch.func's transforms (the operators have no batching rule, and no forward-mode
+    derivative) and forward-mode AD: the error says so and names what works, not an error
+    from deep inside the dispatcher."""
     module = triton_bn.BatchNorm1d(3, track_running_stats=False)
     x = torch.randn(4, 3)
     calls = {
-        "torch.export": lambda: torch.export.export(module, (x,)),
-        "torch.jit.trace": lambda: torch.jit.trace(module, (x,)),
         "vmap": lambda: torch.func.vmap(module)(x[None].expand(2, 4, 3)),
+        "grad": lambda: torch.func.grad(lambda x: module(x).sum())(x),
         "jacrev": lambda: torch.func.jacrev(module)(x),
+        "jvp": lambda: torch.func.jvp(module, (x,), (torch.ones_like(x),)),
+        "jacfwd": lambda: torch.func.jacfwd(module)(x),
+        "forward_ad": lambda: _forward_ad(module, x),
     }
-    with pytest.raises(RuntimeError, match="cannot run under .*Use bncourse.torch_bn"):
+    with pytest.raises(RuntimeError, match="does not support .*Use bncourse.torch_bn"):
         calls[transform]()

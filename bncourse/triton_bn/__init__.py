@@ -16,7 +16,7 @@ The modules, read in this order:
 * :mod:`.kernels`: the kernels, in Triton's language;
 * :mod:`.tiles`: how the kernels cover a tensor (:func:`tiling`) and their launch options;
 * :mod:`.backends`: the compiled kernels, the interpreted ones, and the choice by device;
-* :mod:`.functional`: the host side, :func:`batch_norm` and :class:`TritonBatchNormFunction`;
+* :mod:`.functional`: the host side, :func:`batch_norm` and the PyTorch operators;
 * :mod:`.modules`: :class:`BatchNorm1d`, ``2d`` and ``3d``;
 * :mod:`.parity`: the comparison with ``torch.nn`` that chapter 8 prints.
 
@@ -46,7 +46,7 @@ Nowhere ``E[x^2] - E[x]^2``: every merge adds non-negative terms.  Backward (tra
 reads and 1 write): ``backward_sums_kernel`` writes per-program partial sums of ``dy`` and
 ``dy * (x - mean)``; ``backward_finalize_kernel`` adds them up in a fixed order and forms
 ``grad_weight``, ``grad_bias`` and the three per-channel coefficients of
-``dx = a * dy + k * (x - mean) + c`` (:func:`bncourse.torch_bn.grad_input_from_sums`'s closed
+``dx = (dy + k * (x - mean) + c) * a`` (:func:`bncourse.torch_bn.grad_input_from_sums`'s closed
 form); ``grad_input_kernel`` computes ``dx``.  No atomics: every sum has a fixed order, so
 results are bitwise reproducible run to run.
 
@@ -77,7 +77,7 @@ except ModuleNotFoundError as error:
         "(requirements.txt pins the tested version)."
     ) from error
 
-from .functional import TritonBatchNormFunction, batch_norm, batch_stats, partial_stats
+from .functional import batch_norm, batch_stats, partial_stats
 from .kernels import (
     backward_finalize_kernel,
     backward_sums_kernel,
@@ -98,7 +98,6 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
-    "TritonBatchNormFunction",
     "partial_stats",
     "batch_stats",
     "Tiling",

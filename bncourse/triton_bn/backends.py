@@ -104,8 +104,10 @@ def for_device(device: torch.device) -> types.SimpleNamespace:
 
 
 def check_devices(input: torch.Tensor, *others: torch.Tensor | None) -> None:
-    """The kernels' device rule: a CUDA or CPU ``input``, and every other tensor on its device."""
-    for_device(input.device)
+    """The kernels' device rule: a CUDA or CPU ``input`` (or a meta one: shapes only, no
+    kernel), and every other tensor on its device."""
+    if input.device.type != "meta":
+        for_device(input.device)
     for other in others:
         if other is not None and other.device != input.device:
             raise RuntimeError(

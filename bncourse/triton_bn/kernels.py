@@ -57,11 +57,14 @@ def tile_offsets(t, c, C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,
 def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
     """``(count, mean, M2)`` of the union of two parts, per channel (Chan et al., 1983).
 
-    :func:`bncourse.conventions.chan_merge`'s formula, spelled in Triton's language."""
+    :func:`bncourse.conventions.chan_merge`'s formula, spelled in Triton's language; where a
+    mean is infinite, the merged mean is the weighted sum, infinite too, as PyTorch's sum."""
     n = n_a + n_b
     w_b = n_b / tl.maximum(n, 1.0)  # a part with no values has weight 0
     delta = mean_b - mean_a
-    return n, mean_a + delta * w_b, m2_a + m2_b + delta * delta * n_a * w_b
+    mean = tl.where(tl.abs(delta) < float("inf"), mean_a + delta * w_b,
+                    mean_a * (1 - w_b) + mean_b * w_b)
+    return n, mean, m2_a + m2_b + delta * (n_a * w_b) * delta
 
 
 @triton.jit
@@ -70,14 +73,17 @@ def tile_stats(x, mask):
 
     The corrected two-pass formula on values already in registers: a first mean, the
     deviations ``d`` from it, then ``mean += mean(d)`` and ``M2 = sum(d^2) - count * mean(d)^2``
-    (as :func:`bncourse.torch_bn.batch_stats`), clamped at 0 against rounding."""
+    (as :func:`bncourse.torch_bn.batch_stats`), clamped at 0 against rounding; a ``sum(d^2)``
+    that overflows stays ``inf`` (not ``inf - inf``), an infinite mean stays itself."""
     count = tl.sum(mask.to(x.dtype), axis=1)
     safe = tl.maximum(count, 1.0)
     mean = tl.sum(x, axis=1) / safe  # masked entries were loaded as 0
     d = tl.where(mask, x - mean[:, None], 0.0)
     correction = tl.sum(d, axis=1) / safe
-    m2 = tl.maximum(tl.sum(d * d, axis=1) - count * correction * correction, 0.0)
-    return count, mean + correction, m2
+    squares = tl.sum(d * d, axis=1)
+    m2 = tl.maximum(squares - count * correction * correction, 0.0)
+    mean = tl.where(tl.abs(mean) < float("inf"), mean + correction, mean)
+    return count, mean, tl.where(squares == float("inf"), squares, m2)
 
 
 # Forward
@@ -137,8 +143,10 @@ def finalize_stats_kernel(count_ptr, mean_ptr, m2_ptr, P, C,  # (P, C) partials
             n_chunk = tl.sum(counts, axis=0)
             safe = tl.maximum(n_chunk, 1.0)
             mean_chunk = tl.sum(counts * means, axis=0) / safe
-            mean_chunk += tl.sum(counts * (means - mean_chunk[None, :]), axis=0) / safe
-            delta = means - mean_chunk[None, :]
+            correction = tl.sum(counts * (means - mean_chunk[None, :]), axis=0) / safe
+            mean_chunk = tl.where(tl.abs(mean_chunk) < float("inf"), mean_chunk + correction,
+                                  mean_chunk)
+            delta = tl.where(mask, means - mean_chunk[None, :], 0.0)  # (0 * inf is NaN)
             m2_chunk = tl.sum(m2s, axis=0) + tl.sum(counts * delta * delta, axis=0)
             # Merged into the channels' running triple
             n_acc, mean_acc, m2_acc = chan_merge(n_acc, mean_acc, m2_acc,
@@ -229,9 +237,9 @@ def backward_finalize_kernel(sum_dy_ptr, sum_dy_xc_ptr, P, C,  # (P, C) partial 
                              BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
     """Backward pass 2: the sums over all programs (fixed order), ``grad_weight``,
     ``grad_bias``, and the rows ``a``, ``k``, ``c`` of ``coef`` for
-    ``dx = a * dy + k * (x - mean) + c``: ``a = weight * invstd``; in training
-    ``k = -a * invstd^2 * sum(dy * xc) / m`` (the variance path) and ``c = -a * sum(dy) / m``
-    (the mean path); in evaluation ``k = c = 0``
+    ``dx = (dy + k * (x - mean) + c) * a``: ``a = weight * invstd``; in training
+    ``k = -invstd * (invstd * sum(dy * xc) / m)`` (the variance path; ``invstd**2`` alone
+    could overflow) and ``c = -sum(dy) / m`` (the mean path); in evaluation ``k = c = 0``
     (:func:`bncourse.torch_bn.grad_input_from_sums`'s closed form)."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
@@ -259,8 +267,8 @@ def backward_finalize_kernel(sum_dy_ptr, sum_dy_xc_ptr, P, C,  # (P, C) partial 
         if WANT_BIAS:
             tl.store(grad_bias_ptr + c, sum_dy.to(grad_bias_ptr.dtype.element_ty), mask=c_ok)
         if TRAINING:
-            k_coef = -a * invstd * invstd * sum_dy_xc * inv_m
-            c_coef = -a * sum_dy * inv_m
+            k_coef = -invstd * (invstd * sum_dy_xc * inv_m)
+            c_coef = -sum_dy * inv_m
     tl.store(coef_ptr + c, a, mask=c_ok)
     tl.store(coef_ptr + C + c, k_coef, mask=c_ok)
     tl.store(coef_ptr + 2 * C + c, c_coef, mask=c_ok)
@@ -273,7 +281,7 @@ def grad_input_kernel(x_ptr, dy_ptr, dx_ptr,  # the input, dy and dx, of the sam
                       TRAINING: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
                       INDEX: tl.constexpr):
-    """Backward pass 3: ``dx = a * dy + k * (x - mean) + c`` (evaluation: ``a * dy``, and
+    """Backward pass 3: ``dx = (dy + k * (x - mean) + c) * a`` (evaluation: ``dy * a``, and
     ``x`` is not read)."""
     # The per-channel coefficients, loaded once per program
     pid_t = tl.program_id(0)
@@ -289,9 +297,9 @@ def grad_input_kernel(x_ptr, dy_ptr, dx_ptr,  # the input, dy and dx, of the sam
         offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
                                      stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(ACC)
-        dx = a[:, None] * dy
         if TRAINING:
             x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
-            dx += k_coef[:, None] * (x - mean[:, None]) + c_coef[:, None]
+            dy += k_coef[:, None] * (x - mean[:, None]) + c_coef[:, None]
+        dx = dy * a[:, None]
         tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 # fmt: on
