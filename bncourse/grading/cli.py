@@ -429,13 +429,29 @@ EMOJI = {
     "error": "💥",
     "timed out": "⏱️",
 }
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
+    # invisible characters that reorder or hide text (bidirectional overrides and isolates,
+    # zero-width characters, line and paragraph separators, the byte-order mark): a name
+    # like "ada\u202egnp.exe" would show as another learner's, or as nothing at all
+    "\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e007f]"
+)
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters (and what XML 1.0 cannot hold) written as ``\\xNN``:
-    a learner's message can then go into a terminal, JUnit XML and Markdown as it is."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    """``text`` with control characters, what XML 1.0 cannot hold and the invisible
+    characters that reorder or hide text (bidirectional controls, zero-width characters)
+    written as ``\\xNN`` / ``\\uNNNN``: a learner's message or name can then go into a
+    terminal, JUnit XML, Markdown and CSV as it is, and reads as what it is."""
+    return _CONTROL.sub(_escaped, str(text))
 
 
 def unisolated_warning(results: list[Result]) -> str | None:
