@@ -54,6 +54,7 @@ __all__ = [
     "grade_notebook",
     "run_notebook",
     "grade",
+    "one_per_chapter",
     "main",
     "NOT_TAMPER_PROOF",
 ]
@@ -344,6 +345,47 @@ def expand(paths: list[str]) -> list[tuple[str, Path, bool]]:
     return expanded
 
 
+def one_per_chapter(
+    notebooks: list[tuple[str, Path, bool]], sources: dict[int, bytes | GradingError]
+) -> dict[int, str]:
+    """In a class, one notebook per learner and chapter counts, decided before any runs (a
+    learner who hands in several copies must not get the best of their results): the one
+    named as in ``exercises/`` (``02_numpy_forward.ipynb``), or the only one for that
+    chapter. ``{index: why it is not graded}`` for each other notebook of the chapter (all
+    of them when none has the chapter's name): its error row says so."""
+    covers: dict[tuple[str, str], list[int]] = {}
+    for index, (learner, path, _) in enumerate(notebooks):
+        source = sources[index]
+        if not learner or isinstance(source, GradingError):
+            continue
+        try:
+            labels = exercise_ids(parse_notebook(path, source))
+        except GradingError:
+            continue  # (its own error row)
+        for chapter in dict.fromkeys(ex.chapter for ex in required_exercises(path, labels)):
+            covers.setdefault((learner, chapter), []).append(index)
+    refused: dict[int, str] = {}
+    for (learner, chapter), indices in covers.items():
+        if len(indices) < 2:
+            continue
+        canonical = [i for i in indices if notebooks[i][1].name == f"{chapter}.ipynb"]
+        names = ", ".join(notebooks[i][1].name for i in indices)
+        for index in indices:
+            if index in canonical or index in refused:
+                continue
+            if canonical:
+                refused[index] = (
+                    f"not graded: another notebook for chapter {chapter}; only {learner}'s "
+                    f"{chapter}.ipynb counts (one notebook per learner and chapter)"
+                )
+            else:
+                refused[index] = (
+                    f"not graded: {len(indices)} notebooks for chapter {chapter} ({names}) "
+                    f"and none named {chapter}.ipynb: hand in one, with that name"
+                )
+    return refused
+
+
 def refuse_unisolated(allow_unisolated: bool) -> None:
     """:class:`GradingError` where there is no sandbox, unless ``allow_unisolated``."""
     why = sandbox.isolation()
@@ -381,6 +423,9 @@ def grade(
             sources[index] = read_submission(path, follow=named)
         except GradingError as error:
             sources[index] = error
+
+    for index, why in one_per_chapter(notebooks, sources).items():
+        sources[index] = GradingError(why)
 
     def one(index: int) -> list[Result]:
         learner, path, _ = notebooks[index]
