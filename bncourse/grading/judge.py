@@ -43,6 +43,8 @@ SKIPPED_FOLDERS = {".git", ".venv", "venv", "__pycache__", "node_modules", "_bui
 SKIPPED_FOLDERS |= {".ipynb_checkpoints"}
 LARGEST_COPIED = 50 * 2**20  # bytes: a larger data file is left out of the copy
 COPIED_FILES, COPIED_BYTES = 2000, 200 * 2**20  # the most the copy of a folder holds
+SUFFIXES = (".pkl", ".problem.json")  # the runner's files for one exercise
+SMALLEST_CALLBACK_LIMIT = 2**20  # bytes of arrays a callback may always be given
 RAISED = {
     name: getattr(builtins, name)
     for name in (
@@ -408,22 +410,35 @@ class Notebook:
             if time.monotonic() - started > self.submission.deadline:
                 return [], "", self._stopped("timed out")
             try:
-                message, _ = connection.receive(step + GRACE)
+                message, blobs = connection.receive(step + GRACE)
             except SandboxStopped as stopped:
-                return [], "", self._stopped(stopped.status)
+                return [], "", self._stopped(stopped.status, str(stopped))
             if message.get("op") == "alive":  # (the sandbox can forge any message: check all)
                 step = _finite(message.get("seconds"), START)
                 step = min(max(step, 1.0), self.submission.deadline)
                 continue
             if message.get("op") == "ran":
+                self._keep(message.get("kept"), blobs)
                 notes = message.get("notes")
                 notes = [str(n)[:300] for n in notes][:50] if isinstance(notes, list) else []
                 executed = message.get("executed")
                 return notes, executed if isinstance(executed, str) else "", None
             return [], "", self._stopped("error")
 
-    def _stopped(self, status: str) -> tuple[str, str]:
+    def _keep(self, kept: Any, blobs: list[bytes]) -> None:
+        """Write the functions the runner sent (bytes, never read here) where a runner
+        started again reads them: only the names this notebook's exercises give."""
+        if not isinstance(kept, dict):
+            return
+        names = {f"{i}{suffix}" for i in self.submission.exercises for suffix in SUFFIXES}
+        for name, index in kept.items():
+            if name in names and type(index) is int and 0 <= index < len(blobs):
+                (self.candidates / name).write_bytes(blobs[index])
+
+    def _stopped(self, status: str, why: str = "") -> tuple[str, str]:
         code = self.end()
+        if status == "too large":
+            return "error", f"refused: {why}"
         if status == "timed out":
             return status, (
                 "grading this notebook stopped making progress (a cell that neither finished "

@@ -290,7 +290,15 @@ def _run(channel: Channel, work: Path, candidates: Path, request: dict[str, Any]
     executed = nbformat.writes(nb)
     if len(executed.encode()) > LARGEST_EXECUTED:
         executed = ""
-    channel.send({"op": "ran", "notes": notes, "executed": executed})
+    kept, blobs = {}, []  # the functions, for the judge to keep (a tmpfs ends with the sandbox)
+    for exercise_id in functions:
+        for name in (f"{exercise_id}.pkl", f"{exercise_id}.problem.json"):
+            try:
+                blobs.append((candidates / name).read_bytes())
+            except OSError:
+                continue
+            kept[name] = len(blobs) - 1
+    channel.send({"op": "ran", "notes": notes, "executed": executed, "kept": kept}, blobs)
 
 
 def _imports() -> None:
@@ -307,6 +315,18 @@ def main(argv: list[str]) -> int:
 
     mode, work, candidates = argv[0], Path(argv[1]), Path(argv[2])
     channel = Channel(int(argv[3]), int(argv[4]))
+    copy = os.environ.get("BNCOURSE_WORK_COPY")
+    if copy and Path(copy).is_dir():  # the learner's folder, into the sandbox's bounded tmpfs
+        import shutil
+
+        notebook = {p.name for p in Path(copy).iterdir() if p.suffix == ".ipynb"}
+        shutil.copytree(
+            copy,
+            work,
+            symlinks=True,
+            dirs_exist_ok=True,
+            ignore=lambda folder, names: notebook if Path(folder) == Path(copy) else (),
+        )
     fonts, cache = os.environ.get("BNCOURSE_FONT_CACHE"), os.environ.get("MPLCONFIGDIR")
     if fonts and cache and Path(fonts).is_dir():  # matplotlib's font list, built outside
         import shutil
