@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sandbox
-from .protocol import Channel, Closed, Late, ProtocolError, decode, encode
+from .protocol import LARGEST_ANSWER, Channel, Closed, Late, ProtocolError, TooLarge, decode, encode
 
 __all__ = ["Verdict", "Submission", "grade_submission", "Remote", "autograd_proxy"]
 
@@ -116,7 +116,7 @@ class Connection:
 
     def __init__(self, box: sandbox.Sandbox) -> None:
         self.box = box
-        self.channel = Channel(box.read_fd, box.write_fd)
+        self.channel = Channel(box.read_fd, box.write_fd, LARGEST_ANSWER)
         self.deadline: float | None = None
         self.callbacks: list[Any] = []
 
@@ -128,6 +128,8 @@ class Connection:
             return self.channel.receive(deadline)
         except Late:
             raise SandboxStopped("timed out", "no answer in time") from None
+        except TooLarge as error:
+            raise SandboxStopped("too large", f"{error}") from None
         except ProtocolError as error:
             raise SandboxStopped("error", f"{error}") from None
 
@@ -141,6 +143,9 @@ class Connection:
             raise SandboxStopped("error", str(error)) from None
 
     def request(self, message: dict[str, Any], blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        # the checker's functions get arrays no larger than those the checker sent: a
+        # callback cannot make the judge compute on (and allocate for) arrays it chose
+        limit = max(sum(map(len, blobs)), SMALLEST_CALLBACK_LIMIT)
         self._send(message, blobs)
         while True:
             reply, blobs = self.receive(None)
@@ -148,6 +153,12 @@ class Connection:
                 return reply, blobs
             if reply.get("op") != "callback":
                 raise SandboxStopped("error", f"an unexpected message {reply.get('op')!r}")
+            if sum(map(len, blobs)) > limit:
+                raise SandboxStopped(
+                    "too large",
+                    f"arrays of {sum(map(len, blobs)) / 2**20:.1f} MiB passed to the checker's "
+                    f"function, more than the {limit / 2**20:.1f} MiB it was given to work on",
+                )
             key = reply.get("id")
             out: list[bytes] = []
             try:
@@ -573,6 +584,12 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
                         "timed out",
                         f"the check did not finish within {submission.timeout:g} s: an "
                         "infinite loop?",
+                    )
+                elif stopped.status == "too large":
+                    verdict = Verdict(
+                        "error",
+                        f"refused: {stopped}; an answer (or an argument of the checker's "
+                        "function) should have the shape the exercise asks for",
                     )
                 else:
                     verdict = Verdict(
