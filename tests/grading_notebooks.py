@@ -300,3 +300,58 @@ def fork_bomb():
     for _ in range(1100):
         subprocess.Popen(["sleep", "77.7"])
 attempt("start more than 1024 processes", fork_bomb)"""
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks found after issue 29's sandbox: on the judge's memory, its disk, the references
+# --------------------------------------------------------------------------------------------
+HUGE_ANSWER = """def extreme_batch(m):
+    return np.zeros(6 * 2**20)  # 48 MiB for the judge to read and compare"""
+
+HUGE_CALLBACK_ARGUMENT = """def numerical_gradient(f, x, h=1e-5):
+    # 16 MiB for the checker's f to broadcast against its (3, 4) weights: gigabytes
+    f(np.zeros((2**21, 1, 1)))
+    return np.zeros_like(x)"""
+
+# the reference kept under another name before the runner swaps it out
+REFERENCE_KEPT_EARLY = (
+    "import types\n"
+    "import bncourse.numpy_bn as R\n"
+    "from bncourse.numpy_bn import batch_stats as bs\n"
+    "fwd = types.FunctionType(R.forward_train.__code__, vars(R))  # a copy of its code"
+)
+CALLING_A_KEPT_REFERENCE = "def batch_stats(x):\n    return bs(x)"
+CALLING_COPIED_CODE = """\
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    return fwd(x, gamma, beta, eps)"""
+
+ATEN_BATCH_NORM = """\
+def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5):
+    # below every Python name of the reference (getattr: cloudpickle cannot write the
+    # function when it names torch.ops.aten, and the learner needs it sent to the grader)
+    op = getattr(getattr(torch, "ops"), "aten").native_batch_norm
+    return op(x, weight, bias, running_mean, running_var, training, momentum, eps)[0]"""
+
+
+def fill_the_disk(megabytes: int) -> str:
+    """A cell that writes ``megabytes`` MiB into every place it might write, prints how many
+    MiB each took before it was refused (``wrote <where>: <MiB> MiB``), and removes them."""
+    return f"""\
+import os
+places = ["/tmp", "/dev/shm", os.path.expanduser("~"), os.getcwd(), "/grading", "/", "/dev"]
+block = b"x" * 2**20
+for place in places:
+    path, written = os.path.join(place, "fill"), 0
+    try:
+        with open(path, "wb") as handle:
+            for _ in range({megabytes}):
+                handle.write(block)
+                handle.flush()
+                written += 1
+    except OSError:
+        pass
+    print(f"wrote {{place}}: {{written}} MiB")
+    try:
+        os.remove(path)
+    except OSError:
+        pass"""

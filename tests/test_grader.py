@@ -372,3 +372,27 @@ def test_the_classroom_workflow_is_in_sync_and_its_steps_can_fail(tmp_path):
     assert classroom.main(["--passed", "numpy-batch-stats", str(tmp_path / "r.json")]) == 0
     assert classroom.main(["--passed", "numpy-forward", str(tmp_path / "r.json")]) == 1
     assert classroom.main(["--passed", "group-norm", str(tmp_path / "r.json")]) == 1
+
+
+def test_names_that_hide_or_reorder_text_are_shown_as_they_are(tmp_path):
+    """A learner named with a right-to-left override or zero-width characters would show in
+    the reports as someone else (``ada\\u202e...``) or as a name that looks like a
+    classmate's: every report writes those characters as escapes."""
+    from bncourse.grading import classroom
+
+    tricky = ["ada\u202egnp.exe", "b\u200ben", "\u2066cy\u2069", "=d\u200de\ufeff"]
+    results = [
+        grader.Result(f"{n}/02.ipynb", "numpy-forward", "failed", f"{n} wrong", 1.0, n, 0, "c")
+        for n in tricky
+    ]
+    classroom.write_gradebook(results, tmp_path / "g.csv")
+    classroom.write_class_report(results, tmp_path / "c.md")
+    grader.write_markdown(results, tmp_path / "s.md")
+    grader.write_junit(results, tmp_path / "r.xml")
+    invisible = "\u202e\u200b\u2066\u2069\u200d\ufeff"
+    for name in ("g.csv", "c.md", "s.md", "r.xml"):
+        text = (tmp_path / name).read_text()
+        assert not set(invisible) & set(text), name
+    assert "ada\\u202egnp" in (tmp_path / "g.csv").read_text()
+    assert "'=d\\u200de\\ufeff" in (tmp_path / "g.csv").read_text()
+    assert not set(invisible) & set(grader.format_table(results))

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "bncourse"
 TIMEOUT = 20  # seconds per cell and per check: every cell here takes well under one
 CH1, CH2, CH4 = "01_what_batchnorm_does", "02_numpy_forward", "04_running_stats"
+CH3 = "03_backward_by_hand"
 MARKER = "31.4159"  # the survivor's sleep: how it is found among processes
 NEEDS_SANDBOX = pytest.mark.skipif(
     sandbox.isolation() is not None, reason=f"no sandbox here: {sandbox.isolation()}"
@@ -130,6 +131,29 @@ def make_class(folder: Path, report: Path, port: int) -> dict[tuple[str, str], t
         made.chapter_notebook(CH1, {"standardize": made.ECHO_AND_UNTERMINATED_PRINT}),
         folder / "=1+1" / f"{CH1}.ipynb",  # and a name a spreadsheet would run
     )
+    made.write(  # the judge's memory: an answer, and a callback's argument, of many MiB
+        made.chapter_notebook(CH1, {"extreme-batch": made.HUGE_ANSWER}),
+        folder / "bloat" / f"{CH1}.ipynb",
+    )
+    made.write(
+        made.chapter_notebook(CH3, {"numerical-gradient": made.HUGE_CALLBACK_ARGUMENT}),
+        folder / "callback" / f"{CH3}.ipynb",
+    )
+    made.write(  # the reference kept before the swap, under a name or as a copy of its code
+        made.chapter_notebook(
+            CH2,
+            {
+                "numpy-batch-stats": made.CALLING_A_KEPT_REFERENCE,
+                "numpy-forward": made.CALLING_COPIED_CODE,
+            },
+            extra=(made.REFERENCE_KEPT_EARLY,),
+        ),
+        folder / "aliases" / f"{CH2}.ipynb",
+    )
+    made.write(  # PyTorch's own operator, below every Python name of the reference
+        made.chapter_notebook(CH4, {"batchnorm-modes": made.ATEN_BATCH_NORM}),
+        folder / "operators" / f"{CH4}.ipynb",
+    )
     # issue 29, class paths: a folder, a dangling link, a FIFO, /dev/zero, the solutions
     (folder / "folder" / f"{CH2}.ipynb").mkdir(parents=True)
     (folder / "dangling").mkdir()
@@ -158,6 +182,16 @@ def make_class(folder: Path, report: Path, port: int) -> dict[tuple[str, str], t
     for exercise in made.chapter_exercises(CH1):
         expected[("outside", exercise)] = ("not attempted", "not attempted yet")
         expected[("=1+1", exercise)] = ("passed", "")
+        expected[("bloat", exercise)] = ("passed", "")
+    for exercise in made.chapter_exercises(CH3):
+        expected[("callback", exercise)] = ("passed", "")
+    for exercise in made.chapter_exercises(CH4):
+        expected[("operators", exercise)] = ("passed", "")
+    expected[("operators", "batchnorm-modes")] = ("failed", "native_batch_norm")
+    expected[("aliases", "numpy-batch-stats")] = ("failed", "numpy_bn.batch_stats")
+    expected[("aliases", "numpy-forward")] = ("failed", "numpy_bn.forward_train")
+    expected[("bloat", "extreme-batch")] = ("error", "MiB the grader accepts in one message")
+    expected[("callback", "numerical-gradient")] = ("error", "passed to the checker's function")
     for learner, what in [
         ("folder", "is a folder"),
         ("dangling", "is a symbolic link"),
@@ -280,3 +314,66 @@ def test_class_reports_are_written_whole_after_the_run(tmp_path):
     grader.write_json(results, target)
     assert json.loads(target.read_text())["tamper_proof"] is True
     assert [p.name for p in tmp_path.iterdir()] == ["grades.json"]  # no temporary left
+
+
+def test_the_judge_reads_no_more_than_it_accepts():
+    """A message whose arrays are larger than the judge accepts is refused from its header,
+    before any of it is read; a .npy header that claims more values than its blob holds is
+    refused before anything is allocated (``np.load`` would allocate the claimed size)."""
+    import io
+    import struct
+
+    import numpy as np
+
+    from bncourse.grading import protocol
+
+    read, write = os.pipe()
+    try:
+        header = json.dumps({"op": "reply", "blobs": [2**30]}).encode()
+        os.write(write, struct.pack(">I", len(header)) + header + b"\0" * 1000)
+        channel = protocol.Channel(read, write, protocol.LARGEST_ANSWER)
+        with pytest.raises(protocol.TooLarge, match="MiB the grader accepts"):
+            channel.receive(time.monotonic() + 5)
+    finally:
+        os.close(read)
+        os.close(write)
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(4), allow_pickle=False)
+    honest = buffer.getvalue()
+    assert np.array_equal(protocol._array(honest), np.zeros(4))
+    forged = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**13,)}
+    np.lib.format.write_array_header_1_0(forged, header)
+    with pytest.raises(protocol.ProtocolError, match="claims"):
+        protocol._array(forged.getvalue() + b"\0" * 32)
+
+
+@NEEDS_SANDBOX
+@pytest.mark.slow
+def test_a_cell_cannot_fill_the_disk_or_memory(tmp_path, monkeypatch):
+    """Every place the sandbox may write is a tmpfs of bounded size (here 16 MiB each; the
+    root and /dev are read-only): a cell that writes 64 MiB into each is stopped at the cap,
+    and its notebook, and the next learner's, are still graded."""
+    for place in sandbox.DISK:
+        monkeypatch.setitem(sandbox.DISK, place, 16 * 2**20)
+    cell = made.fill_the_disk(64)
+    filler = made.write(
+        made.chapter_notebook(CH1, extra=(cell,)), tmp_path / "c" / "eve" / "n.ipynb"
+    )
+    run = grader.run_notebook(filler, timeout=TIMEOUT, learner="eve")
+    printed = "".join(
+        output.get("text", "")
+        for cell in run.executed.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    written = {
+        line.split()[1].rstrip(":"): int(line.split()[2])
+        for line in printed.splitlines()
+        if line.startswith("wrote ")
+    }
+    assert len(written) == 7 and all(mib <= 16 for mib in written.values()), written
+    assert written["/"] == written["/dev"] == 0, written
+    assert [r.status for r in run.results] == ["passed"] * 3, run.results
+    after = made.write(made.chapter_notebook(CH1), tmp_path / "c" / "ada" / f"{CH1}.ipynb")
+    assert [r.status for r in grader.run_notebook(after, timeout=TIMEOUT).results] == ["passed"] * 3

@@ -18,7 +18,7 @@ from pathlib import Path
 import grading_notebooks as made
 import pytest
 
-from bncourse.grading import sandbox
+from bncourse.grading import classroom, sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_SANDBOX = pytest.mark.skipif(
@@ -132,3 +132,36 @@ def test_a_class_is_graded_in_one_command(tmp_path):
     keras = next(r for r in results if r["exercise"] == "running-stats-update")
     assert "Keras/TensorFlow and CS231n convention" in keras["message"]
     assert keras["learner"] == "eve"
+
+
+@NEEDS_SANDBOX
+@pytest.mark.slow
+def test_one_notebook_per_learner_and_chapter_counts(tmp_path):
+    """A learner who hands in several notebooks for one chapter does not get the best of
+    them: the notebook named as in exercises/ is graded, another copy is an error row that
+    says it was not graded; with several copies and none so named, none is graded."""
+    from bncourse import grader
+
+    folder = tmp_path / "class"
+    stub = made.chapter_notebook(CHAPTER2, default="stub")
+    made.write(stub, folder / "ada" / f"{CHAPTER2}.ipynb")
+    made.write(made.chapter_notebook(CHAPTER2), folder / "ada" / f"{CHAPTER2} (1).ipynb")
+    made.write(made.chapter_notebook(CHAPTER2), folder / "ben" / "02_mine.ipynb")
+    made.write(made.chapter_notebook(CHAPTER2), folder / "ben" / "02_copy.ipynb")
+    made.write(made.chapter_notebook(CHAPTER2), folder / "cy" / "02_mine.ipynb")  # the only one
+    results = grader.grade([str(folder)], timeout=30, jobs=2)
+    by_learner: dict[str, list] = {}
+    for result in results:
+        by_learner.setdefault(result.learner, []).append(result)
+    assert sum(r.points for r in by_learner["ada"]) == 0
+    (copy,) = [r for r in by_learner["ada"] if r.exercise == "(notebook)"]
+    assert copy.status == "error" and "(1).ipynb" in copy.notebook
+    assert "not graded" in copy.message and f"{CHAPTER2}.ipynb counts" in copy.message
+    assert [r.exercise for r in by_learner["ben"]] == ["(notebook)", "(notebook)"]
+    assert all("none named" in r.message for r in by_learner["ben"])
+    assert sum(r.passed for r in by_learner["cy"]) == 2
+    classroom.write_gradebook(results, tmp_path / "grades.csv")
+    rows = {
+        row["learner"]: row["total"] for row in csv.DictReader((tmp_path / "grades.csv").open())
+    }
+    assert rows == {"ada": "0", "ben": "0", "cy": "2"}

@@ -371,6 +371,8 @@ def compare_number(
     ``got`` matches one of them (within ``rtol``), the message names it. ``rtol=0`` asks for
     an exact match (counts). Returns ``got`` as a float.
     """
+    if isinstance(got, str | bytes | bytearray):  # float("1.0") would accept a string
+        raise CheckFailed(f"{name} should be a number, got a {type(got).__name__}: {got!r:.80}")
     try:
         number = float(got)
     except (TypeError, ValueError):

@@ -44,9 +44,13 @@ def misconception(result: Any) -> str | None:
 
 
 def csv_cell(value: Any) -> str:
-    """A spreadsheet cell that stays text: one starting with ``=``, ``+``, ``-``, ``@``, a tab
-    or a carriage return (a formula to Excel, LibreOffice and Sheets) gets a leading ``'``."""
-    text = str(value)
+    """A spreadsheet cell that stays text and shows what it holds: control and invisible
+    characters escaped (:func:`.cli.printable`), and one starting with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return (a formula to Excel, LibreOffice and Sheets) gets a
+    leading ``'``."""
+    from .cli import printable
+
+    text = printable(str(value))  # (no bidirectional override or zero-width character)
     if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + text
     return text

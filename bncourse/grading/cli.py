@@ -54,6 +54,7 @@ __all__ = [
     "grade_notebook",
     "run_notebook",
     "grade",
+    "one_per_chapter",
     "main",
     "NOT_TAMPER_PROOF",
 ]
@@ -344,6 +345,47 @@ def expand(paths: list[str]) -> list[tuple[str, Path, bool]]:
     return expanded
 
 
+def one_per_chapter(
+    notebooks: list[tuple[str, Path, bool]], sources: dict[int, bytes | GradingError]
+) -> dict[int, str]:
+    """In a class, one notebook per learner and chapter counts, decided before any runs (a
+    learner who hands in several copies must not get the best of their results): the one
+    named as in ``exercises/`` (``02_numpy_forward.ipynb``), or the only one for that
+    chapter. ``{index: why it is not graded}`` for each other notebook of the chapter (all
+    of them when none has the chapter's name): its error row says so."""
+    covers: dict[tuple[str, str], list[int]] = {}
+    for index, (learner, path, _) in enumerate(notebooks):
+        source = sources[index]
+        if not learner or isinstance(source, GradingError):
+            continue
+        try:
+            labels = exercise_ids(parse_notebook(path, source))
+        except GradingError:
+            continue  # (its own error row)
+        for chapter in dict.fromkeys(ex.chapter for ex in required_exercises(path, labels)):
+            covers.setdefault((learner, chapter), []).append(index)
+    refused: dict[int, str] = {}
+    for (learner, chapter), indices in covers.items():
+        if len(indices) < 2:
+            continue
+        canonical = [i for i in indices if notebooks[i][1].name == f"{chapter}.ipynb"]
+        names = ", ".join(notebooks[i][1].name for i in indices)
+        for index in indices:
+            if index in canonical or index in refused:
+                continue
+            if canonical:
+                refused[index] = (
+                    f"not graded: another notebook for chapter {chapter}; only {learner}'s "
+                    f"{chapter}.ipynb counts (one notebook per learner and chapter)"
+                )
+            else:
+                refused[index] = (
+                    f"not graded: {len(indices)} notebooks for chapter {chapter} ({names}) "
+                    f"and none named {chapter}.ipynb: hand in one, with that name"
+                )
+    return refused
+
+
 def refuse_unisolated(allow_unisolated: bool) -> None:
     """:class:`GradingError` where there is no sandbox, unless ``allow_unisolated``."""
     why = sandbox.isolation()
@@ -381,6 +423,9 @@ def grade(
             sources[index] = read_submission(path, follow=named)
         except GradingError as error:
             sources[index] = error
+
+    for index, why in one_per_chapter(notebooks, sources).items():
+        sources[index] = GradingError(why)
 
     def one(index: int) -> list[Result]:
         learner, path, _ = notebooks[index]
@@ -429,13 +474,29 @@ EMOJI = {
     "error": "💥",
     "timed out": "⏱️",
 }
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff"
+    # invisible characters that reorder or hide text (bidirectional overrides and isolates,
+    # zero-width characters, line and paragraph separators, the byte-order mark): a name
+    # like "ada\u202egnp.exe" would show as another learner's, or as nothing at all
+    "\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000e0000-\U000e007f]"
+)
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters (and what XML 1.0 cannot hold) written as ``\\xNN``:
-    a learner's message can then go into a terminal, JUnit XML and Markdown as it is."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    """``text`` with control characters, what XML 1.0 cannot hold and the invisible
+    characters that reorder or hide text (bidirectional controls, zero-width characters)
+    written as ``\\xNN`` / ``\\uNNNN``: a learner's message or name can then go into a
+    terminal, JUnit XML, Markdown and CSV as it is, and reads as what it is."""
+    return _CONTROL.sub(_escaped, str(text))
 
 
 def unisolated_warning(results: list[Result]) -> str | None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sandbox
-from .protocol import Channel, Closed, Late, ProtocolError, decode, encode
+from .protocol import LARGEST_ANSWER, Channel, Closed, Late, ProtocolError, TooLarge, decode, encode
 
 __all__ = ["Verdict", "Submission", "grade_submission", "Remote", "autograd_proxy"]
 
@@ -43,6 +43,8 @@ SKIPPED_FOLDERS = {".git", ".venv", "venv", "__pycache__", "node_modules", "_bui
 SKIPPED_FOLDERS |= {".ipynb_checkpoints"}
 LARGEST_COPIED = 50 * 2**20  # bytes: a larger data file is left out of the copy
 COPIED_FILES, COPIED_BYTES = 2000, 200 * 2**20  # the most the copy of a folder holds
+SUFFIXES = (".pkl", ".problem.json")  # the runner's files for one exercise
+SMALLEST_CALLBACK_LIMIT = 2**20  # bytes of arrays a callback may always be given
 RAISED = {
     name: getattr(builtins, name)
     for name in (
@@ -114,7 +116,7 @@ class Connection:
 
     def __init__(self, box: sandbox.Sandbox) -> None:
         self.box = box
-        self.channel = Channel(box.read_fd, box.write_fd)
+        self.channel = Channel(box.read_fd, box.write_fd, LARGEST_ANSWER)
         self.deadline: float | None = None
         self.callbacks: list[Any] = []
 
@@ -126,6 +128,8 @@ class Connection:
             return self.channel.receive(deadline)
         except Late:
             raise SandboxStopped("timed out", "no answer in time") from None
+        except TooLarge as error:
+            raise SandboxStopped("too large", f"{error}") from None
         except ProtocolError as error:
             raise SandboxStopped("error", f"{error}") from None
 
@@ -139,6 +143,9 @@ class Connection:
             raise SandboxStopped("error", str(error)) from None
 
     def request(self, message: dict[str, Any], blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        # the checker's functions get arrays no larger than those the checker sent: a
+        # callback cannot make the judge compute on (and allocate for) arrays it chose
+        limit = max(sum(map(len, blobs)), SMALLEST_CALLBACK_LIMIT)
         self._send(message, blobs)
         while True:
             reply, blobs = self.receive(None)
@@ -146,6 +153,12 @@ class Connection:
                 return reply, blobs
             if reply.get("op") != "callback":
                 raise SandboxStopped("error", f"an unexpected message {reply.get('op')!r}")
+            if sum(map(len, blobs)) > limit:
+                raise SandboxStopped(
+                    "too large",
+                    f"arrays of {sum(map(len, blobs)) / 2**20:.1f} MiB passed to the checker's "
+                    f"function, more than the {limit / 2**20:.1f} MiB it was given to work on",
+                )
             key = reply.get("id")
             out: list[bytes] = []
             try:
@@ -408,22 +421,35 @@ class Notebook:
             if time.monotonic() - started > self.submission.deadline:
                 return [], "", self._stopped("timed out")
             try:
-                message, _ = connection.receive(step + GRACE)
+                message, blobs = connection.receive(step + GRACE)
             except SandboxStopped as stopped:
-                return [], "", self._stopped(stopped.status)
+                return [], "", self._stopped(stopped.status, str(stopped))
             if message.get("op") == "alive":  # (the sandbox can forge any message: check all)
                 step = _finite(message.get("seconds"), START)
                 step = min(max(step, 1.0), self.submission.deadline)
                 continue
             if message.get("op") == "ran":
+                self._keep(message.get("kept"), blobs)
                 notes = message.get("notes")
                 notes = [str(n)[:300] for n in notes][:50] if isinstance(notes, list) else []
                 executed = message.get("executed")
                 return notes, executed if isinstance(executed, str) else "", None
             return [], "", self._stopped("error")
 
-    def _stopped(self, status: str) -> tuple[str, str]:
+    def _keep(self, kept: Any, blobs: list[bytes]) -> None:
+        """Write the functions the runner sent (bytes, never read here) where a runner
+        started again reads them: only the names this notebook's exercises give."""
+        if not isinstance(kept, dict):
+            return
+        names = {f"{i}{suffix}" for i in self.submission.exercises for suffix in SUFFIXES}
+        for name, index in kept.items():
+            if name in names and type(index) is int and 0 <= index < len(blobs):
+                (self.candidates / name).write_bytes(blobs[index])
+
+    def _stopped(self, status: str, why: str = "") -> tuple[str, str]:
         code = self.end()
+        if status == "too large":
+            return "error", f"refused: {why}"
         if status == "timed out":
             return status, (
                 "grading this notebook stopped making progress (a cell that neither finished "
@@ -558,6 +584,12 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
                         "timed out",
                         f"the check did not finish within {submission.timeout:g} s: an "
                         "infinite loop?",
+                    )
+                elif stopped.status == "too large":
+                    verdict = Verdict(
+                        "error",
+                        f"refused: {stopped}; an answer (or an argument of the checker's "
+                        "function) should have the shape the exercise asks for",
                     )
                 else:
                     verdict = Verdict(

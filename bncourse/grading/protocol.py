@@ -42,18 +42,25 @@ __all__ = [
     "Closed",
     "Late",
     "ProtocolError",
+    "TooLarge",
     "encode",
     "decode",
     "LARGEST_MESSAGE",
+    "LARGEST_ANSWER",
 ]
 
 LARGEST_MESSAGE = 256 * 2**20  # bytes: a larger message ends the conversation
+LARGEST_ANSWER = 32 * 2**20  # bytes of arrays in one message the judge accepts from the sandbox
 LARGEST_HEADER = 16 * 2**20
 NUMERIC = "biufc"
 
 
 class ProtocolError(Exception):
     """A message that is not plain data as described above."""
+
+
+class TooLarge(ProtocolError):
+    """A message (or an array in it) larger than the receiver accepts."""
 
 
 class Closed(ProtocolError):
@@ -67,8 +74,9 @@ class Late(Exception):
 class Channel:
     """Framed messages over two file descriptors (see the module docstring)."""
 
-    def __init__(self, read_fd: int, write_fd: int) -> None:
+    def __init__(self, read_fd: int, write_fd: int, largest: int = LARGEST_MESSAGE) -> None:
         self.read_fd, self.write_fd = read_fd, write_fd
+        self.largest = largest  # bytes of blobs in one message received; more is refused
         self._buffer = bytearray()
 
     # -- sending -----------------------------------------------------------------------------
@@ -128,8 +136,11 @@ class Channel:
             isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes
         ):
             raise ProtocolError("a message without its list of blob sizes")
-        if sum(sizes) > LARGEST_MESSAGE:
-            raise ProtocolError(f"a message of {sum(sizes)} bytes")
+        if sum(sizes) > self.largest:  # (refused before any of it is read)
+            raise TooLarge(
+                f"an answer of {sum(sizes) / 2**20:.1f} MiB of arrays, more than the "
+                f"{self.largest / 2**20:g} MiB the grader accepts in one message"
+            )
         return message, [self._take(n, deadline) for n in sizes]
 
 
@@ -143,13 +154,33 @@ def _npy(array: np.ndarray) -> bytes:
 
 
 def _array(blob: bytes) -> np.ndarray:
+    """The array in a ``.npy`` blob, whose header must describe exactly the bytes that
+    follow it: a header that claims a larger shape than the blob holds is refused before
+    anything is allocated (``np.load`` would allocate the claimed size first)."""
+    from numpy.lib import format as npy
+
+    buffer = io.BytesIO(blob)
     try:
-        array = np.load(io.BytesIO(blob), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
+        version = npy.read_magic(buffer)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(buffer)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(buffer)
+        else:
+            raise ValueError(f"format version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as error:
         raise ProtocolError(f"a blob that is not a .npy array ({error})") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in NUMERIC:
+    if dtype.kind not in NUMERIC or dtype.hasobject or dtype.subdtype is not None:
         raise ProtocolError("an array that does not hold numbers")
-    return array
+    count = math.prod(shape)
+    offset = buffer.tell()
+    if count * dtype.itemsize != len(blob) - offset:
+        raise ProtocolError(
+            f"an array whose header claims {count} values of {dtype.itemsize} bytes "
+            f"in {len(blob) - offset} bytes"
+        )
+    flat = np.frombuffer(blob, dtype=dtype, count=count, offset=offset)
+    return flat.reshape(shape, order="F" if fortran else "C").copy()
 
 
 def encode(

@@ -3,8 +3,11 @@
 An exercise that asks the learner to *write* BatchNorm's statistics, forward or backward
 would be passed by a function that calls the course's own implementation
 (``bncourse.numpy_bn``) or PyTorch's (``F.batch_norm``, ``nn.BatchNorm*d``). While the
-candidate of such an exercise runs, :class:`bncourse.grading.sandbox.Guard` swaps these for
-stubs that raise, and the exercise fails with "uses the reference". An exercise may still use
+candidate of such an exercise runs, the runner (:mod:`bncourse.grading.runner`, in the
+sandbox) swaps these for stubs that raise, records every run of their code however the
+candidate reached it (a name bound before the swap, a copy of the code), and every PyTorch
+operator :data:`OPERATORS` names (``aten.native_batch_norm``, reached by any name); the
+judge then fails the exercise with "uses the reference". An exercise may still use
 what it is *meant* to build on: chapter 5's ``module_forward`` calls ``torch_bn.batch_norm``,
 chapter 7's ``freeze_batchnorm`` tests ``isinstance(m, nn.BatchNorm2d)``.
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["REFERENCES", "references_for", "resolve"]
+__all__ = ["OPERATORS", "REFERENCES", "forbidden_operators", "references_for", "resolve"]
 
 NUMPY_BN = tuple(
     f"bncourse.numpy_bn.{name}"
@@ -71,6 +74,22 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "fold-batchnorm": ("bncourse.fold.fold_batchnorm", "bncourse.fold.folded_affine"),
     "group-norm": ("torch.nn.functional.group_norm", "torch.group_norm"),
 }
+
+
+OPERATORS = {  # a Python reference -> the PyTorch operators that compute it
+    "torch.nn.functional.batch_norm": ("batch_norm",),
+    "torch.nn.functional.group_norm": ("group_norm",),
+}
+
+
+def forbidden_operators(exercise_id: str) -> tuple[str, ...]:
+    """Parts of the names of the PyTorch operators exercise ``exercise_id`` may not run
+    (``batch_norm``: ``aten.native_batch_norm``, ``aten._native_batch_norm_legit``, ...):
+    whatever Python name reaches them, ``torch.ops.aten`` included."""
+    found: list[str] = []
+    for dotted in REFERENCES.get(exercise_id, ()):
+        found += OPERATORS.get(dotted, ())
+    return tuple(dict.fromkeys(found))
 
 
 def references_for(exercise_id: str) -> tuple[str, ...]:

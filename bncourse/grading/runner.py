@@ -129,19 +129,26 @@ class Runner:
 
     # -- references taken away while a function runs ----------------------------------------
     def _without_references(self, exercise_id: str, used: list[str]):
+        """While the candidate of ``exercise_id`` runs: its references swapped for stubs that
+        raise, and -- however the candidate got hold of a reference (a name bound before
+        the swap, ``from ... import ... as``, a copy of its code, ``torch.ops.aten``) --
+        every run of a reference's code (:func:`_watch_code`) and every PyTorch operator it
+        forbids (:func:`_watch_operators`) recorded in ``used``."""
         import contextlib
 
-        from .references import references_for, resolve
+        from .references import forbidden_operators, references_for, resolve
 
         @contextlib.contextmanager
         def scope():
             swapped = []
+            originals = {}
             for dotted in references_for(exercise_id):
                 try:
                     owner, name = resolve(dotted)
                     original = owner.__dict__[name]
                 except (ImportError, AttributeError, KeyError):
                     continue
+                originals[dotted] = original
 
                 def stub(*args: Any, _dotted: str = dotted, **kwargs: Any) -> Any:
                     used.append(_dotted)
@@ -153,7 +160,11 @@ class Runner:
                 _set(owner, name, stub)
                 swapped.append((owner, name, original))
             try:
-                yield
+                with (
+                    _watch_code(originals, used),
+                    _watch_operators(forbidden_operators(exercise_id), used),
+                ):
+                    yield
             finally:
                 for owner, name, original in swapped:
                     _set(owner, name, original)
@@ -242,6 +253,99 @@ class Runner:
         return encode(value, out)
 
 
+def _code_of(value: Any) -> Any:
+    """The code object of a function, a method, a static or class method, a wrapper."""
+    import inspect
+
+    value = getattr(value, "__func__", value)
+    try:
+        value = inspect.unwrap(value)
+    except ValueError:
+        pass
+    return getattr(value, "__code__", None)
+
+
+def _where(code: Any) -> tuple[str, int, str]:
+    return (code.co_filename, code.co_firstlineno, code.co_name)
+
+
+class _watch_code:
+    """Records in ``used`` every Python frame that runs a reference's code, recognised by its
+    file, line and name (not by the function object: a name bound before the swap, a
+    ``functools.partial`` or a new function made from the reference's ``__code__`` all run
+    that code). The candidate runs in this process and could remove the hook: one that is
+    gone when the call ends is recorded too."""
+
+    def __init__(self, references: dict[str, Any], used: list[str]) -> None:
+        self.codes = {}
+        for dotted, value in references.items():
+            code = _code_of(value)
+            if code is not None:
+                self.codes[_where(code)] = dotted
+        self.used = used
+
+    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            found = self.codes.get(_where(frame.f_code))
+            if found is not None:
+                self.used.append(found)
+
+    def __enter__(self) -> None:
+        import threading
+
+        self.before = sys.getprofile(), threading.getprofile()
+        if self.codes:
+            sys.setprofile(self._profile)
+            threading.setprofile(self._profile)  # threads the candidate starts
+
+    def __exit__(self, *exc: Any) -> None:
+        import threading
+
+        if self.codes:
+            if sys.getprofile() != self._profile:
+                self.used.append("(the grader's check for the reference, switched off)")
+            sys.setprofile(self.before[0])
+            threading.setprofile(self.before[1])
+
+
+class _watch_operators:
+    """Records in ``used`` every PyTorch operator whose name holds one of ``names``
+    (``batch_norm``: ``F.batch_norm``, ``torch.batch_norm``, ``nn.BatchNorm*d``,
+    ``torch.ops.aten.native_batch_norm``, ...), however it was reached: a dispatch mode sees
+    every operator that runs, below every Python name for it."""
+
+    def __init__(self, names: tuple[str, ...], used: list[str]) -> None:
+        self.names, self.used, self.mode = names, used, None
+
+    def __enter__(self) -> None:
+        torch = sys.modules.get("torch")
+        if not self.names or torch is None:
+            return
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        names, used = self.names, self.used
+
+        class Watch(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                text = str(func)
+                if any(name in text for name in names):
+                    used.append(f"torch.ops.{text}")
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Watch()
+        self.mode.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.mode is None:
+            return
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+        if _get_current_dispatch_mode() is not self.mode:
+            self.used.append("(the grader's check for PyTorch's operators, switched off)")
+            return
+        self.mode.__exit__(*exc)
+
+
 def _mutable(value: Any) -> bool:
     import numpy as np
 
@@ -290,7 +394,15 @@ def _run(channel: Channel, work: Path, candidates: Path, request: dict[str, Any]
     executed = nbformat.writes(nb)
     if len(executed.encode()) > LARGEST_EXECUTED:
         executed = ""
-    channel.send({"op": "ran", "notes": notes, "executed": executed})
+    kept, blobs = {}, []  # the functions, for the judge to keep (a tmpfs ends with the sandbox)
+    for exercise_id in functions:
+        for name in (f"{exercise_id}.pkl", f"{exercise_id}.problem.json"):
+            try:
+                blobs.append((candidates / name).read_bytes())
+            except OSError:
+                continue
+            kept[name] = len(blobs) - 1
+    channel.send({"op": "ran", "notes": notes, "executed": executed, "kept": kept}, blobs)
 
 
 def _imports() -> None:
@@ -307,6 +419,18 @@ def main(argv: list[str]) -> int:
 
     mode, work, candidates = argv[0], Path(argv[1]), Path(argv[2])
     channel = Channel(int(argv[3]), int(argv[4]))
+    copy = os.environ.get("BNCOURSE_WORK_COPY")
+    if copy and Path(copy).is_dir():  # the learner's folder, into the sandbox's bounded tmpfs
+        import shutil
+
+        notebook = {p.name for p in Path(copy).iterdir() if p.suffix == ".ipynb"}
+        shutil.copytree(
+            copy,
+            work,
+            symlinks=True,
+            dirs_exist_ok=True,
+            ignore=lambda folder, names: notebook if Path(folder) == Path(copy) else (),
+        )
     fonts, cache = os.environ.get("BNCOURSE_FONT_CACHE"), os.environ.get("MPLCONFIGDIR")
     if fonts and cache and Path(fonts).is_dir():  # matplotlib's font list, built outside
         import shutil

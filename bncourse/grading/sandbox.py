@@ -9,10 +9,13 @@ containers/bubblewrap>`_ (``bwrap``, the sandbox Flatpak uses; Debian/Ubuntu pac
   learner's processes see only each other, no network (a loopback of their own, which the
   kernel needs), and cannot signal or trace the grader;
 * a file system made of read-only binds only: the system's ``/usr``, the Python installation
-  and virtual environment, and the ``bncourse`` package; a private, empty ``/tmp`` and home;
-  and the one writable folder, a *copy* of the learner's folder made for this run (the
-  notebook in it read-only). Nothing
+  and virtual environment, and the ``bncourse`` package; a private, empty ``/tmp``, home and
+  ``/dev/shm``; a *copy* of the learner's folder made for this run (the notebook in it
+  read-only). Everything writable is a tmpfs of bounded size (:data:`DISK`; the root and
+  ``/dev`` are read-only): no cell can fill the grader's disk or memory. Nothing
   else is there: not other submissions, not the teacher's files or output paths, not ``/etc``;
+  the functions the notebook defined are written to a tmpfs too and sent to the judge, which
+  keeps them (as bytes) for a runner started again after a timeout, read-only;
 * an environment with nothing of the teacher's shell (``--clearenv`` and :data:`ENVIRONMENT`);
 * ``--die-with-parent`` and ``--new-session``: ending the sandbox's first process ends every
   process in its PID namespace; it gets no controlling terminal;
@@ -71,6 +74,17 @@ LIMITS = {  # name: (soft = hard) limit; CPU seconds are set per run
     "RLIMIT_CORE": 0,
 }
 PROCESSES = 1024  # threads count too: the kernel, torch and torch.compile's workers fit
+MIB = 2**20
+COPY = "/opt/bncourse-work"  # the copy of the learner's folder, read-only: the runner copies
+# it into WORK before anything runs
+DISK = {  # every place the sandbox may write, each a tmpfs of at most this many bytes (the
+    # root, /dev and every bind are read-only): a cell cannot fill the grader's disk or memory
+    "/tmp": GIB,  # torch.compile's caches and precompiled header
+    "/home": 128 * MIB,
+    WORK: 456 * MIB,  # the copy of the learner's folder (at most 200 MiB) and what cells write
+    "/dev/shm": 256 * MIB,
+    CANDIDATES: 64 * MIB,  # the pickled functions, sent to the judge after the run
+}
 LOG_LIMIT = 64 * 1024  # bytes of the runner's stderr kept
 
 
@@ -118,6 +132,7 @@ def _flags() -> list[str]:
         flags += ["--setenv", key, value]
     flags += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--chdir", WORK]
     flags += ["--setenv", "BNCOURSE_FONT_CACHE", FONT_CACHE]
+    flags += ["--setenv", "BNCOURSE_WORK_COPY", COPY]
     return flags
 
 
@@ -133,7 +148,16 @@ def _readable() -> list[Path]:
     return chosen
 
 
-def _mounts(work: Path, candidates: Path | None = None, notebook: str = "") -> list[str]:
+def _tmpfs(path: str) -> list[str]:
+    return ["--size", str(DISK[path]), "--tmpfs", path]
+
+
+def _mounts(
+    work: Path, candidates: Path | None = None, notebook: str = "", run: bool = False
+) -> list[str]:
+    """The sandbox's file system (see the module docstring); ``run``: the notebook runs, and
+    its functions are written to a tmpfs at :data:`CANDIDATES` (else they are read from
+    ``candidates``, read-only)."""
     mounts = ["--ro-bind", "/usr", "/usr"]
     for top in ("bin", "lib", "lib64", "lib32", "sbin"):
         path = Path("/") / top
@@ -150,13 +174,14 @@ def _mounts(work: Path, candidates: Path | None = None, notebook: str = "") -> l
         mounts += ["--ro-bind", str(fonts), FONT_CACHE]
     for path in _readable():
         mounts += ["--ro-bind", str(path), str(path)]
-    mounts += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home"]
-    mounts += ["--bind-try", str(work), WORK]
+    mounts += ["--proc", "/proc", "--dev", "/dev", *_tmpfs("/dev/shm")]
+    mounts += [*_tmpfs("/tmp"), *_tmpfs("/home"), *_tmpfs(WORK)]
+    mounts += ["--ro-bind-try", str(work), COPY]  # copied into WORK by the runner
     if notebook:  # the learner's notebook itself: read-only over the writable copy
         mounts += ["--ro-bind", str(work / notebook), f"{WORK}/{notebook}"]
     if candidates is not None:
-        mounts += ["--bind", str(candidates), CANDIDATES]
-    return mounts
+        mounts += _tmpfs(CANDIDATES) if run else ["--ro-bind", str(candidates), CANDIDATES]
+    return [*mounts, "--remount-ro", "/dev", "--remount-ro", "/"]  # (bwrap's own tmpfs)
 
 
 def process_group_limit() -> Path | None:
@@ -323,7 +348,7 @@ def start(
         str(from_runner_w),
     ]
     if isolated:
-        mounts = _mounts(work, candidates, notebook)
+        mounts = _mounts(work, candidates, notebook, run=mode == "run")
         command = [shutil.which("bwrap") or "bwrap", *mounts, *_flags()]
         command += ["--", *runner]
         env = {"PATH": os.environ.get("PATH", ENVIRONMENT["PATH"])}

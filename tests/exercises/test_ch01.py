@@ -78,7 +78,7 @@ def test_expected_std_wants_the_number_not_the_printed_digits():
     """The printed 1.0171 is rounded: it is 5e-6 from sqrt(30/29), beyond the 1e-6 allowed;
     the message shows the digits where they differ, and guesses no misconception."""
     with pytest.raises(CheckFailed) as failure:
-        check("expected-std", lambda n, c: "1.0171")
+        check("expected-std", lambda n, c: 1.0171)  # (a string is refused: another test)
     message = str(failure.value)
     assert "expected_std(3, 10) = 1.0171, expected 1.017095." in message
     assert "Likely cause" not in message

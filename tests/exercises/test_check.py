@@ -33,3 +33,13 @@ def test_a_crash_is_reported_as_a_failure():
 def test_unknown_id_lists_the_known_ones():
     with pytest.raises(KeyError, match="known ids: .*numpy-forward"):
         check("numpy-forwards", lambda x, gamma, beta, eps=1e-5: x)
+
+
+@pytest.mark.parametrize("answer", ["1.0", b"1.0", bytearray(b"1.0")])
+def test_a_number_given_as_text_is_refused(answer):
+    """``float("1.0")`` is 1.0: without a type check a string would pass a numeric answer."""
+    from bncourse.exercises.base import compare_number
+
+    with pytest.raises(CheckFailed, match="should be a number, got a"):
+        compare_number("x", answer, 1.0)
+    assert compare_number("x", 1, 1.0) == 1.0  # an int is a number
