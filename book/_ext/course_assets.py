@@ -261,6 +261,11 @@ def _without_markers(app: Any, doctree: Any, docname: str) -> None:
         block += nodes.Text(clean)
 
 
+# How many characters of a code line fit the PDF's text width at each size of the
+# monospaced font (measured: 78 at the default \\small, where longer lines broke).
+FITS = {"small": 78, "footnotesize": 87, "scriptsize": 100, "tiny": 140}
+
+
 def _pdf_layout(app: Any, doctree: Any, docname: str) -> None:
     if app.builder.format != "latex":
         return
@@ -288,6 +293,31 @@ def _pdf_layout(app: Any, doctree: Any, docname: str) -> None:
         count[chapter] = count.get(chapter, 0) + 1
         text = f"{match.group(1)} {chapter}.{count[chapter]}" + first.astext()[match.end() :]
         title.replace(first, nodes.Text(text))
+    # The introduction (the root page, which jupyterbook-latex prints after the contents
+    # without its title) gets a heading, in the contents too.
+    root = app.config.root_doc
+    for section in doctree.findall(nodes.section):
+        if section.get("docname") == root:
+            heading = (
+                "\\chapter*{Introduction}\\addcontentsline{toc}{chapter}{Introduction}"
+                "\\markboth{Introduction}{Introduction}\n"
+            )
+            at = 1 if section.children and isinstance(section[0], nodes.title) else 0
+            section.insert(at, nodes.raw("", heading, format="latex"))
+            break
+    # Code and outputs in the text width: a block whose longest line would not fit in the
+    # default size is set in the largest size it fits (FITS), rather than broken across lines.
+    for block in list(doctree.findall(nodes.literal_block)):
+        widest = max((len(line) for line in block.astext().splitlines()), default=0)
+        if widest <= FITS["small"]:
+            continue
+        size = next((s for s, fits in FITS.items() if widest <= fits), "tiny")
+        parent = block.parent
+        at = parent.index(block)
+        parent.insert(at + 1, nodes.raw("", "\\endgroup\n", format="latex"))
+        parent.insert(
+            at, nodes.raw("", f"\\begingroup\\fvset{{fontsize=\\{size}}}\n", format="latex")
+        )
     # Back matter: the reference pages unnumbered, the References page's empty chapter gone
     # (LaTeX prints the bibliography itself, at the end).
     from sphinx import addnodes
