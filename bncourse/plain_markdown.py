@@ -119,6 +119,8 @@ def _where(stem: str, here: str, labels: Labels) -> str:
     number = re.match(r"(\d+)_", stem)
     if number:
         return f" in chapter {int(number.group(1))}"
+    if stem == "intro":
+        return " in the book's introduction"
     return f" in the book's page “{labels.titles.get(stem, stem)}”"
 
 
