@@ -168,6 +168,14 @@ def test_no_markup_leaks_into_the_pages(built_book):
     }
     leaks = {page: found for page, found in leaks.items() if found}
     assert not leaks, leaks
+    unexplained = [
+        str(p.relative_to(built_book.html))
+        for p in _pages(built_book.html)
+        if "Show code cell source" in p.read_text()
+    ]
+    assert not unexplained, (
+        f"a folded cell's bar says what it holds (nb_code_prompt_show): {unexplained}"
+    )
 
 
 @pytest.mark.slow
