@@ -30,8 +30,9 @@ imports only the modules of its own line or of the lines above it):
   mistakes they recognise, checkers; :mod:`bncourse.checks` -- ``check(id, candidate)``.
 * :mod:`bncourse.plots` -- the figures of the book; :mod:`bncourse.display` -- rounded,
   deterministic printing; :mod:`bncourse.reproducible` -- the CPU code paths notebooks run on.
-* :mod:`bncourse.notebooks`, :mod:`bncourse.exercise_notebooks` -- running chapters and
-  comparing their outputs, generating the exercise notebooks from them.
+* :mod:`bncourse.notebooks`, :mod:`bncourse.plain_markdown`, :mod:`bncourse.exercise_notebooks`
+  -- running chapters and comparing their outputs, the book's MyST as plain Markdown,
+  generating the exercise notebooks from them.
 * :mod:`bncourse.grading` -- grading that learner code cannot fake: the ``grade`` command,
   the learner's code in a bubblewrap sandbox, the checkers outside it on plain data, the
   class's gradebook and report; :mod:`bncourse.grader` -- its public names, kept.

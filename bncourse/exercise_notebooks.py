@@ -14,7 +14,9 @@ A chapter notebook holds each exercise as (see CONTRIBUTING.md)::
     code      check("<id>", f)                <- kept
 
 Everything else (the chapter's prose and demonstrations) is kept, every output is cleared,
-and a short note on how to work and grade is put at the top. Markdown between
+and a short note on how to work and grade is put at the top. The prose is turned from the
+book's MyST into plain Markdown (:mod:`bncourse.plain_markdown`): a learner opens these
+notebooks in Jupyter or Colab, which would show directives and roles raw. Markdown between
 ``solution-start`` and ``solution-end`` (solution prose) and plain ``{solution}`` blocks are
 removed. The transformation is a pure function of the chapter notebook, so generating twice
 gives identical files, and a test fails when ``exercises/`` is out of sync.
@@ -28,6 +30,7 @@ from pathlib import Path
 import nbformat
 
 from .notebooks import normalize
+from .plain_markdown import Labels, collect_labels, leftover_markup, to_markdown
 
 __all__ = [
     "BEGIN",
@@ -87,8 +90,19 @@ def _note(chapter: str) -> nbformat.NotebookNode:
     return cell
 
 
-def make_exercise_notebook(nb: nbformat.NotebookNode, chapter: str) -> nbformat.NotebookNode:
-    """The learner version of chapter notebook ``nb`` (a new notebook; ``nb`` is unchanged)."""
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_exercise_notebook(
+    nb: nbformat.NotebookNode, chapter: str, labels: Labels | None = None
+) -> nbformat.NotebookNode:
+    """The learner version of chapter notebook ``nb`` (a new notebook; ``nb`` is unchanged).
+
+    ``labels``: what the chapter's cross-references point at (by default, collected from
+    the repository this package is in)."""
+    if labels is None:
+        labels = collect_labels(ROOT)
+    counter = [0]  # the chapter's exercises so far, numbered as in the book
     cells = []
     solution: str | None = None  # the exercise id whose solution we are inside
     for cell in nb.cells:
@@ -112,6 +126,13 @@ def make_exercise_notebook(nb: nbformat.NotebookNode, chapter: str) -> nbformat.
                 source = without.strip()
                 if not source:
                     continue
+            source = to_markdown(source, chapter, labels, counter)
+            leftover = leftover_markup(source)
+            if leftover:
+                raise ValueError(
+                    f"{chapter}: MyST markup with no plain-Markdown rule "
+                    f"(bncourse/plain_markdown.py): {leftover}"
+                )
             new = nbformat.v4.new_markdown_cell(source)
         elif cell.cell_type == "code":
             if solution is not None:
@@ -138,9 +159,10 @@ def _render(nb: nbformat.NotebookNode) -> str:
 def _expected(source_dir: Path) -> dict[str, str]:
     """File name -> the exercise notebook's text, for every chapter in ``source_dir``."""
     expected = {}
+    labels = collect_labels(Path(source_dir).resolve().parent)
     for path in sorted(Path(source_dir).glob("*.ipynb")):
         nb = nbformat.read(path, as_version=4)
-        expected[path.name] = _render(make_exercise_notebook(nb, path.stem))
+        expected[path.name] = _render(make_exercise_notebook(nb, path.stem, labels))
     return expected
 
 

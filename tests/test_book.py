@@ -141,3 +141,58 @@ def test_every_image_of_the_site_has_alt_text_and_a_caption(built_book):
             if image["figure"] is None or not image["figure"]["caption"]:
                 problems.append(f"{notebook.stem}: {image['src']}: not in a captioned <figure>")
     assert not problems, "\n".join(problems)
+
+
+# --------------------------------------------------------------------------------------------
+# What a reader sees: no leaked markup; the page's surroundings
+# --------------------------------------------------------------------------------------------
+def _pages(html: Path) -> list[Path]:
+    return [
+        p
+        for p in sorted(html.rglob("*.html"))
+        if not {"_static", "_sources"} & set(p.relative_to(html).parts)
+        and p.name not in ("genindex.html", "search.html")
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("book")
+def test_no_markup_leaks_into_the_pages(built_book):
+    """No raw directive or role, no solution or nbval marker, no LaTeX command outside math,
+    no \\text{..\\_..} without MathJax's textmacros (tests/markup_scan.py)."""
+    from markup_scan import html_leaks
+
+    leaks = {
+        str(p.relative_to(built_book.html)): html_leaks(p.read_text())
+        for p in _pages(built_book.html)
+    }
+    leaks = {page: found for page, found in leaks.items() if found}
+    assert not leaks, leaks
+    unexplained = [
+        str(p.relative_to(built_book.html))
+        for p in _pages(built_book.html)
+        if "Show code cell source" in p.read_text()
+    ]
+    assert not unexplained, (
+        f"a folded cell's bar says what it holds (nb_code_prompt_show): {unexplained}"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("book")
+def test_every_page_has_edit_discussion_and_last_changed(built_book):
+    """'Edit this page' (the source on the repository), a link to the repository's
+    discussions about the page, and the date the page's source last changed (from git)."""
+    import yaml
+
+    repository = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    for page in _pages(built_book.html):
+        if page.parent.name not in ("book", "notebooks"):
+            continue  # the root's redirect, the proof index: no source of their own
+        text = page.read_text()
+        name = page.relative_to(built_book.html)
+        assert f'href="{repository}/edit/' in text, f"{name}: no 'edit this page'"
+        assert f'href="{repository}/discussions?discussions_q=' in text, f"{name}: no discussion"
+        assert re.search(r"Last updated on \d{1,2} [A-Z][a-z]+ \d{4}\.", text), name
+    setup = (built_book.html / "book" / "setup.html").read_text()
+    assert "discussions_q=Setting%20up" in setup

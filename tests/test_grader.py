@@ -8,6 +8,7 @@ generated exercises: all "not attempted yet").
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from bncourse.exercise_notebooks import (
     stub_source,
     write_exercises,
 )
+from bncourse.plain_markdown import Labels, collect_labels, leftover_markup, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,11 +143,53 @@ def test_generated_notebook_hides_solutions_and_keeps_the_rest(path):
         assert f'raise NotImplementedError("{exercise_id}: write your solution here")' in sources
         assert f"def {function}(" in sources or f"class {function}" in sources
         assert f'check("{exercise_id}", {function})' in sources
-    # the chapter's prose and demonstrations are all there
+    # the chapter's prose and demonstrations are all there, the prose in plain Markdown
     kept = {c.source for c in learner.cells}
+    labels, counter = collect_labels(ROOT), [0]
     for cell in chapter.cells:
         if cell.cell_type == "markdown" and "solution-" not in cell.source:
+            assert to_markdown(cell.source, path.stem, labels, counter) in kept
+        elif cell.cell_type == "code" and "SOLUTION" not in cell.source:
             assert cell.source in kept
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "exercises").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_learner_notebooks_read_as_plain_notebooks(path):
+    """Jupyter and Colab show MyST raw: the learner notebooks hold none (no directive, role or
+    target), exercises are numbered headings as in the book, and no solution marker is left."""
+    nb = nbformat.read(path, as_version=4)
+    number = int(path.stem.split("_")[0])
+    headings = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            assert leftover_markup(cell.source) == [], (cell.get("id"), cell.source[:200])
+            assert not re.search(r"\{(cite|ref|numref|prf:ref|doc)\}`", cell.source)
+            headings += re.findall(r"^#### Exercise (\d+)\.(\d+): ", cell.source, re.M)
+        assert "BEGIN SOLUTION" not in cell.source and "NBVAL" not in cell.source
+    assert headings == [(str(number), str(k)) for k in range(1, len(headings) + 1)], headings
+    assert len(headings) == len(grader.exercise_ids(nb)) >= 2
+
+
+def test_plain_markdown_rules():
+    labels = Labels(
+        targets={"ch1-bound": ("The bound", "01_a"), "prop-x": ("Proposition (P)", "02_b")},
+        citations={"k": "Ioffe and Szegedy, 2015"},
+    )
+    source = (
+        "(ch2-x)=\n## A section\n\nSee {ref}`ch1-bound`, {ref}`this one <ch1-bound>`, "
+        "{prf:ref}`prop-x` and {cite}`k`.\n\n```{exercise} Do it\n:label: ex-do-it\n\n"
+        "Write `f`.\n```\n"
+    )
+    out = to_markdown(source, "02_b", labels, [0])
+    assert out == (
+        "## A section\n\nSee “The bound” in chapter 1, *this one* in chapter 1, "
+        "“Proposition (P)” and (Ioffe and Szegedy, 2015).\n\n"
+        '#### Exercise 2.1: Do it\n<a id="ex-do-it"></a>\n\nWrite `f`.'
+    )
+    assert grader.exercise_ids(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(out)])
+    ) == ["do-it"]
+    assert leftover_markup("```{margin}\nx\n```\n") == ["```{margin}"]
 
 
 def test_stub_keeps_signature_docstring_and_indentation():

@@ -9,8 +9,9 @@
 2. takes the exercises it must hold from the course's registry, by chapter: the chapter
    whose id is the file's name (``02_numpy_forward.ipynb``) or shares its number (``02_...``);
    for any other name, every exercise of each chapter the notebook's ``{exercise}`` labels
-   belong to. An exercise whose ``:label: ex-<id>`` block is gone (deleted or relabelled) is
-   ``missing``; a label given twice is one exercise;
+   (or, in the plain-Markdown learner notebooks, ``<a id="ex-<id>"></a>`` anchors) belong
+   to. An exercise whose ``:label: ex-<id>`` block (or anchor) is gone (deleted or
+   relabelled) is ``missing``; a label given twice is one exercise;
 3. grades it with :func:`bncourse.grading.judge.grade_submission`: the notebook runs in the
    sandbox, the checkers run here on stand-ins that call the learner's functions in the
    sandbox in plain data, and the verdicts are made here;
@@ -62,6 +63,9 @@ __all__ = [
 EXERCISE_LABEL = re.compile(
     r"^(```+|:::+)\{exercise\}[^\n]*\n(?::[a-z-]+:[^\n]*\n)*?:label: ex-([a-z0-9-]+)", re.M
 )
+# The learner notebooks in exercises/ are plain Markdown: there an exercise is a heading with
+# the anchor <a id="ex-<id>"></a> (bncourse/plain_markdown.py).
+EXERCISE_ANCHOR = re.compile(r'^<a id="ex-([a-z0-9-]+)"></a>', re.M)
 LARGEST_NOTEBOOK = 50 * 2**20  # bytes: a larger submission is refused (its error row)
 NOT_TAMPER_PROOF = (
     "NOT TAMPER-PROOF: graded without a sandbox ({why}); the learner's code ran with your "
@@ -117,6 +121,7 @@ def exercise_ids(nb: nbformat.NotebookNode) -> list[str]:
     for cell in nb.cells:
         if cell.cell_type == "markdown" and isinstance(cell.source, str):
             ids += [match.group(2) for match in EXERCISE_LABEL.finditer(cell.source)]
+            ids += [match.group(1) for match in EXERCISE_ANCHOR.finditer(cell.source)]
     return list(dict.fromkeys(ids))
 
 
