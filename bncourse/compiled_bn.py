@@ -1,9 +1,18 @@
 """Chapter 5's BatchNorm with its passes fused by ``torch.compile``: a drop-in for
 ``torch.nn.BatchNorm1d/2d/3d``.
 
-On a CPU, chapter 5 measures it faster than ATen's kernels for NCHW inputs and about twice
-as slow where the channels are the innermost dimension (``channels_last``, and the
-``(N, C)`` input of ``BatchNorm1d``), where TorchInductor's loops read memory with a stride.
+What holds on which layout, on a CPU (chapter 5 measures it with ``python -m bncourse
+bench``): for NCHW inputs each channel's values are contiguous runs, TorchInductor's loops
+stream through them, and the compiled module is faster than ATen's kernels. Where the
+channels are the innermost dimension (``channels_last``, and the ``(N, C)`` input of
+``BatchNorm1d``) a plain reduction per channel would walk down the columns of the ``(rows,
+C)`` matrix, 8 channels at a time, reading every row more than once (about twice ATen's time
+before the split): there :func:`bncourse.torch_bn.split_plan` cuts the rows into blocks of
+about 64 KB, the statistics and the backward's two sums are reduced per block (from the
+cache, the blocks in parallel) and the partial results merged, Chan's formula for the
+``(count, mean, M2)`` (:func:`bncourse.torch_bn.merge_blocks`): a split reduction, chapter
+8's tiles on the CPU, and the same precision as the two-pass statistics. Small inputs
+(under :data:`bncourse.torch_bn.SPLIT_MIN_VALUES` values) are reduced in one piece.
 
 Nothing here is new math. :class:`CompiledBatchNormFunction` is
 :class:`bncourse.torch_bn.BatchNormFunction` with its three passes,
