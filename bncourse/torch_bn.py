@@ -5,6 +5,8 @@ Read it top to bottom:
 
 1. the formulas: the batch statistics, the update of the running statistics, the
    normalization, and the closed-form backward of chapter 3 (:func:`batch_norm_backward`);
+   where the channels are the innermost dimension of a large input, the statistics and the
+   backward's sums are reduced in blocks of rows and merged (:func:`split_plan`);
 2. the two passes (:func:`forward_train`, :func:`forward_eval`, :func:`backward`) and
    :class:`BatchNormFunction`, the ``torch.autograd.Function`` that uses them, so that
    autograd records one node instead of the forward's operations (:class:`ThenUpdate` updates
@@ -49,6 +51,13 @@ from .validation import accumulation_dtype, apply_checked, output_memory_format
 
 __all__ = [
     "batch_stats",
+    "two_pass",
+    "merge_blocks",
+    "BLOCK_VALUES",
+    "SPLIT_MIN_VALUES",
+    "split_plan",
+    "in_blocks",
+    "channel_sums",
     "update_running_stats",
     "normalize",
     "batch_norm_backward",
