@@ -131,9 +131,9 @@ class Result:
 def floor_passes(x: torch.Tensor) -> int:
     """The reads and writes of input-sized memory that training's forward + backward need:
     forward, the statistics (read ``x``; twice for the two-pass variance, once where
-    :func:`bncourse.torch_bn.split_plan` cuts the rows into blocks that stay in the cache
-    between the two) and the output (read ``x``, write ``y``); backward, the two sums (read
-    ``x`` and ``dy``) and ``dx`` (read ``x`` and ``dy``, write ``dx``): 9, or 8 in blocks."""
+    :func:`bncourse.torch_bn.split_plan` cuts it into blocks that stay in the cache between
+    the two) and the output (read ``x``, write ``y``); backward, the two sums (read ``x`` and
+    ``dy``) and ``dx`` (read ``x`` and ``dy``, write ``dx``): 9, or 8 in blocks."""
     return 8 if torch_bn.split_plan(x) is not None else 9
 
 

@@ -5,8 +5,8 @@ Read it top to bottom:
 
 1. the formulas: the batch statistics, the update of the running statistics, the
    normalization, and the closed-form backward of chapter 3 (:func:`batch_norm_backward`);
-   where the channels are the innermost dimension of a large input, the statistics and the
-   backward's sums are reduced in blocks of rows and merged (:func:`split_plan`);
+   for a large input, the statistics and the backward's sums are reduced in blocks and
+   merged (:func:`split_plan`);
 2. the two passes (:func:`forward_train`, :func:`forward_eval`, :func:`backward`) and
    :class:`BatchNormFunction`, the ``torch.autograd.Function`` that uses them, so that
    autograd records one node instead of the forward's operations (:class:`ThenUpdate` updates
@@ -92,10 +92,10 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     thousands of values near 1e4 are off by several. Computed in the accumulation dtype
     (float32 for half-precision inputs).
 
-    Where the channels are the innermost dimension of a large input (``(N, C)``, channels
-    last: :func:`split_plan`), the same two passes run on blocks of rows, each small enough
-    to stay in the processor's cache between its two passes, and the blocks' ``(count, mean,
-    M2)`` are merged (:func:`merge_blocks`): chapter 8's tiles, as a split reduction.
+    For a large input (:func:`split_plan`) the same two passes run on blocks (of rows where
+    the channels are the innermost dimension, of samples for NCHW), each small enough to stay
+    in the processor's cache between its two passes, and the blocks' ``(count, mean, M2)``
+    are merged (:func:`merge_blocks`): chapter 8's tiles, as a split reduction.
     """
     x = x.to(accumulation_dtype(x.dtype))
     plan = split_plan(x)
@@ -145,48 +145,62 @@ def merge_blocks(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Te
 BLOCK_VALUES = 2**14
 SPLIT_MIN_VALUES = 2**18
 MIN_ROWS_PER_BLOCK = 8
+MIN_RUN = 16  # NCHW: values per channel and sample, at least
 
 
-def split_plan(x: Tensor) -> tuple[int, int] | None:
-    """``(blocks, rows per block)`` for the split reduction of ``x``, or ``None`` (one plain
-    reduction) unless its channels are the innermost dimension in memory (``(N, C)``
-    contiguous, or channels last) and it holds at least :data:`SPLIT_MIN_VALUES` values.
+def split_plan(x: Tensor) -> tuple[int, int, bool] | None:
+    """``(blocks, values per block and channel, rows)`` for the split reduction of ``x``, or
+    ``None`` (one plain reduction) for inputs of fewer than :data:`SPLIT_MIN_VALUES` values
+    and for layouts other than these two:
 
-    Along such a layout a row of ``C`` channels is contiguous and a channel is a column: a
-    plain reduction per channel walks down the columns. Blocks of rows (a power of two, about
-    :data:`BLOCK_VALUES` values each) let each block be reduced from the cache, in parallel,
-    into one partial result per block, merged after: a split (two-stage) reduction. The rows
-    that do not fill a block make one more, shorter block (:func:`in_blocks`)."""
+    * channels innermost (``(N, C)`` contiguous, channels last), ``rows=True``: a row of
+      ``C`` channels is contiguous and a channel is a column, which a plain reduction walks
+      down. The blocks are a power of two rows each, about :data:`BLOCK_VALUES` values; the
+      rows that do not fill a block make one more, shorter block;
+    * NCHW (contiguous, with at least :data:`MIN_RUN` values per channel and sample),
+      ``rows=False``: a block is one sample, ``C`` runs of ``H * W`` contiguous values.
+
+    Each block is reduced on its own, from the cache, the blocks in parallel, into one
+    partial result per block and channel, merged after: a split (two-stage) reduction, in
+    which the loops read the input in the order it lies in memory (:func:`in_blocks`)."""
     if x.ndim < 2 or _is_batched(x) or x.numel() < SPLIT_MIN_VALUES:
         return None
-    if not x.movedim(1, -1).is_contiguous():
-        return None
     channels = x.shape[1]
-    rows_per_block = 1
-    while rows_per_block * 2 * channels <= BLOCK_VALUES:
-        rows_per_block *= 2
-    blocks = x.numel() // channels // rows_per_block
-    if rows_per_block < MIN_ROWS_PER_BLOCK or blocks < 2:
-        return None
-    return blocks, rows_per_block
+    if x.movedim(1, -1).is_contiguous():
+        rows_per_block = 1
+        while rows_per_block * 2 * channels <= BLOCK_VALUES:
+            rows_per_block *= 2
+        blocks = x.numel() // channels // rows_per_block
+        if rows_per_block < MIN_ROWS_PER_BLOCK or blocks < 2:
+            return None
+        return blocks, rows_per_block, True
+    if x.ndim > 2 and x.is_contiguous() and x.shape[0] >= 2:
+        spatial = x.numel() // (x.shape[0] * channels)
+        if spatial >= MIN_RUN:
+            return x.shape[0], spatial, False
+    return None
 
 
-def in_blocks(t: Tensor, plan: tuple[int, int]) -> list[Tensor]:
-    """``t``'s values by rows of channels, ``(R, C)``, in blocks of ``plan``
-    (:func:`split_plan`): ``[(blocks, rows_per_block, C)]``, and ``(1, rest, C)`` after it
-    where the rows do not fill the blocks. Views where ``t``'s channels are innermost."""
-    blocks, rows_per_block = plan
-    rows = t.movedim(1, -1).reshape(-1, t.shape[1])
-    whole = blocks * rows_per_block
-    parts = [rows[:whole].view(blocks, rows_per_block, t.shape[1])]
+def in_blocks(t: Tensor, plan: tuple[int, int, bool]) -> list[Tensor]:
+    """``t``'s values in the blocks of ``plan`` (:func:`split_plan`), each part ``(blocks,
+    values per block, C)``: for rows, ``t`` as ``(R, C)`` rows of channels cut into
+    ``[(blocks, rows_per_block, C)]``, and ``(1, rest, C)`` where the rows do not fill the
+    blocks; for samples, ``[(N, H * W, C)]``. Views where ``t`` has the layout of the plan."""
+    blocks, per_block, rows = plan
+    channels = t.shape[1]
+    if not rows:
+        return [t.reshape(blocks, channels, per_block).transpose(1, 2)]
+    rows = t.movedim(1, -1).reshape(-1, channels)
+    whole = blocks * per_block
+    parts = [rows[:whole].view(blocks, per_block, channels)]
     if rows.shape[0] > whole:
         parts.append(rows[whole:].unsqueeze(0))
     return parts
 
 
-def channel_sums(t: Tensor, plan: tuple[int, int] | None) -> Tensor:
+def channel_sums(t: Tensor, plan: tuple[int, int, bool] | None) -> Tensor:
     """Per-channel sums of ``t`` ``(N, C, *spatial)``, ``(C,)``: one reduction, or with a
-    ``plan`` (:func:`split_plan`) a sum per block of rows, then the sum of those."""
+    ``plan`` (:func:`split_plan`) a sum per block, then the sum of those."""
     if plan is None:
         return t.sum(reduce_axes(t.ndim))
     partial = [block.sum(1) for block in in_blocks(t, plan)]  # (blocks, C) each

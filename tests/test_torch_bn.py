@@ -143,21 +143,25 @@ def test_large_mean_in_float32_matches_float64():
 # --------------------------------------------------------------------------------------------
 # The split reduction (channels innermost, large inputs): blocks of rows, merged
 # --------------------------------------------------------------------------------------------
-def test_split_plan_cuts_only_large_inputs_whose_channels_are_innermost():
-    """Blocks of a power of two rows, at most BLOCK_VALUES values each, for (N, C) and
-    channels last; one plain reduction for NCHW, for small inputs and for strided views."""
+def test_split_plan_cuts_rows_into_blocks_and_nchw_into_samples():
+    """Channels innermost ((N, C), channels last): blocks of a power of two rows, at most
+    BLOCK_VALUES values each, and the rows left over; NCHW: one block per sample. One plain
+    reduction for small inputs, for short runs and for strided views."""
     rows = torch.empty(8200, 32)
-    blocks, per_block = torch_bn.split_plan(rows)
-    assert per_block * 32 <= torch_bn.BLOCK_VALUES < per_block * 64 and blocks * per_block <= 8200
+    blocks, per_block, by_rows = torch_bn.split_plan(rows)
+    assert by_rows and blocks * per_block <= 8200
+    assert per_block * 32 <= torch_bn.BLOCK_VALUES < per_block * 64
     image = torch.empty(16, 64, 16, 16)
-    assert torch_bn.split_plan(image) is None  # NCHW: each channel's values are contiguous runs
-    assert torch_bn.split_plan(image.to(memory_format=torch.channels_last)) is not None
+    assert torch_bn.split_plan(image) == (16, 256, False)
+    assert torch_bn.split_plan(image.to(memory_format=torch.channels_last)) == (16, 256, True)
     assert torch_bn.split_plan(torch.empty(64, 32)) is None  # small: it fits the caches
     assert torch_bn.split_plan(torch.empty(32, 16400).t()) is None  # channels not innermost
-    assert [p.shape for p in torch_bn.in_blocks(rows, (blocks, per_block))] == [
+    assert torch_bn.split_plan(torch.empty(64, 4096, 2, 2)) is None  # runs of 4 values
+    assert [p.shape for p in torch_bn.in_blocks(rows, (blocks, per_block, True))] == [
         (blocks, per_block, 32),
         (1, 8200 - blocks * per_block, 32),
     ]
+    assert [p.shape for p in torch_bn.in_blocks(image, (16, 256, False))] == [(16, 256, 64)]
 
 
 @pytest.mark.parametrize(
@@ -165,9 +169,10 @@ def test_split_plan_cuts_only_large_inputs_whose_channels_are_innermost():
     [
         ((8200, 32), "contiguous", torch.float32),  # whole blocks and a shorter one
         ((16, 64, 16, 16), "channels_last", torch.float32),  # whole blocks only
+        ((16, 64, 16, 16), "contiguous", torch.float32),  # NCHW: a block per sample
         ((4100, 64), "contiguous", torch.float64),
     ],
-    ids=["rows-with-rest", "channels-last", "rows-float64"],
+    ids=["rows-with-rest", "channels-last", "nchw", "rows-float64"],
 )
 def test_split_reduction_equals_torch_nn(shape, layout, dtype):
     """The split statistics and sums, in training and evaluation, equal torch.nn's."""
