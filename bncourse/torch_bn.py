@@ -162,8 +162,10 @@ def split_plan(x: Tensor) -> tuple[int, int, bool] | None:
 
     Each block is reduced on its own, from the cache, the blocks in parallel, into one
     partial result per block and channel, merged after: a split (two-stage) reduction, in
-    which the loops read the input in the order it lies in memory (:func:`in_blocks`)."""
-    if x.ndim < 2 or _is_batched(x) or x.numel() < SPLIT_MIN_VALUES:
+    which the loops read the input in the order it lies in memory (:func:`in_blocks`). On
+    the CPU only: on a GPU, ATen's reductions (and TorchInductor's Triton kernels) split
+    the work among thread blocks themselves, as chapter 8's kernels do."""
+    if x.ndim < 2 or _is_batched(x) or x.numel() < SPLIT_MIN_VALUES or x.device.type != "cpu":
         return None
     channels = x.shape[1]
     if x.movedim(1, -1).is_contiguous():
