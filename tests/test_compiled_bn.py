@@ -223,9 +223,10 @@ def test_generated_code_matches_torch_nn_over_steps(ndim, shape, dtype, layout, 
 
 
 def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
-    """Channels innermost, large enough for torch_bn.split_plan's blocks (and a shorter one
-    after them): TorchInductor's code against torch.nn, then on the mean-1e4 input of
-    tests/test_torch_bn.py, within 1e-3 of float64 and at least as close as PyTorch's."""
+    """Inputs large enough for torch_bn.split_plan's blocks: channels innermost (whole
+    blocks of rows and a shorter one after them) and NCHW (a block per sample), TorchInductor's
+    code against torch.nn; then the mean-1e4 input of tests/test_torch_bn.py in rows, within
+    1e-3 of float64 and at least as close as PyTorch's."""
     shape = (8200, 32)
     g = torch.Generator().manual_seed(12)
     ours, theirs = module_pair(compiled_bn, 2, shape[1])
@@ -236,6 +237,12 @@ def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
         assert torch_bn.split_plan(x) is not None
         dy = make_input(shape, torch.float32, "contiguous", g)
         compare_step(ours, theirs, x, dy, TOL[torch.float32], "contiguous")
+    image = (16, 64, 16, 16)  # NCHW: a block per sample
+    ours_2d, theirs_2d = module_pair(compiled_bn, 4, image[1])
+    x = make_input(image, torch.float32, "contiguous", g, loc=1.0, scale=2.0)
+    assert torch_bn.split_plan(x) == (16, 256, False)
+    dy = make_input(image, torch.float32, "contiguous", g)
+    compare_step(ours_2d, theirs_2d, x, dy, TOL[torch.float32], "contiguous")
     x = (1e4 + torch.randn(shape, generator=g)).requires_grad_()
     dy = torch.randn(shape, generator=g)
     results = []
