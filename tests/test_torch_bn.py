@@ -189,6 +189,25 @@ def test_split_reduction_equals_torch_nn(shape, layout, dtype):
         compare_step(ours, theirs, x, dy, F32 if dtype == torch.float32 else F64, layout)
 
 
+@pytest.mark.parametrize("value", [math.inf, 1e20], ids=["inf", "square-overflows"])
+@pytest.mark.parametrize("shape", [(8200, 32), (16, 64, 16, 16)], ids=["rows", "nchw"])
+def test_split_reduction_gives_pytorchs_answer_for_hostile_values(shape, value):
+    """One infinite value, or one whose square overflows float32, in an input cut into
+    blocks: the outputs' NaNs and the running statistics are PyTorch's, as for one
+    reduction (the merge keeps the infinite mean and the infinite variance)."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    x.view(-1)[5] = value
+    assert torch_bn.split_plan(x) is not None
+    ours, theirs = modules(len(shape), shape[1])
+    y_ours, y_theirs = ours(x), theirs(x)
+    assert torch.equal(y_ours.isnan(), y_theirs.isnan())
+    torch.testing.assert_close(y_ours, y_theirs, equal_nan=True, **F32["out"])
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(
+            getattr(ours, name), getattr(theirs, name), equal_nan=True, **F32["stats"]
+        )
+
+
 def test_large_mean_in_blocks_matches_float64():
     """The mean-1e4 case of test_large_mean_in_float32_matches_float64, with the channels
     innermost, so that the statistics are merged from blocks: the same bounds."""
