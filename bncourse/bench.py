@@ -66,18 +66,27 @@ __all__ = [
     "parse_shape",
     "keep_freed_memory",
     "time_calls",
+    "floor_passes",
     "run",
     "format_table",
     "main",
 ]
 
-DEFAULT_SHAPES: list[tuple[int, ...]] = [(64, 64, 32, 32), (256, 256, 14, 14), (8192, 512)]
-# (shape, layout): the default shapes, and the middle one in channels_last too
+DEFAULT_SHAPES: list[tuple[int, ...]] = [
+    (64, 64, 32, 32),
+    (256, 256, 14, 14),
+    (8192, 512),
+    (100000, 32),  # few channels, many rows: the BatchNorm1d shape of pytorch#61587
+    (256, 2048, 7, 7),  # ResNet-50's last BatchNorm: many channels, 49 values per sample
+]
+# (shape, layout): the default shapes, and (256, 256, 14, 14) in channels_last too
 DEFAULT_CASES: list[tuple[tuple[int, ...], str]] = [
     ((64, 64, 32, 32), "contiguous"),
     ((256, 256, 14, 14), "contiguous"),
     ((256, 256, 14, 14), "channels_last"),
     ((8192, 512), "contiguous"),
+    ((100000, 32), "contiguous"),
+    ((256, 2048, 7, 7), "contiguous"),
 ]
 IMPLEMENTATIONS = ("ours", "compiled", "native", "copy")
 
@@ -87,7 +96,11 @@ class Result:
     """One case's timings in milliseconds (best and median of each implementation), the
     ratios of best times (``ours_over_native``, ``native_over_copy``, ...) and of medians
     (``..._median``), and the seconds of the compiled module's first call (``compile_s``).
-    ``compiled_*`` are ``nan`` when the run skipped the compiled module."""
+    ``compiled_*`` are ``nan`` when the run skipped the compiled module.
+
+    ``compiled_over_copy_median`` is the compiled module's time in copies of the input;
+    ``floor_passes`` the passes over input-sized memory that forward + backward need
+    (:func:`floor_passes`) and ``floor_copies`` the same in copies (a copy is two passes)."""
 
     shape: list[int]
     module: str
@@ -111,6 +124,17 @@ class Result:
     compiled_over_copy_median: float = math.nan
     native_over_copy_median: float = math.nan
     compile_s: float = math.nan
+    floor_passes: int = 9
+    floor_copies: float = 4.5
+
+
+def floor_passes(x: torch.Tensor) -> int:
+    """The reads and writes of input-sized memory that training's forward + backward need:
+    forward, the statistics (read ``x``; twice for the two-pass variance, once where
+    :func:`bncourse.torch_bn.split_plan` cuts it into blocks that stay in the cache between
+    the two) and the output (read ``x``, write ``y``); backward, the two sums (read ``x`` and
+    ``dy``) and ``dx`` (read ``x`` and ``dy``, write ``dx``): 9, or 8 in blocks."""
+    return 8 if torch_bn.split_plan(x) is not None else 9
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -246,6 +270,8 @@ def run(
                 compiled_over_copy_median=median["compiled"] / median["copy"],
                 native_over_copy_median=median["native"] / median["copy"],
                 compile_s=compile_s,
+                floor_passes=floor_passes(x),
+                floor_copies=floor_passes(x) / 2,
             )
         )
     return results
@@ -294,6 +320,7 @@ def format_table(results: list[Result]) -> str:
                 lambda r: pair(r.native_over_copy_median, r.native_over_copy, 14),
                 ">",
             ),
+            ("floor", 6, lambda r: f"{r.floor_copies:.1f}", ">"),
         ]
         return " ".join(
             f"{(name if r is None else text(r)):{align}{width}}"
@@ -303,7 +330,10 @@ def format_table(results: list[Result]) -> str:
 
     header = row(None)
     lines = [header, "-" * len(header), *(row(r) for r in results)]
-    lines.append("(times: medians; ratios: of medians [of best times])")
+    lines.append(
+        "(times: medians; ratios: of medians [of best times]; floor: the passes over memory "
+        "that forward + backward need, in copies)"
+    )
     compile_times = ", ".join(
         f"{tuple(r.shape)} {r.layout}: {r.compile_s:.1f} s"
         for r in results

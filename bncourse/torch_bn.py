@@ -5,6 +5,8 @@ Read it top to bottom:
 
 1. the formulas: the batch statistics, the update of the running statistics, the
    normalization, and the closed-form backward of chapter 3 (:func:`batch_norm_backward`);
+   for a large input, the statistics and the backward's sums are reduced in blocks and
+   merged (:func:`split_plan`);
 2. the two passes (:func:`forward_train`, :func:`forward_eval`, :func:`backward`) and
    :class:`BatchNormFunction`, the ``torch.autograd.Function`` that uses them, so that
    autograd records one node instead of the forward's operations (:class:`ThenUpdate` updates
@@ -38,11 +40,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .conventions import channel_shape, reduce_axes, values_per_channel, wrong_input_dimensions
+from .conventions import (
+    channel_shape,
+    merge_stats,
+    reduce_axes,
+    values_per_channel,
+    wrong_input_dimensions,
+)
 from .validation import accumulation_dtype, apply_checked, output_memory_format
 
 __all__ = [
     "batch_stats",
+    "two_pass",
+    "merge_blocks",
+    "BLOCK_VALUES",
+    "SPLIT_MIN_VALUES",
+    "split_plan",
+    "in_blocks",
+    "channel_sums",
     "update_running_stats",
     "normalize",
     "batch_norm_backward",
@@ -76,19 +91,122 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     1983), which keeps the mean to half a unit in the last place where float32 sums of
     thousands of values near 1e4 are off by several. Computed in the accumulation dtype
     (float32 for half-precision inputs).
+
+    For a large input (:func:`split_plan`) the same two passes run on blocks (of rows where
+    the channels are the innermost dimension, of samples for NCHW), each small enough to stay
+    in the processor's cache between its two passes, and the blocks' ``(count, mean, M2)``
+    are merged (:func:`merge_blocks`): chapter 8's tiles, as a split reduction.
     """
     x = x.to(accumulation_dtype(x.dtype))
-    dims = reduce_axes(x.ndim)
-    first_mean = x.mean(dims)
-    deviations = x - first_mean.view(channel_shape(x.ndim))
-    correction = deviations.mean(dims)
+    plan = split_plan(x)
+    if plan is None:
+        mean, var = two_pass(x, reduce_axes(x.ndim))
+        return mean.flatten(), var.flatten()
+    counts, means, m2s = [], [], []
+    for block in in_blocks(x, plan):  # (blocks, rows, C): the whole ones, then the rest
+        block_mean, block_var = two_pass(block, (1,))
+        counts.append(x.new_full(block.shape[:1], block.shape[1]))
+        means.append(block_mean.squeeze(1))
+        m2s.append(block_var.squeeze(1) * block.shape[1])
+    total, mean, m2 = merge_blocks(torch.cat(counts), torch.cat(means), torch.cat(m2s))
+    return mean, m2 / total
+
+
+def two_pass(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """The corrected two-pass mean and biased variance of ``x`` over ``dims`` (kept, size
+    1): :func:`batch_stats`'s formulas, for the whole input or for one block of rows."""
+    first_mean = x.mean(dims, keepdim=True)
+    deviations = x - first_mean
+    correction = deviations.mean(dims, keepdim=True)
     # (an infinite value makes every deviation NaN: the mean is then that infinity, as PyTorch's)
     mean = torch.where(torch.isfinite(first_mean), first_mean + correction, first_mean)
     # (finite values whose squares overflow, |x| of 1e20 in float32: the variance is inf, as
     # PyTorch's, not inf - inf = NaN; correction**2 <= mean(d**2), so it overflows only then)
-    mean_square = deviations.square().mean(dims)
+    mean_square = deviations.square().mean(dims, keepdim=True)
     var = torch.where(torch.isinf(mean_square), mean_square, mean_square - correction.square())
     return mean, var
+
+
+def merge_blocks(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``(count, mean, M2)`` of ``P`` blocks together: ``counts`` ``(P,)``, ``means`` and
+    ``m2s`` ``(P, C)``. Chan's merge (:func:`bncourse.conventions.merge_stats`), whose mean is
+    a float32 sum of ``P`` block means, then corrected as :func:`two_pass` corrects a first
+    mean: ``e``, the weighted mean of the blocks' deviations from it, is its rounding error,
+    so ``mean + e`` and ``M2 - count * e**2`` (Chan's ``M2`` was taken about ``mean``)."""
+    total, first_mean, m2 = merge_stats(counts, means, m2s)
+    correction = ((counts / total)[:, None] * (means - first_mean)).sum(0)
+    mean = torch.where(torch.isfinite(first_mean), first_mean + correction, first_mean)
+    m2 = torch.where(torch.isinf(m2), m2, m2 - total * correction.square())
+    return total, mean, m2
+
+
+# The split reduction: blocks of about BLOCK_VALUES values (64 KB of float32, rows of C values
+# times a power of two), for inputs of at least SPLIT_MIN_VALUES (larger than the caches)
+BLOCK_VALUES = 2**14
+SPLIT_MIN_VALUES = 2**18
+MIN_ROWS_PER_BLOCK = 8
+MIN_RUN = 16  # NCHW: values per channel and sample, at least
+
+
+def split_plan(x: Tensor) -> tuple[int, int, bool] | None:
+    """``(blocks, values per block and channel, rows)`` for the split reduction of ``x``, or
+    ``None`` (one plain reduction) for inputs of fewer than :data:`SPLIT_MIN_VALUES` values
+    and for layouts other than these two:
+
+    * channels innermost (``(N, C)`` contiguous, channels last), ``rows=True``: a row of
+      ``C`` channels is contiguous and a channel is a column, which a plain reduction walks
+      down. The blocks are a power of two rows each, about :data:`BLOCK_VALUES` values; the
+      rows that do not fill a block make one more, shorter block;
+    * NCHW (contiguous, with at least :data:`MIN_RUN` values per channel and sample),
+      ``rows=False``: a block is one sample, ``C`` runs of ``H * W`` contiguous values.
+
+    Each block is reduced on its own, from the cache, the blocks in parallel, into one
+    partial result per block and channel, merged after: a split (two-stage) reduction, in
+    which the loops read the input in the order it lies in memory (:func:`in_blocks`). On
+    the CPU only: on a GPU, ATen's reductions (and TorchInductor's Triton kernels) split
+    the work among thread blocks themselves, as chapter 8's kernels do."""
+    if x.ndim < 2 or _is_batched(x) or x.numel() < SPLIT_MIN_VALUES or x.device.type != "cpu":
+        return None
+    channels = x.shape[1]
+    if x.movedim(1, -1).is_contiguous():
+        rows_per_block = 1
+        while rows_per_block * 2 * channels <= BLOCK_VALUES:
+            rows_per_block *= 2
+        blocks = x.numel() // channels // rows_per_block
+        if rows_per_block < MIN_ROWS_PER_BLOCK or blocks < 2:
+            return None
+        return blocks, rows_per_block, True
+    if x.ndim > 2 and x.is_contiguous() and x.shape[0] >= 2:
+        spatial = x.numel() // (x.shape[0] * channels)
+        if spatial >= MIN_RUN:
+            return x.shape[0], spatial, False
+    return None
+
+
+def in_blocks(t: Tensor, plan: tuple[int, int, bool]) -> list[Tensor]:
+    """``t``'s values in the blocks of ``plan`` (:func:`split_plan`), each part ``(blocks,
+    values per block, C)``: for rows, ``t`` as ``(R, C)`` rows of channels cut into
+    ``[(blocks, rows_per_block, C)]``, and ``(1, rest, C)`` where the rows do not fill the
+    blocks; for samples, ``[(N, H * W, C)]``. Views where ``t`` has the layout of the plan."""
+    blocks, per_block, rows = plan
+    channels = t.shape[1]
+    if not rows:
+        return [t.reshape(blocks, channels, per_block).transpose(1, 2)]
+    rows = t.movedim(1, -1).reshape(-1, channels)
+    whole = blocks * per_block
+    parts = [rows[:whole].view(blocks, per_block, channels)]
+    if rows.shape[0] > whole:
+        parts.append(rows[whole:].unsqueeze(0))
+    return parts
+
+
+def channel_sums(t: Tensor, plan: tuple[int, int, bool] | None) -> Tensor:
+    """Per-channel sums of ``t`` ``(N, C, *spatial)``, ``(C,)``: one reduction, or with a
+    ``plan`` (:func:`split_plan`) a sum per block, then the sum of those."""
+    if plan is None:
+        return t.sum(reduce_axes(t.ndim))
+    partial = [block.sum(1) for block in in_blocks(t, plan)]  # (blocks, C) each
+    return torch.cat(partial).sum(0)
 
 
 def update_running_stats(
@@ -165,12 +283,13 @@ def batch_norm_backward(
     Ordinary differentiable operations, so a double backward differentiates through them.
     """
     need_input, need_weight, need_bias = output_mask
-    dims, shape = reduce_axes(input.ndim), channel_shape(input.ndim)
+    shape = channel_shape(input.ndim)
     full_dx = need_input and training  # dx with its mean and variance paths
-    sum_dy = grad_output.sum(dims) if (need_bias or full_dx) else None
+    plan = split_plan(input)  # (the sums in blocks of rows, as batch_stats)
+    sum_dy = channel_sums(grad_output, plan) if (need_bias or full_dx) else None
     sum_dy_xc = None
     if need_weight or full_dx:
-        sum_dy_xc = ((input - mean.view(shape)) * grad_output).sum(dims)
+        sum_dy_xc = channel_sums((input - mean.view(shape)) * grad_output, plan)
     grad_input = None
     if full_dx:
         grad_input = grad_input_from_sums(

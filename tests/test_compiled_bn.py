@@ -222,6 +222,43 @@ def test_generated_code_matches_torch_nn_over_steps(ndim, shape, dtype, layout, 
     assert compiled_bn.compile_disabled() is None
 
 
+def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
+    """Inputs large enough for torch_bn.split_plan's blocks: channels innermost (whole
+    blocks of rows and a shorter one after them) and NCHW (a block per sample), TorchInductor's
+    code against torch.nn; then the mean-1e4 input of tests/test_torch_bn.py in rows, within
+    1e-3 of float64 and at least as close as PyTorch's."""
+    shape = (8200, 32)
+    g = torch.Generator().manual_seed(12)
+    ours, theirs = module_pair(compiled_bn, 2, shape[1])
+    randomize(ours, g)
+    theirs.load_state_dict(ours.state_dict())
+    for _ in range(2):
+        x = make_input(shape, torch.float32, "contiguous", g, loc=1.0, scale=2.0)
+        assert torch_bn.split_plan(x) is not None
+        dy = make_input(shape, torch.float32, "contiguous", g)
+        compare_step(ours, theirs, x, dy, TOL[torch.float32], "contiguous")
+    image = (16, 64, 16, 16)  # NCHW: a block per sample
+    ours_2d, theirs_2d = module_pair(compiled_bn, 4, image[1])
+    x = make_input(image, torch.float32, "contiguous", g, loc=1.0, scale=2.0)
+    assert torch_bn.split_plan(x) == (16, 256, False)
+    dy = make_input(image, torch.float32, "contiguous", g)
+    compare_step(ours_2d, theirs_2d, x, dy, TOL[torch.float32], "contiguous")
+    x = (1e4 + torch.randn(shape, generator=g)).requires_grad_()
+    dy = torch.randn(shape, generator=g)
+    results = []
+    for function, t in [
+        (compiled_bn.batch_norm, x),
+        (nn.functional.batch_norm, x),
+        (torch_bn.batch_norm, x.detach().double().requires_grad_()),
+    ]:
+        y = function(t, None, None, training=True)
+        results.append((y.detach().double(), *torch.autograd.grad(y, t, dy.to(t.dtype))))
+    for ours_, theirs_, exact in zip(*results):
+        torch.testing.assert_close(ours_.double(), exact, rtol=0, atol=1e-3)
+        assert (ours_ - exact).abs().max() <= (theirs_.double() - exact).abs().max() * 1.01
+    assert compiled_bn.compile_disabled() is None
+
+
 def test_under_a_path_with_a_space_the_compiled_module_names_the_cause_and_the_remedy(tmp_path):
     """The course's .venv inside a clone at "My Courses/bn" (here: a link to this clone):
     TorchInductor's C++ build cannot take the path, so the module runs eager and its one

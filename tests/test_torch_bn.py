@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from bn_testing import F32, HALF, compare_step, half_tol, make_input, module_pair, randomize
+from bn_testing import F32, F64, HALF, compare_step, half_tol, make_input, module_pair, randomize
 from bncourse import numpy_bn, torch_bn
 from bncourse.__main__ import main as cli
 from bncourse.gradcheck import batch_norm_gradcheck
@@ -123,6 +123,97 @@ def test_large_mean_in_float32_matches_float64():
     the corrected two-pass statistics reach (a plain float32 mean is off by several units)."""
     g = torch.Generator().manual_seed(5)
     x = (1e4 + torch.randn(256, 4, 8, generator=g)).float()
+    dy = torch.randn(x.shape, generator=g)
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        xs = x.to(dtype).detach().requires_grad_()
+        y = torch_bn.batch_norm(xs, None, None, training=True)
+        y.backward(dy.to(dtype))
+        results[dtype] = (y.detach().double(), xs.grad.double())
+    xs = x.clone().requires_grad_()
+    y = nn.functional.batch_norm(xs, None, None, training=True)
+    y.backward(dy)
+    for ours, theirs, exact in zip(
+        results[torch.float32], (y.detach().double(), xs.grad.double()), results[torch.float64]
+    ):
+        torch.testing.assert_close(ours, exact, rtol=0, atol=1e-3)
+        assert (ours - exact).abs().max() <= (theirs - exact).abs().max() * 1.01
+
+
+# --------------------------------------------------------------------------------------------
+# The split reduction (channels innermost, large inputs): blocks of rows, merged
+# --------------------------------------------------------------------------------------------
+def test_split_plan_cuts_rows_into_blocks_and_nchw_into_samples():
+    """Channels innermost ((N, C), channels last): blocks of a power of two rows, at most
+    BLOCK_VALUES values each, and the rows left over; NCHW: one block per sample. One plain
+    reduction for small inputs, for short runs and for strided views."""
+    rows = torch.empty(8200, 32)
+    blocks, per_block, by_rows = torch_bn.split_plan(rows)
+    assert by_rows and blocks * per_block <= 8200
+    assert per_block * 32 <= torch_bn.BLOCK_VALUES < per_block * 64
+    image = torch.empty(16, 64, 16, 16)
+    assert torch_bn.split_plan(image) == (16, 256, False)
+    assert torch_bn.split_plan(image.to(memory_format=torch.channels_last)) == (16, 256, True)
+    assert torch_bn.split_plan(torch.empty(64, 32)) is None  # small: it fits the caches
+    assert torch_bn.split_plan(torch.empty(32, 16400).t()) is None  # channels not innermost
+    assert torch_bn.split_plan(torch.empty(64, 4096, 2, 2)) is None  # runs of 4 values
+    assert [p.shape for p in torch_bn.in_blocks(rows, (blocks, per_block, True))] == [
+        (blocks, per_block, 32),
+        (1, 8200 - blocks * per_block, 32),
+    ]
+    assert [p.shape for p in torch_bn.in_blocks(image, (16, 256, False))] == [(16, 256, 64)]
+
+
+@pytest.mark.parametrize(
+    "shape, layout, dtype",
+    [
+        ((8200, 32), "contiguous", torch.float32),  # whole blocks and a shorter one
+        ((16, 64, 16, 16), "channels_last", torch.float32),  # whole blocks only
+        ((16, 64, 16, 16), "contiguous", torch.float32),  # NCHW: a block per sample
+        ((4100, 64), "contiguous", torch.float64),
+    ],
+    ids=["rows-with-rest", "channels-last", "nchw", "rows-float64"],
+)
+def test_split_reduction_equals_torch_nn(shape, layout, dtype):
+    """The split statistics and sums, in training and evaluation, equal torch.nn's."""
+    g = torch.Generator().manual_seed(11)
+    ours, theirs = modules(len(shape), shape[1], dtype=dtype)
+    randomize(ours, g)
+    theirs.load_state_dict(ours.state_dict())
+    for step in range(3):
+        for m in (ours, theirs):
+            m.train(step != 2)
+        x = make_input(shape, dtype, layout, g, loc=1.0, scale=2.0)
+        assert torch_bn.split_plan(x) is not None
+        dy = make_input(shape, dtype, "contiguous", g)
+        compare_step(ours, theirs, x, dy, F32 if dtype == torch.float32 else F64, layout)
+
+
+@pytest.mark.parametrize("value", [math.inf, 1e20], ids=["inf", "square-overflows"])
+@pytest.mark.parametrize("shape", [(8200, 32), (16, 64, 16, 16)], ids=["rows", "nchw"])
+def test_split_reduction_gives_pytorchs_answer_for_hostile_values(shape, value):
+    """One infinite value, or one whose square overflows float32, in an input cut into
+    blocks: the outputs' NaNs and the running statistics are PyTorch's, as for one
+    reduction (the merge keeps the infinite mean and the infinite variance)."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    x.view(-1)[5] = value
+    assert torch_bn.split_plan(x) is not None
+    ours, theirs = modules(len(shape), shape[1])
+    y_ours, y_theirs = ours(x), theirs(x)
+    assert torch.equal(y_ours.isnan(), y_theirs.isnan())
+    torch.testing.assert_close(y_ours, y_theirs, equal_nan=True, **F32["out"])
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(
+            getattr(ours, name), getattr(theirs, name), equal_nan=True, **F32["stats"]
+        )
+
+
+def test_large_mean_in_blocks_matches_float64():
+    """The mean-1e4 case of test_large_mean_in_float32_matches_float64, with the channels
+    innermost, so that the statistics are merged from blocks: the same bounds."""
+    g = torch.Generator().manual_seed(5)
+    x = (1e4 + torch.randn(65536, 4, generator=g)).float()
+    assert torch_bn.split_plan(x) is not None
     dy = torch.randn(x.shape, generator=g)
     results = {}
     for dtype in (torch.float32, torch.float64):
