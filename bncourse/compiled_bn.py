@@ -232,11 +232,10 @@ class CompiledBatchNormFunction(torch_bn.BatchNormFunction):
         running_var: Tensor | None,
         training: bool,
         eps: float,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if training:
             return run("forward_train", input, weight, bias, eps)
-        out, _, invstd = run("forward_eval", input, running_mean, running_var, weight, bias, eps)
-        return out, None, None, invstd
+        return run("forward_eval", input, running_mean, running_var, weight, bias, eps)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor, *_: Any) -> tuple[Tensor | None, ...]:

@@ -415,12 +415,16 @@ def forward_eval(
     bias: Tensor | None,
     eps: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Evaluation mode's forward pass: ``(output, mean, invstd)`` from the running statistics
-    (the output as :func:`forward_train`'s)."""
+    """Evaluation mode's forward pass: ``(output, mean, var, invstd)`` from the running
+    statistics (the output as :func:`forward_train`'s; ``mean`` and ``var`` copies of the
+    running statistics in the accumulation dtype, so that a later training step, which
+    updates the buffers in place, leaves what this call's backward needs as it was)."""
     x = input.to(accumulation_dtype(input.dtype))
-    mean, invstd = running_mean.to(x.dtype), torch.rsqrt(running_var.to(x.dtype) + eps)
-    output = affine_map(x, mean, invstd, weight, bias).to(input.dtype)
-    return in_output_layout(output, input), mean, invstd
+    mean = running_mean.to(x.dtype, copy=True)
+    var = running_var.to(x.dtype, copy=True)
+    invstd = torch.rsqrt(var + eps)
+    output = affine_map(x, mean, invstd, weight, bias)
+    return in_output_layout(output.to(input.dtype), input), mean, var, invstd
 
 
 def backward(
@@ -452,8 +456,8 @@ class BatchNormFunction(torch.autograd.Function):
     :func:`backward` backward.
 
     ``BatchNormFunction.apply(input, weight, bias, running_mean, running_var, training, eps)``
-    returns ``(output, mean, var, invstd)`` (``mean`` and ``var`` are ``None`` in
-    evaluation); the statistics are not differentiable. ``training=True``: normalize with the
+    returns ``(output, mean, var, invstd)`` (in evaluation, ``mean`` and ``var`` are copies of
+    the running statistics); the statistics are not differentiable. ``training=True``: normalize with the
     batch's mean and biased variance; ``training=False``: with ``running_mean`` and
     ``running_var``, constants for the backward pass. The node changes none of its inputs:
     updating the running statistics is :class:`ThenUpdate`'s business, after it.
@@ -485,20 +489,17 @@ class BatchNormFunction(torch.autograd.Function):
         running_var: Tensor | None,
         training: bool,
         eps: float,
-    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         if training:
             return forward_train(input, weight, bias, eps)
-        out, _, invstd = forward_eval(input, running_mean, running_var, weight, bias, eps)
-        return out, None, None, invstd
+        return forward_eval(input, running_mean, running_var, weight, bias, eps)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
         """What ``forward`` keeps in ``ctx`` for ``backward``, from its inputs and output."""
-        input, weight, bias, running_mean, _, training, eps = inputs
+        input, weight, bias, _, _, training, eps = inputs
         _, mean, var, invstd = output
-        ctx.mark_non_differentiable(*(t for t in (mean, var, invstd) if t is not None))
-        if not training:
-            mean = running_mean.to(invstd.dtype)
+        ctx.mark_non_differentiable(mean, var, invstd)
         ctx.save_for_backward(input, weight, mean, invstd)
         ctx.save_for_forward(input, weight, mean, invstd)
         ctx.training, ctx.eps = training, eps
@@ -571,7 +572,8 @@ class ThenUpdate:
     traces through it), and under ``torch.func.vmap`` per-sample statistics cannot go into
     one buffer: that is refused in ``nn.BatchNorm``'s words. While ``torch.compile`` traces
     it, the function is :class:`TracedBatchNormFunction` (the same passes, eager: the outer
-    compilation fuses them itself)."""
+    compilation fuses them itself); while ``torch.jit.trace`` records it, the forward pass's
+    own operations, so that the trace can be saved (TorchScript holds no Python function)."""
 
     def __init__(self, function: type[torch.autograd.Function]) -> None:
         self.function = function
@@ -590,10 +592,16 @@ class ThenUpdate:
         if training and running_mean is not None:
             if _is_batched(input) and not _is_batched(running_mean):
                 raise RuntimeError(VMAP_WITH_RUNNING_STATS)
-        function = TracedBatchNormFunction if torch.compiler.is_compiling() else self.function
-        output, mean, var, _ = function.apply(
-            input, weight, bias, running_mean, running_var, training, eps
-        )
+        arguments = (input, weight, bias, running_mean, running_var, training, eps)
+        if torch.jit.is_tracing():
+            # A traced model is saved as TorchScript, which cannot hold a Python
+            # autograd.Function: the trace records the forward pass's own operations, and
+            # autograd differentiates those.
+            output, mean, var, _ = BatchNormFunction.forward(*arguments)
+        elif torch.compiler.is_compiling():
+            output, mean, var, _ = TracedBatchNormFunction.apply(*arguments)
+        else:
+            output, mean, var, _ = self.function.apply(*arguments)
         if training and running_mean is not None:
             update_running_stats(
                 running_mean, running_var, mean, var, values_per_channel(input.shape), momentum

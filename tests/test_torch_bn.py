@@ -593,8 +593,9 @@ def test_jacrev_with_tracked_statistics_fails_as_torch_nns(impl):
     assert errors[0] == errors[1]
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("fullgraph", [True, False], ids=["fullgraph", "graph-breaks-allowed"])
-def test_torch_compile_of_a_model_holding_ours(impl, fullgraph):
+def test_torch_compile_of_a_model_holding_ours(impl, fullgraph, training):
     """torch.compile of a network with our module (TorchDynamo and AOTAutograd, the parts that
     meet an autograd.Function and the in-place updates; backend "aot_eager" leaves out
     TorchInductor's code generation, which tests/test_compiled_bn.py covers): outputs,
@@ -606,6 +607,7 @@ def test_torch_compile_of_a_model_holding_ours(impl, fullgraph):
 
     x = _batch((4, 3, 5, 5)).requires_grad_()
     plain, model = net(impl.BatchNorm2d), net(impl.BatchNorm2d)
+    plain.train(training), model.train(training)  # eval: fine-tuning with frozen BatchNorm
     compiled = torch.compile(model, backend="aot_eager", fullgraph=fullgraph)
     for step in range(2):
         results = []
@@ -615,4 +617,49 @@ def test_torch_compile_of_a_model_holding_ours(impl, fullgraph):
         for a, b in zip(*results):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-4)
     torch.testing.assert_close(model[1].running_var, plain[1].running_var, rtol=1e-5, atol=1e-6)
-    assert int(model[1].num_batches_tracked) == 2
+    assert int(model[1].num_batches_tracked) == (2 if training else 0)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_a_traced_model_saves_loads_and_runs_as_torch_nns(impl, training):
+    """``torch.jit.trace``, ``torch.jit.save`` and ``load`` (a common way to deploy), as with
+    nn.BatchNorm2d: TorchScript cannot hold a Python autograd.Function, so a trace records
+    the forward pass's own operations. The loaded model's output, input gradient and buffers
+    equal those of torch.nn's module through the same round trip."""
+
+    def round_trip(module: nn.Module, x: torch.Tensor) -> torch.jit.ScriptModule:
+        traced = torch.jit.trace(module.train(training), x, check_trace=False)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+        buffer.seek(0)
+        return torch.jit.load(buffer)
+
+    x = _batch((4, 3, 5, 5))
+    loaded = [round_trip(m, x) for m in (impl.BatchNorm2d(3), nn.BatchNorm2d(3))]
+    results = []
+    for model in loaded:
+        xx = (x + 1).requires_grad_()
+        y = model(xx)
+        results.append((y, torch.autograd.grad(y.square().sum(), xx)[0]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-4)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(loaded[0], name), getattr(loaded[1], name))
+
+
+def test_an_eval_forward_keeps_its_backward_through_a_later_training_step(impl):
+    """A loss on an eval-mode output, then a training-mode forward of the same module (which
+    updates the running statistics in place), then one backward: the gradient is that of
+    the function the eval forward computed, as without the training step in between (ours
+    keeps copies of the running statistics). torch.nn raises no error here but reads the
+    updated buffers in its backward, so its gradient is that of another function: a
+    documented difference."""
+    grads = []
+    for step_between in (False, True):
+        module, x = impl.BatchNorm1d(3), _batch((4, 3, 5)).requires_grad_()
+        y = module.eval()(x)
+        if step_between:
+            module.train()(x.detach() + 1)
+        y.square().sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(*grads, rtol=0, atol=0)
