@@ -49,10 +49,11 @@ import json
 import math
 import platform
 import statistics
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -277,62 +278,70 @@ def run(
     return results
 
 
-def format_table(results: list[Result]) -> str:
+def format_table(results: list[Result], columns: Sequence[str] | None = None) -> str:
     """The results as an aligned text table: median times in ms, ratios of medians, and the
     ratios of best times in brackets; then the compile time of each case. The compiled
-    module's columns only where it was timed (not with ``compiled=False``)."""
+    module's columns only where it was timed (not with ``compiled=False``). ``columns``:
+    the names of the columns to show, in the table's order (default: all), for a table that
+    fits a page; the notes under it are wrapped at 80 characters."""
     with_compiled = any(not math.isnan(r.compiled_ms) for r in results)
 
     def pair(median: float, best: float, width: int) -> str:
         return f"{median:.2f} [{best:.2f}]".rjust(width)
 
+    cells = [
+        ("shape", 18, lambda r: str(tuple(r.shape)), "<"),
+        ("module", 11, lambda r: r.module, "<"),
+        ("layout", 13, lambda r: r.layout, "<"),
+        ("ours ms", 8, lambda r: f"{r.ours_median_ms:.2f}", ">"),
+        ("compiled", 9, lambda r: f"{r.compiled_median_ms:.2f}", ">"),
+        ("native", 8, lambda r: f"{r.native_median_ms:.2f}", ">"),
+        ("copy", 6, lambda r: f"{r.copy_median_ms:.2f}", ">"),
+        (
+            "ours/native",
+            14,
+            lambda r: pair(r.ours_over_native_median, r.ours_over_native, 14),
+            ">",
+        ),
+        (
+            "compiled/native",
+            16,
+            lambda r: pair(r.compiled_over_native_median, r.compiled_over_native, 16),
+            ">",
+        ),
+        (
+            "compiled/copy",
+            14,
+            lambda r: pair(r.compiled_over_copy_median, r.compiled_over_copy, 14),
+            ">",
+        ),
+        (
+            "native/copy",
+            14,
+            lambda r: pair(r.native_over_copy_median, r.native_over_copy, 14),
+            ">",
+        ),
+        ("floor", 6, lambda r: f"{r.floor_copies:.1f}", ">"),
+    ]
+    unknown = set(columns or ()) - {name for name, *_ in cells}
+    if unknown:
+        raise ValueError(f"no such column: {sorted(unknown)}")
+
     def row(r: Result | None) -> str:
         """The header (``r`` None) or the line of one result."""
-        cells = [
-            ("shape", 18, lambda r: str(tuple(r.shape)), "<"),
-            ("module", 11, lambda r: r.module, "<"),
-            ("layout", 13, lambda r: r.layout, "<"),
-            ("ours ms", 8, lambda r: f"{r.ours_median_ms:.2f}", ">"),
-            ("compiled", 9, lambda r: f"{r.compiled_median_ms:.2f}", ">"),
-            ("native", 8, lambda r: f"{r.native_median_ms:.2f}", ">"),
-            ("copy", 6, lambda r: f"{r.copy_median_ms:.2f}", ">"),
-            (
-                "ours/native",
-                14,
-                lambda r: pair(r.ours_over_native_median, r.ours_over_native, 14),
-                ">",
-            ),
-            (
-                "compiled/native",
-                16,
-                lambda r: pair(r.compiled_over_native_median, r.compiled_over_native, 16),
-                ">",
-            ),
-            (
-                "compiled/copy",
-                14,
-                lambda r: pair(r.compiled_over_copy_median, r.compiled_over_copy, 14),
-                ">",
-            ),
-            (
-                "native/copy",
-                14,
-                lambda r: pair(r.native_over_copy_median, r.native_over_copy, 14),
-                ">",
-            ),
-            ("floor", 6, lambda r: f"{r.floor_copies:.1f}", ">"),
-        ]
         return " ".join(
             f"{(name if r is None else text(r)):{align}{width}}"
             for name, width, text, align in cells
-            if with_compiled or not name.startswith("compiled")
+            if (with_compiled or not name.startswith("compiled"))
+            and (columns is None or name in columns)
         )
 
     header = row(None)
     lines = [header, "-" * len(header), *(row(r) for r in results)]
-    lines.append(
+    lines += textwrap.wrap(
         "(times: medians; ratios: of medians [of best times]; floor: the passes over memory "
-        "that forward + backward need, in copies)"
+        "that forward + backward need, in copies)",
+        80,
     )
     compile_times = ", ".join(
         f"{tuple(r.shape)} {r.layout}: {r.compile_s:.1f} s"
@@ -340,8 +349,9 @@ def format_table(results: list[Result]) -> str:
         if not math.isnan(r.compile_s)
     )
     if compile_times:
-        lines.append(
-            f"compiled module's first call (compiling, or loading the cache): {compile_times}"
+        lines += textwrap.wrap(
+            f"compiled module's first call (compiling, or loading the cache): {compile_times}",
+            80,
         )
     return "\n".join(lines)
 

@@ -352,6 +352,19 @@ def test_bench_without_the_compiled_module_prints_no_empty_columns(capsys):
     assert "ours/native" in printed and "compiled" not in printed and "nan" not in printed
 
 
+def test_a_table_of_chosen_columns_fits_a_page():
+    """The chapters print the columns that matter, which fit the book's 80-character
+    column; a column that does not exist is an error, not an empty table."""
+    from bncourse import bench
+
+    results = bench.run([(4, 3)], repeats=1, warmup=0, compiled=False)
+    table = bench.format_table(results, columns=("shape", "ours/native", "floor"))
+    assert table.splitlines()[0].split() == ["shape", "ours/native", "floor"]
+    assert max(len(line) for line in table.splitlines()) <= 80
+    with pytest.raises(ValueError, match="no such column: \\['speed'\\]"):
+        bench.format_table(results, columns=("shape", "speed"))
+
+
 # --------------------------------------------------------------------------------------------
 # PyTorch's compiler stack: what works on nn.BatchNorm works on ours (eager and compiled),
 # and where nn.BatchNorm refuses a transform, ours refuses it in the same words
