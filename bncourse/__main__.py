@@ -97,10 +97,12 @@ def _writable_file(path: str) -> str | None:
 
 
 def _cmd_make_exercises(args: argparse.Namespace) -> int:
-    from .exercise_notebooks import out_of_sync, write_exercises
+    from .exercise_notebooks import check_folders, out_of_sync, write_exercises
 
-    if not Path(args.source).is_dir():
-        return _usage_error(f"--source {args.source} is not a folder of chapter notebooks")
+    try:
+        check_folders(Path(args.source), Path(args.target))
+    except ValueError as error:
+        return _usage_error(str(error))
     if args.check:
         problems = out_of_sync(Path(args.source), Path(args.target))
         for problem in problems:
@@ -108,7 +110,11 @@ def _cmd_make_exercises(args: argparse.Namespace) -> int:
         if problems:
             print("run: python -m bncourse make-exercises")
         return 1 if problems else 0
-    for path in write_exercises(Path(args.source), Path(args.target)):
+    try:
+        written = write_exercises(Path(args.source), Path(args.target))
+    except ValueError as error:  # a notebook in the target that make-exercises did not write
+        return _usage_error(str(error))
+    for path in written:
         print(f"wrote {path}")
     return 0
 
