@@ -159,6 +159,38 @@ def test_sync_bn_errors_like_torch():
         SyncBatchNorm(3)(torch.randn(3))
 
 
+def double_backward_and_layout(rank, world_size):
+    """Rank ``rank``'s answers to: does differentiating SyncBatchNorm's backward again raise
+    (autograd cannot see the all-reduce inside it, so it would be silently wrong), and in
+    which strides come the output and the input's gradient of a transposed input?"""
+    torch.manual_seed(rank)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(SyncBatchNorm(3).double()(x).pow(3).sum(), x, create_graph=True)
+    try:
+        torch.autograd.grad(g.sum(), x)
+        second = "no error"
+    except RuntimeError as error:
+        second = str(error)
+    strides = {}
+    for name, module in (("ours", SyncBatchNorm(3)), ("nn", nn.BatchNorm1d(3))):
+        x = torch.randn(5, 4, 3).transpose(1, 2)  # (N, L, C) -> (N, C, L)
+        out = module(x.requires_grad_(True))
+        # the input's gradient before autograd gives a leaf's .grad the leaf's strides
+        (grad,) = torch.autograd.grad(out, x, torch.randn(5, 4, 3).transpose(1, 2))
+        strides[name] = (out.stride(), grad.stride())
+    return {"second_derivative": second, "strides": strides}
+
+
+def test_sync_bn_refuses_double_backward_and_returns_torchs_layout():
+    """Double backward (a gradient penalty) gave values off by 4 to 10 without a word: it
+    now raises PyTorch's once_differentiable error. A transposed (N, C, L) input gives a
+    contiguous output and gradient, as nn.BatchNorm1d's (it kept the input's strides, so
+    ``out.view(N, -1)`` failed only with more than one process)."""
+    for result in run_distributed(double_backward_and_layout, 2, timeout=120):
+        assert "marked with @once_differentiable" in result["second_derivative"]
+        assert result["strides"]["ours"] == result["strides"]["nn"] == ((12, 4, 1), (12, 4, 1))
+
+
 # --------------------------------------------------------------------------------------------
 # The launcher: failures are prompt and leave nothing behind
 # --------------------------------------------------------------------------------------------
