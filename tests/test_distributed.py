@@ -13,6 +13,7 @@ float32 rounding in a different order.
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
 import time
@@ -260,6 +261,29 @@ def test_a_rank_that_exits_with_status_0_without_a_result_fails_the_run_promptly
     with pytest.raises(DistributedError, match="rank 1 exited with code 0 without a result"):
         run_distributed(exits_quietly_on_rank_1, 2, timeout=120)
     assert time.monotonic() - start < 60
+
+
+Pair = collections.namedtuple("Pair", "rank values")
+
+
+def returns_a_namedtuple(rank, world_size):
+    return Pair(rank, torch.full((2,), float(rank)))
+
+
+def returns_a_lambda(rank, world_size):
+    return lambda: rank
+
+
+def test_results_may_be_namedtuples_and_an_unpicklable_one_is_explained():
+    """A namedtuple made _to_numpy fail (reported as the rank raising); a result the queue
+    cannot pickle was reported as "exited with code 0 without a result"."""
+    results = run_distributed(returns_a_namedtuple, 2, timeout=120)
+    assert [type(r) for r in results] == [Pair, Pair] and [r.rank for r in results] == [0, 1]
+    np.testing.assert_array_equal(results[1].values, np.array([1.0, 1.0], dtype=np.float32))
+    with pytest.raises(
+        DistributedError, match=r"rank \d returned a result that could not be sent.*pickle"
+    ):
+        run_distributed(returns_a_lambda, 2, timeout=120)
 
 
 def mismatched_sync_bn(rank, world_size, what):
