@@ -310,6 +310,27 @@ def test_sync_bn_with_other_channels_or_dtype_on_a_rank_is_a_value_error(what, d
     assert described in message
 
 
+@pytest.mark.parametrize(
+    "batch_size, says",
+    [
+        ("0", "--batch-size must be at least 1, got 0"),
+        ("5000", "--batch-size must be at most the 1258 training images, got 5000"),
+    ],
+)
+def test_ddp_train_refuses_a_batch_size_it_cannot_take(batch_size, says, capsys):
+    """Before any process starts: 0 ended in a ZeroDivisionError, and 5000 (more than the
+    training set) ran on shorter batches than the shares and loss weights said, ending
+    0.03 away from the one-process reference it claims to equal."""
+    from bncourse import ddp_train, training
+
+    with pytest.raises(SystemExit) as exited:
+        ddp_train.main(["--batch-size", batch_size])
+    assert exited.value.code == 2 and says in capsys.readouterr().err
+    data = training.load_digits()
+    whole = ddp_train.global_batches(data, len(data.train_y), 2, 0)  # divided by zero
+    assert [len(y) for _, y in whole] == [1258, 1258]
+
+
 # --------------------------------------------------------------------------------------------
 # PyTorch's own launcher: torchrun runs bncourse.ddp_train unchanged
 # --------------------------------------------------------------------------------------------
