@@ -287,6 +287,7 @@ def test_run_notebooks_and_bench_failures_are_one_error_line(tmp_path, capsys, m
         "allocate memory: you tried to allocate 4000000000000 bytes. Error code 12 (Cannot "
         "allocate memory)\n"
     )
+
     def fails(*args, **kwargs):
         raise RuntimeError("a bug, not memory")
 
