@@ -120,9 +120,12 @@ def test_generation_is_idempotent(tmp_path):
     again = [p.read_bytes() for p in sorted((tmp_path / "a").glob("*.ipynb"))]
     assert first == again
     stray = tmp_path / "a" / "99_gone.ipynb"
-    stray.write_text("{}")
+    stray.write_bytes(first[0])  # an exercise notebook whose chapter is gone
+    foreign = tmp_path / "a" / "my_notes.ipynb"
+    foreign.write_text("{}")
     write_exercises(ROOT / "notebooks", tmp_path / "a")
-    assert not stray.exists(), "a notebook with no chapter is removed"
+    assert not stray.exists(), "an exercise notebook with no chapter is removed"
+    assert foreign.read_text() == "{}", "a notebook make-exercises did not write is kept"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
