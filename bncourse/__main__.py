@@ -22,6 +22,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -97,10 +98,12 @@ def _writable_file(path: str) -> str | None:
 
 
 def _cmd_make_exercises(args: argparse.Namespace) -> int:
-    from .exercise_notebooks import out_of_sync, write_exercises
+    from .exercise_notebooks import check_folders, out_of_sync, write_exercises
 
-    if not Path(args.source).is_dir():
-        return _usage_error(f"--source {args.source} is not a folder of chapter notebooks")
+    try:
+        check_folders(Path(args.source), Path(args.target))
+    except ValueError as error:
+        return _usage_error(str(error))
     if args.check:
         problems = out_of_sync(Path(args.source), Path(args.target))
         for problem in problems:
@@ -108,24 +111,61 @@ def _cmd_make_exercises(args: argparse.Namespace) -> int:
         if problems:
             print("run: python -m bncourse make-exercises")
         return 1 if problems else 0
-    for path in write_exercises(Path(args.source), Path(args.target)):
+    try:
+        written = write_exercises(Path(args.source), Path(args.target))
+    except ValueError as error:  # a notebook in the target that make-exercises did not write
+        return _usage_error(str(error))
+    for path in written:
         print(f"wrote {path}")
     return 0
 
 
 def _cmd_run_notebooks(args: argparse.Namespace) -> int:
+    import nbformat
+
     from .notebooks import execute_in_place
 
     for path in args.paths:
         if not Path(path).is_file():
             return _usage_error(f"no such notebook: {path}")
+    for path in args.paths:  # every one readable before the first runs
+        try:
+            nbformat.read(path, as_version=4)
+        except Exception as error:  # not JSON (NotJSONError), not a notebook, unreadable
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return _usage_error(f"{path} is not a notebook: {reason[:200]}")
     for path in args.paths:
         print(f"executing {path}", flush=True)
         execute_in_place(Path(path), timeout=args.timeout)
     return 0
 
 
+def _out_of_memory(error: BaseException) -> str | None:
+    """The allocator's one-line reason if ``error`` is a failed allocation, else ``None``."""
+    import torch
+
+    if isinstance(error, RuntimeError) and not isinstance(error, torch.OutOfMemoryError):
+        text = str(error)
+        if "can't allocate" not in text and "out of memory" not in text:
+            return None
+    elif not isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return None
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return re.sub(r"^\[enforce fail at [^\]]*\]\s*[^.]*\.\s*", "", line)[:300]
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        return _bench(args)
+    except (MemoryError, RuntimeError) as error:  # a --shape too large for this machine
+        reason = _out_of_memory(error)
+        if reason is None:
+            raise
+        print(f"error: not enough memory for the benchmark's tensors: {reason}", file=sys.stderr)
+        return 2
+
+
+def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from .bench import main as bench_main
@@ -250,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     make.set_defaults(func=_cmd_make_exercises)
     run = commands.add_parser("run-notebooks", help="execute notebooks in place")
     run.add_argument("paths", nargs="+")
-    run.add_argument("--timeout", type=int, default=300, help="seconds per cell")
+    run.add_argument(
+        "--timeout", type=_positive_int, default=300, help="seconds per cell (default 300)"
+    )
     run.set_defaults(func=_cmd_run_notebooks)
     bench = commands.add_parser(
         "bench",

@@ -55,12 +55,18 @@ def shares(batch_size: int, world_size: int) -> list[int]:
 
 
 def global_batches(data: training.Digits, batch_size: int, steps: int, seed: int) -> list:
-    """``steps`` global batches ``(x, y)``, the same on every process."""
+    """``steps`` global batches ``(x, y)``, the same on every process; ``batch_size`` is 1
+    to the number of training images."""
+    if not 1 <= batch_size <= len(data.train_y):
+        raise ValueError(
+            f"batch_size must be 1 to the {len(data.train_y)} training images, got {batch_size}"
+        )
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data.train_y), generator=generator)
     batches = []
+    span = len(order) - batch_size  # where a batch may start (0: the whole set each step)
     for step in range(steps):
-        index = order[(step * batch_size) % (len(order) - batch_size) :][:batch_size]
+        index = order[(step * batch_size) % span if span else 0 :][:batch_size]
         batches.append((data.train_x[index], data.train_y[index]))
     return batches
 
@@ -90,6 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=None, help="gloo or nccl (default: nccl on GPUs)")
     parser.add_argument("--out", default=None, help="rank 0 writes the results here (JSON)")
     args = parser.parse_args(argv)
+    # Checked before any process group: a batch larger than the training set came out
+    # shorter than --batch-size (the shares and loss weights then wrong, silently), and 0 or
+    # the whole set divided by zero
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    data = training.load_digits()
+    if args.batch_size > len(data.train_y):
+        parser.error(
+            f"--batch-size must be at most the {len(data.train_y)} training images, "
+            f"got {args.batch_size}"
+        )
     if "RANK" not in os.environ:
         parser.error("start it with torchrun (see the module's docstring)")
     start = time.monotonic()
@@ -102,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank, world_size = dist.get_rank(), dist.get_world_size()
         device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if use_cuda else "cpu")
-        data = training.load_digits()
         batches = [
             (x.to(device), y.to(device))
             for x, y in global_batches(data, args.batch_size, args.steps, args.seed)

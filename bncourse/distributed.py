@@ -38,6 +38,7 @@ from .torch_bn import (
     BatchNormNd,
     batch_stats,
     grad_input_from_sums,
+    in_output_layout,
     normalize,
     update_running_stats,
 )
@@ -111,10 +112,36 @@ def check_same_channels_and_dtype(input: Tensor, group: Any) -> None:
         )
 
 
+class _OnceDifferentiable(torch.autograd.Function):
+    """``apply(gradient, *sources)``: ``gradient`` itself, connected to the tensors it was
+    computed from, whose backward raises PyTorch's ``@once_differentiable`` error. (With
+    ``@once_differentiable`` itself, ``torch.autograd.grad(g, x)`` would say only that ``x``
+    appears unused: the error node it adds has no edge to ``x``.)"""
+
+    @staticmethod
+    def forward(ctx: Any, gradient: Tensor, *sources: Tensor) -> Tensor:
+        return gradient.clone()
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Tensor) -> None:
+        raise RuntimeError(
+            "trying to differentiate twice a function that was marked with "
+            "@once_differentiable: SyncBatchNorm's backward all-reduces across processes, "
+            "which autograd cannot differentiate (no double backward, gradient penalty or "
+            "Hessian-vector product through SyncBatchNorm)"
+        )
+
+
 class SyncBatchNormFunction(torch.autograd.Function):
     """Training-mode BatchNorm with global statistics; backward by the closed form with
     all-reduced sums. ``apply(input, weight, bias, running_mean, running_var, momentum, eps,
-    group)``."""
+    group)``.
+
+    The output and the input's gradient have ``torch.nn``'s layout (contiguous, or channels
+    last for a channels-last input), not the input's strides. The backward is differentiable
+    once only: autograd cannot see its all-reduce, so differentiating the gradients again (a
+    gradient penalty, a Hessian-vector product) would give wrong values; that raises
+    instead (:class:`_OnceDifferentiable`)."""
 
     @staticmethod
     def forward(
@@ -143,10 +170,23 @@ class SyncBatchNormFunction(torch.autograd.Function):
         invstd = torch.rsqrt(var + eps)
         output = normalize(input.to(accumulation_dtype(input.dtype)), mean, invstd, weight, bias)
         ctx.save_for_backward(input, weight, mean, invstd)
-        return output.to(input.dtype)
+        return in_output_layout(output.to(input.dtype), input)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        with torch.no_grad():  # autograd must not record the backward: it would be wrong
+            grads = SyncBatchNormFunction._gradients(ctx, grad_output)
+        if torch.is_grad_enabled():  # create_graph=True: the gradients may be differentiated
+            saved = ctx.saved_tensors
+            sources = [t for t in (grad_output, *saved[:2]) if t is not None and t.requires_grad]
+            if sources:
+                grads = tuple(
+                    None if g is None else _OnceDifferentiable.apply(g, *sources) for g in grads
+                )
+        return grads
+
+    @staticmethod
+    def _gradients(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         if ctx.m == 0:  # no values anywhere: zero gradients for weight and bias, as BatchNorm
             input, weight = ctx.saved_tensors
             zeros = None if weight is None else torch.zeros_like(weight)
@@ -176,7 +216,8 @@ class SyncBatchNormFunction(torch.autograd.Function):
         need_weight, need_bias = ctx.needs_input_grad[1:3]
         grad_weight = (local_sum_dy_xc * invstd).to(weight.dtype) if need_weight else None
         grad_bias = local_sum_dy.to(ctx.bias_dtype) if need_bias else None
-        return grad_input.to(input.dtype), grad_weight, grad_bias, None, None, None, None, None
+        grad_input = in_output_layout(grad_input.to(input.dtype), input)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
 class SyncBatchNorm(BatchNormNd):

@@ -37,6 +37,8 @@ __all__ = [
     "END",
     "stub_source",
     "make_exercise_notebook",
+    "check_folders",
+    "is_generated",
     "write_exercises",
     "out_of_sync",
 ]
@@ -166,13 +168,59 @@ def _expected(source_dir: Path) -> dict[str, str]:
     return expected
 
 
+def is_generated(path: Path) -> bool:
+    """Whether ``path`` is a notebook this module wrote: one holding the note cell that
+    :func:`make_exercise_notebook` puts at the top (cell id ``NOTE_ID``). A learner's own
+    notebook, a chapter, or a file that is not a notebook at all is not."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # not JSON, not a notebook, unreadable: not ours
+        return False
+    return any(cell.get("id") == NOTE_ID for cell in nb.get("cells", []))
+
+
+def check_folders(source_dir: Path, target_dir: Path) -> None:
+    """A ``ValueError`` saying why generating ``target_dir`` from ``source_dir`` would lose
+    work, found before anything is written: the source is not a folder or holds no chapter
+    notebook (every exercise notebook would then count as stale), the target is the source or
+    a folder inside it (the chapters would lose their solutions), or the target is a file."""
+    source, target = Path(source_dir), Path(target_dir)
+    if not source.is_dir():
+        raise ValueError(f"--source {source_dir} is not a folder of chapter notebooks")
+    if not any(source.glob("*.ipynb")):
+        raise ValueError(f"--source {source_dir} holds no chapter notebooks (*.ipynb)")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--target {target_dir} is a file, not a folder")
+    source, target = source.resolve(), target.resolve()
+    if target == source or source in target.parents:
+        raise ValueError(
+            f"--target {target_dir} is the --source folder {source_dir} or inside it: the "
+            "exercise notebooks would replace the chapters, solutions lost"
+        )
+
+
 def write_exercises(source_dir: Path, target_dir: Path) -> list[Path]:
-    """(Re)write ``target_dir`` from ``source_dir``; remove exercise notebooks with no chapter."""
+    """(Re)write ``target_dir`` from ``source_dir``; remove exercise notebooks with no chapter.
+
+    Only notebooks this module wrote (:func:`is_generated`) are replaced or removed: a
+    ``ValueError`` (before anything is written) if a chapter's name in ``target_dir`` is taken
+    by another notebook, and a learner's own notebook there is left alone."""
+    check_folders(source_dir, target_dir)
     target_dir = Path(target_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
     expected = _expected(source_dir)
+    foreign = [
+        name
+        for name in expected
+        if (target_dir / name).exists() and not is_generated(target_dir / name)
+    ]
+    if foreign:
+        raise ValueError(
+            f"refusing to overwrite {', '.join(str(target_dir / n) for n in foreign)}: not an "
+            "exercise notebook written by make-exercises (move it away first)"
+        )
+    target_dir.mkdir(parents=True, exist_ok=True)
     for stale in target_dir.glob("*.ipynb"):
-        if stale.name not in expected:
+        if stale.name not in expected and is_generated(stale):
             stale.unlink()
     written = []
     for name, text in expected.items():

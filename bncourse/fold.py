@@ -72,6 +72,43 @@ class FoldedLinear(nn.Linear):
         return super().forward(input)
 
 
+def _check_plain_parameters(layer: nn.Module) -> None:
+    """A ``ValueError`` if ``layer``'s weight or bias is computed rather than stored: a
+    parametrization (``torch.nn.utils.parametrize``, ``parametrizations.weight_norm``, ...) or
+    the older hooks (``torch.nn.utils.weight_norm``, ``spectral_norm``) recompute it from
+    other tensors, so writing the folded values into it would change nothing."""
+    from torch.nn.utils import parametrize
+
+    for name in ("weight", "bias"):
+        value = getattr(layer, name, None)
+        computed = parametrize.is_parametrized(layer, name) or (
+            value is not None and not isinstance(value, nn.Parameter)
+        )
+        if computed:
+            raise ValueError(
+                f"cannot fold into {type(layer).__name__}: its {name} is computed by a "
+                "parametrization or a hook (weight_norm, spectral_norm, "
+                "torch.nn.utils.parametrize), not stored, so the folded values would not be "
+                "used. Remove it first, keeping its current value: "
+                f"torch.nn.utils.parametrize.remove_parametrizations(layer, {name!r}) "
+                "(or torch.nn.utils.remove_weight_norm for the older weight_norm)"
+            )
+
+
+def _check_dimensions(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """A ``ValueError`` if ``bn`` refuses the output of ``layer`` in eager mode (a Conv2d's
+    4-d output into a BatchNorm1d, say): the folded layer would run where the pair fails."""
+    spatial = 0 if isinstance(layer, nn.Linear) else len(layer.kernel_size)
+    output = torch.empty(2, bn.num_features, *([1] * spatial), device="meta")
+    try:
+        bn._check_input_dim(output)
+    except ValueError as error:
+        raise ValueError(
+            f"{type(bn).__name__} cannot follow {type(layer).__name__}, whose output is "
+            f"{output.dim()}-d: {error}"
+        ) from None
+
+
 def fold_batchnorm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
     """A new layer equal to ``bn(layer(x))`` with ``bn`` in eval mode (inputs are unchanged).
 
@@ -85,12 +122,14 @@ def fold_batchnorm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> nn.
         raise TypeError(
             f"can fold BatchNorm into Linear or Conv1d/2d/3d, not {type(layer).__name__}"
         )
+    _check_plain_parameters(layer)
     out_channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
     if bn.num_features != out_channels:
         raise ValueError(
             f"{type(bn).__name__}({bn.num_features}) cannot follow a layer with {out_channels} "
             f"output channels"
         )
+    _check_dimensions(layer, bn)
     a, b = folded_affine(bn)
     weight = layer.weight.detach().double()
     bias = layer.bias.detach().double() if layer.bias is not None else torch.zeros_like(a)
@@ -112,20 +151,39 @@ def fold_sequential(model: nn.Sequential) -> nn.Sequential:
     """A copy of ``model`` in which each Linear/Conv followed by a BatchNorm is folded.
 
     The folded BatchNorm is replaced by ``nn.Identity()`` so that the remaining layers keep
-    their indices (and their ``state_dict`` keys). Nested ``nn.Sequential`` are folded too.
+    their names (indices, or the keys of an ``OrderedDict``) and their ``state_dict`` keys.
+    Nested ``nn.Sequential`` are folded too. A module used at several places stays one
+    module in the copy, except where it is folded (each folded layer is its own).
+
+    ``model`` must be an ``nn.Sequential`` that runs its layers in order: a subclass with its
+    own ``forward`` is refused (``TypeError``), since the copy could not know what it does.
     """
-    layers = list(model.children())
-    out = []
-    for i, layer in enumerate(layers):
-        if (
-            i > 0
-            and isinstance(layer, nn.modules.batchnorm._BatchNorm)
-            and isinstance(layers[i - 1], FOLDABLE)
-        ):
-            out[-1] = fold_batchnorm(out[-1], layer)  # out[-1] is the copy of layers[i - 1]
-            out.append(nn.Identity())
+    memo: dict[int, object] = {}  # one deepcopy memo: shared modules stay shared
+    return _fold_sequential(model, memo)
+
+
+def _fold_sequential(model: nn.Sequential, memo: dict[int, object]) -> nn.Sequential:
+    if type(model).forward is not nn.Sequential.forward:
+        raise TypeError(
+            f"{type(model).__name__} is an nn.Sequential with its own forward: the folded copy "
+            "would be a plain nn.Sequential and lose it. Fold its layers with fold_batchnorm "
+            "instead"
+        )
+    # _modules, not children(): children() leaves out a module used a second time
+    layers = list(model._modules.items())
+    out: list[tuple[str, nn.Module | None]] = []
+    for i, (name, layer) in enumerate(layers):
+        previous = layers[i - 1][1] if i > 0 else None
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and isinstance(previous, FOLDABLE):
+            # out[-1] is the copy of the previous layer: fold_batchnorm copies it once more,
+            # so that another use of that layer elsewhere keeps the unfolded one
+            out[-1] = (out[-1][0], fold_batchnorm(out[-1][1], layer))
+            out.append((name, nn.Identity()))
         elif isinstance(layer, nn.Sequential):
-            out.append(fold_sequential(layer))
+            out.append((name, _fold_sequential(layer, memo)))
         else:
-            out.append(copy.deepcopy(layer))
-    return nn.Sequential(*out).train(model.training)
+            out.append((name, copy.deepcopy(layer, memo)))
+    folded = nn.Sequential()
+    for name, layer in out:
+        folded.add_module(name, layer)
+    return folded.train(model.training)

@@ -48,6 +48,8 @@ def _to_numpy(value: Any) -> Any:
     """Tensors (also inside lists, tuples, dicts) as NumPy arrays: plain data for the queue."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
+    if isinstance(value, tuple) and hasattr(type(value), "_make"):  # a namedtuple
+        return type(value)._make(_to_numpy(v) for v in value)
     if isinstance(value, (list, tuple)):
         return type(value)(_to_numpy(v) for v in value)
     if isinstance(value, dict):
@@ -79,9 +81,25 @@ def _worker(
         results.put((rank, "error", traceback.format_exc()))
         return
     try:
-        results.put((rank, "ok", _to_numpy(fn(rank, world_size, *args))))
+        result = _to_numpy(fn(rank, world_size, *args))
     except BaseException:  # report everything, including KeyboardInterrupt, before leaving
         results.put((rank, "error", traceback.format_exc()))
+    else:
+        # The queue pickles in a background thread, where a failure is only printed: pickle
+        # here, so that the caller learns why no result came
+        try:
+            pickle.dumps(result)
+        except Exception as error:
+            results.put(
+                (
+                    rank,
+                    "error",
+                    f"rank {rank} returned a result that could not be sent to the caller (it "
+                    f"must pickle): {type(error).__name__}: {error}",
+                )
+            )
+        else:
+            results.put((rank, "ok", result))
     finally:
         try:
             dist.destroy_process_group()
@@ -116,7 +134,7 @@ def _failure(first: tuple[int, str], results: Any, processes: list) -> Distribut
     others = "".join(
         f"\n(rank {r} failed too: {t.strip().splitlines()[-1]})" for r, t in errors[1:]
     )
-    head = "" if text.startswith(f"rank {rank} exited") else f"rank {rank} raised:\n"
+    head = "" if text.startswith(f"rank {rank} ") else f"rank {rank} raised:\n"
     return DistributedError(f"{head}{text.rstrip()}{others}")
 
 

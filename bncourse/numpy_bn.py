@@ -50,6 +50,7 @@ __all__ = [
     "BatchNorm",
     "validate",
     "check_array",
+    "check_dout",
     "channel_mean",
     "channel_sum",
     "batch_stats",
@@ -123,6 +124,23 @@ def check_array(x: object) -> None:
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(
             f"batch_norm: expected a floating-point input (float32 or float64), got {x.dtype}"
+        )
+
+
+def check_dout(dout: object, cache: Cache) -> None:
+    """``dout`` is a float32 or float64 array of the output's shape: a ``TypeError`` or a
+    ``ValueError`` (PyTorch's wording for the shape) otherwise. A shape that only broadcasts
+    against the output would give a gradient of the wrong shape or a wrong sum, silently."""
+    if not isinstance(dout, np.ndarray):
+        raise TypeError(f"backward: expected dout to be a NumPy array, got {type(dout).__name__}")
+    if dout.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"backward: expected a floating-point dout (float32 or float64), got {dout.dtype}"
+        )
+    if dout.shape != cache.x.shape:
+        raise ValueError(
+            f"Mismatch in shape: dout has a shape of {tuple(dout.shape)} and the output has a "
+            f"shape of {tuple(cache.x.shape)}"
         )
 
 
@@ -276,6 +294,7 @@ def backward_staged(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndar
 
     Each line below is the chain rule for one node, in reverse order.
     """
+    check_dout(dout, cache)
     shape = channel_shape(dout.ndim)
     m = values_per_channel(dout.shape)
     if m == 0:  # an empty batch: nothing to differentiate, zero sums
@@ -305,6 +324,7 @@ def backward(dout: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray, np
     ``sum(dx) = 0`` for every channel, and ``sum(dx * xhat) = 0`` up to a term proportional to
     ``eps / (var + eps)`` (exactly 0 when ``eps = 0``).
     """
+    check_dout(dout, cache)
     shape = channel_shape(dout.ndim)
     m = values_per_channel(dout.shape)
     dbeta = channel_sum(dout)

@@ -13,6 +13,7 @@ float32 rounding in a different order.
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
 import time
@@ -159,6 +160,38 @@ def test_sync_bn_errors_like_torch():
         SyncBatchNorm(3)(torch.randn(3))
 
 
+def double_backward_and_layout(rank, world_size):
+    """Rank ``rank``'s answers to: does differentiating SyncBatchNorm's backward again raise
+    (autograd cannot see the all-reduce inside it, so it would be silently wrong), and in
+    which strides come the output and the input's gradient of a transposed input?"""
+    torch.manual_seed(rank)
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(SyncBatchNorm(3).double()(x).pow(3).sum(), x, create_graph=True)
+    try:
+        torch.autograd.grad(g.sum(), x)
+        second = "no error"
+    except RuntimeError as error:
+        second = str(error)
+    strides = {}
+    for name, module in (("ours", SyncBatchNorm(3)), ("nn", nn.BatchNorm1d(3))):
+        x = torch.randn(5, 4, 3).transpose(1, 2)  # (N, L, C) -> (N, C, L)
+        out = module(x.requires_grad_(True))
+        # the input's gradient before autograd gives a leaf's .grad the leaf's strides
+        (grad,) = torch.autograd.grad(out, x, torch.randn(5, 4, 3).transpose(1, 2))
+        strides[name] = (out.stride(), grad.stride())
+    return {"second_derivative": second, "strides": strides}
+
+
+def test_sync_bn_refuses_double_backward_and_returns_torchs_layout():
+    """Double backward (a gradient penalty) gave values off by 4 to 10 without a word: it
+    now raises PyTorch's once_differentiable error. A transposed (N, C, L) input gives a
+    contiguous output and gradient, as nn.BatchNorm1d's (it kept the input's strides, so
+    ``out.view(N, -1)`` failed only with more than one process)."""
+    for result in run_distributed(double_backward_and_layout, 2, timeout=120):
+        assert "marked with @once_differentiable" in result["second_derivative"]
+        assert result["strides"]["ours"] == result["strides"]["nn"] == ((12, 4, 1), (12, 4, 1))
+
+
 # --------------------------------------------------------------------------------------------
 # The launcher: failures are prompt and leave nothing behind
 # --------------------------------------------------------------------------------------------
@@ -230,6 +263,29 @@ def test_a_rank_that_exits_with_status_0_without_a_result_fails_the_run_promptly
     assert time.monotonic() - start < 60
 
 
+Pair = collections.namedtuple("Pair", "rank values")
+
+
+def returns_a_namedtuple(rank, world_size):
+    return Pair(rank, torch.full((2,), float(rank)))
+
+
+def returns_a_lambda(rank, world_size):
+    return lambda: rank
+
+
+def test_results_may_be_namedtuples_and_an_unpicklable_one_is_explained():
+    """A namedtuple made _to_numpy fail (reported as the rank raising); a result the queue
+    cannot pickle was reported as "exited with code 0 without a result"."""
+    results = run_distributed(returns_a_namedtuple, 2, timeout=120)
+    assert [type(r) for r in results] == [Pair, Pair] and [r.rank for r in results] == [0, 1]
+    np.testing.assert_array_equal(results[1].values, np.array([1.0, 1.0], dtype=np.float32))
+    with pytest.raises(
+        DistributedError, match=r"rank \d returned a result that could not be sent.*pickle"
+    ):
+        run_distributed(returns_a_lambda, 2, timeout=120)
+
+
 def mismatched_sync_bn(rank, world_size, what):
     """Rank 1 holds 4 channels where rank 0 holds 3, or float64 where rank 0 holds float32."""
     channels = 4 if (rank == 1 and what == "channels") else 3
@@ -252,6 +308,27 @@ def test_sync_bn_with_other_channels_or_dtype_on_a_rank_is_a_value_error(what, d
     message = str(failed.value)
     assert "ValueError: SyncBatchNorm needs inputs of the same number of channels" in message
     assert described in message
+
+
+@pytest.mark.parametrize(
+    "batch_size, says",
+    [
+        ("0", "--batch-size must be at least 1, got 0"),
+        ("5000", "--batch-size must be at most the 1258 training images, got 5000"),
+    ],
+)
+def test_ddp_train_refuses_a_batch_size_it_cannot_take(batch_size, says, capsys):
+    """Before any process starts: 0 ended in a ZeroDivisionError, and 5000 (more than the
+    training set) ran on shorter batches than the shares and loss weights said, ending
+    0.03 away from the one-process reference it claims to equal."""
+    from bncourse import ddp_train, training
+
+    with pytest.raises(SystemExit) as exited:
+        ddp_train.main(["--batch-size", batch_size])
+    assert exited.value.code == 2 and says in capsys.readouterr().err
+    data = training.load_digits()
+    whole = ddp_train.global_batches(data, len(data.train_y), 2, 0)  # divided by zero
+    assert [len(y) for _, y in whole] == [1258, 1258]
 
 
 # --------------------------------------------------------------------------------------------

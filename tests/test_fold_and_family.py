@@ -8,6 +8,9 @@ float32 (O(1) outputs, statistics over at most a few hundred values).
 
 from __future__ import annotations
 
+import warnings
+from collections import OrderedDict
+
 import pytest
 import torch
 from hypothesis import given
@@ -125,6 +128,94 @@ def test_fold_refuses_what_cannot_be_folded():
         fold_batchnorm(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(5))
     with pytest.raises(TypeError, match="not ConvTranspose2d"):
         fold_batchnorm(nn.ConvTranspose2d(3, 4, 1), nn.BatchNorm2d(4))
+
+
+def eval_bn(channels: int, cls=nn.BatchNorm2d) -> nn.Module:
+    """An eval-mode BatchNorm whose fold is not the identity (running_var 4: a = 0.5)."""
+    bn = cls(channels).eval()
+    bn.running_var.fill_(4.0)
+    bn.running_mean.fill_(0.5)
+    return bn
+
+
+def test_fold_refuses_a_layer_whose_weight_is_computed():
+    """weight_norm (a parametrization, or the older hook) recomputes the weight from other
+    tensors: writing the folded weight into it changed nothing (an error of 0.58, silently).
+    Refused, naming how to remove it; once removed, the fold is right."""
+    torch.manual_seed(8)
+    for conv in (
+        nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 4, 3)),
+        nn.utils.parametrize.register_parametrization(nn.Conv2d(4, 4, 3), "bias", nn.Identity()),
+    ):
+        model = nn.Sequential(conv, eval_bn(4)).eval()
+        with pytest.raises(ValueError, match="computed by a parametrization.*remove_param"):
+            fold_sequential(model)
+        with pytest.raises(ValueError, match="parametrization"):
+            fold_batchnorm(model[0], model[1])
+    with warnings.catch_warnings():  # torch.nn.utils.weight_norm is deprecated
+        warnings.simplefilter("ignore")
+        old_style = nn.utils.weight_norm(nn.Conv2d(4, 4, 3))
+    with pytest.raises(ValueError, match="weight is computed"):
+        fold_batchnorm(old_style, eval_bn(4))
+    conv = nn.utils.parametrizations.weight_norm(nn.Conv2d(4, 4, 3))
+    model = nn.Sequential(conv, eval_bn(4)).eval()
+    x = torch.randn(2, 4, 5, 5)
+    expected = model(x).detach()
+    nn.utils.parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_sequential(model)(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_fold_sequential_keeps_names_and_modules_used_twice():
+    """A named Sequential keeps its names (and state_dict keys, as documented); a module
+    used twice is not dropped (children() skips the second use)."""
+    torch.manual_seed(9)
+    named = nn.Sequential(
+        OrderedDict(conv=nn.Conv2d(3, 4, 3), bn=eval_bn(4), act=nn.ReLU(), head=nn.Flatten())
+    ).eval()
+    folded = fold_sequential(named)
+    assert list(folded.state_dict()) == ["conv.weight", "conv.bias"]
+    assert isinstance(folded.bn, nn.Identity) and isinstance(folded.head, nn.Flatten)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), named(x), atol=1e-5, rtol=1e-5)
+    conv, act = nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()
+    twice = nn.Sequential(conv, eval_bn(4), act, conv, act).eval()
+    folded = fold_sequential(twice)
+    assert [type(m).__name__ for m in folded] == ["Conv2d", "Identity", "ReLU", "Conv2d", "ReLU"]
+    assert folded[2] is folded[4], "a module used twice stays one module"
+    assert folded[0] is not folded[3], "only the first use is followed by the BatchNorm"
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), twice(x), atol=1e-5, rtol=1e-5)
+    assert list(folded.state_dict()) == ["0.weight", "0.bias", "3.weight", "3.bias"]
+
+
+class Residual(nn.Sequential):
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+class Plain(nn.Sequential):
+    pass
+
+
+def test_fold_sequential_refuses_a_subclass_with_its_own_forward():
+    """The copy is a plain nn.Sequential: a subclass's forward (a residual here) would be
+    lost silently. One that keeps Sequential's forward folds."""
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), Residual(nn.Conv2d(4, 4, 1), eval_bn(4)))
+    with pytest.raises(TypeError, match="Residual is an nn.Sequential with its own forward"):
+        fold_sequential(model.eval())
+    plain = Plain(nn.Conv2d(4, 4, 1), eval_bn(4)).eval()
+    x = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_sequential(plain)(x), plain(x), atol=1e-5, rtol=1e-5)
+
+
+def test_fold_refuses_a_batchnorm_of_another_dimension():
+    """Conv2d then BatchNorm1d fails in eager mode (4-d input); the fold must not make it run."""
+    with pytest.raises(ValueError, match="BatchNorm1d cannot follow Conv2d.*expected 2D or 3D"):
+        fold_batchnorm(nn.Conv2d(4, 4, 3), eval_bn(4, nn.BatchNorm1d))
 
 
 def test_fold_refuses_a_batchnorm_in_training_mode():

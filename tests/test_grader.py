@@ -120,9 +120,12 @@ def test_generation_is_idempotent(tmp_path):
     again = [p.read_bytes() for p in sorted((tmp_path / "a").glob("*.ipynb"))]
     assert first == again
     stray = tmp_path / "a" / "99_gone.ipynb"
-    stray.write_text("{}")
+    stray.write_bytes(first[0])  # an exercise notebook whose chapter is gone
+    foreign = tmp_path / "a" / "my_notes.ipynb"
+    foreign.write_text("{}")
     write_exercises(ROOT / "notebooks", tmp_path / "a")
-    assert not stray.exists(), "a notebook with no chapter is removed"
+    assert not stray.exists(), "an exercise notebook with no chapter is removed"
+    assert foreign.read_text() == "{}", "a notebook make-exercises did not write is kept"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
@@ -215,6 +218,57 @@ def test_make_exercises_check_flag_reports_a_stale_folder(tmp_path):
         text=True,
     )
     assert result.returncode == 1 and victim.name in result.stdout
+
+
+def make_exercises(*argv: str, capsys) -> tuple[int, str]:
+    """``python -m bncourse make-exercises ARGV`` in this process: (status, stderr)."""
+    from bncourse.__main__ import main as cli
+
+    status = cli(["make-exercises", *map(str, argv)])
+    return status, capsys.readouterr().err
+
+
+def test_make_exercises_never_writes_over_its_chapters(tmp_path, capsys):
+    """--target the --source folder (by another path too) or a folder inside it would strip
+    the solutions from the chapters: refused, one error line, nothing written."""
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    chapter = write(small_chapter(), source / "01_what_batchnorm_does.ipynb")
+    before = chapter.read_bytes()
+    for target in (source, tmp_path / "notebooks" / ".." / "notebooks", source / "exercises"):
+        status, err = make_exercises("--source", source, "--target", target, capsys=capsys)
+        assert status == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert "inside it" in err
+    assert chapter.read_bytes() == before and sorted(source.iterdir()) == [chapter]
+    file_target = tmp_path / "exercises.txt"
+    file_target.write_text("mine")
+    status, err = make_exercises("--source", source, "--target", file_target, capsys=capsys)
+    assert status == 2 and "is a file" in err and file_target.read_text() == "mine"
+
+
+def test_make_exercises_removes_only_the_notebooks_it_wrote(tmp_path, capsys):
+    """An empty --source is refused (every exercise notebook would be stale); a stale
+    exercise notebook is removed, but a learner's own notebook in the target survives, and
+    one with a chapter's name is not overwritten."""
+    source, target = tmp_path / "notebooks", tmp_path / "exercises"
+    source.mkdir()
+    target.mkdir()
+    own = write(small_chapter(), target / "my_work.ipynb")
+    mine = own.read_bytes()
+    status, err = make_exercises("--source", source, "--target", target, capsys=capsys)
+    assert status == 2 and "holds no chapter notebooks" in err and own.read_bytes() == mine
+    write(small_chapter(), source / "00_old.ipynb")
+    assert make_exercises("--source", source, "--target", target, capsys=capsys)[0] == 0
+    (source / "00_old.ipynb").rename(source / "01_what_batchnorm_does.ipynb")
+    assert make_exercises("--source", source, "--target", target, capsys=capsys)[0] == 0
+    names = sorted(p.name for p in target.iterdir())
+    assert names == ["01_what_batchnorm_does.ipynb", "my_work.ipynb"]  # 00_old was ours
+    assert own.read_bytes() == mine
+    write(small_chapter(), source / "02_numpy_forward.ipynb")
+    taken = write(small_chapter(), target / "02_numpy_forward.ipynb")  # a learner's copy
+    taken_before = taken.read_bytes()
+    status, err = make_exercises("--source", source, "--target", target, capsys=capsys)
+    assert status == 2 and "refusing to overwrite" in err and taken.read_bytes() == taken_before
 
 
 # --------------------------------------------------------------------------------------------

@@ -341,6 +341,26 @@ def test_backward_before_forward_is_an_error():
         numpy_bn.BatchNorm(3).backward(np.ones((4, 3)))
 
 
+@pytest.mark.parametrize(
+    "dout, error, says",
+    [
+        (np.ones((1, 3, 5)), ValueError, r"dout has a shape of \(1, 3, 5\) and the output"),
+        (np.ones((4, 3)), ValueError, r"shape of \(4, 3, 5\)"),
+        (np.ones((4, 3, 5), dtype=np.int64), TypeError, "floating-point dout .* got int64"),
+        ([[1.0]], TypeError, "NumPy array, got list"),
+    ],
+)
+def test_backward_refuses_a_dout_that_is_not_the_outputs_shape_or_float(dout, error, says):
+    """A dout that broadcasts, (1, 3, 5) for a (4, 3, 5) output, gave a result (a wrong
+    one); one that does not broadcast gave NumPy's broadcast error; an integer one passed."""
+    layer = numpy_bn.BatchNorm(3)
+    _, cache = numpy_bn.forward_train(np.random.default_rng(0).normal(size=(4, 3, 5)), None, None)
+    layer(np.ones((4, 3, 5), dtype=np.float32) + np.arange(5))
+    for backward in (layer.backward, lambda d: numpy_bn.backward_staged(d, cache)):
+        with pytest.raises(error, match=says):
+            backward(dout)
+
+
 @pytest.mark.parametrize("shape", [(0, 3), (0, 3, 2), (4, 3, 0)])
 def test_empty_batch_gives_an_empty_output_like_torch(shape):
     """PyTorch's answer for an empty batch: an empty output, zero parameter gradients, and

@@ -346,6 +346,47 @@ def test_command_line_mistakes_are_one_error_line_before_any_work(argv, message,
     assert message in printed.err
 
 
+def test_run_notebooks_and_bench_failures_are_one_error_line(tmp_path, capsys, monkeypatch):
+    """A file that is not a notebook gave nbformat's NotJSONError traceback, a negative
+    --timeout was accepted, and a --shape too large for memory gave the allocator's
+    traceback (the allocation is simulated here: a real 4 TB one could succeed under memory
+    overcommit and then fill the machine)."""
+    bad = tmp_path / "bad.ipynb"
+    bad.write_text("{not json")
+    assert cli(["run-notebooks", str(bad)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.count("\n") == 1
+    assert printed.err.startswith(f"error: {bad} is not a notebook: ")
+    with pytest.raises(SystemExit) as exited:
+        cli(["run-notebooks", "--timeout", "-5", str(bad)])
+    assert exited.value.code == 2
+    assert "argument --timeout: must be at least 1, got -5" in capsys.readouterr().err
+
+    from bncourse import bench
+
+    def allocate(*args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 4000000000000 bytes. Error code 12 (Cannot allocate "
+            "memory)"
+        )
+
+    monkeypatch.setattr(bench, "main", allocate)
+    assert cli(["bench", "--shape", "100000x100000x100", "--no-compile"]) == 2
+    assert capsys.readouterr().err == (
+        "error: not enough memory for the benchmark's tensors: DefaultCPUAllocator: can't "
+        "allocate memory: you tried to allocate 4000000000000 bytes. Error code 12 (Cannot "
+        "allocate memory)\n"
+    )
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("a bug, not memory")
+
+    monkeypatch.setattr(bench, "main", fails)  # other errors are not hidden
+    with pytest.raises(RuntimeError, match="a bug, not memory"):
+        cli(["bench", "--shape", "4x3", "--no-compile"])
+
+
 def test_bench_without_the_compiled_module_prints_no_empty_columns(capsys):
     cli(["bench", "--shape", "4x3", "--no-compile", "--repeats", "1", "--warmup", "0"])
     printed = capsys.readouterr().out
