@@ -6,11 +6,12 @@ A notebook's check cell calls::
     from bncourse.checks import check
     check("numpy-forward", batchnorm_forward)
 
-which prints one line, ``✔ numpy-forward passed: ...``, or raises :class:`CheckFailed` (an
-``AssertionError``) with a message for the learner: which output is wrong, the largest error
-and where, and the likely misconception when the wrong answer matches a known one (unbiased
-variance, wrong reduction axes, eps outside the square root, ...). An exercise whose stub
-still raises ``NotImplementedError`` fails with :class:`NotAttempted` ("not attempted yet").
+which prints ``✔ numpy-forward passed: ...`` (wrapped at 79 columns, the width of the book's
+code column), or raises :class:`CheckFailed` (an ``AssertionError``) with a message for the
+learner: which output is wrong, the largest error and where, and the likely misconception
+when the wrong answer matches a known one (unbiased variance, wrong reduction axes, eps
+outside the square root, ...). An exercise whose stub still raises ``NotImplementedError``
+fails with :class:`NotAttempted` ("not attempted yet").
 
 The checkers, their inputs and the mistakes they recognise live with their chapter, in
 :mod:`bncourse.exercises` (``ch01`` ... ``ch09``); the grader
@@ -22,6 +23,7 @@ fails on, the convention its running statistics follow).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +41,8 @@ __all__ = [
 
 
 def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
-    """Check ``candidate`` against exercise ``exercise_id``; print one line when it passes.
+    """Check ``candidate`` against exercise ``exercise_id``; print one message when it passes
+    (``✔ <id> passed: <detail>``, wrapped at :data:`WIDTH` columns).
 
     Raises :class:`NotAttempted` if the candidate raises ``NotImplementedError`` and
     :class:`CheckFailed` (with the exercise id in the message) for any wrong answer, including
@@ -54,7 +57,23 @@ def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
         raise type(failure)(
             f"{exercise_id}: {failure}", credit=failure.credit, cause=failure.cause
         ) from failure.__cause__
-    print(f"✔ {exercise_id} passed: {detail}")
+    print(passed_message(exercise_id, detail))
+
+
+WIDTH = 79
+"""Columns of a check cell's printed message: the book's code column shows 83 characters."""
+
+
+def passed_message(exercise_id: str, detail: str) -> str:
+    """``✔ <id> passed: <detail>`` wrapped at :data:`WIDTH` columns, continuation lines
+    indented by two spaces, so that it reads without scrolling in the book."""
+    return textwrap.fill(
+        f"✔ {exercise_id} passed: {detail}",
+        width=WIDTH,
+        subsequent_indent="  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def judge(ex: Exercise, candidate: Any) -> str:

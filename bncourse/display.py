@@ -3,17 +3,23 @@
 Notebooks are committed with their outputs and the test suite re-runs them and compares the
 text, so every number a notebook prints goes through :func:`rounded`: values are rounded to a
 few decimals (the last bits of a float differ between CPUs and libraries) and ``-0.0`` becomes
-``0.0`` (rounding ``-1e-17`` gives ``-0.0``, which would print as ``-0.``).
+``0.0`` (rounding ``-1e-17`` gives ``-0.0``, which would print as ``-0.``). What prints a long
+line (an error message, a module's ``repr``) goes through :func:`wrapped`: the book's code
+column shows 83 characters.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["rounded", "raised"]
+__all__ = ["rounded", "raised", "wrapped", "WIDTH"]
+
+WIDTH = 79
+"""Columns a printed line may take: the book's code column shows 83 characters at 1280 px."""
 
 
 def rounded(value: Any, decimals: int = 4) -> Any:
@@ -36,3 +42,26 @@ def raised(call: Callable[[], Any]) -> tuple[type, str] | None:
     except Exception as error:  # noqa: BLE001 - whatever was raised is the answer
         return type(error), str(error)
     return None
+
+
+def wrapped(text: Any, width: int = WIDTH) -> str:
+    """``str(text)`` with every line longer than ``width`` wrapped at spaces; a continuation
+    line is indented two spaces more than the line it continues (a module's ``repr`` keeps
+    its nesting). A word longer than ``width`` is not broken."""
+    lines = []
+    for line in str(text).splitlines() or [""]:
+        if len(line) <= width:
+            lines.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        lines.append(
+            textwrap.fill(
+                line.strip(),
+                width,
+                initial_indent=indent,
+                subsequent_indent=indent + "  ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return "\n".join(lines)

@@ -46,8 +46,8 @@ def two_pass(x: np.ndarray) -> np.ndarray:
 
 
 def welford(x: np.ndarray) -> np.ndarray:
-    """One value per channel at a time: ``(count, mean, M2)`` merged with a part of one value.
-    (The counts are float32, exact up to 2^24 values.)"""
+    """One value per channel at a time: ``(count, mean, M2)`` merged with a
+    part of one value. (The counts are float32, exact up to 2^24 values.)"""
     zeros = np.zeros(len(x), np.float32)
     state = (np.float32(1), x[:, 0], zeros)
     for value in x[:, 1:].T:
@@ -57,8 +57,9 @@ def welford(x: np.ndarray) -> np.ndarray:
 
 
 def chan_tiles(x: np.ndarray, tile: int = 256) -> np.ndarray:
-    """A two-pass ``(count, mean, M2)`` of each tile of ``tile`` consecutive values (the last
-    may be shorter), the tiles merged one after another by Chan's formula."""
+    """A two-pass ``(count, mean, M2)`` of each tile of ``tile`` consecutive
+    values (the last may be shorter), the tiles merged one after another by
+    Chan's formula."""
     state = None
     for start in range(0, x.shape[1], tile):
         part = x[:, start : start + tile]

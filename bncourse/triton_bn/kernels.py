@@ -41,12 +41,14 @@ __all__ = [
 
 # Helpers, called from inside the kernels
 @triton.jit
-def tile_offsets(t, c, C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,
-                 BLOCK_S: tl.constexpr, INDEX: tl.constexpr):
-    """Offsets ``(BLOCK_C, BLOCK_S)`` of tile ``t`` for channels ``c``, and which are valid."""
+def tile_offsets(t, c, C, S, stride_n, stride_c, stride_s, s_blocks,
+                 num_tiles, BLOCK_S: tl.constexpr, INDEX: tl.constexpr):
+    """Offsets ``(BLOCK_C, BLOCK_S)`` of tile ``t`` for channels ``c``, and
+    which are valid."""
     n = t // s_blocks
     s = (t % s_blocks) * BLOCK_S + tl.arange(0, BLOCK_S)
-    # Off the edge: channels past C, positions past S, tiles past the last (padding tiles)
+    # Off the edge: channels past C, positions past S, tiles past the last
+    # (padding tiles)
     mask = (c < C)[:, None] & (s < S)[None, :] & (t < num_tiles)
     offsets = (n.to(INDEX) * stride_n + c.to(INDEX)[:, None] * stride_c
                + s.to(INDEX)[None, :] * stride_s)
@@ -55,10 +57,12 @@ def tile_offsets(t, c, C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,
 
 @triton.jit
 def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
-    """``(count, mean, M2)`` of the union of two parts, per channel (Chan et al., 1983).
+    """``(count, mean, M2)`` of the union of two parts, per channel (Chan et
+    al., 1983).
 
-    :func:`bncourse.conventions.chan_merge`'s formula, spelled in Triton's language; where a
-    mean is infinite, the merged mean is the weighted sum, infinite too, as PyTorch's sum."""
+    :func:`bncourse.conventions.chan_merge`'s formula, spelled in Triton's
+    language; where a mean is infinite, the merged mean is the weighted sum,
+    infinite too, as PyTorch's sum."""
     n = n_a + n_b
     w_b = n_b / tl.maximum(n, 1.0)  # a part with no values has weight 0
     delta = mean_b - mean_a
@@ -71,10 +75,12 @@ def chan_merge(n_a, mean_a, m2_a, n_b, mean_b, m2_b):
 def tile_stats(x, mask):
     """Per row (channel) of a tile: ``(count, mean, M2)`` of its valid values.
 
-    The corrected two-pass formula on values already in registers: a first mean, the
-    deviations ``d`` from it, then ``mean += mean(d)`` and ``M2 = sum(d^2) - count * mean(d)^2``
-    (as :func:`bncourse.torch_bn.batch_stats`), clamped at 0 against rounding; a ``sum(d^2)``
-    that overflows stays ``inf`` (not ``inf - inf``), an infinite mean stays itself."""
+    The corrected two-pass formula on values already in registers: a first
+    mean, the deviations ``d`` from it, then ``mean += mean(d)`` and
+    ``M2 = sum(d^2) - count * mean(d)^2`` (as
+    :func:`bncourse.torch_bn.batch_stats`), clamped at 0 against rounding; a
+    ``sum(d^2)`` that overflows stays ``inf`` (not ``inf - inf``), an infinite
+    mean stays itself."""
     count = tl.sum(mask.to(x.dtype), axis=1)
     safe = tl.maximum(count, 1.0)
     mean = tl.sum(x, axis=1) / safe  # masked entries were loaded as 0
@@ -88,11 +94,13 @@ def tile_stats(x, mask):
 
 # Forward
 @triton.jit
-def stats_kernel(x_ptr, count_ptr, mean_ptr, m2_ptr,  # the input; three (P, C) outputs
-                 C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # the tiling
-                 TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
-                 BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
-    """Pass 1 of the forward: one partial ``(count, mean, M2)`` per program and channel."""
+def stats_kernel(
+        x_ptr, count_ptr, mean_ptr, m2_ptr,  # the input; three (P, C) outputs
+        C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # tiling
+        TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
+    """Pass 1 of the forward: one partial ``(count, mean, M2)`` per program
+    and channel."""
     # The program's channels, and its running (count, mean, M2), empty
     pid_t = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -101,11 +109,13 @@ def stats_kernel(x_ptr, count_ptr, mean_ptr, m2_ptr,  # the input; three (P, C) 
     m2_acc = tl.zeros([BLOCK_C], ACC)
     for i in range(TILES_PER_PROGRAM):  # a fixed order: deterministic
         # Load one tile, summarize it per channel, merge the summary in
-        offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
-                                     stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
+        offsets, mask = tile_offsets(
+            pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n, stride_c,
+            stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
         n_tile, mean_tile, m2_tile = tile_stats(x, mask)
-        n_acc, mean_acc, m2_acc = chan_merge(n_acc, mean_acc, m2_acc, n_tile, mean_tile, m2_tile)
+        n_acc, mean_acc, m2_acc = chan_merge(n_acc, mean_acc, m2_acc,
+                                             n_tile, mean_tile, m2_tile)
     # Row pid_t of the partials: this program's summary of every value it read
     out = pid_t * C + c
     tl.store(count_ptr + out, n_acc, mask=c < C)
@@ -172,12 +182,13 @@ def finalize_stats_kernel(count_ptr, mean_ptr, m2_ptr, P, C,  # (P, C) partials
 
 
 @triton.jit
-def normalize_kernel(x_ptr, y_ptr,  # the input and the output, of the same strides
-                     mean_ptr, invstd_ptr, weight_ptr, bias_ptr,  # (C,) each
-                     C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # the tiling
-                     HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
-                     BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
+def normalize_kernel(
+        x_ptr, y_ptr,  # the input and the output, of the same strides
+        mean_ptr, invstd_ptr, weight_ptr, bias_ptr,  # (C,) each
+        C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # tiling
+        HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
+        TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
     """Pass 3: ``y = (x - mean) * (invstd * weight) + bias``, elementwise."""
     # The per-channel constants, loaded once per program
     pid_t = tl.program_id(0)
@@ -192,8 +203,9 @@ def normalize_kernel(x_ptr, y_ptr,  # the input and the output, of the same stri
         shift = tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(ACC)
     # Then one multiply-add per value, rounded once to y's dtype
     for i in range(TILES_PER_PROGRAM):
-        offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
-                                     stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
+        offsets, mask = tile_offsets(
+            pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n, stride_c,
+            stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
         y = (x - mean[:, None]) * scale[:, None] + shift[:, None]
         tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -201,12 +213,14 @@ def normalize_kernel(x_ptr, y_ptr,  # the input and the output, of the same stri
 
 # Backward
 @triton.jit
-def backward_sums_kernel(x_ptr, dy_ptr, mean_ptr,  # the input, its gradient, (C,) mean
-                         sum_dy_ptr, sum_dy_xc_ptr,  # two (P, C) outputs
-                         C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # tiling
-                         TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
-                         BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
-    """Backward pass 1: per program and channel, ``sum(dy)`` and ``sum(dy * (x - mean))``."""
+def backward_sums_kernel(
+        x_ptr, dy_ptr, mean_ptr,  # the input, its gradient, (C,) mean
+        sum_dy_ptr, sum_dy_xc_ptr,  # two (P, C) outputs
+        C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # tiling
+        TILES_PER_PROGRAM: tl.constexpr, BLOCK_C: tl.constexpr,
+        BLOCK_S: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr):
+    """Backward pass 1: per program and channel, ``sum(dy)`` and
+    ``sum(dy * (x - mean))``."""
     pid_t = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mean = tl.load(mean_ptr + c, mask=c < C, other=0.0)
@@ -214,8 +228,9 @@ def backward_sums_kernel(x_ptr, dy_ptr, mean_ptr,  # the input, its gradient, (C
     sum_dy_xc = tl.zeros([BLOCK_C], ACC)
     for i in range(TILES_PER_PROGRAM):
         # Load a tile of x and of dy; add up per channel
-        offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
-                                     stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
+        offsets, mask = tile_offsets(
+            pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n, stride_c,
+            stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(ACC)
         centered = tl.where(mask, x - mean[:, None], 0.0)
@@ -275,14 +290,15 @@ def backward_finalize_kernel(sum_dy_ptr, sum_dy_xc_ptr, P, C,  # (P, C) partial 
 
 
 @triton.jit
-def grad_input_kernel(x_ptr, dy_ptr, dx_ptr,  # the input, dy and dx, of the same strides
-                      mean_ptr, coef_ptr,  # (C,) and (3, C)
-                      C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # the tiling
-                      TRAINING: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
-                      BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
-                      INDEX: tl.constexpr):
-    """Backward pass 3: ``dx = (dy + k * (x - mean) + c) * a`` (evaluation: ``dy * a``, and
-    ``x`` is not read)."""
+def grad_input_kernel(
+        x_ptr, dy_ptr, dx_ptr,  # the input, dy and dx, of the same strides
+        mean_ptr, coef_ptr,  # (C,) and (3, C)
+        C, S, stride_n, stride_c, stride_s, s_blocks, num_tiles,  # tiling
+        TRAINING: tl.constexpr, TILES_PER_PROGRAM: tl.constexpr,
+        BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr,
+        INDEX: tl.constexpr):
+    """Backward pass 3: ``dx = (dy + k * (x - mean) + c) * a`` (evaluation:
+    ``dy * a``, and ``x`` is not read)."""
     # The per-channel coefficients, loaded once per program
     pid_t = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -294,8 +310,9 @@ def grad_input_kernel(x_ptr, dy_ptr, dx_ptr,  # the input, dy and dx, of the sam
         c_coef = tl.load(coef_ptr + 2 * C + c, mask=c_ok, other=0.0)
     # Then a multiply-add or two per value
     for i in range(TILES_PER_PROGRAM):
-        offsets, mask = tile_offsets(pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n,
-                                     stride_c, stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
+        offsets, mask = tile_offsets(
+            pid_t * TILES_PER_PROGRAM + i, c, C, S, stride_n, stride_c,
+            stride_s, s_blocks, num_tiles, BLOCK_S, INDEX)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(ACC)
         if TRAINING:
             x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)

@@ -33,7 +33,8 @@ def standard_tests(
     chapter: str, right: dict[str, Callable[..., Any]]
 ) -> tuple[Callable[..., None], ...]:
     """Three tests for a chapter's test module, given its right answer to each exercise:
-    every exercise of ``chapter`` has one; each passes its check with one line; a stub that
+    every exercise of ``chapter`` has one; each passes its check with one message that fits
+    the book's code column (79 columns, continuation lines indented); a stub that
     still raises ``NotImplementedError`` is "not attempted yet"."""
 
     def test_every_exercise_of_the_chapter_has_a_right_answer():
@@ -43,7 +44,10 @@ def standard_tests(
     def test_right_answers_pass_with_one_line(exercise_id, capsys):
         check(exercise_id, right[exercise_id])
         out = capsys.readouterr().out
-        assert out.startswith(f"✔ {exercise_id} passed: ") and out.count("\n") == 1
+        assert out.startswith(f"✔ {exercise_id} passed: ") and out.endswith("\n")
+        first, *rest = out.splitlines()
+        assert all(len(line) <= 79 for line in out.splitlines())
+        assert all(line.startswith("  ") and line.strip() for line in rest)
 
     @pytest.mark.parametrize("exercise_id", sorted(right))
     def test_a_stub_is_not_attempted(exercise_id):
