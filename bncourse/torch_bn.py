@@ -459,8 +459,9 @@ class BatchNormFunction(torch.autograd.Function):
     returns ``(output, mean, var, invstd)`` (in evaluation, ``mean`` and ``var`` are copies of
     the running statistics); the statistics are not differentiable. ``training=True``:
     normalize with the batch's mean and biased variance; ``training=False``: with
-    ``running_mean`` and ``running_var``, constants for the backward pass. The node changes none of its inputs:
-    updating the running statistics is :class:`ThenUpdate`'s business, after it.
+    ``running_mean`` and ``running_var``, constants for the backward pass. The node changes
+    none of its inputs: updating the running statistics is :class:`ThenUpdate`'s business,
+    after it.
 
     Saved for backward: the input, ``weight``, and the per-channel ``mean`` and ``invstd``
     (what ATen saves too), by :meth:`setup_context`. When the backward pass is itself
