@@ -355,8 +355,13 @@ def test_next_and_previous_walk_the_whole_book(visit):
 
 # Pages a person looks at in reports/screenshots/ after a change to the layout: the
 # introduction, a short chapter, and the chapters with the widest tables.
-SCREENSHOT_PAGES = [PAGES[0], *(f"notebooks/{name}.html" for name in (
-    "02_numpy_forward", "05_pytorch_module", "07_bn_in_training", "08_gpu_triton"))]
+SCREENSHOT_CHAPTERS = (
+    "02_numpy_forward",
+    "05_pytorch_module",
+    "07_bn_in_training",
+    "08_gpu_triton",
+)
+SCREENSHOT_PAGES = [PAGES[0], *(f"notebooks/{name}.html" for name in SCREENSHOT_CHAPTERS)]
 
 
 @pytest.mark.parametrize("path", PAGES)
