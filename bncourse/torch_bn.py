@@ -28,8 +28,15 @@ bfloat16 inputs (:func:`~bncourse.validation.accumulation_dtype`), in the input'
 otherwise; outputs and gradients have the dtype of what they belong to.
 
 The modules are subclasses of ``torch.nn.modules.batchnorm._BatchNorm``, so that the tools
-that look for BatchNorm layers find them (``nn.SyncBatchNorm.convert_sync_batchnorm``, the
-freezing and folding of chapters 7 and 9); their state is registered here, explicitly.
+that look for BatchNorm layers with ``isinstance`` find them
+(``nn.SyncBatchNorm.convert_sync_batchnorm``, the freezing and folding of chapters 7 and 9);
+their state is registered here, explicitly.
+Tools that match exact types or trace into a module's code do not treat them as
+``torch.nn``'s own: ``torch.fx.symbolic_trace`` keeps only ``torch.nn``'s modules whole
+(``is_leaf_module``), and tracing into ours meets the input checks' control flow (a
+``torch.fx.Tracer`` whose ``is_leaf_module`` also accepts ``_BatchNorm`` keeps them whole);
+eager-mode quantization's ``fuse_modules`` looks up exact types (fold with
+:mod:`bncourse.fold` instead).
 """
 
 from __future__ import annotations
