@@ -377,3 +377,41 @@ def test_a_cell_cannot_fill_the_disk_or_memory(tmp_path, monkeypatch):
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
     after = made.write(made.chapter_notebook(CH1), tmp_path / "c" / "ada" / f"{CH1}.ipynb")
     assert [r.status for r in grader.run_notebook(after, timeout=TIMEOUT).results] == ["passed"] * 3
+
+
+@pytest.mark.slow
+def test_the_runner_log_is_capped_where_it_is_written(tmp_path, monkeypatch):
+    """A cell writes 8 MiB to its stderr and kills the runner: the grader keeps only the last
+    ``LOG_LIMIT`` bytes of it (a pipe it drains, nothing on its disk), and the error row still
+    quotes the last line."""
+    from bncourse.grading import judge
+
+    monkeypatch.setattr(sandbox, "LOG_LIMIT", 4096)
+    held = []
+    real_rmtree = judge.shutil.rmtree
+
+    def measured(path, *args, **kwargs):  # what the run left in its private folder
+        files = [p for p in Path(path).rglob("*") if p.is_file() and p.parent.name != "work"]
+        held.append(sum(p.stat().st_size for p in files))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(judge.shutil, "rmtree", measured)
+    logs = []
+    real_end = sandbox.Sandbox.end
+
+    def end(box):
+        real_end(box)
+        logs.append(len(getattr(box.log, "kept", b"")))
+
+    monkeypatch.setattr(sandbox.Sandbox, "end", end)
+    cell = (
+        "import os, signal, time\nfor _ in range(8):\n    os.write(2, b'ab\\n' * 349526)\n"
+        "os.write(2, b'the last words\\n')\ntime.sleep(1)\nos.kill(os.getppid(), signal.SIGKILL)"
+    )
+    path = made.write(made.chapter_notebook(CH1, extra=(cell,)), tmp_path / "n.ipynb")
+    results = grader.grade_notebook(path, timeout=TIMEOUT)
+    assert [r.status for r in results] == ["error"] * 3, results
+    assert "(the last words)" in results[0].message, results[0].message
+    assert held and max(held) < 2**20, held
+    assert logs and max(logs) <= 4096, logs
+

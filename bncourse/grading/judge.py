@@ -388,13 +388,13 @@ class Notebook:
         self.connection: Connection | None = None
         self.described: dict[str, Any] = {}
         self.starts = 0
+        self.log = ""  # the end of the last ended runner's stderr
 
     def _start(self, mode: str) -> Connection:
         self.starts += 1
         box = sandbox.start(
             self.work,
             self.candidates,
-            self.private / f"runner-{self.starts}.log",
             mode,
             int(self.submission.deadline + START),
             self.submission.isolated,
@@ -458,7 +458,7 @@ class Notebook:
         return "error", (
             f"the process running this notebook was killed or ended while it ran (exit status "
             f"{code}): does a cell kill its parent process or its process group? "
-            + _tail(self.private)
+            + _tail(self.log)
         ).strip()
 
     def ready(self) -> dict[str, Any] | None:
@@ -482,6 +482,7 @@ class Notebook:
             return None
         box, self.connection = self.connection.box, None
         box.end()
+        self.log = box.log_tail()
         return box.process.returncode
 
 
@@ -571,7 +572,8 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
                 if notebook.ready() is None:
                     verdicts[exercise_id] = Verdict(
                         "error",
-                        "the sandbox could not load this notebook's functions " + _tail(private),
+                        "the sandbox could not load this notebook's functions "
+                        + _tail(notebook.log),
                     )
                     continue
             try:
@@ -610,12 +612,7 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
         shutil.rmtree(private, ignore_errors=True)
 
 
-def _tail(private: Path) -> str:
-    logs = sorted(private.glob("runner-*.log"))
-    if not logs:
-        return ""
-    try:
-        lines = logs[-1].read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
+def _tail(log: str) -> str:
+    """The last line of a runner's stderr (:meth:`sandbox.Sandbox.log_tail`), in brackets."""
+    lines = log.strip().splitlines()
     return f"({lines[-1][:300]})" if lines else ""

@@ -25,7 +25,10 @@ containers/bubblewrap>`_ (``bwrap``, the sandbox Flatpak uses; Debian/Ubuntu pac
   cgroup for root (whose processes that limit does not count), where one can be made.
 
 The grader talks to the runner over two pipes only (:mod:`bncourse.grading.protocol`), with
-a size cap per message; the runner's stderr goes to a log whose size is capped too.
+a size cap per message. The runner's stderr (the kernel's too) is a third pipe, which a
+thread of the grader drains into a :class:`LogTail` that keeps only its last
+:data:`LOG_LIMIT` bytes: nothing of it is written to the grader's disk, and however much a
+cell writes there, the grader holds no more than that.
 
 Where ``bwrap`` is missing or cannot make namespaces (macOS, Windows, a kernel without user
 namespaces) :func:`isolation` says why, and :func:`start` runs the same runner as an ordinary
@@ -37,9 +40,11 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,6 +273,48 @@ def _limits(cpu_seconds: int, group: Path | None = None) -> None:
             pass
 
 
+class LogTail:
+    """The runner's stderr: a thread reads the pipe to its end and keeps the last
+    :data:`LOG_LIMIT` bytes (the runner never blocks on a full pipe; the grader never holds
+    more, however much is written)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.kept = bytearray()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True, name="sandbox-log")
+        self.thread.start()
+
+    def _drain(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                ready, _, _ = select.select([self.fd], [], [], 0.2)
+                if not ready:
+                    continue
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    return
+                self.kept += chunk
+                if len(self.kept) > LOG_LIMIT:
+                    del self.kept[: len(self.kept) - LOG_LIMIT]
+        except (OSError, ValueError):
+            return
+
+    def close(self) -> None:
+        """Stop reading (at the pipe's end, or after a moment when a process that escaped
+        still holds it) and close the pipe."""
+        self.thread.join(2.0)
+        self.stopping.set()
+        self.thread.join()
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+    def text(self, limit: int = 2000) -> str:
+        return bytes(self.kept[-limit:]).decode(errors="replace")
+
+
 @dataclass
 class Sandbox:
     """A started runner: its process, the two ends of its pipes, and whether it is isolated."""
@@ -276,7 +323,7 @@ class Sandbox:
     read_fd: int
     write_fd: int
     isolated: bool
-    log: Path
+    log: LogTail
     group: Path | None = None
 
     def end(self) -> None:
@@ -307,20 +354,16 @@ class Sandbox:
             from .processes import end_processes
 
             end_processes(self.process.args[-1])
+        self.log.close()
 
     def log_tail(self) -> str:
-        try:
-            with open(self.log, "rb") as handle:
-                handle.seek(max(0, self.log.stat().st_size - 2000))
-                return handle.read().decode(errors="replace")
-        except OSError:
-            return ""
+        """The last lines the runner wrote to its stderr (at most 2000 characters)."""
+        return self.log.text()
 
 
 def start(
     work: Path,
     candidates: Path,
-    log: Path,
     mode: str,
     cpu_seconds: int,
     isolated: bool,
@@ -366,18 +409,23 @@ def start(
         (work.parent / "home").mkdir(exist_ok=True)
         cwd = str(work)
     group = process_group_limit()
-    with open(log, "wb") as log_file:
+    log_r, log_w = os.pipe()
+    try:
         process = subprocess.Popen(
             command,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=log_file,
+            stderr=log_w,
             pass_fds=(to_runner_r, from_runner_w),
             preexec_fn=lambda: _limits(cpu_seconds, group),
             start_new_session=True,
         )
-    os.close(to_runner_r)
-    os.close(from_runner_w)
-    return Sandbox(process, from_runner_r, to_runner_w, isolated, log, group)
+    except BaseException:
+        for fd in (to_runner_r, to_runner_w, from_runner_r, from_runner_w, log_r, log_w):
+            os.close(fd)
+        raise
+    for fd in (to_runner_r, from_runner_w, log_w):
+        os.close(fd)
+    return Sandbox(process, from_runner_r, to_runner_w, isolated, LogTail(log_r), group)
