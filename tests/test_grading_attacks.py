@@ -415,3 +415,30 @@ def test_the_runner_log_is_capped_where_it_is_written(tmp_path, monkeypatch):
     assert held and max(held) < 2**20, held
     assert logs and max(logs) <= 4096, logs
 
+
+@NEEDS_SANDBOX
+def test_a_course_under_tmp_or_home_is_not_hidden_by_the_sandbox_tmpfs(tmp_path, monkeypatch):
+    """A course (or its environment) under /tmp or /home is bound after the sandbox's own
+    tmpfs on /tmp and /home, not under them: the runner can import it."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip(f"pytest's temporary folder {tmp_path} is not under /tmp")
+    course = tmp_path / "course"
+    course.mkdir()
+    (course / "here.py").write_text("")
+    readable = sandbox._readable()
+    monkeypatch.setattr(sandbox, "_readable", lambda: [*readable, course])
+    work = tmp_path / "grade" / "work"
+    work.mkdir(parents=True)
+    probe = f"import os; assert os.path.exists({str(course / 'here.py')!r})"
+    run = subprocess.run(
+        [shutil.which("bwrap"), *sandbox._mounts(work), *sandbox._flags()]
+        + ["--", sys.executable, "-c", probe],
+        capture_output=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+

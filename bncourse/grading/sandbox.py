@@ -177,10 +177,11 @@ def _mounts(
     fonts = font_cache()
     if fonts is not None:
         mounts += ["--ro-bind", str(fonts), FONT_CACHE]
-    for path in _readable():
-        mounts += ["--ro-bind", str(path), str(path)]
     mounts += ["--proc", "/proc", "--dev", "/dev", *_tmpfs("/dev/shm")]
     mounts += [*_tmpfs("/tmp"), *_tmpfs("/home"), *_tmpfs(WORK)]
+    # after the tmpfs, so that a course or environment under /home or /tmp is not hidden
+    for path in _readable():
+        mounts += ["--ro-bind", str(path), str(path)]
     mounts += ["--ro-bind-try", str(work), COPY]  # copied into WORK by the runner
     if notebook:  # the learner's notebook itself: read-only over the writable copy
         mounts += ["--ro-bind", str(work / notebook), f"{WORK}/{notebook}"]
