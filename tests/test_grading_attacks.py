@@ -442,3 +442,41 @@ def test_a_course_under_tmp_or_home_is_not_hidden_by_the_sandbox_tmpfs(tmp_path,
     )
     assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
 
+
+KEY_SYSCALLS = {"x86_64": (250, 248), "aarch64": (219, 217)}  # keyctl, add_key
+KEYRING_PROBE = """
+import ctypes, platform
+libc = ctypes.CDLL(None, use_errno=True)
+keyctl, add_key = %r[platform.machine()]
+found = libc.syscall(keyctl, 10, -3, b"user", b"bncourse-teacher-key", 0)  # KEYCTL_SEARCH @s
+print("teacher key:", "FOUND" if found > 0 else "absent")
+libc.syscall(add_key, b"user", b"bncourse-planted", b"hello", 5, -3)
+""" % (KEY_SYSCALLS,)
+
+
+@pytest.mark.slow
+def test_the_sandbox_has_a_session_keyring_of_its_own(tmp_path):
+    """Kernel keyrings have no namespace: a key in the grader's session keyring is not found
+    from a cell, and a key a cell adds to its session keyring is not in the grader's."""
+    import ctypes
+    import platform
+
+    if platform.machine() not in KEY_SYSCALLS:
+        pytest.skip(f"no keyctl numbers for {platform.machine()} in this test")
+    keyctl, add_key = KEY_SYSCALLS[platform.machine()]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(keyctl, 1, None) < 0:  # KEYCTL_JOIN_SESSION_KEYRING: a keyring to test in
+        pytest.skip(f"keyctl is not available here (errno {ctypes.get_errno()})")
+    secret = b"s3cr3t"
+    assert libc.syscall(add_key, b"user", b"bncourse-teacher-key", secret, len(secret), -3) > 0
+    path = made.write(made.chapter_notebook(CH1, extra=(KEYRING_PROBE,)), tmp_path / "n.ipynb")
+    run = grader.run_notebook(path, timeout=TIMEOUT)
+    printed = "".join(
+        output.get("text", "")
+        for cell in run.executed.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    assert "teacher key: absent" in printed, printed
+    assert libc.syscall(keyctl, 10, -3, b"user", b"bncourse-planted", 0) < 0, "a key was planted"
+    assert [r.status for r in run.results] == ["passed"] * 3, run.results

@@ -16,7 +16,9 @@ containers/bubblewrap>`_ (``bwrap``, the sandbox Flatpak uses; Debian/Ubuntu pac
   else is there: not other submissions, not the teacher's files or output paths, not ``/etc``;
   the functions the notebook defined are written to a tmpfs too and sent to the judge, which
   keeps them (as bytes) for a runner started again after a timeout, read-only;
-* an environment with nothing of the teacher's shell (``--clearenv`` and :data:`ENVIRONMENT`);
+* an environment with nothing of the teacher's shell (``--clearenv`` and :data:`ENVIRONMENT`),
+  and a new, empty session keyring (kernel keyrings have no namespace: without it the
+  sandbox could read and change the teacher's keys);
 * ``--die-with-parent`` and ``--new-session``: ending the sandbox's first process ends every
   process in its PID namespace; it gets no controlling terminal;
 * resource limits set before ``bwrap`` starts and inherited by everything in it
@@ -247,9 +249,45 @@ def font_cache() -> Path | None:
     return folder
 
 
+KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 311, "s390x": 280}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+@functools.lru_cache(maxsize=None)
+def _keyctl() -> object | None:
+    """libc's ``syscall`` and the ``keyctl`` system call's number here (loaded once, in the
+    grader, never in a forked child), or ``None``."""
+    import ctypes
+    import platform
+
+    number = KEYCTL.get(platform.machine())
+    if number is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        return functools.partial(ctypes.CDLL(None, use_errno=True).syscall, ctypes.c_long(number))
+    except (OSError, AttributeError):
+        return None
+
+
+def _fresh_keyring() -> None:
+    """In the child: join a new, empty, anonymous session keyring. Kernel keyrings belong to
+    no namespace, so without this the sandbox would share the teacher's session keyring (a
+    login's tokens, Kerberos caches, fscrypt keys) and could read, add or unlink its keys,
+    and a class run's sandboxes could pass messages through it."""
+    import ctypes
+
+    syscall = _keyctl()
+    if syscall is not None:  # (where keyctl is refused, e.g. by a container's seccomp
+        # filter, the sandbox cannot reach any keyring either)
+        syscall(ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
+
+
 def _limits(cpu_seconds: int, group: Path | None = None) -> None:
-    """In the child, before ``bwrap`` (or the runner) starts: the resource limits."""
+    """In the child, before ``bwrap`` (or the runner) starts: a keyring of its own
+    (:func:`_fresh_keyring`) and the resource limits."""
     import resource
+
+    _fresh_keyring()
 
     if group is not None:
         try:
@@ -410,6 +448,7 @@ def start(
         (work.parent / "home").mkdir(exist_ok=True)
         cwd = str(work)
     group = process_group_limit()
+    _keyctl()  # (loaded here: the child only calls it)
     log_r, log_w = os.pipe()
     try:
         process = subprocess.Popen(
