@@ -103,7 +103,7 @@ class Submission:
     filename: str
     exercises: dict[str, str]  # exercise id -> function name, those present in the notebook
     timeout: float
-    deadline: float  # seconds the notebook's run may take in all
+    deadline: float  # seconds grading the notebook may take in all (its run and its checks)
     isolated: bool
     notes: list[str] = field(default_factory=list)
 
@@ -379,6 +379,7 @@ class Notebook:
 
     def __init__(self, submission: Submission, private: Path) -> None:
         self.submission = submission
+        self.ends = time.monotonic() + submission.deadline  # then every row is "timed out"
         self.private = private
         self.work = private / "work"
         self.candidates = private / "candidates"
@@ -416,14 +417,18 @@ class Notebook:
         """Run the notebook: (notes, the executed notebook's JSON, None or the (status,
         message) of every exercise when the run did not finish)."""
         connection = self.connection = self._start("run")
-        started, step = time.monotonic(), START
+        step = START
         while True:
-            if time.monotonic() - started > self.submission.deadline:
-                return [], "", self._stopped("timed out")
+            left = self.ends - time.monotonic()
+            if left <= 0:
+                return [], "", self._stopped("over time")
             try:
-                message, blobs = connection.receive(step + GRACE)
+                message, blobs = connection.receive(min(step + GRACE, left))
             except SandboxStopped as stopped:
-                return [], "", self._stopped(stopped.status, str(stopped))
+                status = stopped.status
+                if status == "timed out" and time.monotonic() >= self.ends:
+                    status = "over time"
+                return [], "", self._stopped(status, str(stopped))
             if message.get("op") == "alive":  # (the sandbox can forge any message: check all)
                 step = _finite(message.get("seconds"), START)
                 step = min(max(step, 1.0), self.submission.deadline)
@@ -450,6 +455,8 @@ class Notebook:
         code = self.end()
         if status == "too large":
             return "error", f"refused: {why}"
+        if status == "over time":
+            return "timed out", self.over_time()
         if status == "timed out":
             return status, (
                 "grading this notebook stopped making progress (a cell that neither finished "
@@ -461,12 +468,19 @@ class Notebook:
             + _tail(self.log)
         ).strip()
 
+    def over_time(self) -> str:
+        return (
+            f"grading this notebook reached its time limit ({self.submission.deadline:g} s in "
+            "all: the grader's --notebook-timeout) and was ended; this exercise was not "
+            "checked to the end"
+        )
+
     def ready(self) -> dict[str, Any] | None:
         """Wait for the runner to load the functions (starting a serving one if needed)."""
         if self.connection is None:
             self.connection = self._start("serve")
         try:
-            message, _ = self.connection.receive(START + GRACE)
+            message, _ = self.connection.receive(min(START + GRACE, self.ends - time.monotonic()))
         except SandboxStopped:
             self.end()
             return None
@@ -537,7 +551,7 @@ def _judge_one(notebook: Notebook, exercise_id: str, timeout: float) -> Verdict:
     elif entry.get("kind") not in ("function", "class"):
         return Verdict("failed", f"{name} is not a function (got a value)")
     with CHECKING:  # (the time limit starts when this check does)
-        connection.deadline = time.monotonic() + timeout
+        connection.deadline = min(time.monotonic() + timeout, notebook.ends)
         try:
             return _decide(exercise_id, candidate)
         finally:
@@ -568,6 +582,9 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
             return verdicts, notes, executed
         for exercise_id in submission.exercises:
             start = time.monotonic()
+            if start >= notebook.ends:
+                verdicts[exercise_id] = Verdict("timed out", notebook.over_time())
+                continue
             if notebook.connection is None or not notebook.described:
                 if notebook.ready() is None:
                     verdicts[exercise_id] = Verdict(
@@ -581,7 +598,9 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
             except SandboxStopped as stopped:
                 notebook.end()
                 notebook.described = {}
-                if stopped.status == "timed out":
+                if stopped.status == "timed out" and time.monotonic() >= notebook.ends:
+                    verdict = Verdict("timed out", notebook.over_time())
+                elif stopped.status == "timed out":
                     verdict = Verdict(
                         "timed out",
                         f"the check did not finish within {submission.timeout:g} s: an "
