@@ -480,3 +480,21 @@ def test_the_sandbox_has_a_session_keyring_of_its_own(tmp_path):
     assert "teacher key: absent" in printed, printed
     assert libc.syscall(keyctl, 10, -3, b"user", b"bncourse-planted", 0) < 0, "a key was planted"
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
+
+
+def test_a_huge_answer_makes_no_huge_report(tmp_path):
+    """A checker's message quotes at most a few hundred characters of an answer (here four
+    million values), and every row's message is cut at 2,000 characters: no report grows
+    with what a learner returns."""
+    from bncourse.exercises.base import CheckFailed, compare_number
+
+    with pytest.raises(CheckFailed) as failure:
+        compare_number("expected_std(3, 10)", [0] * 4_000_000, 1.0)
+    assert len(str(failure.value)) < 500, len(str(failure.value))
+    row = grader.Result("n.ipynb", "standardize", "failed", "x" * 10**6, misconception="y" * 10**6)
+    assert len(row.message) < 2100 and row.message.endswith("(998000 more characters)")
+    assert len(row.misconception) < 400
+    grader.write_markdown([row], tmp_path / "s.md")
+    grader.write_json([row], tmp_path / "g.json")
+    assert (tmp_path / "s.md").stat().st_size < 10_000
+    assert (tmp_path / "g.json").stat().st_size < 10_000

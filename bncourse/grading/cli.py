@@ -44,7 +44,7 @@ import nbformat
 
 from ..checks import EXERCISES, Exercise
 from . import classroom, sandbox
-from .judge import Submission, grade_submission
+from .judge import Submission, bounded, grade_submission
 
 __all__ = [
     "Result",
@@ -94,6 +94,10 @@ class Result:
     credit: float = 0.0  # of a failed answer with independent parts: the fraction right
     misconception: str = ""
     isolated: bool = True
+
+    def __post_init__(self) -> None:  # (every report is written from these)
+        self.message = bounded(self.message)
+        self.misconception = bounded(self.misconception, 300)
 
     @property
     def passed(self) -> bool:

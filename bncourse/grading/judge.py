@@ -84,6 +84,18 @@ class LearnerError(Exception):
     """An exception the learner's function raised, of a type the judge does not know."""
 
 
+MESSAGE_LIMIT = 2000  # characters of a message kept in a verdict, and so in every report
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text``, cut at ``limit`` characters with how many more there were: a checker's
+    message may quote a learner's answer, and no answer may make a report megabytes long."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 @dataclass
 class Verdict:
     status: str  # passed | failed | not attempted | error | timed out
@@ -91,6 +103,10 @@ class Verdict:
     credit: float = 0.0
     misconception: str = ""
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.message = bounded(self.message)
+        self.misconception = bounded(self.misconception, 300)
 
 
 @dataclass
