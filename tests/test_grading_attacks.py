@@ -498,3 +498,34 @@ def test_a_huge_answer_makes_no_huge_report(tmp_path):
     grader.write_json([row], tmp_path / "g.json")
     assert (tmp_path / "s.md").stat().st_size < 10_000
     assert (tmp_path / "g.json").stat().st_size < 10_000
+
+
+MEMORY_HOG = """
+import subprocess, sys
+hog = "import numpy as np; a = np.ones(2**28); print(a.sum())"  # 2 GiB, every page touched
+print("child:", subprocess.run([sys.executable, "-c", hog], capture_output=True).returncode)
+"""
+
+
+@NEEDS_SANDBOX
+@pytest.mark.slow
+def test_the_sandbox_memory_is_bounded_in_all_where_the_grader_is_root(tmp_path, monkeypatch):
+    """As root, the sandbox is a memory cgroup of at most ``MEMORY`` bytes (here 1.5 GiB):
+    a child allocating 2 GiB is killed there, and the notebook is still graded."""
+    groups = sandbox.process_group_limit()
+    memory = [g for g in groups if any((g / f"memory.{n}").exists() for n in ("max", "stat"))]
+    for group in groups:
+        group.rmdir()
+    if not memory:
+        pytest.skip("no memory cgroup can be made here (not root, or no memory controller)")
+    monkeypatch.setattr(sandbox, "MEMORY", 3 * 2**29)
+    path = made.write(made.chapter_notebook(CH1, extra=(MEMORY_HOG,)), tmp_path / "n.ipynb")
+    run = grader.run_notebook(path, timeout=TIMEOUT)
+    printed = "".join(
+        output.get("text", "")
+        for cell in run.executed.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    assert "child: -9" in printed, printed
+    assert [r.status for r in run.results] == ["passed"] * 3, run.results

@@ -24,7 +24,9 @@ containers/bubblewrap>`_ (``bwrap``, the sandbox Flatpak uses; Debian/Ubuntu pac
 * resource limits set before ``bwrap`` starts and inherited by everything in it
   (:data:`LIMITS`: address space, CPU seconds, open files, file size, core dumps), and at
   most :data:`PROCESSES` processes: ``RLIMIT_NPROC`` for an ordinary user, a ``pids``
-  cgroup for root (whose processes that limit does not count), where one can be made.
+  cgroup for root (whose processes that limit does not count), where one can be made; and,
+  for root, a ``memory`` cgroup of at most :data:`MEMORY` bytes for the whole sandbox (an
+  ordinary user cannot make one: then only ``RLIMIT_AS`` per process bounds its memory).
 
 The grader talks to the runner over two pipes only (:mod:`bncourse.grading.protocol`), with
 a size cap per message. The runner's stderr (the kernel's too) is a third pipe, which a
@@ -48,7 +50,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ENVIRONMENT", "LIMITS", "Sandbox", "isolation", "start"]
@@ -81,6 +83,8 @@ LIMITS = {  # name: (soft = hard) limit; CPU seconds are set per run
     "RLIMIT_CORE": 0,
 }
 PROCESSES = 1024  # threads count too: the kernel, torch and torch.compile's workers fit
+MEMORY = 8 * GIB  # bytes the whole sandbox may hold (its tmpfs included), where a memory
+# cgroup can be made (see process_group_limit)
 MIB = 2**20
 COPY = "/opt/bncourse-work"  # the copy of the learner's folder, read-only: the runner copies
 # it into WORK before anything runs
@@ -192,37 +196,65 @@ def _mounts(
     return [*mounts, "--remount-ro", "/dev", "--remount-ro", "/"]  # (bwrap's own tmpfs)
 
 
-def process_group_limit() -> Path | None:
-    """Where the kernel does not count a root user's processes (``RLIMIT_NPROC``), a cgroup
-    of the ``pids`` controller (v1 or v2) that holds at most :data:`PROCESSES`: a new folder
-    the sandbox's first process joins, so everything in the sandbox is counted. ``None``
-    where there is none to make (then only the CPU-time and memory limits and the run's
-    deadline bound a fork bomb); :func:`Sandbox.end` removes it."""
-    if os.geteuid() != 0:
-        return None
+def _new_group(parent: Path, limits: dict[str, int]) -> Path | None:
+    """A new cgroup under ``parent`` with the first of ``limits`` (file: value) that it has
+    written, or ``None``."""
     import secrets
 
-    candidates = [Path("/sys/fs/cgroup/pids")]
+    folder = parent / f"bncourse-{secrets.token_hex(8)}"
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                candidates.append(Path("/sys/fs/cgroup") / line[3:].lstrip("/"))
+        folder.mkdir()
+    except OSError:
+        return None
+    for name, value in limits.items():
+        try:
+            if (folder / name).exists():
+                (folder / name).write_text(str(value))
+                return folder
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
     except OSError:
         pass
-    for parent in candidates:
-        if not (parent / "pids.max").exists() and not (parent / "cgroup.procs").exists():
-            continue
-        folder = parent / f"bncourse-{secrets.token_hex(8)}"
-        try:
-            folder.mkdir()
-            (folder / "pids.max").write_text(str(PROCESSES))
-            return folder
-        except OSError:
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
     return None
+
+
+def process_group_limit() -> list[Path]:
+    """Where the grader runs as root, cgroups (v1 or v2) the sandbox's first process joins,
+    so that everything in the sandbox is counted: one of the ``pids`` controller that holds
+    at most :data:`PROCESSES` (the kernel does not count a root user's processes against
+    ``RLIMIT_NPROC``), and one of the ``memory`` controller that holds at most :data:`MEMORY`
+    bytes in all (``RLIMIT_AS`` bounds each process, not their sum, and the tmpfs count
+    too). Empty where there are none to make (an ordinary user may not make cgroups: then
+    only the per-process limits, the CPU time and the run's deadline bound the sandbox);
+    :func:`Sandbox.end` removes them."""
+    if os.geteuid() != 0:
+        return []
+    own: dict[str, str] = {}  # controller (v1), or "" (v2): the grader's own cgroup
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                own[controller] = path.lstrip("/")
+    except (OSError, ValueError):
+        pass
+    root = Path("/sys/fs/cgroup")
+    unified = root / own.get("", "")
+    groups: list[Path] = []
+    wanted = {
+        "pids": ({"pids.max": PROCESSES}, [root / "pids", root / "pids" / own.get("pids", "")]),
+        "memory": (
+            {"memory.max": MEMORY, "memory.limit_in_bytes": MEMORY},
+            [root / "memory" / own.get("memory", ""), root / "memory"],
+        ),
+    }
+    for limits, parents in wanted.values():
+        for parent in [*parents, unified]:
+            if parent.is_dir() and (folder := _new_group(parent, limits)) is not None:
+                groups.append(folder)
+                break
+    return groups
 
 
 @functools.lru_cache(maxsize=None)
@@ -282,14 +314,14 @@ def _fresh_keyring() -> None:
         syscall(ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
 
 
-def _limits(cpu_seconds: int, group: Path | None = None) -> None:
+def _limits(cpu_seconds: int, groups: list[Path] = ()) -> None:
     """In the child, before ``bwrap`` (or the runner) starts: a keyring of its own
     (:func:`_fresh_keyring`) and the resource limits."""
     import resource
 
     _fresh_keyring()
 
-    if group is not None:
+    for group in groups:
         try:
             (group / "cgroup.procs").write_text(str(os.getpid()))
         except OSError:
@@ -363,7 +395,7 @@ class Sandbox:
     write_fd: int
     isolated: bool
     log: LogTail
-    group: Path | None = None
+    groups: list[Path] = field(default_factory=list)
 
     def end(self) -> None:
         """End the runner and everything it started (the sandbox's PID namespace goes with
@@ -382,10 +414,10 @@ class Sandbox:
         except OSError:
             pass
         self.process.wait()
-        if self.group is not None:
+        for group in self.groups:
             for _ in range(50):  # the namespace's processes are being reaped
                 try:
-                    self.group.rmdir()
+                    group.rmdir()
                     break
                 except OSError:
                     time.sleep(0.02)
@@ -447,7 +479,7 @@ def start(
         env["BNCOURSE_FONT_CACHE"] = str(font_cache() or "")
         (work.parent / "home").mkdir(exist_ok=True)
         cwd = str(work)
-    group = process_group_limit()
+    groups = process_group_limit()
     _keyctl()  # (loaded here: the child only calls it)
     log_r, log_w = os.pipe()
     try:
@@ -459,7 +491,7 @@ def start(
             stdout=subprocess.DEVNULL,
             stderr=log_w,
             pass_fds=(to_runner_r, from_runner_w),
-            preexec_fn=lambda: _limits(cpu_seconds, group),
+            preexec_fn=lambda: _limits(cpu_seconds, groups),
             start_new_session=True,
         )
     except BaseException:
@@ -468,4 +500,4 @@ def start(
         raise
     for fd in (to_runner_r, from_runner_w, log_w):
         os.close(fd)
-    return Sandbox(process, from_runner_r, to_runner_w, isolated, LogTail(log_r), group)
+    return Sandbox(process, from_runner_r, to_runner_w, isolated, LogTail(log_r), groups)
