@@ -529,3 +529,15 @@ def test_the_sandbox_memory_is_bounded_in_all_where_the_grader_is_root(tmp_path,
     )
     assert "child: -9" in printed, printed
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
+
+
+def test_the_copy_of_a_learner_folder_counts_its_folders(tmp_path, monkeypatch):
+    """Empty folders count against the copy's budget of files: a learner's folder of
+    thousands of them is not recreated on the grader's disk (and again in the sandbox)."""
+    from bncourse.grading import judge
+
+    monkeypatch.setattr(judge, "COPIED_FILES", 10)
+    for index in range(50):
+        (tmp_path / "learner" / f"d{index}" / "inner").mkdir(parents=True)
+    judge._copy_folder(tmp_path / "learner", tmp_path / "copy")
+    assert sum(1 for _ in (tmp_path / "copy").rglob("*")) <= 10

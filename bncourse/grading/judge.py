@@ -360,7 +360,7 @@ def autograd_proxy(remote: Remote, name: str) -> type:
 # --------------------------------------------------------------------------------------------
 def _copy_folder(source: Path | None, target: Path, budget: list[int] | None = None) -> None:
     """Regular files of the learner's folder (not links, devices or FIFOs, by lstat), up to
-    :data:`COPIED_FILES` files and :data:`COPIED_BYTES` bytes in all."""
+    :data:`COPIED_FILES` files and folders and :data:`COPIED_BYTES` bytes in all."""
     budget = [COPIED_FILES, COPIED_BYTES] if budget is None else budget
     target.mkdir(parents=True, exist_ok=True)
     if source is None:
@@ -378,6 +378,7 @@ def _copy_folder(source: Path | None, target: Path, budget: list[int] | None = N
             return
         if stat.S_ISDIR(info.st_mode) and entry.name not in SKIPPED_FOLDERS:
             if len(target.parts) < 40:
+                budget[0] -= 1  # a folder counts as a file: thousands of empty ones are no copy
                 _copy_folder(entry, target / entry.name, budget)
         elif stat.S_ISREG(info.st_mode) and info.st_size <= min(LARGEST_COPIED, budget[1]):
             if entry.suffix == ".ipynb":
