@@ -451,13 +451,19 @@ keyctl, add_key = %r[platform.machine()]
 found = libc.syscall(keyctl, 10, -3, b"user", b"bncourse-teacher-key", 0)  # KEYCTL_SEARCH @s
 print("teacher key:", "FOUND" if found > 0 else "absent")
 libc.syscall(add_key, b"user", b"bncourse-planted", b"hello", 5, -3)
+try:
+    listed = "bncourse-teacher-key" in open("/proc/keys").read()
+except OSError:
+    listed = False
+print("listed in /proc/keys:", listed)
 """ % (KEY_SYSCALLS,)
 
 
 @pytest.mark.slow
 def test_the_sandbox_has_a_session_keyring_of_its_own(tmp_path):
     """Kernel keyrings have no namespace: a key in the grader's session keyring is not found
-    from a cell, and a key a cell adds to its session keyring is not in the grader's."""
+    from a cell (nor listed in /proc/keys), and a key a cell adds to its session keyring is
+    not in the grader's."""
     import ctypes
     import platform
 
@@ -477,7 +483,7 @@ def test_the_sandbox_has_a_session_keyring_of_its_own(tmp_path):
         if cell.cell_type == "code"
         for output in cell.get("outputs", [])
     )
-    assert "teacher key: absent" in printed, printed
+    assert "teacher key: absent" in printed and "listed in /proc/keys: False" in printed, printed
     assert libc.syscall(keyctl, 10, -3, b"user", b"bncourse-planted", 0) < 0, "a key was planted"
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
 

@@ -184,6 +184,9 @@ def _mounts(
     if fonts is not None:
         mounts += ["--ro-bind", str(fonts), FONT_CACHE]
     mounts += ["--proc", "/proc", "--dev", "/dev", *_tmpfs("/dev/shm")]
+    for listing in ("/proc/keys", "/proc/key-users"):  # the host's keys, by description
+        if Path(listing).exists():
+            mounts += ["--ro-bind", "/dev/null", listing]
     mounts += [*_tmpfs("/tmp"), *_tmpfs("/home"), *_tmpfs(WORK)]
     # after the tmpfs, so that a course or environment under /home or /tmp is not hidden
     for path in _readable():
