@@ -227,9 +227,7 @@ def notebook_limit(timeout: float, notebook_timeout: float | None = None) -> flo
     return max(NOTEBOOK_TIMEOUT, 5 * timeout)
 
 
-def _deadline(
-    nb: nbformat.NotebookNode, exercises: int, timeout: float, limit: float
-) -> float:
+def _deadline(nb: nbformat.NotebookNode, exercises: int, timeout: float, limit: float) -> float:
     cells = sum(cell.cell_type == "code" for cell in nb.cells) + 1
     # each cell: its timeout, the probe, and a re-run of the notebook without a stuck cell
     return min(cells * (2 * timeout + 10) + exercises * (timeout + 10) + 300, limit)

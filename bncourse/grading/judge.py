@@ -481,8 +481,7 @@ class Notebook:
             )
         return "error", (
             f"the process running this notebook was killed or ended while it ran (exit status "
-            f"{code}): does a cell kill its parent process or its process group? "
-            + _tail(self.log)
+            f"{code}): does a cell kill its parent process or its process group? " + _tail(self.log)
         ).strip()
 
     def over_time(self) -> str:
