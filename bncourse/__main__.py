@@ -71,6 +71,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         class_report_path=args.class_report,
         require_isolation=args.require_isolation,
         allow_unisolated=args.allow_unisolated,
+        notebook_timeout=args.notebook_timeout,
     )
 
 
@@ -254,6 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         default=120,
         metavar="SECONDS",
         help="per-cell time limit, a positive number (default 120)",
+    )
+    grade.add_argument(
+        "--notebook-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="time limit for grading one notebook in all, its cells and its checks (default "
+        "1800, or 5 times --timeout if that is longer); past it, the exercises not yet "
+        "decided are TIMEOUT",
     )
     grade.add_argument(
         "--jobs",

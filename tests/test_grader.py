@@ -472,6 +472,24 @@ def test_the_classroom_workflow_is_in_sync_and_its_steps_can_fail(tmp_path):
     assert classroom.main(["--passed", "group-norm", str(tmp_path / "r.json")]) == 1
 
 
+def test_the_classroom_workflow_runs_the_course_grader_not_the_learners_copy():
+    """Classroom's points come from the course's grader, checked out from the repository of
+    _config.yml, and Python runs isolated (``-I``) so that the learner's bncourse/ is not on
+    its path; the workflow says that its points are a self-check all the same."""
+    from bncourse.grading import classroom
+
+    workflow = classroom.classroom_workflow()
+    config = (ROOT / "_config.yml").read_text()
+    assert f"url: https://github.com/{classroom.COURSE_REPOSITORY}\n" in config
+    assert f"repository: {classroom.COURSE_REPOSITORY}\n" in workflow
+    assert f"path: {classroom.GRADER_COPY}\n" in workflow
+    assert "pip install --no-deps -e .\n" not in workflow and "-r requirements.txt" not in workflow
+    commands = [line.strip() for line in workflow.splitlines() if "-m bncourse" in line]
+    commands = [line for line in commands if not line.startswith("#")]
+    assert commands and all("python -I -m bncourse" in line for line in commands), commands
+    assert "self-check" in workflow
+
+
 def test_names_that_hide_or_reorder_text_are_shown_as_they_are(tmp_path):
     """A learner named with a right-to-left override or zero-width characters would show in
     the reports as someone else (``ada\\u202e...``) or as a name that looks like a

@@ -377,3 +377,173 @@ def test_a_cell_cannot_fill_the_disk_or_memory(tmp_path, monkeypatch):
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
     after = made.write(made.chapter_notebook(CH1), tmp_path / "c" / "ada" / f"{CH1}.ipynb")
     assert [r.status for r in grader.run_notebook(after, timeout=TIMEOUT).results] == ["passed"] * 3
+
+
+@pytest.mark.slow
+def test_the_runner_log_is_capped_where_it_is_written(tmp_path, monkeypatch):
+    """A cell writes 8 MiB to its stderr and kills the runner: the grader keeps only the last
+    ``LOG_LIMIT`` bytes of it (a pipe it drains, nothing on its disk), and the error row still
+    quotes the last line."""
+    from bncourse.grading import judge
+
+    monkeypatch.setattr(sandbox, "LOG_LIMIT", 4096)
+    held = []
+    real_rmtree = judge.shutil.rmtree
+
+    def measured(path, *args, **kwargs):  # what the run left in its private folder
+        files = [p for p in Path(path).rglob("*") if p.is_file() and p.parent.name != "work"]
+        held.append(sum(p.stat().st_size for p in files))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(judge.shutil, "rmtree", measured)
+    logs = []
+    real_end = sandbox.Sandbox.end
+
+    def end(box):
+        real_end(box)
+        logs.append(len(getattr(box.log, "kept", b"")))
+
+    monkeypatch.setattr(sandbox.Sandbox, "end", end)
+    cell = (
+        "import os, signal, time\nfor _ in range(8):\n    os.write(2, b'ab\\n' * 349526)\n"
+        "os.write(2, b'the last words\\n')\ntime.sleep(1)\nos.kill(os.getppid(), signal.SIGKILL)"
+    )
+    path = made.write(made.chapter_notebook(CH1, extra=(cell,)), tmp_path / "n.ipynb")
+    results = grader.grade_notebook(path, timeout=TIMEOUT)
+    assert [r.status for r in results] == ["error"] * 3, results
+    assert "(the last words)" in results[0].message, results[0].message
+    assert held and max(held) < 2**20, held
+    assert logs and max(logs) <= 4096, logs
+
+
+@NEEDS_SANDBOX
+def test_a_course_under_tmp_or_home_is_not_hidden_by_the_sandbox_tmpfs(tmp_path, monkeypatch):
+    """A course (or its environment) under /tmp or /home is bound after the sandbox's own
+    tmpfs on /tmp and /home, not under them: the runner can import it."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip(f"pytest's temporary folder {tmp_path} is not under /tmp")
+    course = tmp_path / "course"
+    course.mkdir()
+    (course / "here.py").write_text("")
+    readable = sandbox._readable()
+    monkeypatch.setattr(sandbox, "_readable", lambda: [*readable, course])
+    work = tmp_path / "grade" / "work"
+    work.mkdir(parents=True)
+    probe = f"import os; assert os.path.exists({str(course / 'here.py')!r})"
+    run = subprocess.run(
+        [shutil.which("bwrap"), *sandbox._mounts(work), *sandbox._flags()]
+        + ["--", sys.executable, "-c", probe],
+        capture_output=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+
+
+KEY_SYSCALLS = {"x86_64": (250, 248), "aarch64": (219, 217)}  # keyctl, add_key
+KEYRING_PROBE = """
+import ctypes, platform
+libc = ctypes.CDLL(None, use_errno=True)
+keyctl, add_key = %r[platform.machine()]
+found = libc.syscall(keyctl, 10, -3, b"user", b"bncourse-teacher-key", 0)  # KEYCTL_SEARCH @s
+print("teacher key:", "FOUND" if found > 0 else "absent")
+libc.syscall(add_key, b"user", b"bncourse-planted", b"hello", 5, -3)
+try:
+    listed = "bncourse-teacher-key" in open("/proc/keys").read()
+except OSError:
+    listed = False
+print("listed in /proc/keys:", listed)
+""" % (KEY_SYSCALLS,)
+
+
+@pytest.mark.slow
+def test_the_sandbox_has_a_session_keyring_of_its_own(tmp_path):
+    """Kernel keyrings have no namespace: a key in the grader's session keyring is not found
+    from a cell (nor listed in /proc/keys), and a key a cell adds to its session keyring is
+    not in the grader's."""
+    import ctypes
+    import platform
+
+    if platform.machine() not in KEY_SYSCALLS:
+        pytest.skip(f"no keyctl numbers for {platform.machine()} in this test")
+    keyctl, add_key = KEY_SYSCALLS[platform.machine()]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(keyctl, 1, None) < 0:  # KEYCTL_JOIN_SESSION_KEYRING: a keyring to test in
+        pytest.skip(f"keyctl is not available here (errno {ctypes.get_errno()})")
+    secret = b"s3cr3t"
+    assert libc.syscall(add_key, b"user", b"bncourse-teacher-key", secret, len(secret), -3) > 0
+    path = made.write(made.chapter_notebook(CH1, extra=(KEYRING_PROBE,)), tmp_path / "n.ipynb")
+    run = grader.run_notebook(path, timeout=TIMEOUT)
+    printed = "".join(
+        output.get("text", "")
+        for cell in run.executed.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    assert "teacher key: absent" in printed and "listed in /proc/keys: False" in printed, printed
+    assert libc.syscall(keyctl, 10, -3, b"user", b"bncourse-planted", 0) < 0, "a key was planted"
+    assert [r.status for r in run.results] == ["passed"] * 3, run.results
+
+
+def test_a_huge_answer_makes_no_huge_report(tmp_path):
+    """A checker's message quotes at most a few hundred characters of an answer (here four
+    million values), and every row's message is cut at 2,000 characters: no report grows
+    with what a learner returns."""
+    from bncourse.exercises.base import CheckFailed, compare_number
+
+    with pytest.raises(CheckFailed) as failure:
+        compare_number("expected_std(3, 10)", [0] * 4_000_000, 1.0)
+    assert len(str(failure.value)) < 500, len(str(failure.value))
+    row = grader.Result("n.ipynb", "standardize", "failed", "x" * 10**6, misconception="y" * 10**6)
+    assert len(row.message) < 2100 and row.message.endswith("(998000 more characters)")
+    assert len(row.misconception) < 400
+    grader.write_markdown([row], tmp_path / "s.md")
+    grader.write_json([row], tmp_path / "g.json")
+    assert (tmp_path / "s.md").stat().st_size < 10_000
+    assert (tmp_path / "g.json").stat().st_size < 10_000
+
+
+MEMORY_HOG = """
+import subprocess, sys
+hog = "import numpy as np; a = np.ones(2**28); print(a.sum())"  # 2 GiB, every page touched
+print("child:", subprocess.run([sys.executable, "-c", hog], capture_output=True).returncode)
+"""
+
+
+@NEEDS_SANDBOX
+@pytest.mark.slow
+def test_the_sandbox_memory_is_bounded_in_all_where_the_grader_is_root(tmp_path, monkeypatch):
+    """As root, the sandbox is a memory cgroup of at most ``MEMORY`` bytes (here 1.5 GiB):
+    a child allocating 2 GiB is killed there, and the notebook is still graded."""
+    groups = sandbox.process_group_limit()
+    memory = [g for g in groups if any((g / f"memory.{n}").exists() for n in ("max", "stat"))]
+    for group in groups:
+        group.rmdir()
+    if not memory:
+        pytest.skip("no memory cgroup can be made here (not root, or no memory controller)")
+    monkeypatch.setattr(sandbox, "MEMORY", 3 * 2**29)
+    path = made.write(made.chapter_notebook(CH1, extra=(MEMORY_HOG,)), tmp_path / "n.ipynb")
+    run = grader.run_notebook(path, timeout=TIMEOUT)
+    printed = "".join(
+        output.get("text", "")
+        for cell in run.executed.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    assert "child: -9" in printed, printed
+    assert [r.status for r in run.results] == ["passed"] * 3, run.results
+
+
+def test_the_copy_of_a_learner_folder_counts_its_folders(tmp_path, monkeypatch):
+    """Empty folders count against the copy's budget of files: a learner's folder of
+    thousands of them is not recreated on the grader's disk (and again in the sandbox)."""
+    from bncourse.grading import judge
+
+    monkeypatch.setattr(judge, "COPIED_FILES", 10)
+    for index in range(50):
+        (tmp_path / "learner" / f"d{index}" / "inner").mkdir(parents=True)
+    judge._copy_folder(tmp_path / "learner", tmp_path / "copy")
+    assert sum(1 for _ in (tmp_path / "copy").rglob("*")) <= 10

@@ -246,3 +246,18 @@ def test_a_notebook_graded_alone_sees_no_file_next_to_it(tmp_path):
     )
     results = grader.grade_notebook(path, timeout=SHORT_TIMEOUT)
     assert [r.status for r in results if r.exercise == "standardize"] == ["passed"], results
+
+
+@pytest.mark.slow
+def test_a_notebook_of_many_slow_cells_is_stopped_at_the_notebook_timeout(tmp_path):
+    """Twenty cells that each sleep until interrupted would take 20 per-cell timeouts; the
+    notebook's own limit (--notebook-timeout) ends it sooner, every exercise "timed out"."""
+    slow = ("import time\ntime.sleep(60)",) * 20
+    path = made.write(made.chapter_notebook(CHAPTER1, extra=slow), tmp_path / "n.ipynb")
+    start = time.monotonic()
+    results = grader.grade_notebook(path, timeout=3, notebook_timeout=6)
+    assert time.monotonic() - start < 30
+    assert [r.status for r in results] == ["timed out"] * 3, results
+    assert "--notebook-timeout" in results[0].message, results[0].message
+    run, _ = grade(str(path), "--notebook-timeout", "0")
+    assert run.returncode == 2 and "--notebook-timeout" in run.stderr

@@ -44,6 +44,7 @@ __all__ = [
     "feedback",
     "more_feedback",
     "array_text",
+    "quoted",
     "Mistakes",
     "as_array",
     "compare",
@@ -273,6 +274,23 @@ class Mistakes:
 # --------------------------------------------------------------------------------------------
 # Comparing answers
 # --------------------------------------------------------------------------------------------
+QUOTED = 300  # characters of a learner's answer a message quotes
+
+
+def quoted(value: Any, limit: int = QUOTED) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters and then how many were
+    left out: a learner's answer of millions of values would make every report that long."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 20
+    text = short.repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def tuple_text(values: tuple[int, ...]) -> str:
     """``(2, 3)`` for a shape, axes or an index (NumPy integers included)."""
     return "(" + ", ".join(str(int(v)) for v in values) + ")"
@@ -376,7 +394,7 @@ def compare_number(
     try:
         number = float(got)
     except (TypeError, ValueError):
-        raise CheckFailed(f"{name} should be a number, got {got!r}") from None
+        raise CheckFailed(f"{name} should be a number, got {quoted(got)}") from None
     if abs(number - expected) <= rtol * abs(expected):
         return number
     digits = next((d for d in range(6, 17) if f"{number:.{d}g}" != f"{expected:.{d}g}"), 17)

@@ -21,6 +21,7 @@ from .base import (
     compare,
     exercise,
     feedback,
+    quoted,
     rng,
     tuple_text,
     unpack,
@@ -136,7 +137,7 @@ def check_state_sizes(state_sizes: Callable[..., Any]) -> str:
         try:
             got = tuple(int(v) for v in got)
         except (TypeError, ValueError):
-            raise CheckFailed(f"{call} should return two integers, got {got!r}") from None
+            raise CheckFailed(f"{call} should return two integers, got {quoted(got)}") from None
         right = (2 * c if affine_ else 0, 2 * c + 1 if track else 0)
         if got == right:
             continue

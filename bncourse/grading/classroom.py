@@ -154,10 +154,21 @@ def passed(exercise_id: str, report: Path) -> tuple[bool, str]:
     return False, f"{exercise_id} is not in {report}"
 
 
-def classroom_workflow() -> str:
+COURSE_REPOSITORY = "bncourse/batchnorm-course"  # _config.yml's repository (a test checks)
+COURSE_REF = "main"  # the course's branch, tag or commit whose grader the workflow runs
+GRADER_COPY = ".course-grader"  # where the workflow checks it out, beside the learner's files
+
+
+def classroom_workflow(repository: str = COURSE_REPOSITORY, ref: str = COURSE_REF) -> str:
     """``.github/workflows/classroom.yml``: GitHub Classroom's autograding convention (one
     ``education/autograding-command-grader`` step per exercise, worth one point, then the
-    ``autograding-grading-reporter``), after one step that grades ``exercises/`` once."""
+    ``autograding-grading-reporter``), after one step that grades ``exercises/`` once.
+
+    The grader (and its requirements) is the course's own, checked out from ``repository``
+    at ``ref``, not the learner's copy of ``bncourse/``; Python runs it isolated (``-I``: the
+    learner's folder is not on its path). The learner can still edit this workflow in their
+    repository: Classroom's points are a self-check, only as trustworthy as that repository
+    (the README says so); a grade that counts is the teacher's own class run."""
     from ..checks import EXERCISES
 
     steps = []
@@ -168,7 +179,7 @@ def classroom_workflow() -> str:
         uses: education/autograding-command-grader@v1
         with:
           test-name: {ex.id}
-          command: python -m bncourse.grading.classroom --passed {ex.id} grade-report.json
+          command: python -I -m bncourse.grading.classroom --passed {ex.id} grade-report.json
           timeout: 1
           max-score: 1
 """
@@ -183,6 +194,14 @@ def classroom_workflow() -> str:
 # The grader runs once over exercises/ (every notebook isolated, as in grade.yml); then one
 # command-grader step per exercise turns its verdict into a point, and the reporter sends the
 # points to GitHub Classroom. Regenerate when exercises are added (a test checks it is in sync).
+#
+# The grader is the course's own: {repository} at {ref}, checked out into
+# {GRADER_COPY}/ (not the learner's copy of bncourse/) and run with `python -I`, so that the
+# learner's folder is not on its path: only exercises/ is taken from the learner. Pin a tag
+# or commit of the course for reproducible grades (classroom_workflow(ref=...)).
+# Still, this file lives in the learner's repository and the learner can edit it: these
+# points are a self-check, only as trustworthy as that repository. A grade that counts is
+# the teacher's own run (python -m bncourse grade submissions/ --gradebook grades.csv).
 name: Autograding Tests
 
 on:
@@ -203,16 +222,24 @@ jobs:
     steps:
       - uses: actions/checkout@v4
 
+      - name: Check out the course's grader (not the learner's copy of it)
+        uses: actions/checkout@v4
+        with:
+          repository: {repository}
+          ref: {ref}
+          path: {GRADER_COPY}
+
       - uses: actions/setup-python@v5
         with:
           python-version: "3.11"
           cache: pip
+          cache-dependency-path: {GRADER_COPY}/requirements.txt
 
-      - name: Install the pinned requirements (CPU build of PyTorch)
+      - name: Install the course's pinned requirements and grader (CPU build of PyTorch)
         run: |
           python -m pip install --upgrade pip
-          python -m pip install -r requirements.txt --extra-index-url https://download.pytorch.org/whl/cpu
-          python -m pip install --no-deps -e .
+          python -m pip install -r {GRADER_COPY}/requirements.txt --extra-index-url https://download.pytorch.org/whl/cpu
+          python -m pip install --no-deps -e {GRADER_COPY}
 
       - name: Install the grader's sandbox (bubblewrap)
         run: |
@@ -221,7 +248,7 @@ jobs:
           sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 || true
 
       - name: Grade exercises/
-        run: python -m bncourse grade exercises --json grade-report.json || true
+        run: python -I -m bncourse grade exercises --json grade-report.json || true
 
 {"".join(steps)}
       - name: Autograding Reporter

@@ -44,7 +44,7 @@ import nbformat
 
 from ..checks import EXERCISES, Exercise
 from . import classroom, sandbox
-from .judge import Submission, grade_submission
+from .judge import Submission, bounded, grade_submission
 
 __all__ = [
     "Result",
@@ -94,6 +94,10 @@ class Result:
     credit: float = 0.0  # of a failed answer with independent parts: the fraction right
     misconception: str = ""
     isolated: bool = True
+
+    def __post_init__(self) -> None:  # (every report is written from these)
+        self.message = bounded(self.message)
+        self.misconception = bounded(self.misconception, 300)
 
     @property
     def passed(self) -> bool:
@@ -210,10 +214,23 @@ def _rows(name: str, exercises: list[Exercise], status: str, message: str, learn
     return [Result(name, ex.id, status, message, 0.0, learner) for ex in exercises]
 
 
-def _deadline(nb: nbformat.NotebookNode, exercises: int, timeout: float) -> float:
+NOTEBOOK_TIMEOUT = 1800.0  # seconds: grading one notebook, at least (see notebook_limit)
+
+
+def notebook_limit(timeout: float, notebook_timeout: float | None = None) -> float:
+    """Seconds grading one notebook may take in all, its run and its checks: the teacher's
+    ``--notebook-timeout``, else 30 minutes or 5 per-cell timeouts, whichever is longer.
+    Past it, every exercise not yet decided is "timed out": a notebook of many slow cells
+    cannot hold a class run for hours."""
+    if notebook_timeout is not None:
+        return float(notebook_timeout)
+    return max(NOTEBOOK_TIMEOUT, 5 * timeout)
+
+
+def _deadline(nb: nbformat.NotebookNode, exercises: int, timeout: float, limit: float) -> float:
     cells = sum(cell.cell_type == "code" for cell in nb.cells) + 1
     # each cell: its timeout, the probe, and a re-run of the notebook without a stuck cell
-    return cells * (2 * timeout + 10) + exercises * (timeout + 10) + 300
+    return min(cells * (2 * timeout + 10) + exercises * (timeout + 10) + 300, limit)
 
 
 def run_notebook(
@@ -223,11 +240,15 @@ def run_notebook(
     data: bytes | None = None,
     learner: str = "",
     isolated: bool | None = None,
+    notebook_timeout: float | None = None,
 ) -> Run:
     """Execute and grade the notebook at ``path`` (its bytes: ``data``, read now if not
-    given); ``isolated``: in the sandbox (by default, wherever it works)."""
+    given); ``isolated``: in the sandbox (by default, wherever it works);
+    ``notebook_timeout``: seconds for all of it (:func:`notebook_limit`)."""
     if timeout <= 0:
         raise ValueError(f"the timeout must be a positive number of seconds, got {timeout}")
+    if notebook_timeout is not None and not notebook_timeout > 0:
+        raise ValueError(f"the notebook timeout must be positive, got {notebook_timeout}")
     path = Path(path)
     name = str(path)
     why = sandbox.isolation()
@@ -259,7 +280,9 @@ def run_notebook(
             filename=path.name if path.name.endswith(".ipynb") else "notebook.ipynb",
             exercises=present,
             timeout=float(timeout),
-            deadline=_deadline(nb, len(present), timeout),
+            deadline=_deadline(
+                nb, len(present), timeout, notebook_limit(timeout, notebook_timeout)
+            ),
             isolated=isolated,
         )
         verdicts, notes, executed_json = grade_submission(submission)
@@ -304,9 +327,11 @@ def run_notebook(
     return Run(results, executed, notes)
 
 
-def grade_notebook(path: Path, timeout: float = 120) -> list[Result]:
+def grade_notebook(
+    path: Path, timeout: float = 120, notebook_timeout: float | None = None
+) -> list[Result]:
     """Grade every exercise of the notebook at ``path`` (see the module docstring)."""
-    return run_notebook(path, timeout).results
+    return run_notebook(path, timeout, notebook_timeout=notebook_timeout).results
 
 
 def _entries(folder: Path) -> list[os.DirEntry]:
@@ -409,6 +434,7 @@ def grade(
     *,
     require_isolation: bool = False,
     allow_unisolated: bool = False,
+    notebook_timeout: float | None = None,
 ) -> list[Result]:
     """Grade notebooks, folders of notebooks, or a class (see :func:`expand`). Every path is
     checked and read before any notebook runs; ``jobs`` notebooks are graded at a time. A
@@ -416,6 +442,8 @@ def grade(
     ``allow_unisolated``."""
     if timeout <= 0:
         raise GradingError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    if notebook_timeout is not None and not notebook_timeout > 0:
+        raise GradingError(f"--notebook-timeout must be positive, got {notebook_timeout:g}")
     notebooks = expand(paths)
     if require_isolation or any(learner for learner, _, _ in notebooks):
         refuse_unisolated(allow_unisolated)
@@ -441,7 +469,12 @@ def grade(
             return [row]
         try:
             return run_notebook(
-                path, timeout, data=source, learner=learner, isolated=isolated
+                path,
+                timeout,
+                data=source,
+                learner=learner,
+                isolated=isolated,
+                notebook_timeout=notebook_timeout,
             ).results
         except Exception as error:  # the grader's own failure on one notebook: its row only
             message = f"the grader failed on this notebook ({type(error).__name__}: {error})"
@@ -670,6 +703,7 @@ def main(
     class_report_path: str | None = None,
     require_isolation: bool = False,
     allow_unisolated: bool = False,
+    notebook_timeout: float | None = None,
 ) -> int:
     """The ``grade`` command: returns the exit status (0 only if every exercise passed).
     Every report is written after the last sandbox has ended."""
@@ -682,6 +716,7 @@ def main(
             jobs,
             require_isolation=require_isolation,
             allow_unisolated=allow_unisolated,
+            notebook_timeout=notebook_timeout,
         )
     except GradingError as error:
         print(f"error: {error}", file=sys.stderr)

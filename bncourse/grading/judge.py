@@ -84,6 +84,18 @@ class LearnerError(Exception):
     """An exception the learner's function raised, of a type the judge does not know."""
 
 
+MESSAGE_LIMIT = 2000  # characters of a message kept in a verdict, and so in every report
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text``, cut at ``limit`` characters with how many more there were: a checker's
+    message may quote a learner's answer, and no answer may make a report megabytes long."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 @dataclass
 class Verdict:
     status: str  # passed | failed | not attempted | error | timed out
@@ -91,6 +103,10 @@ class Verdict:
     credit: float = 0.0
     misconception: str = ""
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.message = bounded(self.message)
+        self.misconception = bounded(self.misconception, 300)
 
 
 @dataclass
@@ -103,7 +119,7 @@ class Submission:
     filename: str
     exercises: dict[str, str]  # exercise id -> function name, those present in the notebook
     timeout: float
-    deadline: float  # seconds the notebook's run may take in all
+    deadline: float  # seconds grading the notebook may take in all (its run and its checks)
     isolated: bool
     notes: list[str] = field(default_factory=list)
 
@@ -344,7 +360,7 @@ def autograd_proxy(remote: Remote, name: str) -> type:
 # --------------------------------------------------------------------------------------------
 def _copy_folder(source: Path | None, target: Path, budget: list[int] | None = None) -> None:
     """Regular files of the learner's folder (not links, devices or FIFOs, by lstat), up to
-    :data:`COPIED_FILES` files and :data:`COPIED_BYTES` bytes in all."""
+    :data:`COPIED_FILES` files and folders and :data:`COPIED_BYTES` bytes in all."""
     budget = [COPIED_FILES, COPIED_BYTES] if budget is None else budget
     target.mkdir(parents=True, exist_ok=True)
     if source is None:
@@ -362,6 +378,7 @@ def _copy_folder(source: Path | None, target: Path, budget: list[int] | None = N
             return
         if stat.S_ISDIR(info.st_mode) and entry.name not in SKIPPED_FOLDERS:
             if len(target.parts) < 40:
+                budget[0] -= 1  # a folder counts as a file: thousands of empty ones are no copy
                 _copy_folder(entry, target / entry.name, budget)
         elif stat.S_ISREG(info.st_mode) and info.st_size <= min(LARGEST_COPIED, budget[1]):
             if entry.suffix == ".ipynb":
@@ -379,6 +396,7 @@ class Notebook:
 
     def __init__(self, submission: Submission, private: Path) -> None:
         self.submission = submission
+        self.ends = time.monotonic() + submission.deadline  # then every row is "timed out"
         self.private = private
         self.work = private / "work"
         self.candidates = private / "candidates"
@@ -388,13 +406,13 @@ class Notebook:
         self.connection: Connection | None = None
         self.described: dict[str, Any] = {}
         self.starts = 0
+        self.log = ""  # the end of the last ended runner's stderr
 
     def _start(self, mode: str) -> Connection:
         self.starts += 1
         box = sandbox.start(
             self.work,
             self.candidates,
-            self.private / f"runner-{self.starts}.log",
             mode,
             int(self.submission.deadline + START),
             self.submission.isolated,
@@ -416,14 +434,18 @@ class Notebook:
         """Run the notebook: (notes, the executed notebook's JSON, None or the (status,
         message) of every exercise when the run did not finish)."""
         connection = self.connection = self._start("run")
-        started, step = time.monotonic(), START
+        step = START
         while True:
-            if time.monotonic() - started > self.submission.deadline:
-                return [], "", self._stopped("timed out")
+            left = self.ends - time.monotonic()
+            if left <= 0:
+                return [], "", self._stopped("over time")
             try:
-                message, blobs = connection.receive(step + GRACE)
+                message, blobs = connection.receive(min(step + GRACE, left))
             except SandboxStopped as stopped:
-                return [], "", self._stopped(stopped.status, str(stopped))
+                status = stopped.status
+                if status == "timed out" and time.monotonic() >= self.ends:
+                    status = "over time"
+                return [], "", self._stopped(status, str(stopped))
             if message.get("op") == "alive":  # (the sandbox can forge any message: check all)
                 step = _finite(message.get("seconds"), START)
                 step = min(max(step, 1.0), self.submission.deadline)
@@ -450,6 +472,8 @@ class Notebook:
         code = self.end()
         if status == "too large":
             return "error", f"refused: {why}"
+        if status == "over time":
+            return "timed out", self.over_time()
         if status == "timed out":
             return status, (
                 "grading this notebook stopped making progress (a cell that neither finished "
@@ -457,16 +481,22 @@ class Notebook:
             )
         return "error", (
             f"the process running this notebook was killed or ended while it ran (exit status "
-            f"{code}): does a cell kill its parent process or its process group? "
-            + _tail(self.private)
+            f"{code}): does a cell kill its parent process or its process group? " + _tail(self.log)
         ).strip()
+
+    def over_time(self) -> str:
+        return (
+            f"grading this notebook reached its time limit ({self.submission.deadline:g} s in "
+            "all: the grader's --notebook-timeout) and was ended; this exercise was not "
+            "checked to the end"
+        )
 
     def ready(self) -> dict[str, Any] | None:
         """Wait for the runner to load the functions (starting a serving one if needed)."""
         if self.connection is None:
             self.connection = self._start("serve")
         try:
-            message, _ = self.connection.receive(START + GRACE)
+            message, _ = self.connection.receive(min(START + GRACE, self.ends - time.monotonic()))
         except SandboxStopped:
             self.end()
             return None
@@ -482,6 +512,7 @@ class Notebook:
             return None
         box, self.connection = self.connection.box, None
         box.end()
+        self.log = box.log_tail()
         return box.process.returncode
 
 
@@ -536,7 +567,7 @@ def _judge_one(notebook: Notebook, exercise_id: str, timeout: float) -> Verdict:
     elif entry.get("kind") not in ("function", "class"):
         return Verdict("failed", f"{name} is not a function (got a value)")
     with CHECKING:  # (the time limit starts when this check does)
-        connection.deadline = time.monotonic() + timeout
+        connection.deadline = min(time.monotonic() + timeout, notebook.ends)
         try:
             return _decide(exercise_id, candidate)
         finally:
@@ -567,11 +598,15 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
             return verdicts, notes, executed
         for exercise_id in submission.exercises:
             start = time.monotonic()
+            if start >= notebook.ends:
+                verdicts[exercise_id] = Verdict("timed out", notebook.over_time())
+                continue
             if notebook.connection is None or not notebook.described:
                 if notebook.ready() is None:
                     verdicts[exercise_id] = Verdict(
                         "error",
-                        "the sandbox could not load this notebook's functions " + _tail(private),
+                        "the sandbox could not load this notebook's functions "
+                        + _tail(notebook.log),
                     )
                     continue
             try:
@@ -579,7 +614,9 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
             except SandboxStopped as stopped:
                 notebook.end()
                 notebook.described = {}
-                if stopped.status == "timed out":
+                if stopped.status == "timed out" and time.monotonic() >= notebook.ends:
+                    verdict = Verdict("timed out", notebook.over_time())
+                elif stopped.status == "timed out":
                     verdict = Verdict(
                         "timed out",
                         f"the check did not finish within {submission.timeout:g} s: an "
@@ -610,12 +647,7 @@ def grade_submission(submission: Submission) -> tuple[dict[str, Verdict], list[s
         shutil.rmtree(private, ignore_errors=True)
 
 
-def _tail(private: Path) -> str:
-    logs = sorted(private.glob("runner-*.log"))
-    if not logs:
-        return ""
-    try:
-        lines = logs[-1].read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
+def _tail(log: str) -> str:
+    """The last line of a runner's stderr (:meth:`sandbox.Sandbox.log_tail`), in brackets."""
+    lines = log.strip().splitlines()
     return f"({lines[-1][:300]})" if lines else ""

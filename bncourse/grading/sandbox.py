@@ -16,16 +16,23 @@ containers/bubblewrap>`_ (``bwrap``, the sandbox Flatpak uses; Debian/Ubuntu pac
   else is there: not other submissions, not the teacher's files or output paths, not ``/etc``;
   the functions the notebook defined are written to a tmpfs too and sent to the judge, which
   keeps them (as bytes) for a runner started again after a timeout, read-only;
-* an environment with nothing of the teacher's shell (``--clearenv`` and :data:`ENVIRONMENT`);
+* an environment with nothing of the teacher's shell (``--clearenv`` and :data:`ENVIRONMENT`),
+  and a new, empty session keyring (kernel keyrings have no namespace: without it the
+  sandbox could read and change the teacher's keys);
 * ``--die-with-parent`` and ``--new-session``: ending the sandbox's first process ends every
   process in its PID namespace; it gets no controlling terminal;
 * resource limits set before ``bwrap`` starts and inherited by everything in it
   (:data:`LIMITS`: address space, CPU seconds, open files, file size, core dumps), and at
   most :data:`PROCESSES` processes: ``RLIMIT_NPROC`` for an ordinary user, a ``pids``
-  cgroup for root (whose processes that limit does not count), where one can be made.
+  cgroup for root (whose processes that limit does not count), where one can be made; and,
+  for root, a ``memory`` cgroup of at most :data:`MEMORY` bytes for the whole sandbox (an
+  ordinary user cannot make one: then only ``RLIMIT_AS`` per process bounds its memory).
 
 The grader talks to the runner over two pipes only (:mod:`bncourse.grading.protocol`), with
-a size cap per message; the runner's stderr goes to a log whose size is capped too.
+a size cap per message. The runner's stderr (the kernel's too) is a third pipe, which a
+thread of the grader drains into a :class:`LogTail` that keeps only its last
+:data:`LOG_LIMIT` bytes: nothing of it is written to the grader's disk, and however much a
+cell writes there, the grader holds no more than that.
 
 Where ``bwrap`` is missing or cannot make namespaces (macOS, Windows, a kernel without user
 namespaces) :func:`isolation` says why, and :func:`start` runs the same runner as an ordinary
@@ -37,11 +44,13 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ENVIRONMENT", "LIMITS", "Sandbox", "isolation", "start"]
@@ -74,6 +83,8 @@ LIMITS = {  # name: (soft = hard) limit; CPU seconds are set per run
     "RLIMIT_CORE": 0,
 }
 PROCESSES = 1024  # threads count too: the kernel, torch and torch.compile's workers fit
+MEMORY = 8 * GIB  # bytes the whole sandbox may hold (its tmpfs included), where a memory
+# cgroup can be made (see process_group_limit)
 MIB = 2**20
 COPY = "/opt/bncourse-work"  # the copy of the learner's folder, read-only: the runner copies
 # it into WORK before anything runs
@@ -172,10 +183,14 @@ def _mounts(
     fonts = font_cache()
     if fonts is not None:
         mounts += ["--ro-bind", str(fonts), FONT_CACHE]
+    mounts += ["--proc", "/proc", "--dev", "/dev", *_tmpfs("/dev/shm")]
+    for listing in ("/proc/keys", "/proc/key-users"):  # the host's keys, by description
+        if Path(listing).exists():
+            mounts += ["--ro-bind", "/dev/null", listing]
+    mounts += [*_tmpfs("/tmp"), *_tmpfs("/home"), *_tmpfs(WORK)]
+    # after the tmpfs, so that a course or environment under /home or /tmp is not hidden
     for path in _readable():
         mounts += ["--ro-bind", str(path), str(path)]
-    mounts += ["--proc", "/proc", "--dev", "/dev", *_tmpfs("/dev/shm")]
-    mounts += [*_tmpfs("/tmp"), *_tmpfs("/home"), *_tmpfs(WORK)]
     mounts += ["--ro-bind-try", str(work), COPY]  # copied into WORK by the runner
     if notebook:  # the learner's notebook itself: read-only over the writable copy
         mounts += ["--ro-bind", str(work / notebook), f"{WORK}/{notebook}"]
@@ -184,37 +199,65 @@ def _mounts(
     return [*mounts, "--remount-ro", "/dev", "--remount-ro", "/"]  # (bwrap's own tmpfs)
 
 
-def process_group_limit() -> Path | None:
-    """Where the kernel does not count a root user's processes (``RLIMIT_NPROC``), a cgroup
-    of the ``pids`` controller (v1 or v2) that holds at most :data:`PROCESSES`: a new folder
-    the sandbox's first process joins, so everything in the sandbox is counted. ``None``
-    where there is none to make (then only the CPU-time and memory limits and the run's
-    deadline bound a fork bomb); :func:`Sandbox.end` removes it."""
-    if os.geteuid() != 0:
-        return None
+def _new_group(parent: Path, limits: dict[str, int]) -> Path | None:
+    """A new cgroup under ``parent`` with the first of ``limits`` (file: value) that it has
+    written, or ``None``."""
     import secrets
 
-    candidates = [Path("/sys/fs/cgroup/pids")]
+    folder = parent / f"bncourse-{secrets.token_hex(8)}"
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            if line.startswith("0::"):
-                candidates.append(Path("/sys/fs/cgroup") / line[3:].lstrip("/"))
+        folder.mkdir()
+    except OSError:
+        return None
+    for name, value in limits.items():
+        try:
+            if (folder / name).exists():
+                (folder / name).write_text(str(value))
+                return folder
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
     except OSError:
         pass
-    for parent in candidates:
-        if not (parent / "pids.max").exists() and not (parent / "cgroup.procs").exists():
-            continue
-        folder = parent / f"bncourse-{secrets.token_hex(8)}"
-        try:
-            folder.mkdir()
-            (folder / "pids.max").write_text(str(PROCESSES))
-            return folder
-        except OSError:
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
     return None
+
+
+def process_group_limit() -> list[Path]:
+    """Where the grader runs as root, cgroups (v1 or v2) the sandbox's first process joins,
+    so that everything in the sandbox is counted: one of the ``pids`` controller that holds
+    at most :data:`PROCESSES` (the kernel does not count a root user's processes against
+    ``RLIMIT_NPROC``), and one of the ``memory`` controller that holds at most :data:`MEMORY`
+    bytes in all (``RLIMIT_AS`` bounds each process, not their sum, and the tmpfs count
+    too). Empty where there are none to make (an ordinary user may not make cgroups: then
+    only the per-process limits, the CPU time and the run's deadline bound the sandbox);
+    :func:`Sandbox.end` removes them."""
+    if os.geteuid() != 0:
+        return []
+    own: dict[str, str] = {}  # controller (v1), or "" (v2): the grader's own cgroup
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                own[controller] = path.lstrip("/")
+    except (OSError, ValueError):
+        pass
+    root = Path("/sys/fs/cgroup")
+    unified = root / own.get("", "")
+    groups: list[Path] = []
+    wanted = {
+        "pids": ({"pids.max": PROCESSES}, [root / "pids", root / "pids" / own.get("pids", "")]),
+        "memory": (
+            {"memory.max": MEMORY, "memory.limit_in_bytes": MEMORY},
+            [root / "memory" / own.get("memory", ""), root / "memory"],
+        ),
+    }
+    for limits, parents in wanted.values():
+        for parent in [*parents, unified]:
+            if parent.is_dir() and (folder := _new_group(parent, limits)) is not None:
+                groups.append(folder)
+                break
+    return groups
 
 
 @functools.lru_cache(maxsize=None)
@@ -241,11 +284,47 @@ def font_cache() -> Path | None:
     return folder
 
 
-def _limits(cpu_seconds: int, group: Path | None = None) -> None:
-    """In the child, before ``bwrap`` (or the runner) starts: the resource limits."""
+KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 311, "s390x": 280}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+@functools.lru_cache(maxsize=None)
+def _keyctl() -> object | None:
+    """libc's ``syscall`` and the ``keyctl`` system call's number here (loaded once, in the
+    grader, never in a forked child), or ``None``."""
+    import ctypes
+    import platform
+
+    number = KEYCTL.get(platform.machine())
+    if number is None or not sys.platform.startswith("linux"):
+        return None
+    try:
+        return functools.partial(ctypes.CDLL(None, use_errno=True).syscall, ctypes.c_long(number))
+    except (OSError, AttributeError):
+        return None
+
+
+def _fresh_keyring() -> None:
+    """In the child: join a new, empty, anonymous session keyring. Kernel keyrings belong to
+    no namespace, so without this the sandbox would share the teacher's session keyring (a
+    login's tokens, Kerberos caches, fscrypt keys) and could read, add or unlink its keys,
+    and a class run's sandboxes could pass messages through it."""
+    import ctypes
+
+    syscall = _keyctl()
+    if syscall is not None:  # (where keyctl is refused, e.g. by a container's seccomp
+        # filter, the sandbox cannot reach any keyring either)
+        syscall(ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
+
+
+def _limits(cpu_seconds: int, groups: list[Path] = ()) -> None:
+    """In the child, before ``bwrap`` (or the runner) starts: a keyring of its own
+    (:func:`_fresh_keyring`) and the resource limits."""
     import resource
 
-    if group is not None:
+    _fresh_keyring()
+
+    for group in groups:
         try:
             (group / "cgroup.procs").write_text(str(os.getpid()))
         except OSError:
@@ -268,6 +347,48 @@ def _limits(cpu_seconds: int, group: Path | None = None) -> None:
             pass
 
 
+class LogTail:
+    """The runner's stderr: a thread reads the pipe to its end and keeps the last
+    :data:`LOG_LIMIT` bytes (the runner never blocks on a full pipe; the grader never holds
+    more, however much is written)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.kept = bytearray()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True, name="sandbox-log")
+        self.thread.start()
+
+    def _drain(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                ready, _, _ = select.select([self.fd], [], [], 0.2)
+                if not ready:
+                    continue
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    return
+                self.kept += chunk
+                if len(self.kept) > LOG_LIMIT:
+                    del self.kept[: len(self.kept) - LOG_LIMIT]
+        except (OSError, ValueError):
+            return
+
+    def close(self) -> None:
+        """Stop reading (at the pipe's end, or after a moment when a process that escaped
+        still holds it) and close the pipe."""
+        self.thread.join(2.0)
+        self.stopping.set()
+        self.thread.join()
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+    def text(self, limit: int = 2000) -> str:
+        return bytes(self.kept[-limit:]).decode(errors="replace")
+
+
 @dataclass
 class Sandbox:
     """A started runner: its process, the two ends of its pipes, and whether it is isolated."""
@@ -276,8 +397,8 @@ class Sandbox:
     read_fd: int
     write_fd: int
     isolated: bool
-    log: Path
-    group: Path | None = None
+    log: LogTail
+    groups: list[Path] = field(default_factory=list)
 
     def end(self) -> None:
         """End the runner and everything it started (the sandbox's PID namespace goes with
@@ -296,10 +417,10 @@ class Sandbox:
         except OSError:
             pass
         self.process.wait()
-        if self.group is not None:
+        for group in self.groups:
             for _ in range(50):  # the namespace's processes are being reaped
                 try:
-                    self.group.rmdir()
+                    group.rmdir()
                     break
                 except OSError:
                     time.sleep(0.02)
@@ -307,20 +428,16 @@ class Sandbox:
             from .processes import end_processes
 
             end_processes(self.process.args[-1])
+        self.log.close()
 
     def log_tail(self) -> str:
-        try:
-            with open(self.log, "rb") as handle:
-                handle.seek(max(0, self.log.stat().st_size - 2000))
-                return handle.read().decode(errors="replace")
-        except OSError:
-            return ""
+        """The last lines the runner wrote to its stderr (at most 2000 characters)."""
+        return self.log.text()
 
 
 def start(
     work: Path,
     candidates: Path,
-    log: Path,
     mode: str,
     cpu_seconds: int,
     isolated: bool,
@@ -365,19 +482,25 @@ def start(
         env["BNCOURSE_FONT_CACHE"] = str(font_cache() or "")
         (work.parent / "home").mkdir(exist_ok=True)
         cwd = str(work)
-    group = process_group_limit()
-    with open(log, "wb") as log_file:
+    groups = process_group_limit()
+    _keyctl()  # (loaded here: the child only calls it)
+    log_r, log_w = os.pipe()
+    try:
         process = subprocess.Popen(
             command,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=log_file,
+            stderr=log_w,
             pass_fds=(to_runner_r, from_runner_w),
-            preexec_fn=lambda: _limits(cpu_seconds, group),
+            preexec_fn=lambda: _limits(cpu_seconds, groups),
             start_new_session=True,
         )
-    os.close(to_runner_r)
-    os.close(from_runner_w)
-    return Sandbox(process, from_runner_r, to_runner_w, isolated, log, group)
+    except BaseException:
+        for fd in (to_runner_r, to_runner_w, from_runner_r, from_runner_w, log_r, log_w):
+            os.close(fd)
+        raise
+    for fd in (to_runner_r, from_runner_w, log_w):
+        os.close(fd)
+    return Sandbox(process, from_runner_r, to_runner_w, isolated, LogTail(log_r), groups)
