@@ -102,6 +102,16 @@ def write(nb, path: Path) -> Path:
     return path
 
 
+def printed(nb) -> str:
+    """What the code cells of an executed notebook printed (their stream outputs), in order."""
+    return "".join(
+        output.get("text", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Attacks (issue 15): each must not pass
 # --------------------------------------------------------------------------------------------

@@ -60,6 +60,18 @@ def _committed() -> bool:
     return status.returncode == 0 and status.stdout.strip() == ""
 
 
+def run_python(python: Path, code: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``code`` run by the environment's ``python`` in ``cwd``, without this checkout on
+    PYTHONPATH (Colab's working folder holds nothing of the course)."""
+    return subprocess.run(
+        [str(python), "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+
+
 @pytest.fixture(scope="module")
 def colab_python(tmp_path_factory) -> Path:
     if not (ROOT / ".git").exists():
@@ -92,12 +104,8 @@ def colab_python(tmp_path_factory) -> Path:
         timeout=INSTALL_TIMEOUT,
     )
     assert install.returncode == 0, install.stderr[-3000:]
-    missing = subprocess.run(
-        [str(python), "-c", "import importlib.util; print(importlib.util.find_spec('bncourse'))"],
-        capture_output=True,
-        text=True,
-        cwd=outside,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    missing = run_python(
+        python, "import importlib.util; print(importlib.util.find_spec('bncourse'))", outside
     )
     assert missing.stdout.strip() == "None", "the fresh environment must not have bncourse"
     return python
@@ -158,13 +166,7 @@ def test_chapter_2_runs_from_its_install_cell_in_a_colab_like_environment(colab_
         assert name == "NotAttempted", (first_line, name, value, installed[-3000:])
     checks = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("check(")]
     assert checks and len(errors) == len(checks), errors
-    where = subprocess.run(
-        [str(colab_python), "-c", "import bncourse; print(bncourse.__file__)"],
-        capture_output=True,
-        text=True,
-        cwd=work,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-    )
+    where = run_python(colab_python, "import bncourse; print(bncourse.__file__)", work)
     assert str(ROOT) not in where.stdout, "bncourse must come from the install, not this folder"
     assert "site-packages" in where.stdout, where.stdout + where.stderr
     assert sys.executable != str(colab_python)

@@ -273,12 +273,7 @@ def test_the_sandbox_is_in_force(tmp_path, monkeypatch):
         before = package_digest()
         run = grader.run_notebook(path, timeout=TIMEOUT)
     assert package_digest() == before
-    printed = "".join(
-        output.get("text", "")
-        for cell in run.executed.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    )
+    printed = made.printed(run.executed)
     lines = [line for line in printed.splitlines() if line.startswith(("blocked:", "OPEN:"))]
     assert len(lines) == 9 and all(line.startswith("blocked:") for line in lines), lines
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
@@ -361,12 +356,7 @@ def test_a_cell_cannot_fill_the_disk_or_memory(tmp_path, monkeypatch):
         made.chapter_notebook(CH1, extra=(cell,)), tmp_path / "c" / "eve" / "n.ipynb"
     )
     run = grader.run_notebook(filler, timeout=TIMEOUT, learner="eve")
-    printed = "".join(
-        output.get("text", "")
-        for cell in run.executed.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    )
+    printed = made.printed(run.executed)
     written = {
         line.split()[1].rstrip(":"): int(line.split()[2])
         for line in printed.splitlines()
@@ -477,12 +467,7 @@ def test_the_sandbox_has_a_session_keyring_of_its_own(tmp_path):
     assert libc.syscall(add_key, b"user", b"bncourse-teacher-key", secret, len(secret), -3) > 0
     path = made.write(made.chapter_notebook(CH1, extra=(KEYRING_PROBE,)), tmp_path / "n.ipynb")
     run = grader.run_notebook(path, timeout=TIMEOUT)
-    printed = "".join(
-        output.get("text", "")
-        for cell in run.executed.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    )
+    printed = made.printed(run.executed)
     assert "teacher key: absent" in printed and "listed in /proc/keys: False" in printed, printed
     assert libc.syscall(keyctl, 10, -3, b"user", b"bncourse-planted", 0) < 0, "a key was planted"
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
@@ -527,12 +512,7 @@ def test_the_sandbox_memory_is_bounded_in_all_where_the_grader_is_root(tmp_path,
     monkeypatch.setattr(sandbox, "MEMORY", 3 * 2**29)
     path = made.write(made.chapter_notebook(CH1, extra=(MEMORY_HOG,)), tmp_path / "n.ipynb")
     run = grader.run_notebook(path, timeout=TIMEOUT)
-    printed = "".join(
-        output.get("text", "")
-        for cell in run.executed.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    )
+    printed = made.printed(run.executed)
     assert "child: -9" in printed, printed
     assert [r.status for r in run.results] == ["passed"] * 3, run.results
 
