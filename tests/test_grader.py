@@ -362,6 +362,21 @@ def test_an_infinite_loop_is_graded_in_bounded_time(tmp_path):
     assert elapsed < 10 * LOOP_TIMEOUT, elapsed  # two cells time out, the kernel restarts once
 
 
+def test_cells_tagged_grader_skip_are_not_run(tmp_path):
+    """A chapter's long demonstrations are tagged so that grading does not wait for them
+    (bncourse/grading/kernel.py); this one would kill the kernel if it ran."""
+    from bncourse.grading.kernel import SKIP_TAG, SKIPPED
+
+    demonstration = nbformat.v4.new_code_cell("import os\nos._exit(3)  # a long training run")
+    demonstration.metadata["tags"] = [SKIP_TAG]
+    nb = small_chapter(extra=[demonstration])
+    run = grader.run_notebook(write(nb, tmp_path / "nb.ipynb"), timeout=60)
+    assert statuses(run.results) == dict.fromkeys(statuses(run.results), "passed")
+    assert run.notes == [], run.notes  # no kernel died
+    executed = next(c for c in run.executed.cells if SKIP_TAG in c.metadata.get("tags", []))
+    assert executed.outputs[0]["text"] == SKIPPED
+
+
 def test_a_dead_kernel_is_restarted_without_the_cell_that_killed_it(tmp_path):
     killer = nbformat.v4.new_code_cell("import os\nos._exit(1)")
     path = write(small_chapter(extra=[killer]), tmp_path / "nb.ipynb")

@@ -757,3 +757,70 @@ def test_the_marker_rule_refuses_what_would_hide_a_number(source, tags, why):
     timing = nbformat.v4.new_code_cell("start = time.perf_counter()\nprint(seconds)")
     timing.metadata["tags"] = ["nbval-ignore-output"]
     assert unchecked_output(timing) is None
+
+
+# --------------------------------------------------------------------------------------------
+# The grader skips the long demonstrations (cells tagged grader-skip, bncourse/grading/kernel.py)
+# --------------------------------------------------------------------------------------------
+def bound_and_free(source: str) -> tuple[set[str], set[str]]:
+    """The names a cell binds (assignments, loops, imports, definitions, at any depth: more
+    than it binds at the top, which only makes the check stricter) and the names it reads
+    without binding them itself."""
+    from IPython.core.inputtransformer2 import TransformerManager  # (%pip, !commands)
+
+    bound, read = set(), set()
+    for node in ast.walk(ast.parse(TransformerManager().transform_cell(source))):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, (ast.Store, ast.Del)) else read).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return bound, read - bound
+
+
+def grader_skip_problems(nb) -> list[str]:
+    """Why skipping ``nb``'s cells tagged grader-skip could change what another cell does:
+    an untagged cell reading a name that a tagged cell before it binds, or a tagged cell
+    that is an exercise's (its solution, its check). Empty when skipping is safe."""
+    from bncourse.grading.kernel import skipped_cells
+
+    tagged, problems, bound_by_skipped = skipped_cells(nb), [], set()
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        bound, free = bound_and_free(cell.source)
+        first = cell.source.splitlines()[0] if cell.source else ""
+        if index in tagged:
+            if "BEGIN SOLUTION" in cell.source or cell.source.startswith("check("):
+                problems.append(f"cell {index} is an exercise's: {first}")
+            bound_by_skipped |= bound
+        elif free & bound_by_skipped:
+            problems.append(f"cell {index} reads {sorted(free & bound_by_skipped)}: {first}")
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_cells_the_grader_skips_are_needed_by_no_other(path):
+    assert grader_skip_problems(nbformat.read(path, as_version=4)) == []
+
+
+def test_the_grader_skip_check_finds_a_needed_cell():
+    def cell(source: str, tagged: bool = False):
+        new = nbformat.v4.new_code_cell(source)
+        new.metadata["tags"] = ["grader-skip"] if tagged else []
+        return new
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [cell("import torch"), cell("model = train()", True), cell("print(torch.pi)")]
+    assert grader_skip_problems(nb) == []
+    nb.cells.append(cell("print(model)"))
+    assert grader_skip_problems(nb) == ["cell 3 reads ['model']: print(model)"]
+    nb.cells[-1] = cell("model = 2\nprint(model)")  # binds it first: no dependence
+    assert grader_skip_problems(nb) == []
+    nb.cells.append(cell('check("standardize", standardize)', True))
+    assert grader_skip_problems(nb) == [
+        'cell 4 is an exercise\'s: check("standardize", standardize)'
+    ]

@@ -11,7 +11,12 @@ the cells that did not finish. The rules:
   is killed and the notebook runs again in a new kernel without that cell -- about twice the
   timeout for such a cell;
 * a cell that kills the kernel (``os._exit``, a crash) is skipped the same way, and so is
-  one after which the kernel no longer takes messages (it wrote into the kernel's sockets).
+  one after which the kernel no longer takes messages (it wrote into the kernel's sockets);
+* a cell tagged :data:`SKIP_TAG` is not run: the chapters tag their long demonstrations
+  (training runs, benchmarks, compilations) that no exercise needs, so that grading a
+  notebook takes seconds rather than minutes. The course checks that nothing an untagged
+  cell reads is bound by a tagged one (tests/test_project.py); in a learner's notebook, a
+  cell that reads such a name gets a ``NameError``, as in any notebook run out of order.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from nbclient.exceptions import DeadKernelError
 
 from ..notebooks import KERNEL
 
-__all__ = ["TIMEOUT_NAME", "execute"]
+__all__ = ["SKIP_TAG", "TIMEOUT_NAME", "execute", "skipped_cells"]
 
 TIMEOUT_NAME = "CellTimeoutError"
+SKIP_TAG = "grader-skip"
+SKIPPED = "(not run by the grader: a long demonstration that no exercise needs)\n"
 ALIVE = "bncourse-kernel-alive"
 
 _QUIET = logging.getLogger("bncourse.grading.kernel")  # timeouts are reported in the table
@@ -43,6 +50,15 @@ def _printed(cell: nbformat.NotebookNode) -> str:
 
 def _ignore(seconds: float) -> None:
     pass
+
+
+def skipped_cells(nb: nbformat.NotebookNode) -> set[int]:
+    """The indices of ``nb``'s code cells tagged :data:`SKIP_TAG`, which are not run."""
+    return {
+        index
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and SKIP_TAG in cell.get("metadata", {}).get("tags", [])
+    }
 
 
 async def _attempt(
@@ -118,13 +134,20 @@ def execute(
     ``alive(seconds)`` is called before each cell with the most it may take (the worker's
     heartbeat: the grader kills a worker that misses one)."""
     skipped: dict[int, str] = {}
+    tagged = skipped_cells(nb)
     for _attempt_number in range(len(nb.cells) + 1):
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs, cell.execution_count = [], None
         alive(90)  # a new kernel starts
-        problems, restart = asyncio.run(_attempt(nb, cwd, timeout, env, set(skipped), alive))
+        problems, restart = asyncio.run(
+            _attempt(nb, cwd, timeout, env, set(skipped) | tagged, alive)
+        )
         if restart is None:
-            return {**skipped, **problems}
+            break
         skipped[restart[0]] = restart[1]
-    return skipped
+    else:
+        problems = {}
+    for index in tagged:  # what the learner sees in the executed copy
+        nb.cells[index].outputs = [nbformat.v4.new_output("stream", name="stdout", text=SKIPPED)]
+    return {**skipped, **problems}
