@@ -4,13 +4,13 @@ Colab opens one notebook, with its own Python that has torch, numpy, matplotlib,
 scikit-learn and ipykernel preinstalled and no ``bncourse``. The first code cell of every
 chapter (and so of every exercise notebook) installs ``bncourse`` from the repository set in
 ``_config.yml`` (``repository.url``; tests/test_project.py checks that the two agree). Here a
-fresh virtual environment holds only what Colab preinstalls (from the package index pip is
-configured with), the install cell's URL is pointed at this checkout (``git+file://``: the
+fresh virtual environment holds only what Colab preinstalls (this environment's files of
+the same pins, linked: :func:`preinstall`), the install cell's URL is pointed at this checkout (``git+file://``: the
 committed tree, as GitHub would serve it), and chapter 2's exercise notebook runs in that
 environment's kernel from its first cell on: the install must succeed, and every exercise
 must report "not attempted yet" (the stubs), nothing else.
 
-About 5 minutes on two busy cores (most of it installing torch); marked slow, and bounded.
+About a minute on two busy cores (most of it the install cell and chapter 2); marked slow.
 ``BNCOURSE_REUSE_COLAB_ENV=DIR`` (development only) reuses the environment a run left in
 ``DIR`` (its ``bin/python``), after uninstalling ``bncourse`` from it.
 """
@@ -22,17 +22,19 @@ import os
 import subprocess
 import sys
 import venv
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 from nbclient import NotebookClient
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "exercises" / "02_numpy_forward.ipynb"
 COLAB_PREINSTALLED = ["torch", "numpy", "matplotlib", "scikit-learn", "ipykernel"]
-INSTALL_TIMEOUT = 900  # seconds, torch included
 CELL_TIMEOUT = 300  # seconds per cell; the install cell is the slowest
 
 pytestmark = pytest.mark.slow
@@ -72,6 +74,41 @@ def run_python(python: Path, code: str, cwd: Path) -> subprocess.CompletedProces
     )
 
 
+def distributions(names: list[str]) -> list[metadata.Distribution]:
+    """The distributions of ``names`` in this environment and everything they require (no
+    extras), each once."""
+    found, todo = {}, list(names)
+    while todo:
+        dist = metadata.distribution(todo.pop())
+        key = canonicalize_name(dist.metadata["Name"])
+        if key in found:
+            continue
+        found[key] = dist
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return list(found.values())
+
+
+def preinstall(names: list[str], site: Path) -> None:
+    """Put ``names`` and their requirements into the ``site``-packages of a fresh environment,
+    as Colab has them preinstalled: the files this environment installed from the same
+    pins (requirements.txt), linked, not copied, with their ``.dist-info`` (so that pip sees
+    them installed). Installing them from the index took about a minute of the suite's time
+    (torch alone: 21 s to unpack) for nothing that the test is about."""
+    for dist in distributions(names):
+        root = Path(dist.locate_file(""))
+        for file in dist.files or []:
+            source = root / file
+            if ".." in file.parts or not source.is_file():  # scripts in bin/: not needed
+                continue
+            target = site / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(source)
+
+
 @pytest.fixture(scope="module")
 def colab_python(tmp_path_factory) -> Path:
     if not (ROOT / ".git").exists():
@@ -89,21 +126,8 @@ def colab_python(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("colab")
     venv.create(folder / "env", with_pip=True, clear=True)
     python = folder / "env" / ("Scripts" if os.name == "nt" else "bin") / "python"
-    wanted = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        name = line.split("==")[0].strip().lower()
-        if name in COLAB_PREINSTALLED and "==" in line:
-            wanted[name] = line.split(";")[0].strip()  # the tested pins, as Colab has its own
-    packages = [wanted.get(name, name) for name in COLAB_PREINSTALLED]
-    install = subprocess.run(
-        # --no-compile: Python compiles what is imported when it is imported; pip's byte-
-        # compiling every file of torch took most of this step (torch alone: 54 s, 21 s without)
-        [str(python), "-m", "pip", "install", "--quiet", "--no-compile", *packages],
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
+    site = run_python(python, "import sysconfig; print(sysconfig.get_path('purelib'))", outside)
+    preinstall(COLAB_PREINSTALLED, Path(site.stdout.strip()))
     missing = run_python(
         python, "import importlib.util; print(importlib.util.find_spec('bncourse'))", outside
     )
