@@ -5,10 +5,10 @@ scikit-learn and ipykernel preinstalled and no ``bncourse``. The first code cell
 chapter (and so of every exercise notebook) installs ``bncourse`` from the repository set in
 ``_config.yml`` (``repository.url``; tests/test_project.py checks that the two agree). Here a
 fresh virtual environment holds only what Colab preinstalls (this environment's files of
-the same pins, linked: :func:`preinstall`), the install cell's URL is pointed at this checkout (``git+file://``: the
-committed tree, as GitHub would serve it), and chapter 2's exercise notebook runs in that
-environment's kernel from its first cell on: the install must succeed, and every exercise
-must report "not attempted yet" (the stubs), nothing else.
+the same pins, linked: :func:`preinstall`), the install cell's URL is pointed at this
+checkout (``git+file://``: the committed tree, as GitHub would serve it), and chapter 2's
+exercise notebook runs in that environment's kernel from its first cell on: the install must
+succeed, and every exercise must report "not attempted yet" (the stubs), nothing else.
 
 About a minute on two busy cores (most of it the install cell and chapter 2); marked slow.
 ``BNCOURSE_REUSE_COLAB_ENV=DIR`` (development only) reuses the environment a run left in
@@ -124,10 +124,10 @@ def colab_python(tmp_path_factory) -> Path:
         )
         return python
     folder = tmp_path_factory.mktemp("colab")
-    venv.create(folder / "env", with_pip=True, clear=True)
+    venv.create(folder / "env", clear=True)
     python = folder / "env" / ("Scripts" if os.name == "nt" else "bin") / "python"
     site = run_python(python, "import sysconfig; print(sysconfig.get_path('purelib'))", outside)
-    preinstall(COLAB_PREINSTALLED, Path(site.stdout.strip()))
+    preinstall(["pip", *COLAB_PREINSTALLED], Path(site.stdout.strip()))
     missing = run_python(
         python, "import importlib.util; print(importlib.util.find_spec('bncourse'))", outside
     )
