@@ -8,7 +8,10 @@ Each chapter in ``notebooks/`` executes twice per test run:
    comparison shows that every solution passes its checker;
 2. as the generated learner notebook in ``exercises/``, under the grader: every exercise must
    be "not attempted yet" (the stub's ``NotImplementedError``), with no traceback, and the
-   file must be left as it was.
+   file must be left as it was. The grader does not run the cells tagged ``grader-skip``
+   (the long training runs, benchmarks and compilations, which no exercise needs and which
+   nbval has just run in the chapter; tests/test_project.py checks that no other cell reads
+   what they bind), so this second run takes seconds per chapter.
 
 The book build shows the committed outputs instead of executing them a third time
 (``_config.yml``). The rest of this file checks nbval itself as the suite configures it, on
