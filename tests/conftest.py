@@ -104,7 +104,41 @@ FIRST = (
 )
 
 
+# Tests of seconds each on a quiet machine (a compilation, a grader run, a process group),
+# marked ``slow`` here, so that ``course.py test --fast`` (``-m "not slow"``) stays a quick
+# loop of under 3 minutes; the whole suite runs them. (Modules and tests that execute
+# notebooks, build the book or drive the browser carry the mark themselves.)
+SLOW = (
+    "tests/test_batchnorm_interface.py::test_modules_match_torch_nn_over_many_steps",
+    "tests/test_batchnorm_interface.py::test_pytorch_module_inputs[compiled_bn",
+    "tests/test_compiled_bn.py::test_generated_code_matches_torch_nn_over_steps",
+    "tests/test_compiled_bn.py::test_no_cpp_compiler_warns_once_and_runs_eager",
+    "tests/test_compiled_bn.py::test_split_reduction_compiled_equals_torch_nn",
+    "tests/test_compiled_bn.py::test_the_compiled_passes_run_and_agree_with_eager_formulas",
+    "tests/test_compiled_bn.py::test_under_a_path_with_a_space",
+    "tests/test_distributed.py::test_sync_bn_equals_one_bn_over_the_global_batch",
+    "tests/test_grader.py::test_a_dead_kernel",
+    "tests/test_grader.py::test_a_wrong_answer_fails",
+    "tests/test_grader.py::test_an_infinite_loop",
+    "tests/test_grader.py::test_an_invalid_notebook",
+    "tests/test_grader.py::test_cells_tagged_grader_skip",
+    "tests/test_grader.py::test_refuses_what_is_not_a_notebook",
+    "tests/test_grader.py::test_the_command_reports",
+    "tests/test_grading_robustness.py",
+    "tests/test_notebooks.py::test_nbval_fails_what_differs",
+    "tests/test_torch_bn.py::test_an_eval_forward_keeps_its_backward",
+    "tests/test_torch_bn.py::test_torch_compile_of_a_model_holding_ours",
+    "tests/test_triton_bn.py::test_every_launch_compiles_for_an_h100",
+    "tests/test_triton_bn.py::test_importing_sets_nothing",
+    "tests/test_triton_bn.py::test_torch_compile_with_fullgraph",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+
     def rank(item: pytest.Item) -> int:
         return next(
             (i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST)
