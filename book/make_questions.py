@@ -3,9 +3,10 @@
     .venv/bin/python book/make_questions.py
 
 The questions are data (book/questions.yml: each question, where it was asked, and the
-section of the book that answers it or a source outside the book's scope); the page is
-generated from them, and tests/test_questions.py fails when the committed page differs from
-what this script writes, or when a question lacks a source or a valid target.
+section of the book that answers it and the FAQ entry that answers it in short, or a source
+outside the book's scope); the page is generated from them, and tests/test_questions.py fails
+when the committed page differs from what this script writes, when a question lacks a source
+or a valid target, or when its FAQ entry is missing or links to no section of a chapter.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 DATA = BOOK / "questions.yml"
 PAGE = BOOK / "questions.md"
+FAQ = BOOK / "faq.md"
 
 _LABEL = re.compile(r"^\(([\w-]+)\)=\s*\n+(#+ +(.*))?", re.M)
+# An entry of the FAQ: its anchor, then its text up to the next anchor or ## heading.
+_FAQ_ENTRY = re.compile(r"^\((faq-[\w-]+)\)=[ \t]*\n(.*?)(?=^\(faq-|^## |\Z)", re.M | re.S)
+_REF = re.compile(r"\{ref\}`(?:[^`<]*<)?([\w-]+)>?`")
 
 INTRODUCTION = """\
 # Questions people ask
@@ -31,7 +36,7 @@ Questions that practitioners ask about BatchNorm in forums, on question-and-answ
 in the issue trackers of PyTorch and of the libraries built on it, each with a link to where
 it was asked (paraphrased here), grouped by topic, and with the section of this book that
 answers it. A few lie outside the book's scope; for those, a good source to read instead.
-The {doc}`FAQ <faq>` answers the most common of them in a paragraph each.
+Each question answered in the book also links to its short answer in the {doc}`FAQ <faq>`.
 """
 
 
@@ -48,6 +53,38 @@ def sections() -> dict[str, tuple[str, str]]:
         for match in _LABEL.finditer(path.read_text()):
             found[match.group(1)] = (path.stem, match.group(3) or "")
     return found
+
+
+def faq_entries(text: str | None = None) -> dict[str, str]:
+    """The FAQ's entries (book/faq.md, or ``text``): {anchor: the entry's text}."""
+    text = FAQ.read_text() if text is None else text
+    return {match.group(1): match.group(2) for match in _FAQ_ENTRY.finditer(text)}
+
+
+def faq_problems(
+    questions: list[dict], entries: dict[str, str], chapter_labels: set[str]
+) -> list[str]:
+    """What is wrong with the links between the questions and the FAQ: a question answered in
+    the book without a ``faq`` anchor, an anchor the FAQ lacks, or an entry that links
+    (``{ref}``) to no section label of a chapter, where its claim is executed."""
+    problems = []
+    for item in questions:
+        if "answer" not in item:
+            continue
+        anchor = item.get("faq")
+        if anchor is None:
+            problems.append(f"no faq entry named for {item['q']!r}")
+        elif anchor not in entries:
+            problems.append(f"{anchor}: no such anchor in the FAQ ({item['q']!r})")
+        elif not set(_REF.findall(entries[anchor])) & chapter_labels:
+            problems.append(f"{anchor}: the entry links to no section of a chapter")
+    return problems
+
+
+def chapter_labels() -> set[str]:
+    """The section labels of the chapters (the notebooks), where the book executes code."""
+    chapters = {path.stem for path in (ROOT / "notebooks").glob("*.ipynb")}
+    return {label for label, (page, _) in sections().items() if page in chapters}
 
 
 def load() -> list[dict]:
@@ -83,6 +120,8 @@ def render(groups: list[dict]) -> str:
             else:
                 pointer = item["out_of_scope"]
                 where = f"Outside this book's scope: [{pointer['title']}]({pointer['url']})."
+            if "faq" in item:
+                where += f" {{ref}}`Short answer in the FAQ <{item['faq']}>`."
             note = f" {item['note']}" if item.get("note") else ""
             lines.append(f"- **{item['q']}** {asked} {where}{note}")
     return "\n".join(lines) + "\n"
