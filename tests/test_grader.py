@@ -142,9 +142,15 @@ def test_generated_notebook_hides_solutions_and_keeps_the_rest(path):
     assert ids == grader.exercise_ids(chapter) and len(ids) >= 2
     sources = "\n".join(c.source for c in learner.cells if c.cell_type == "code")
     for exercise_id in ids:
-        function = EXERCISES[exercise_id].function
-        assert f'raise NotImplementedError("{exercise_id}: write your solution here")' in sources
-        assert f"def {function}(" in sources or f"class {function}" in sources
+        ex = EXERCISES[exercise_id]
+        function = ex.function
+        if ex.prediction:  # the variable, set to None
+            assert f"{function} = None  # {exercise_id}: your prediction here" in sources
+        else:
+            assert (
+                f'raise NotImplementedError("{exercise_id}: write your solution here")' in sources
+            )
+        assert ex.defined_in(sources)
         assert f'check("{exercise_id}", {function})' in sources
     # the chapter's prose and demonstrations are all there, the prose in plain Markdown
     kept = {c.source for c in learner.cells}
@@ -205,6 +211,24 @@ def test_stub_keeps_signature_docstring_and_indentation():
     )
     with pytest.raises(ValueError, match="without"):
         stub_source("### BEGIN SOLUTION\nx = 1", "demo")
+
+
+def test_a_prediction_stub_sets_the_variable_to_none():
+    """A region at the cell's top level is a prediction's: each variable it assigns becomes
+    None (the check says "not attempted"), its comments (the model answer) go, and the
+    code around it stays."""
+    source = (
+        "### BEGIN SOLUTION\npredicted_m = 128\n# because N * H * W\nshape: tuple = (2, 3)\n"
+        "### END SOLUTION\nprint('after')"
+    )
+    assert stub_source(source, "demo") == (
+        "predicted_m = None  # demo: your prediction here\n"
+        "shape = None  # demo: your prediction here\nprint('after')"
+    )
+    from bncourse.checks import NotAttempted, check
+
+    with pytest.raises(NotAttempted, match="still None"):
+        check("predict-values-per-channel", None)
 
 
 def test_make_exercises_check_flag_reports_a_stale_folder(tmp_path):

@@ -174,7 +174,7 @@ def test_notebook_structure(path):
         source = "\n".join(cell.source for cell in code)
         assert source.count("### BEGIN SOLUTION") == source.count("### END SOLUTION") >= 1
         function = EXERCISES[exercise_id].function
-        assert f"def {function}(" in source or f"class {function}" in source, (
+        assert EXERCISES[exercise_id].defined_in(source), (
             f"{label}: the solution must define {function}, the name in the exercise's signature"
         )
 

@@ -19,8 +19,10 @@ from .base import (
     Mistakes,
     as_array,
     compare,
+    compare_prediction,
     exercise,
     feedback,
+    prediction,
     quoted,
     rng,
     tuple_text,
@@ -488,3 +490,39 @@ def probe_batchnorm_modes(batch_norm: Callable[..., Any]) -> str | None:
             "sqrt(var + eps)."
         )
     return text.strip() or None
+
+
+# --------------------------------------------------------------------------------------------
+# predict-running-var: before one update is printed
+# --------------------------------------------------------------------------------------------
+PAIR_VAR = 10.0 / 3.0  # the unbiased variance of 1, 2, 4, 5 (the biased one is 2.5)
+
+
+@prediction(
+    "predict-running-var",
+    chapter=CHAPTER,
+    title="Predict running_var after one batch",
+    signature="predicted_running_var: a number, running_var of the feature 1, 2, 4, 5",
+)
+def check_predict_running_var(predicted_running_var: Any) -> str:
+    # Tolerance 1e-3: 0.9 + 0.1 * 10/3 = 1.2333 worked out by hand to four digits passes; the
+    # nearest mistake, the biased variance (1.15), is 0.08 away.
+    got = compare_prediction(
+        "predicted_running_var",
+        predicted_running_var,
+        0.9 * 1.0 + 0.1 * PAIR_VAR,
+        tolerance=1e-3,
+        mistakes={
+            "running_var takes the unbiased variance (divide by m - 1 = 3), although the "
+            "batch is normalized with the biased one": 0.9 * 1.0 + 0.1 * 2.5,
+            "PyTorch's momentum is the weight of the new batch, not of the old value "
+            "(Keras' convention)": 0.1 * 1.0 + 0.9 * PAIR_VAR,
+            "PyTorch's momentum weights the new batch, and running_var takes the unbiased "
+            "variance": 0.1 * 1.0 + 0.9 * 2.5,
+            "one batch moves running_var a tenth of the way, it does not replace it": PAIR_VAR,
+            "running_var starts at 1, not 0": 0.1 * PAIR_VAR,
+            "a forward pass in training mode updates the running statistics": 1.0,
+        },
+        otherwise="Apply running = 0.9 * running + 0.1 * batch, from 1, with the unbiased variance",
+    )
+    return f"you predicted {got}: 0.9 * 1 + 0.1 * 10/3, the unbiased variance"

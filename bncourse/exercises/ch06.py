@@ -15,7 +15,9 @@ from .base import (
     as_array,
     compare,
     compare_number,
+    compare_prediction,
     exercise,
+    prediction,
     rng,
     tuple_text,
     unpack,
@@ -268,3 +270,34 @@ def check_output_range(range_params: Callable[..., Any]) -> str:
             mistakes=RANGE.answers(x, low, high, 1e-5),
         )
     return "training-mode BatchNorm maps each channel onto exactly [low, high]"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-pair-xhat: before a batch of two is normalized
+# --------------------------------------------------------------------------------------------
+@prediction(
+    "predict-pair-xhat",
+    chapter=CHAPTER,
+    title="Predict the normalized value in a batch of two",
+    signature="predicted_xhat: a number, xhat of 1000.0 in the batch (3.0, 1000.0)",
+)
+def check_predict_pair_xhat(predicted_xhat: Any) -> str:
+    # Tolerance 1e-3: the answer is exactly 1 (eps = 0); 1/sqrt(2) = 0.7071 is far outside.
+    got = compare_prediction(
+        "predicted_xhat",
+        predicted_xhat,
+        1.0,
+        tolerance=1e-3,
+        mistakes={
+            "BatchNorm divides by the biased standard deviation (divide by m), not the "
+            "unbiased one": 1 / np.sqrt(2.0),
+            "the output is the input minus its mean over the standard deviation, not "
+            "a value on the input's scale": 1000.0 - 501.5,
+        },
+        otherwise=(
+            "With two values the mean is halfway between them and the standard deviation is "
+            "half the gap, so each value is one standard deviation away: -1 and 1, whatever "
+            "the values (Samuelson's bound sqrt(m - 1) = 1)"
+        ),
+    )
+    return f"you predicted {got}: a batch of two always normalizes to -1 and 1"

@@ -215,10 +215,28 @@ def test_batchnorm_modes_mistakes(wrong, diagnosis):
         check("batchnorm-modes", wrong)
 
 
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (1.15, "unbiased variance"),
+        (3.1, "Keras"),
+        (2.35, "weights the new batch, and running_var takes the unbiased"),
+        (3.3333, "a tenth of the way"),
+        (0.3333, "starts at 1"),
+        (1.0, "updates the running statistics"),
+        (1.25, "from 1, with the unbiased"),
+    ],
+)
+def test_predict_running_var_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-running-var", wrong)
+
+
 RIGHT = {
     "state-sizes": lambda c, affine, track: (2 * c if affine else 0, 2 * c + 1 if track else 0),
     "running-stats-update": right_running_stats_update,
     "batchnorm-modes": right_batchnorm_modes,
+    "predict-running-var": 1.2333,
 }
 
 (
