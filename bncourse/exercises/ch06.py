@@ -273,31 +273,26 @@ def check_output_range(range_params: Callable[..., Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# predict-pair-xhat: before a batch of two is normalized
+# predict-bias-grad: before the bias before BatchNorm is shown to do nothing
 # --------------------------------------------------------------------------------------------
 @prediction(
-    "predict-pair-xhat",
+    "predict-bias-grad",
     chapter=CHAPTER,
-    title="Predict the normalized value in a batch of two",
-    signature="predicted_xhat: a number, xhat of 1000.0 in the batch (3.0, 1000.0)",
+    title="Predict the gradient of a bias before BatchNorm",
+    signature="predicted_bias_grad: a number, the largest |dL/db| of Linear then BatchNorm1d",
 )
-def check_predict_pair_xhat(predicted_xhat: Any) -> str:
-    # Tolerance 1e-3: the answer is exactly 1 (eps = 0); 1/sqrt(2) = 0.7071 is far outside.
+def check_predict_bias_grad(predicted_bias_grad: Any) -> str:
+    # Tolerance 1e-6: the gradient is exactly 0 (float64 leaves about 1e-14), while any
+    # number a trained parameter's gradient would have is of order 1 (the weight's is 24).
     got = compare_prediction(
-        "predicted_xhat",
-        predicted_xhat,
-        1.0,
-        tolerance=1e-3,
-        mistakes={
-            "BatchNorm divides by the biased standard deviation (divide by m), not the "
-            "unbiased one": 1 / np.sqrt(2.0),
-            "the output is the input minus its mean over the standard deviation, not "
-            "a value on the input's scale": 1000.0 - 501.5,
-        },
+        "predicted_bias_grad",
+        predicted_bias_grad,
+        0.0,
+        tolerance=1e-6,
         otherwise=(
-            "With two values the mean is halfway between them and the standard deviation is "
-            "half the gap, so each value is one standard deviation away: -1 and 1, whatever "
-            "the values (Samuelson's bound sqrt(m - 1) = 1)"
+            "BatchNorm subtracts the batch mean, so adding b to a channel leaves its output "
+            "unchanged: the loss does not depend on b, and dL/db, the sum of dL/dx over the "
+            "batch, is 0 (chapter 3's first identity)"
         ),
     )
-    return f"you predicted {got}: a batch of two always normalizes to -1 and 1"
+    return f"you predicted {got}: a bias before BatchNorm never learns anything"

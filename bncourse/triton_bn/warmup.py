@@ -29,9 +29,9 @@ __all__ = ["row_sum_kernel", "row_sum", "launcher"]
 @triton.jit
 def row_sum_kernel(x_ptr, out_ptr, n_cols, stride_row, BLOCK: tl.constexpr):
     """``out[row] = sum(x[row, :n_cols])``, one program per row."""
-    row = tl.program_id(0)                   # which program am I: my row
-    cols = tl.arange(0, BLOCK)               # 0, 1, ..., BLOCK - 1
-    mask = cols < n_cols                     # the block may be longer than the row
+    row = tl.program_id(0)          # which program this is: its row
+    cols = tl.arange(0, BLOCK)      # 0, 1, ..., BLOCK - 1
+    mask = cols < n_cols            # the lanes inside the row
     x = tl.load(x_ptr + row * stride_row + cols, mask=mask, other=0.0)
     tl.store(out_ptr + row, tl.sum(x, axis=0))  # one number per program
 # fmt: on
@@ -57,11 +57,11 @@ _jitted: dict[Any, JITFunction] = {}
 
 
 def row_sum(x: torch.Tensor) -> torch.Tensor:
-    """The sum of each row of a 2-d tensor ``x``, by :func:`row_sum_kernel`: shape
-    ``(x.shape[0],)``, ``x``'s dtype (float32 or float64)."""
+    """The sum of each row of a 2-d tensor ``x``, by :func:`row_sum_kernel`:
+    shape ``(x.shape[0],)``, ``x``'s dtype."""
     if x.ndim != 2:
         raise ValueError(f"row_sum: expected a 2-d tensor, got {x.ndim}-d")
-    x = x.contiguous()  # rows of consecutive values: column j is at row * stride_row + j
+    x = x.contiguous()  # value (row, j) at row * stride_row + j
     rows, cols = x.shape
     out = torch.empty(rows, dtype=x.dtype, device=x.device)
     if rows == 0:

@@ -159,18 +159,10 @@ def test_output_range_accepts_the_mirrored_answer():
     check("output-range", mirrored)
 
 
-@pytest.mark.parametrize(
-    "wrong, diagnosis",
-    [
-        (0.7071, "biased standard deviation"),
-        (498.5, "not a value on the input's scale"),
-        (1.4142, "half the gap"),
-        (-1.0, "half the gap"),
-    ],
-)
-def test_predict_pair_xhat_mistakes_are_named(wrong, diagnosis):
-    with pytest.raises(CheckFailed, match=diagnosis):
-        check("predict-pair-xhat", wrong)
+@pytest.mark.parametrize("wrong", [24.44, 1.0, -3.0, 1e-3])
+def test_predict_bias_grad_explains_a_nonzero_gradient(wrong):
+    with pytest.raises(CheckFailed, match="chapter 3's first identity"):
+        check("predict-bias-grad", wrong)
 
 
 RIGHT = {
@@ -180,7 +172,7 @@ RIGHT = {
     ),
     "samuelson-bound": lambda m, ddof=0: (m - 1) / math.sqrt(m) if ddof else math.sqrt(m - 1),
     "output-range": right_range_params,
-    "predict-pair-xhat": 1,
+    "predict-bias-grad": 0.0,
 }
 
 (
