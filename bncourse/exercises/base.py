@@ -53,6 +53,7 @@ __all__ = [
     "compare",
     "compare_number",
     "compare_prediction",
+    "predicted_letters",
     "unpack",
     "first_output",
     "tuple_text",
@@ -471,6 +472,27 @@ def compare_prediction(
     if otherwise:
         raise CheckFailed(f"{message} {otherwise}.", cause=otherwise)
     raise CheckFailed(message)
+
+
+def predicted_letters(name: str, value: Any, choices: str) -> set[str]:
+    """A prediction of which runs fail as a set of letters: from ``"ac"``, ``"a, c"`` or
+    ``["a", "c"]``; a :class:`CheckFailed` for anything else."""
+    if isinstance(value, str):
+        items = [ch for ch in value.lower() if not ch.isspace() and ch not in ",;"]
+    elif isinstance(value, (list, tuple, set, frozenset)) and all(
+        isinstance(v, str) for v in value
+    ):
+        items = [v.strip().lower() for v in value]
+    else:
+        raise CheckFailed(
+            f'{name} should be the letters of the runs that fail, such as "ab", got {quoted(value)}'
+        )
+    unknown = sorted(set(items) - set(choices))
+    if unknown:
+        raise CheckFailed(
+            f"{name} holds {', '.join(map(repr, unknown))}: the runs are {', '.join(choices)}"
+        )
+    return set(items)
 
 
 def first_output(result: Any) -> Any:

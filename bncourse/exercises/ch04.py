@@ -22,6 +22,7 @@ from .base import (
     compare_prediction,
     exercise,
     feedback,
+    predicted_letters,
     prediction,
     quoted,
     rng,
@@ -526,3 +527,41 @@ def check_predict_running_var(predicted_running_var: Any) -> str:
         otherwise="Apply running = 0.9 * running + 0.1 * batch, from 1, with the unbiased variance",
     )
     return f"you predicted {got}: 0.9 * 1 + 0.1 * 10/3, the unbiased variance"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-batch-of-one: which runs with one sample fail
+# --------------------------------------------------------------------------------------------
+ONE_SAMPLE_RUNS = {
+    "a": "nn.BatchNorm2d(3) in training mode on one 2x2 image, shape (1, 3, 2, 2)",
+    "b": "nn.BatchNorm1d(3) in eval mode on one sample, shape (1, 3)",
+    "c": "nn.BatchNorm1d(3, track_running_stats=False) in eval mode on one sample",
+}
+ONE_SAMPLE_WHY = {
+    "a": "one 2x2 image has 4 values per channel: what counts is m, not the batch size",
+    "b": "in eval mode a layer that tracks running statistics normalizes with them, so one "
+    "sample is fine",
+    "c": "without running statistics eval mode normalizes with the batch's, as training "
+    "does, so one sample fails there too",
+}
+
+
+@prediction(
+    "predict-batch-of-one",
+    chapter=CHAPTER,
+    title="Predict which runs with one sample fail",
+    signature='predicted_failures: the letters of the runs that raise, such as "ab"',
+)
+def check_predict_batch_of_one(predicted_failures: Any) -> str:
+    # Exact: a set of letters. The first wrong letter names its misconception.
+    got = predicted_letters("predicted_failures", predicted_failures, "".join(ONE_SAMPLE_RUNS))
+    right = {"c"}
+    for letter in sorted(got ^ right):
+        said = "fails" if letter in got else "runs"
+        cause = ONE_SAMPLE_WHY[letter]
+        raise CheckFailed(
+            f"you predicted that run {letter} ({ONE_SAMPLE_RUNS[letter]}) {said}. Likely "
+            f"cause: {cause}.",
+            cause=cause,
+        )
+    return "only c fails: eval mode without running statistics computes as in training"
