@@ -87,9 +87,8 @@ def judge(ex: Exercise, candidate: Any) -> str:
             raise NotAttempted("not attempted yet (the prediction is still None)")
         try:
             return ex.run(candidate)
-        except CheckFailed:
-            raise
-        except Exception as error:  # a value the checker cannot read: say so, as a failure
+        except (TypeError, ValueError, AttributeError, OverflowError) as error:
+            # a value the checker cannot read (a grader's error passes through): a failure
             raise CheckFailed(
                 f"could not read the prediction ({type(error).__name__}: {error})"
             ) from error
