@@ -357,6 +357,28 @@ def test_a_wrong_answer_fails_with_its_diagnosis_and_the_others_are_still_graded
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "value, status, message",
+    [
+        ("0.0", "passed", "you predicted 0"),
+        ("1.0", "failed", "not softmax"),
+        ("None", "not attempted", "not attempted"),
+        ("'0'", "failed", "should be a number"),
+        # an object that would say it is 0: it stays in the sandbox, the judge gets a handle
+        ("type('Zero', (), {'__float__': lambda self: 0.0})()", "failed", "should be a number"),
+    ],
+    ids=["right", "softmax", "stub", "text", "object"],
+)
+def test_a_prediction_is_judged_on_its_value(tmp_path, value, status, message):
+    """A prediction crosses from the sandbox as plain data, never as code the judge runs."""
+    answer = f"{BEGIN}\npredicted_sum = {value}\n### END SOLUTION"
+    path = write(small_chapter(predicted_sum=answer), tmp_path / "nb.ipynb")
+    results = grader.grade_notebook(path, timeout=60)
+    assert statuses(results)["predict-output-sum"] == status
+    found = next(r for r in results if r.exercise == "predict-output-sum")
+    assert message in found.message, found.message
+
+
 def test_deleted_or_faked_check_cells_change_nothing(tmp_path):
     nb = small_chapter(standardize=STANDARDIZE.replace("x.std(axis=0)", "1.0"))
     for cell in nb.cells:  # the learner replaced the checks with fake success lines
