@@ -180,6 +180,16 @@ def make_class(folder: Path, report: Path, port: int) -> dict[tuple[str, str], t
         ("lingering", "extreme-batch"): ("failed", "is constant"),
         ("lingering", "expected-std"): ("failed", "your function raised ValueError"),
     }
+    for learner, chapter in [  # the exercises an attack leaves alone keep their solution
+        ("kernel", CH1),
+        ("patching", CH2),
+        ("channels", CH4),
+        ("references", CH2),
+        ("lingering", CH1),
+        ("aliases", CH2),
+    ]:
+        for exercise in made.chapter_exercises(chapter):
+            expected.setdefault((learner, exercise), ("passed", ""))
     for exercise in made.chapter_exercises(CH1):
         expected[("outside", exercise)] = ("not attempted", "not attempted yet")
         expected[("=1+1", exercise)] = ("passed", "")
@@ -401,7 +411,7 @@ def test_the_runner_log_is_capped_where_it_is_written(tmp_path, monkeypatch):
     )
     path = made.write(made.chapter_notebook(CH1, extra=(cell,)), tmp_path / "n.ipynb")
     results = grader.grade_notebook(path, timeout=TIMEOUT)
-    assert [r.status for r in results] == ["error"] * 3, results
+    assert [r.status for r in results] == ["error"] * len(ALL_PASSED_CH1), results
     assert "(the last words)" in results[0].message, results[0].message
     assert held and max(held) < 2**20, held
     assert logs and max(logs) <= 4096, logs

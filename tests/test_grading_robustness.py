@@ -258,7 +258,7 @@ def test_a_notebook_of_many_slow_cells_is_stopped_at_the_notebook_timeout(tmp_pa
     start = time.monotonic()
     results = grader.grade_notebook(path, timeout=3, notebook_timeout=6)
     assert time.monotonic() - start < 30
-    assert [r.status for r in results] == ["timed out"] * 3, results
+    assert [r.status for r in results] == ["timed out"] * N1, results
     assert "--notebook-timeout" in results[0].message, results[0].message
     run, _ = grade(str(path), "--notebook-timeout", "0")
     assert run.returncode == 2 and "--notebook-timeout" in run.stderr
