@@ -44,6 +44,9 @@ def check(exercise_id: str, candidate: Callable[..., Any]) -> None:
     """Check ``candidate`` against exercise ``exercise_id``; print one message when it passes
     (``✔ <id> passed: <detail>``, wrapped at :data:`WIDTH` columns).
 
+    ``candidate`` is the learner's function or class, or for a prediction exercise the
+    predicted value (``None``, the stub's value, is not attempted).
+
     Raises :class:`NotAttempted` if the candidate raises ``NotImplementedError`` and
     :class:`CheckFailed` (with the exercise id in the message) for any wrong answer, including
     an exception raised by the candidate.
@@ -79,6 +82,16 @@ def passed_message(exercise_id: str, detail: str) -> str:
 def judge(ex: Exercise, candidate: Any) -> str:
     """Run ``ex``'s checker on ``candidate``: the one-line detail of a pass, or
     :class:`NotAttempted` / :class:`CheckFailed` (without the exercise id) otherwise."""
+    if ex.prediction:
+        if candidate is None:
+            raise NotAttempted("not attempted yet (the prediction is still None)")
+        try:
+            return ex.run(candidate)
+        except (TypeError, ValueError, AttributeError, OverflowError) as error:
+            # a value the checker cannot read (a grader's error passes through): a failure
+            raise CheckFailed(
+                f"could not read the prediction ({type(error).__name__}: {error})"
+            ) from error
     if not callable(candidate):
         raise CheckFailed(f"expected a function {ex.signature}, got {type(candidate).__name__}")
     try:

@@ -49,16 +49,21 @@ SOLUTION_START = re.compile(r"^\s*(```+|:::+)\{solution-start\}\s*(\S+)")
 SOLUTION_END = re.compile(r"^\s*(```+|:::+)\{solution-end\}")
 SOLUTION_BLOCK = re.compile(r"^(```+|:::+)\{solution\}.*?^\1\s*$\n?", re.S | re.M)
 NOTE_ID = "bncourse-exercise-note"
+PREDICTION = re.compile(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=(?!=)")  # name = ..., name: T = ...
 
 
 def stub_source(source: str, exercise_id: str) -> str:
     """Replace each BEGIN/END SOLUTION region of a code cell by a NotImplementedError stub.
 
     The stub is indented like the ``### BEGIN SOLUTION`` line, so a region inside a function
-    body keeps the ``def`` line and the docstring above it intact.
+    body keeps the ``def`` line and the docstring above it intact. A region at the cell's top
+    level is a prediction's (``predicted_std = 1.0171``): each variable it assigns becomes
+    ``predicted_std = None``, which the check reports as not attempted, and the cells after
+    it still run.
     """
     out: list[str] = []
     inside = False
+    top_level = False  # a prediction's region: assignments at the cell's top level
     for line in source.splitlines():
         stripped = line.strip()
         if stripped == BEGIN:
@@ -66,13 +71,19 @@ def stub_source(source: str, exercise_id: str) -> str:
                 raise ValueError(f"{exercise_id}: nested '{BEGIN}'")
             inside = True
             indent = line[: len(line) - len(line.lstrip())]
-            out.append(
-                f'{indent}raise NotImplementedError("{exercise_id}: write your solution here")'
-            )
+            top_level = not indent
+            if not top_level:
+                out.append(
+                    f'{indent}raise NotImplementedError("{exercise_id}: write your solution here")'
+                )
         elif stripped == END:
             if not inside:
                 raise ValueError(f"{exercise_id}: '{END}' without '{BEGIN}'")
             inside = False
+        elif inside and top_level:
+            assigned = PREDICTION.match(line)
+            if assigned:
+                out.append(f"{assigned.group(1)} = None  # {exercise_id}: your prediction here")
         elif not inside:
             out.append(line)
     if inside:

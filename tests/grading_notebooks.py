@@ -40,7 +40,7 @@ def solution(exercise_id: str) -> str:
     nb = nbformat.read(ROOT / "notebooks" / f"{ex.chapter}.ipynb", as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
-            if f"def {ex.function}(" in cell.source or f"class {ex.function}" in cell.source:
+            if ex.defined_in(cell.source):
                 return cell.source
     raise LookupError(f"no solution cell for {exercise_id}")
 

@@ -75,6 +75,7 @@ EXPECTED_STD = f'''def expected_std(n, c):
     {BEGIN}
     return (n * c / (n * c - 1)) ** 0.5
     ### END SOLUTION'''
+PREDICTED_SUM = f"{BEGIN}\npredicted_sum = 0.0\n### END SOLUTION"
 
 
 def small_chapter(
@@ -82,8 +83,9 @@ def small_chapter(
     expected_std: str = EXPECTED_STD,
     extra=(),
     extreme_batch: str = EXTREME_BATCH,
+    predicted_sum: str = PREDICTED_SUM,
 ) -> nbformat.NotebookNode:
-    """Chapter 1's three exercises (no torch import): the grader asks for all three."""
+    """Chapter 1's four exercises (no torch import): the grader asks for all four."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell("# A small chapter"),
@@ -92,6 +94,7 @@ def small_chapter(
         *exercise_cells("standardize", standardize),
         *exercise_cells("extreme-batch", extreme_batch),
         *exercise_cells("expected-std", expected_std),
+        *exercise_cells("predict-output-sum", predicted_sum),
     ]
     return nb
 
@@ -142,9 +145,15 @@ def test_generated_notebook_hides_solutions_and_keeps_the_rest(path):
     assert ids == grader.exercise_ids(chapter) and len(ids) >= 2
     sources = "\n".join(c.source for c in learner.cells if c.cell_type == "code")
     for exercise_id in ids:
-        function = EXERCISES[exercise_id].function
-        assert f'raise NotImplementedError("{exercise_id}: write your solution here")' in sources
-        assert f"def {function}(" in sources or f"class {function}" in sources
+        ex = EXERCISES[exercise_id]
+        function = ex.function
+        if ex.prediction:  # the variable, set to None
+            assert f"{function} = None  # {exercise_id}: your prediction here" in sources
+        else:
+            assert (
+                f'raise NotImplementedError("{exercise_id}: write your solution here")' in sources
+            )
+        assert ex.defined_in(sources)
         assert f'check("{exercise_id}", {function})' in sources
     # the chapter's prose and demonstrations are all there, the prose in plain Markdown
     kept = {c.source for c in learner.cells}
@@ -205,6 +214,24 @@ def test_stub_keeps_signature_docstring_and_indentation():
     )
     with pytest.raises(ValueError, match="without"):
         stub_source("### BEGIN SOLUTION\nx = 1", "demo")
+
+
+def test_a_prediction_stub_sets_the_variable_to_none():
+    """A region at the cell's top level is a prediction's: each variable it assigns becomes
+    None (the check says "not attempted"), its comments (the model answer) go, and the
+    code around it stays."""
+    source = (
+        "### BEGIN SOLUTION\npredicted_m = 128\n# because N * H * W\nshape: tuple = (2, 3)\n"
+        "### END SOLUTION\nprint('after')"
+    )
+    assert stub_source(source, "demo") == (
+        "predicted_m = None  # demo: your prediction here\n"
+        "shape = None  # demo: your prediction here\nprint('after')"
+    )
+    from bncourse.checks import NotAttempted, check
+
+    with pytest.raises(NotAttempted, match="still None"):
+        check("predict-values-per-channel", None)
 
 
 def test_make_exercises_check_flag_reports_a_stale_folder(tmp_path):
@@ -282,6 +309,7 @@ def test_the_command_reports_a_table_json_junit_and_markdown(tmp_path):
         standardize=stub_source(STANDARDIZE, "standardize"),
         expected_std=stub_source(EXPECTED_STD, "expected-std"),
         extreme_batch=stub_source(EXTREME_BATCH, "extreme-batch"),
+        predicted_sum=stub_source(PREDICTED_SUM, "predict-output-sum"),
     )
     unsolved = write(stubbed, tmp_path / "b_unsolved.ipynb")
     before = unsolved.read_bytes()
@@ -295,20 +323,20 @@ def test_the_command_reports_a_table_json_junit_and_markdown(tmp_path):
     ]
     solved = run_grade(str(tmp_path / "a_solved.ipynb"), *reports[:4])
     assert solved.returncode == 0, solved.stdout + solved.stderr
-    assert solved.stdout.splitlines()[-1] == "3/3 exercises passed"
+    assert solved.stdout.splitlines()[-1] == "4/4 exercises passed"
     data = json.loads((tmp_path / "g.json").read_text())
-    assert data["passed"] and [r["status"] for r in data["results"]] == ["passed"] * 3
+    assert data["passed"] and [r["status"] for r in data["results"]] == ["passed"] * 4
     suites = ET.parse(tmp_path / "g.xml").getroot()
-    assert suites.get("tests") == "3" and suites.get("failures") == "0"
+    assert suites.get("tests") == "4" and suites.get("failures") == "0"
 
     both = run_grade(str(tmp_path), *reports)
     assert both.returncode == 1 and "Traceback" not in both.stdout + both.stderr
-    assert both.stdout.count("not attempted yet") == 3 and " TODO " in both.stdout
-    assert both.stdout.splitlines()[-1] == "3/6 exercises passed (3 not attempted)"
+    assert both.stdout.count("not attempted yet") == 4 and " TODO " in both.stdout
+    assert both.stdout.splitlines()[-1] == "4/8 exercises passed (4 not attempted)"
     data = json.loads((tmp_path / "g.json").read_text())
-    assert not data["passed"] and len(data["results"]) == 6
+    assert not data["passed"] and len(data["results"]) == 8
     suites = ET.parse(tmp_path / "g.xml").getroot()
-    assert suites.get("tests") == "6" and suites.get("failures") == "3"
+    assert suites.get("tests") == "8" and suites.get("failures") == "4"
     summary = (tmp_path / "summary.md").read_text()
     assert "| exercise | notebook | status | message |" in summary and "⏳ not attempted" in summary
     assert unsolved.read_bytes() == before, "grading must not modify the learner's notebooks"
@@ -323,9 +351,32 @@ def test_a_wrong_answer_fails_with_its_diagnosis_and_the_others_are_still_graded
         "standardize": "failed",
         "extreme-batch": "passed",
         "expected-std": "passed",
+        "predict-output-sum": "passed",
     }
     assert "unbiased standard deviation" in results[0].message
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "value, status, message",
+    [
+        ("0.0", "passed", "you predicted 0"),
+        ("1.0", "failed", "not softmax"),
+        ("None", "not attempted", "not attempted"),
+        ("'0'", "failed", "should be a number"),
+        # an object that would say it is 0: it stays in the sandbox, the judge gets a handle
+        ("type('Zero', (), {'__float__': lambda self: 0.0})()", "failed", "should be a number"),
+    ],
+    ids=["right", "softmax", "stub", "text", "object"],
+)
+def test_a_prediction_is_judged_on_its_value(tmp_path, value, status, message):
+    """A prediction crosses from the sandbox as plain data, never as code the judge runs."""
+    answer = f"{BEGIN}\npredicted_sum = {value}\n### END SOLUTION"
+    path = write(small_chapter(predicted_sum=answer), tmp_path / "nb.ipynb")
+    results = grader.grade_notebook(path, timeout=60)
+    assert statuses(results)["predict-output-sum"] == status
+    found = next(r for r in results if r.exercise == "predict-output-sum")
+    assert message in found.message, found.message
 
 
 def test_deleted_or_faked_check_cells_change_nothing(tmp_path):
@@ -338,6 +389,7 @@ def test_deleted_or_faked_check_cells_change_nothing(tmp_path):
         "standardize": "failed",
         "extreme-batch": "passed",
         "expected-std": "passed",
+        "predict-output-sum": "passed",
     }
 
 
@@ -357,6 +409,7 @@ def test_an_infinite_loop_is_graded_in_bounded_time(tmp_path):
         "standardize": "timed out",
         "extreme-batch": "passed",
         "expected-std": "passed",
+        "predict-output-sum": "passed",
     }
     assert f"did not finish within {LOOP_TIMEOUT} s" in results[0].message
     assert elapsed < 10 * LOOP_TIMEOUT, elapsed  # two cells time out, the kernel restarts once
@@ -385,6 +438,7 @@ def test_a_dead_kernel_is_restarted_without_the_cell_that_killed_it(tmp_path):
         "standardize": "passed",
         "extreme-batch": "passed",
         "expected-std": "passed",
+        "predict-output-sum": "passed",
     }
 
 
@@ -420,7 +474,7 @@ def test_an_invalid_notebook_is_reported_and_the_others_are_graded(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
     rows = json.loads((tmp_path / "g.json").read_text())["results"]
     assert rows[0]["status"] == "error" and "is not a valid Jupyter notebook" in rows[0]["message"]
-    assert [r["status"] for r in rows[1:]] == ["passed"] * 3
+    assert [r["status"] for r in rows[1:]] == ["passed"] * 4
 
 
 def test_a_notebook_without_exercises_does_not_pass(tmp_path):

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "bncourse"
 TIMEOUT = 20  # seconds per cell and per check: every cell here takes well under one
 CH1, CH2, CH4 = "01_what_batchnorm_does", "02_numpy_forward", "04_running_stats"
+ALL_PASSED_CH1 = ["passed"] * len(made.chapter_exercises(CH1))  # every chapter 1 exercise
 CH3 = "03_backward_by_hand"
 MARKER = "31.4159"  # the survivor's sleep: how it is found among processes
 NEEDS_SANDBOX = pytest.mark.skipif(
@@ -179,6 +180,16 @@ def make_class(folder: Path, report: Path, port: int) -> dict[tuple[str, str], t
         ("lingering", "extreme-batch"): ("failed", "is constant"),
         ("lingering", "expected-std"): ("failed", "your function raised ValueError"),
     }
+    for learner, chapter in [  # the exercises an attack leaves alone keep their solution
+        ("kernel", CH1),
+        ("patching", CH2),
+        ("channels", CH4),
+        ("references", CH2),
+        ("lingering", CH1),
+        ("aliases", CH2),
+    ]:
+        for exercise in made.chapter_exercises(chapter):
+            expected.setdefault((learner, exercise), ("passed", ""))
     for exercise in made.chapter_exercises(CH1):
         expected[("outside", exercise)] = ("not attempted", "not attempted yet")
         expected[("=1+1", exercise)] = ("passed", "")
@@ -276,7 +287,7 @@ def test_the_sandbox_is_in_force(tmp_path, monkeypatch):
     printed = made.printed(run.executed)
     lines = [line for line in printed.splitlines() if line.startswith(("blocked:", "OPEN:"))]
     assert len(lines) == 9 and all(line.startswith("blocked:") for line in lines), lines
-    assert [r.status for r in run.results] == ["passed"] * 3, run.results
+    assert [r.status for r in run.results] == ALL_PASSED_CH1, run.results
 
 
 def test_the_course_own_batchnorm_is_a_reference_of_every_exercise_that_writes_it():
@@ -364,9 +375,9 @@ def test_a_cell_cannot_fill_the_disk_or_memory(tmp_path, monkeypatch):
     }
     assert len(written) == 7 and all(mib <= 16 for mib in written.values()), written
     assert written["/"] == written["/dev"] == 0, written
-    assert [r.status for r in run.results] == ["passed"] * 3, run.results
+    assert [r.status for r in run.results] == ALL_PASSED_CH1, run.results
     after = made.write(made.chapter_notebook(CH1), tmp_path / "c" / "ada" / f"{CH1}.ipynb")
-    assert [r.status for r in grader.run_notebook(after, timeout=TIMEOUT).results] == ["passed"] * 3
+    assert [r.status for r in grader.run_notebook(after, timeout=TIMEOUT).results] == ALL_PASSED_CH1
 
 
 @pytest.mark.slow
@@ -400,7 +411,7 @@ def test_the_runner_log_is_capped_where_it_is_written(tmp_path, monkeypatch):
     )
     path = made.write(made.chapter_notebook(CH1, extra=(cell,)), tmp_path / "n.ipynb")
     results = grader.grade_notebook(path, timeout=TIMEOUT)
-    assert [r.status for r in results] == ["error"] * 3, results
+    assert [r.status for r in results] == ["error"] * len(ALL_PASSED_CH1), results
     assert "(the last words)" in results[0].message, results[0].message
     assert held and max(held) < 2**20, held
     assert logs and max(logs) <= 4096, logs
@@ -470,7 +481,7 @@ def test_the_sandbox_has_a_session_keyring_of_its_own(tmp_path):
     printed = made.printed(run.executed)
     assert "teacher key: absent" in printed and "listed in /proc/keys: False" in printed, printed
     assert libc.syscall(keyctl, 10, -3, b"user", b"bncourse-planted", 0) < 0, "a key was planted"
-    assert [r.status for r in run.results] == ["passed"] * 3, run.results
+    assert [r.status for r in run.results] == ALL_PASSED_CH1, run.results
 
 
 def test_a_huge_answer_makes_no_huge_report(tmp_path):
@@ -514,7 +525,7 @@ def test_the_sandbox_memory_is_bounded_in_all_where_the_grader_is_root(tmp_path,
     run = grader.run_notebook(path, timeout=TIMEOUT)
     printed = made.printed(run.executed)
     assert "child: -9" in printed, printed
-    assert [r.status for r in run.results] == ["passed"] * 3, run.results
+    assert [r.status for r in run.results] == ALL_PASSED_CH1, run.results
 
 
 def test_the_copy_of_a_learner_folder_counts_its_folders(tmp_path, monkeypatch):

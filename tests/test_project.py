@@ -174,7 +174,7 @@ def test_notebook_structure(path):
         source = "\n".join(cell.source for cell in code)
         assert source.count("### BEGIN SOLUTION") == source.count("### END SOLUTION") >= 1
         function = EXERCISES[exercise_id].function
-        assert f"def {function}(" in source or f"class {function}" in source, (
+        assert EXERCISES[exercise_id].defined_in(source), (
             f"{label}: the solution must define {function}, the name in the exercise's signature"
         )
 
@@ -304,6 +304,20 @@ def test_the_output_width_check_finds_a_long_line():
         nbformat.v4.new_output("execute_result", data={"text/plain": long}, execution_count=1)
     )
     assert long_output_lines(nb) == [long, long]
+
+
+def test_magnitude_prints_an_order_of_magnitude_a_cpu_cannot_change():
+    from bncourse.display import magnitude
+
+    assert magnitude(2.4e-7) == magnitude(-4.9e-7) == "below 1e-6"
+    assert magnitude(3e-3) == "below 1e-2"
+    assert magnitude(0.0) == magnitude(2.2e-16) == magnitude(4e-14) == "below 1e-13"
+    # near a power of ten another CPU's last bits could cross: refused, not printed
+    for close in (1.19e-7, 6e-7, 1e-6, 1e-13, 1.5e-13, 6e-14):
+        with pytest.raises(ValueError, match="power of ten"):
+            magnitude(close)
+    with pytest.raises(ValueError, match="finite"):
+        magnitude(float("nan"))
 
 
 def test_wrapped_fits_a_long_printed_line_and_keeps_the_rest():

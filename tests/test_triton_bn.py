@@ -707,3 +707,54 @@ def test_transforms_without_a_rule_are_a_clear_error(transform):
     }
     with pytest.raises(RuntimeError, match="does not support .*Use bncourse.torch_bn"):
         calls[transform]()
+
+
+# --------------------------------------------------------------------------------------------
+# The warm-up kernel of chapter 8: a per-row sum
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "shape", [(6, 10), (3, 1), (5, 16), (4, 33), (0, 5)], ids=lambda s: "x".join(map(str, s))
+)
+def test_row_sum_matches_torch_sum(backend, shape):
+    """Ragged rows (masked lanes must add 0), a row of one value, an exact block, no rows;
+    a strided (transposed) input, made contiguous by the wrapper. float64: the kernel adds
+    in the input's dtype, in another order than torch.sum, so 1e-12 relative."""
+    from bncourse.triton_bn import warmup
+
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(DEVICE[backend]) + 3.0
+    torch.testing.assert_close(warmup.row_sum(x), x.sum(dim=1), rtol=1e-12, atol=1e-12)
+    xt = x.t().contiguous().t()  # the same values, column-major
+    torch.testing.assert_close(warmup.row_sum(xt), x.sum(dim=1), rtol=1e-12, atol=1e-12)
+
+
+def test_row_sum_without_the_mask_would_read_past_the_row():
+    """The test above can fail: a kernel whose mask stops only at the tensor's end (not at
+    the row's) adds the next row's values into a ragged row."""
+    import triton
+    import triton.language as tl
+
+    from bncourse.triton_bn import warmup
+
+    @triton.jit
+    def unmasked(x_ptr, out_ptr, n_values, stride_row, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        offsets = row * stride_row + tl.arange(0, BLOCK)
+        x = tl.load(x_ptr + offsets, mask=offsets < n_values, other=0.0)
+        tl.store(out_ptr + row, tl.sum(x, axis=0))
+
+    x = torch.ones(4, 5, dtype=torch.float64)
+    out = torch.empty(4, dtype=torch.float64)
+    warmup.launcher(unmasked, x.device)[(4,)](
+        x_ptr=x, out_ptr=out, n_values=20, stride_row=5, BLOCK=8
+    )
+    assert out[0].item() == 8.0  # 5 of its own values and 3 of the next row's
+    assert warmup.row_sum(x).tolist() == [5.0] * 4
+
+
+def test_row_sum_refuses_other_shapes():
+    from bncourse.triton_bn import warmup
+
+    with pytest.raises(ValueError, match="2-d"):
+        warmup.row_sum(torch.ones(3))

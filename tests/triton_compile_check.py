@@ -6,6 +6,8 @@ argument the launch passes wrongly).  This script first runs one forward and bac
 interpreter (so that compiling after interpreting, in one process, is covered too), then
 makes ``bncourse.triton_bn`` launch recorders instead of kernels, runs forward and backward
 passes on CPU tensors in every dtype, layout and mode (the recorders launch nothing), and
+records chapter 8's warm-up kernel (``warmup.row_sum``) and a plain function given to
+``warmup.launcher`` (as the row-max exercise does), then
 compiles each distinct launch it saw for an H100 (``sm_90``) with Triton's own compiler and
 ``ptxas``, which need no GPU.  Argument types follow Triton's JIT: tensors are pointers to
 their dtype, Python floats ``fp32``, ints ``i32`` (``i64`` if large) and an int equal to 1 a
@@ -22,6 +24,7 @@ import types
 
 import torch
 import triton
+import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -126,7 +129,42 @@ def record_launches():
                     triton_bn.batch_norm(leaf, *stats, *frozen, training=training).backward(
                         torch.zeros_like(y)
                     )
+    record_warmup(launches)
     return launches
+
+
+def row_max_kernel(x_ptr, out_ptr, n_cols, stride_row, BLOCK: tl.constexpr):
+    """Chapter 8's exercise, as a learner writes it: a plain function, jitted by launcher."""
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + row * stride_row + cols, mask=cols < n_cols, other=-float("inf"))
+    tl.store(out_ptr + row, tl.max(x, axis=0))
+
+
+def record_warmup(launches):
+    """Chapter 8's warm-up kernel (row_sum) and a plain function given to ``launcher``, as
+    ``warmup.launcher`` would launch them for a CUDA tensor."""
+    from bncourse.triton_bn import warmup
+
+    real, recording = warmup.launcher, backends.for_device
+
+    def launcher(kernel, device):
+        backends.for_device = lambda device: backends.COMPILED
+        try:
+            return Recorder(real(kernel, torch.device("cuda")), launches)
+        finally:
+            backends.for_device = recording
+
+    warmup.launcher = launcher
+    try:
+        for dtype in (torch.float32, torch.float64):
+            x = torch.zeros(6, 10, dtype=dtype)
+            warmup.row_sum(x)
+            launcher(row_max_kernel, x.device)[(6,)](
+                x_ptr=x, out_ptr=x[:, 0], n_cols=10, stride_row=10, BLOCK=16
+            )
+    finally:
+        warmup.launcher = real
 
 
 def main() -> int:

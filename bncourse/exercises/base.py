@@ -26,6 +26,8 @@ least ~1e-2 on the chosen inputs.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ __all__ = [
     "EXERCISES",
     "FEEDBACK",
     "exercise",
+    "prediction",
     "feedback",
     "more_feedback",
     "array_text",
@@ -49,6 +52,8 @@ __all__ = [
     "as_array",
     "compare",
     "compare_number",
+    "compare_prediction",
+    "predicted_letters",
     "unpack",
     "first_output",
     "tuple_text",
@@ -159,12 +164,23 @@ class Exercise:
     chapter: str
     title: str
     signature: str
-    run: Callable[[Callable[..., Any]], str]
+    run: Callable[[Any], str]
+    prediction: bool = False
+    """A prediction exercise (:func:`prediction`): the learner writes a value, not a function."""
 
     @property
     def function(self) -> str:
-        """The name the learner's function (or class) must have: the signature's first word."""
-        return self.signature.split("(", 1)[0].strip()
+        """The name the learner's function, class or prediction must have: the signature's
+        first word."""
+        return re.match(r"\s*([A-Za-z_]\w*)", self.signature).group(1)
+
+    def defined_in(self, source: str) -> bool:
+        """Whether code ``source`` defines :attr:`function` (``def``, ``class``, or for a
+        prediction an assignment at the start of a line)."""
+        name = self.function
+        if self.prediction:
+            return re.search(rf"^{name}\s*=", source, re.M) is not None
+        return f"def {name}(" in source or f"class {name}" in source
 
 
 EXERCISES: dict[str, Exercise] = {}
@@ -187,6 +203,25 @@ def exercise(id: str, *, chapter: str, title: str, signature: str):
         if id in EXERCISES:
             raise ValueError(f"exercise id {id!r} is registered twice")
         EXERCISES[id] = Exercise(id, chapter, title, signature, run)
+        return run
+
+    return register
+
+
+def prediction(id: str, *, chapter: str, title: str, signature: str):
+    """Register the decorated function as the checker of prediction exercise ``id``.
+
+    The learner writes a value before running the cell that reveals it (a number, a shape, the
+    name of the run that fails), in a variable named by the signature's first word
+    (``"predicted_std: a float"``); the check cell is ``check(id, predicted_std)`` and the
+    checker receives the value itself. The exercise notebook's stub sets the variable to
+    ``None``, which :func:`bncourse.checks.judge` reports as not attempted.
+    """
+
+    def register(run: Callable[[Any], str]) -> Callable[[Any], str]:
+        if id in EXERCISES:
+            raise ValueError(f"exercise id {id!r} is registered twice")
+        EXERCISES[id] = Exercise(id, chapter, title, signature, run, prediction=True)
         return run
 
     return register
@@ -403,6 +438,61 @@ def compare_number(
         if abs(number - value) <= rtol * abs(value):
             raise CheckFailed(f"{message} Likely cause: {cause}.", cause=cause)
     raise CheckFailed(message)
+
+
+def compare_prediction(
+    name: str,
+    got: Any,
+    expected: float,
+    *,
+    tolerance: float,
+    mistakes: dict[str, float] | None = None,
+    otherwise: str = "",
+) -> str:
+    """Judge a learner's predicted number: within ``tolerance`` (absolute) of ``expected``
+    passes; otherwise :class:`CheckFailed`, naming the mistake ``got`` matches (within the same
+    tolerance) or, failing that, ``otherwise`` (the reason the typical wrong prediction
+    misses), as the cause. Each prediction exercise states and justifies its tolerance: a
+    number worked out by hand to a few digits must pass, the nearest mistake must not.
+    Returns the prediction as text, for the pass message."""
+    if isinstance(got, str | bytes | bytearray | bool) or got is None:
+        raise CheckFailed(f"{name} should be a number, got {quoted(got)}")
+    try:
+        number = float(got)
+    except (TypeError, ValueError, OverflowError):
+        raise CheckFailed(f"{name} should be a number, got {quoted(got)}") from None
+    if not math.isfinite(number):
+        raise CheckFailed(f"{name} should be a finite number, got {number}")
+    if abs(number - expected) <= tolerance:
+        return f"{number:g}"
+    message = f"{name} = {number:g}, but the cell below prints {expected:g}."
+    for cause, value in (mistakes or {}).items():
+        if abs(number - value) <= tolerance:
+            raise CheckFailed(f"{message} Likely cause: {cause}.", cause=cause)
+    if otherwise:
+        raise CheckFailed(f"{message} {otherwise}.", cause=otherwise)
+    raise CheckFailed(message)
+
+
+def predicted_letters(name: str, value: Any, choices: str) -> set[str]:
+    """A prediction of which runs fail as a set of letters: from ``"ac"``, ``"a, c"`` or
+    ``["a", "c"]``; a :class:`CheckFailed` for anything else."""
+    if isinstance(value, str):
+        items = [ch for ch in value.lower() if not ch.isspace() and ch not in ",;"]
+    elif isinstance(value, (list, tuple, set, frozenset)) and all(
+        isinstance(v, str) for v in value
+    ):
+        items = [v.strip().lower() for v in value]
+    else:
+        raise CheckFailed(
+            f'{name} should be the letters of the runs that fail, such as "ab", got {quoted(value)}'
+        )
+    unknown = sorted(set(items) - set(choices))
+    if unknown:
+        raise CheckFailed(
+            f"{name} holds {', '.join(map(repr, unknown))}: the runs are {', '.join(choices)}"
+        )
+    return set(items)
 
 
 def first_output(result: Any) -> Any:

@@ -14,7 +14,9 @@ from .base import (
     as_array,
     compare,
     compare_number,
+    compare_prediction,
     exercise,
+    prediction,
     rng,
     tuple_text,
 )
@@ -163,3 +165,30 @@ def check_expected_std(expected_std: Callable[..., Any]) -> str:
             mistakes=EXPECTED_STD.answers(n, c),
         )
     return "output.std() = sqrt(N*C / (N*C - 1)), e.g. 1.0171 for a (3, 10) batch"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-output-sum: before the "not softmax" section
+# --------------------------------------------------------------------------------------------
+@prediction(
+    "predict-output-sum",
+    chapter=CHAPTER,
+    title="Predict what one feature's outputs sum to",
+    signature="predicted_sum: a number, the sum of BatchNorm's 8 outputs of one feature",
+)
+def check_predict_output_sum(predicted_sum: Any) -> str:
+    # Tolerance 0.01: the outputs sum to 0 up to float32 rounding (about 1e-6); 0 written to
+    # two decimals passes, and softmax's 1 and "every output is 1" (8) are far outside.
+    got = compare_prediction(
+        "predicted_sum",
+        predicted_sum,
+        0.0,
+        tolerance=0.01,
+        mistakes={
+            "BatchNorm is not softmax: it does not make values sum to 1, it centres each "
+            "feature on its mean": 1.0,
+            "the outputs are not all 1: each is (x - mean) / std, negative below the mean": 8.0,
+        },
+        otherwise="Each output is (x - mean) / std, and deviations from a mean sum to 0",
+    )
+    return f"you predicted {got}: the deviations from a feature's mean cancel"

@@ -20,9 +20,11 @@ from .base import (
     array_text,
     as_array,
     compare,
+    compare_prediction,
     exercise,
     feedback,
     first_output,
+    prediction,
     rng,
     tuple_text,
     unpack,
@@ -352,3 +354,32 @@ def smallest_failing_forward(batchnorm_forward: Callable[..., Any]) -> str | Non
         )
 
     return _smallest(explain)
+
+
+# --------------------------------------------------------------------------------------------
+# predict-values-per-channel: before the images' m is printed
+# --------------------------------------------------------------------------------------------
+@prediction(
+    "predict-values-per-channel",
+    chapter=CHAPTER,
+    title="Predict how many values each channel's mean averages",
+    signature="predicted_m: an integer, m for an (8, 3, 4, 4) batch of images",
+)
+def check_predict_values_per_channel(predicted_m: Any) -> str:
+    # A count: exact (tolerance 0).
+    got = compare_prediction(
+        "predicted_m",
+        predicted_m,
+        8 * 4 * 4,
+        tolerance=0.0,
+        mistakes={
+            "only the batch axis: for images the statistics run over N, H and W, the "
+            "batch and every position": 8,
+            "only the positions of one image (H * W): that is InstanceNorm; BatchNorm "
+            "also pools the batch": 16,
+            "every value of the tensor: BatchNorm keeps one mean per channel, each over "
+            "N * H * W of the values": 8 * 3 * 4 * 4,
+        },
+        otherwise="Count the values one channel holds: every sample, every position",
+    )
+    return f"you predicted {got}: m = N * H * W = 8 * 4 * 4 values per channel"

@@ -13,7 +13,18 @@ import numpy as np
 from .. import numpy_bn
 from ..conventions import channel_shape, reduce_axes
 from ..gradcheck import forward_difference
-from .base import CheckFailed, Mistakes, Parts, compare, exercise, rng, tuple_text, unpack
+from .base import (
+    CheckFailed,
+    Mistakes,
+    Parts,
+    compare,
+    compare_prediction,
+    exercise,
+    prediction,
+    rng,
+    tuple_text,
+    unpack,
+)
 
 CHAPTER = "03_backward_by_hand"
 
@@ -170,3 +181,29 @@ def check_numerical_gradient(numerical_gradient: Callable[..., Any]) -> str:
     # off by ~1e-5, so atol=1e-8 tells them apart.
     compare("numerical_gradient(f, x)", got, exact(x), rtol=1e-7, atol=1e-8, mistakes=mistakes)
     return "central differences match the exact gradient to 1e-8"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-sum-dx: before the identities are shown
+# --------------------------------------------------------------------------------------------
+@prediction(
+    "predict-sum-dx",
+    chapter=CHAPTER,
+    title="Predict the sum of dx over a channel",
+    signature="predicted_sum_dx: a number, the sum of one channel's dx over the batch",
+)
+def check_predict_sum_dx(predicted_sum_dx: Any) -> str:
+    # Tolerance 1e-6: the identity is exact, float64 leaves about 1e-16, and any number
+    # derived from the chapter's data (dbeta, say) is of order 1.
+    got = compare_prediction(
+        "predicted_sum_dx",
+        predicted_sum_dx,
+        0.0,
+        tolerance=1e-6,
+        otherwise=(
+            "Adding the same number to every value of a channel moves its mean by as much and "
+            "leaves BatchNorm's output unchanged, so the loss does not change along "
+            "(1, ..., 1): the gradient's components sum to 0"
+        ),
+    )
+    return f"you predicted {got}: the mean path removes every shift of a channel"

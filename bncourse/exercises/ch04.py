@@ -19,8 +19,11 @@ from .base import (
     Mistakes,
     as_array,
     compare,
+    compare_prediction,
     exercise,
     feedback,
+    predicted_letters,
+    prediction,
     quoted,
     rng,
     tuple_text,
@@ -488,3 +491,77 @@ def probe_batchnorm_modes(batch_norm: Callable[..., Any]) -> str | None:
             "sqrt(var + eps)."
         )
     return text.strip() or None
+
+
+# --------------------------------------------------------------------------------------------
+# predict-running-var: before one update is printed
+# --------------------------------------------------------------------------------------------
+PAIR_VAR = 10.0 / 3.0  # the unbiased variance of 1, 2, 4, 5 (the biased one is 2.5)
+
+
+@prediction(
+    "predict-running-var",
+    chapter=CHAPTER,
+    title="Predict running_var after one batch",
+    signature="predicted_running_var: a number, running_var of the feature 1, 2, 4, 5",
+)
+def check_predict_running_var(predicted_running_var: Any) -> str:
+    # Tolerance 1e-3: 0.9 + 0.1 * 10/3 = 1.2333 worked out by hand to four digits passes; the
+    # nearest mistake, the biased variance (1.15), is 0.08 away.
+    got = compare_prediction(
+        "predicted_running_var",
+        predicted_running_var,
+        0.9 * 1.0 + 0.1 * PAIR_VAR,
+        tolerance=1e-3,
+        mistakes={
+            "running_var takes the unbiased variance (divide by m - 1 = 3), although the "
+            "batch is normalized with the biased one": 0.9 * 1.0 + 0.1 * 2.5,
+            "PyTorch's momentum is the weight of the new batch, not of the old value "
+            "(Keras' convention)": 0.1 * 1.0 + 0.9 * PAIR_VAR,
+            "PyTorch's momentum weights the new batch, and running_var takes the unbiased "
+            "variance": 0.1 * 1.0 + 0.9 * 2.5,
+            "one batch moves running_var a tenth of the way, it does not replace it": PAIR_VAR,
+            "running_var starts at 1, not 0": 0.1 * PAIR_VAR,
+            "a forward pass in training mode updates the running statistics": 1.0,
+        },
+        otherwise="Apply running = 0.9 * running + 0.1 * batch, from 1, with the unbiased variance",
+    )
+    return f"you predicted {got}: 0.9 * 1 + 0.1 * 10/3, the unbiased variance"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-batch-of-one: which runs with one sample fail
+# --------------------------------------------------------------------------------------------
+ONE_SAMPLE_RUNS = {
+    "a": "nn.BatchNorm2d(3) in training mode on one 2x2 image, shape (1, 3, 2, 2)",
+    "b": "nn.BatchNorm1d(3) in eval mode on one sample, shape (1, 3)",
+    "c": "nn.BatchNorm1d(3, track_running_stats=False) in eval mode on one sample",
+}
+ONE_SAMPLE_WHY = {
+    "a": "one 2x2 image has 4 values per channel: what counts is m, not the batch size",
+    "b": "in eval mode a layer that tracks running statistics normalizes with them, so one "
+    "sample is fine",
+    "c": "without running statistics eval mode normalizes with the batch's, as training "
+    "does, so one sample fails there too",
+}
+
+
+@prediction(
+    "predict-batch-of-one",
+    chapter=CHAPTER,
+    title="Predict which runs with one sample fail",
+    signature='predicted_failures: the letters of the runs that raise, such as "ab"',
+)
+def check_predict_batch_of_one(predicted_failures: Any) -> str:
+    # Exact: a set of letters. The first wrong letter names its misconception.
+    got = predicted_letters("predicted_failures", predicted_failures, "".join(ONE_SAMPLE_RUNS))
+    right = {"c"}
+    for letter in sorted(got ^ right):
+        said = "fails" if letter in got else "runs"
+        cause = ONE_SAMPLE_WHY[letter]
+        raise CheckFailed(
+            f"you predicted that run {letter} ({ONE_SAMPLE_RUNS[letter]}) {said}. Likely "
+            f"cause: {cause}.",
+            cause=cause,
+        )
+    return "only c fails: eval mode without running statistics computes as in training"

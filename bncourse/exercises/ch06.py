@@ -15,7 +15,9 @@ from .base import (
     as_array,
     compare,
     compare_number,
+    compare_prediction,
     exercise,
+    prediction,
     rng,
     tuple_text,
     unpack,
@@ -268,3 +270,29 @@ def check_output_range(range_params: Callable[..., Any]) -> str:
             mistakes=RANGE.answers(x, low, high, 1e-5),
         )
     return "training-mode BatchNorm maps each channel onto exactly [low, high]"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-bias-grad: before the bias before BatchNorm is shown to do nothing
+# --------------------------------------------------------------------------------------------
+@prediction(
+    "predict-bias-grad",
+    chapter=CHAPTER,
+    title="Predict the gradient of a bias before BatchNorm",
+    signature="predicted_bias_grad: a number, the largest |dL/db| of Linear then BatchNorm1d",
+)
+def check_predict_bias_grad(predicted_bias_grad: Any) -> str:
+    # Tolerance 1e-6: the gradient is exactly 0 (float64 leaves about 1e-14), while any
+    # number a trained parameter's gradient would have is of order 1 (the weight's is 24).
+    got = compare_prediction(
+        "predicted_bias_grad",
+        predicted_bias_grad,
+        0.0,
+        tolerance=1e-6,
+        otherwise=(
+            "BatchNorm subtracts the batch mean, so adding b to a channel leaves its output "
+            "unchanged: the loss does not depend on b, and dL/db, the sum of dL/dx over the "
+            "batch, is 0 (chapter 3's first identity)"
+        ),
+    )
+    return f"you predicted {got}: a bias before BatchNorm never learns anything"

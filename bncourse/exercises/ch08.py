@@ -8,7 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from .base import Mistakes, compare, compare_number, exercise, rng, tuple_text, unpack
+from .base import (
+    CheckFailed,
+    Mistakes,
+    compare,
+    compare_number,
+    compare_prediction,
+    exercise,
+    prediction,
+    rng,
+    tuple_text,
+    unpack,
+)
 
 CHAPTER = "08_gpu_triton"
 
@@ -328,3 +339,87 @@ def check_tile_partials(tile_partials: Callable[..., Any]) -> str:
             check_dtype=False,
         )
     return "count, mean and M2 of every tile, the last one shorter when len(values) % tile != 0"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-programs: the warm-up kernel's grid
+# --------------------------------------------------------------------------------------------
+@prediction(
+    "predict-programs",
+    chapter=CHAPTER,
+    title="Predict how many programs the row sum launches",
+    signature="predicted_programs: an integer, for row_sum of a (6, 10) tensor",
+)
+def check_predict_programs(predicted_programs: Any) -> str:
+    # A count: exact (tolerance 0).
+    got = compare_prediction(
+        "predicted_programs",
+        predicted_programs,
+        6,
+        tolerance=0.0,
+        mistakes={
+            "one program per value: a program handles a whole block of values, here a row": 60,
+            "BLOCK (16) is the length of each program's block, not the number of programs": 16,
+            "one program per column: program_id(0) picks the row": 10,
+            "the grid (rows,) launches one program per row, not one for the tensor": 1,
+        },
+        otherwise="The grid is (rows,): one program per row",
+    )
+    return f"you predicted {got}: the grid (6,) launches one program per row"
+
+
+# --------------------------------------------------------------------------------------------
+# row-max: the warm-up kernel, changed into a per-row maximum
+# --------------------------------------------------------------------------------------------
+ROW_MAX = Mistakes()
+
+
+@ROW_MAX.add(
+    "the masked lanes are loaded as 0 (other=0.0), which wins over negative rows: load them as -inf"
+)
+def masked_as_zero(x: Any) -> Any:
+    import torch
+
+    cols = x.shape[1]
+    padded = 1 << (cols - 1).bit_length() > cols  # the block: cols up to a power of two
+    return torch.clamp(x.amax(dim=1), min=0.0) if padded else None
+
+
+@ROW_MAX.add("tl.sum instead of tl.max: the row's sum, not its largest value")
+def row_sums(x: Any) -> Any:
+    return x.sum(dim=1)
+
+
+@ROW_MAX.add("the maximum of each column (one program per column), not of each row")
+def column_max(x: Any) -> Any:
+    return x.amax(dim=0)
+
+
+@exercise(
+    "row-max",
+    chapter=CHAPTER,
+    title="A per-row maximum in Triton",
+    signature="row_max(x) -> tensor of shape (rows,), for a 2-d CPU tensor x",
+)
+def check_row_max(row_max: Any) -> str:
+    import torch
+
+    generator = torch.Generator().manual_seed(80)
+    # Ragged rows (10 and 33 values in blocks of 16 and 64), a row of one value, an exact
+    # power of two, and rows of negative values only, where a masked lane loaded as 0 wins.
+    for shape, shift in [((6, 10), 0.0), ((4, 33), -5.0), ((3, 1), -2.0), ((5, 16), 1.0)]:
+        x = torch.randn(shape, generator=generator, dtype=torch.float64) + shift
+        x[0] = -x[0].abs() - 1.0  # one row with no positive value
+        before = x.clone()
+        got = row_max(x)
+        if not torch.equal(x, before):
+            raise CheckFailed("row_max changed its input x; write to a new tensor")
+        # The largest value is one of the inputs, exactly: only rounding-free answers pass
+        # (tolerance 0 up to compare's atol=1e-6, which no mistake here comes near).
+        compare(
+            f"row_max(x) for x of shape {tuple_text(shape)}",
+            got,
+            x.amax(dim=1).numpy(),
+            mistakes={cause: answer.numpy() for cause, answer in ROW_MAX.answers(x).items()},
+        )
+    return "the largest value of each row, ragged rows and negative rows included"

@@ -9,7 +9,18 @@ import numpy as np
 
 from ..conventions import merge_stats, normalize_over
 from ..norm_family import reduced_axes
-from .base import Mistakes, Parts, compare, compare_number, exercise, rng, tuple_text, unpack
+from .base import (
+    Mistakes,
+    Parts,
+    compare,
+    compare_number,
+    compare_prediction,
+    exercise,
+    prediction,
+    rng,
+    tuple_text,
+    unpack,
+)
 
 CHAPTER = "09_beyond_one_device"
 
@@ -298,3 +309,31 @@ def check_group_norm(group_norm: Callable[..., Any]) -> str:
         "statistics per sample and group of C // G neighbouring channels; 1 group = "
         "LayerNorm, C groups = InstanceNorm"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# predict-group-norm-means: before the family's statistics are counted
+# --------------------------------------------------------------------------------------------
+@prediction(
+    "predict-group-norm-means",
+    chapter=CHAPTER,
+    title="Predict how many means GroupNorm computes",
+    signature="predicted_means: an integer, for GroupNorm(3, 6) on a (4, 6, 5, 5) input",
+)
+def check_predict_group_norm_means(predicted_means: Any) -> str:
+    # A count: exact (tolerance 0).
+    got = compare_prediction(
+        "predicted_means",
+        predicted_means,
+        4 * 3,
+        tolerance=0.0,
+        mistakes={
+            "one mean per group for the whole batch: GroupNorm never mixes samples, each "
+            "sample has its own 3 means": 3,
+            "one mean per channel: that is BatchNorm": 6,
+            "one mean per sample: that is LayerNorm (GroupNorm with one group)": 4,
+            "one mean per sample and channel: that is InstanceNorm (one channel a group)": 24,
+        },
+        otherwise="GroupNorm reduces over each sample's groups: N * G means",
+    )
+    return f"you predicted {got}: N * G = 4 * 3 means, one per sample and group"

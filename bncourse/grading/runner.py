@@ -203,6 +203,8 @@ class Runner:
             subject = self.functions[str(message.get("exercise"))]
         else:
             subject = self.objects[int(target)]
+        if op == "value":  # a prediction exercise: the learner's value, as plain data
+            return {"ok": True, "value": encode(subject, out, handle=self._handle)}, out
         if op == "getattr":
             value = getattr(subject, str(message.get("name")))
             return {"ok": True, "value": encode(value, out, handle=self._handle)}, out

@@ -32,7 +32,8 @@ def shape_of(x: Any) -> tuple[int, ...]:
 def standard_tests(
     chapter: str, right: dict[str, Callable[..., Any]]
 ) -> tuple[Callable[..., None], ...]:
-    """Three tests for a chapter's test module, given its right answer to each exercise:
+    """Three tests for a chapter's test module, given its right answer to each exercise (a
+    function, or for a prediction exercise the right value):
     every exercise of ``chapter`` has one; each passes its check with one message that fits
     the book's code column (79 columns, continuation lines indented); a stub that
     still raises ``NotImplementedError`` is "not attempted yet"."""
@@ -54,6 +55,8 @@ def standard_tests(
         def stub(*args, **kwargs):
             raise NotImplementedError("write your solution here")
 
+        if EXERCISES[exercise_id].prediction:
+            stub = None  # a prediction's stub: the variable set to None
         with pytest.raises(NotAttempted, match=f"^{exercise_id}: not attempted yet"):
             check(exercise_id, stub)
 

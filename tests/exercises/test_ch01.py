@@ -84,10 +84,33 @@ def test_expected_std_wants_the_number_not_the_printed_digits():
     assert "Likely cause" not in message
 
 
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (1.0, "not softmax"),
+        (1, "not softmax"),
+        (8.0, "not all 1"),
+        (0.5, "deviations from a mean sum to 0"),
+        (-0.02, "deviations from a mean sum to 0"),  # just outside the tolerance
+        ("0", "should be a number"),
+        (True, "should be a number"),
+        (float("nan"), "finite"),
+    ],
+)
+def test_predict_output_sum_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-output-sum", wrong)
+
+
+def test_predict_output_sum_accepts_a_value_near_0():
+    check("predict-output-sum", 0.004)  # within the stated tolerance, 0.01
+
+
 RIGHT = {
     "standardize": lambda x: (x - x.mean(0)) / x.std(0),
     "extreme-batch": lambda m: np.r_[np.zeros(m - 1), 5.0],
     "expected-std": lambda n, c: math.sqrt(n * c / (n * c - 1)),
+    "predict-output-sum": 0.0,
 }
 
 (

@@ -161,9 +161,25 @@ def test_batch_stats_mistakes_are_named(wrong, diagnosis):
         check("numpy-batch-stats", wrong)
 
 
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (8, "only the batch axis"),
+        (16, "InstanceNorm"),
+        (384, "every value of the tensor"),
+        (129, "every sample, every position"),
+        (None, "not attempted"),
+    ],
+)
+def test_predict_values_per_channel_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-values-per-channel", wrong)
+
+
 RIGHT = {
     "numpy-batch-stats": right_batch_stats,
     "numpy-forward": right_forward,
+    "predict-values-per-channel": 128,
 }
 
 (

@@ -136,9 +136,16 @@ def test_numerical_gradient_mistakes(wrong, diagnosis):
         check("numerical-gradient", wrong)
 
 
+@pytest.mark.parametrize("wrong", [1.0, -0.3, 1e-3, 2.5])
+def test_predict_sum_dx_explains_a_nonzero_sum(wrong):
+    with pytest.raises(CheckFailed, match=r"\(1, \.\.\., 1\)"):
+        check("predict-sum-dx", wrong)
+
+
 RIGHT = {
     "numpy-backward": right_backward,
     "numerical-gradient": right_numerical_gradient,
+    "predict-sum-dx": 0,
 }
 
 (

@@ -215,10 +215,52 @@ def test_batchnorm_modes_mistakes(wrong, diagnosis):
         check("batchnorm-modes", wrong)
 
 
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (1.15, "unbiased variance"),
+        (3.1, "Keras"),
+        (2.35, "weights the new batch, and running_var takes the unbiased"),
+        (3.3333, "a tenth of the way"),
+        (0.3333, "starts at 1"),
+        (1.0, "updates the running statistics"),
+        (1.25, "from 1, with the unbiased"),
+    ],
+)
+def test_predict_running_var_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-running-var", wrong)
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        ("ac", "what counts is m"),
+        ("bc", "normalizes with them"),
+        ("", "fails there too"),
+        ("ab", "what counts is m"),
+        ("abc", "what counts is m"),
+        (["b", "c"], "normalizes with them"),
+        ("cd", "the runs are a, b, c"),
+        (3, "letters of the runs"),
+    ],
+)
+def test_predict_batch_of_one_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-batch-of-one", wrong)
+
+
+@pytest.mark.parametrize("right", ["c", "C", " c ", ["c"], {"c"}])
+def test_predict_batch_of_one_accepts_the_ways_to_write_c(right):
+    check("predict-batch-of-one", right)
+
+
 RIGHT = {
     "state-sizes": lambda c, affine, track: (2 * c if affine else 0, 2 * c + 1 if track else 0),
     "running-stats-update": right_running_stats_update,
     "batchnorm-modes": right_batchnorm_modes,
+    "predict-running-var": 1.2333,
+    "predict-batch-of-one": "c",
 }
 
 (

@@ -159,6 +159,12 @@ def test_output_range_accepts_the_mirrored_answer():
     check("output-range", mirrored)
 
 
+@pytest.mark.parametrize("wrong", [24.44, 1.0, -3.0, 1e-3])
+def test_predict_bias_grad_explains_a_nonzero_gradient(wrong):
+    with pytest.raises(CheckFailed, match="chapter 3's first identity"):
+        check("predict-bias-grad", wrong)
+
+
 RIGHT = {
     "identity-params": lambda running_mean, running_var, eps=1e-5: (
         np.sqrt(running_var + eps),
@@ -166,6 +172,7 @@ RIGHT = {
     ),
     "samuelson-bound": lambda m, ddof=0: (m - 1) / math.sqrt(m) if ddof else math.sqrt(m - 1),
     "output-range": right_range_params,
+    "predict-bias-grad": 0.0,
 }
 
 (

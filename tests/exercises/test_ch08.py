@@ -206,10 +206,107 @@ def test_tile_partials_mistakes_are_named(wrong, diagnosis):
         check("tile-partials", wrong)
 
 
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (60, "one program per value"),
+        (16, "BLOCK"),
+        (10, "one program per column"),
+        (1, "one program per row, not one for the tensor"),
+        (7, "The grid is"),
+        ((6,), "should be a number"),
+    ],
+)
+def test_predict_programs_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-programs", wrong)
+
+
+def launch_row_kernel(kernel, x, rows=None):
+    """Launch a learner's per-row kernel on ``x`` as the exercise's wrapper does."""
+    import triton
+
+    from bncourse.triton_bn import warmup
+
+    rows = x.shape[0] if rows is None else rows
+    out = torch.empty(x.shape[0], dtype=x.dtype)
+    warmup.launcher(kernel, x.device)[(rows,)](
+        x_ptr=x,
+        out_ptr=out,
+        n_cols=x.shape[1],
+        stride_row=x.stride(0),
+        BLOCK=triton.next_power_of_2(x.shape[1]),
+    )
+    return out
+
+
+def right_row_max(x):
+    import triton.language as tl
+
+    def kernel(x_ptr, out_ptr, n_cols, stride_row, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        values = tl.load(x_ptr + row * stride_row + cols, mask=mask, other=-float("inf"))
+        tl.store(out_ptr + row, tl.max(values, axis=0))
+
+    return launch_row_kernel(kernel, x.contiguous())
+
+
+def row_max_other_zero(x):
+    import triton.language as tl
+
+    def kernel(x_ptr, out_ptr, n_cols, stride_row, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        values = tl.load(x_ptr + row * stride_row + cols, mask=cols < n_cols, other=0.0)
+        tl.store(out_ptr + row, tl.max(values, axis=0))
+
+    return launch_row_kernel(kernel, x.contiguous())
+
+
+def row_max_with_sum(x):
+    import triton.language as tl
+
+    def kernel(x_ptr, out_ptr, n_cols, stride_row, BLOCK: tl.constexpr):
+        row = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        values = tl.load(x_ptr + row * stride_row + cols, mask=cols < n_cols, other=0.0)
+        tl.store(out_ptr + row, tl.sum(values, axis=0))
+
+    return launch_row_kernel(kernel, x.contiguous())
+
+
+def row_max_per_column(x):
+    return right_row_max(x.t().contiguous())
+
+
+def row_max_in_place(x):
+    out = right_row_max(x)
+    x.zero_()
+    return out
+
+
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (row_max_other_zero, "loaded as 0"),
+        (row_max_with_sum, "tl.sum instead of tl.max"),
+        (row_max_per_column, "each column"),
+        (row_max_in_place, "changed its input"),
+    ],
+)
+def test_row_max_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("row-max", wrong)
+
+
 RIGHT = {
     "bn-bytes": right_bn_bytes,
     "welford-update": right_welford_update,
     "tile-partials": right_tile_partials,
+    "predict-programs": 6,
+    "row-max": right_row_max,
 }
 
 (

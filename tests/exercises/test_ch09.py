@@ -169,10 +169,26 @@ def test_group_norm_mistakes_are_named(wrong, diagnosis):
         check("group-norm", wrong)
 
 
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (3, "never mixes samples"),
+        (6, "BatchNorm"),
+        (4, "LayerNorm"),
+        (24, "InstanceNorm"),
+        (12.5, "N \\* G means"),
+    ],
+)
+def test_predict_group_norm_means_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-group-norm-means", wrong)
+
+
 RIGHT = {
     "chan-merge": right_merge_stats,
     "fold-batchnorm": right_fold_bn,
     "group-norm": right_group_norm,
+    "predict-group-norm-means": 12,
 }
 
 (
