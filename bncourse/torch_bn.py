@@ -172,10 +172,10 @@ def split_plan(x: Tensor) -> tuple[int, int, bool] | None:
     * NCHW (contiguous, with at least :data:`MIN_RUN` values per channel and sample),
       ``rows=False``: a block is ``k`` samples, for each channel ``k`` runs of ``H * W``
       contiguous values: one sample (``k = 1``) where a run has at least
-      :data:`BLOCK_RUN` values, else the fewest (a power of two) that make that many, so
-      that a partial result (and the horizontal sum of a vector register that ends it)
-      stands for more than one short run; the samples that do not fill a block make one
-      more, smaller block.
+      :data:`BLOCK_RUN` values, else the fewest (a power of two, at most half the batch)
+      that make that many, so that a partial result (and the horizontal sum of a vector
+      register that ends it) stands for more than one short run; the samples that do not
+      fill a block make one more, smaller block.
 
     Each block is reduced on its own, from the cache, the blocks in parallel, into one
     partial result per block and channel, merged after: a split (two-stage) reduction, in
