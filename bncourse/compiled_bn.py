@@ -5,17 +5,20 @@ What holds on which layout, on a CPU (chapter 5 measures it with ``python -m bnc
 bench``): TorchInductor turns one reduction per channel into loops that walk down each
 channel's values. For NCHW inputs those are runs of ``H * W`` contiguous values, but where
 the channels are the innermost dimension (``channels_last``, and the ``(N, C)`` input of
-``BatchNorm1d``) a channel is a column of the ``(rows, C)`` matrix, and the loops, 8 channels
-at a time, read every row more than once (about twice ATen's time). So for inputs of at
-least :data:`bncourse.torch_bn.SPLIT_MIN_VALUES` values, :func:`bncourse.torch_bn.split_plan`
-cuts the input into blocks (rows of channels, about 64 KB each, where the channels are
-innermost; one sample where they are not), the statistics and the backward's two sums are
-reduced per block (from the cache, the blocks in parallel) and the partial results merged,
-Chan's formula for the ``(count, mean, M2)`` (:func:`bncourse.torch_bn.merge_blocks`): a
-split reduction, chapter 8's tiles on the CPU, with the precision of the two-pass
-statistics. Then the loops read the input in the order it lies in memory on both layouts,
-8 passes over it in all (one per read or write of an input-sized tensor; 9 with one
-reduction, which reads the input twice for the statistics).
+``BatchNorm1d``) a channel is a column of the ``(rows, C)`` matrix, and the loops, 8
+channels at a time, read every row more than once (about twice ATen's time). So for inputs
+of at least :data:`bncourse.torch_bn.SPLIT_MIN_VALUES` values,
+:func:`bncourse.torch_bn.split_plan` cuts the input into blocks (rows of channels, about
+64 KB each, where the channels are innermost; where they are not, one sample, or a few
+samples where a channel's run of ``H * W`` values is short, as the 49 of a 7 x 7 image, so
+that what each partial result costs besides reading its values, a loop tail and the
+horizontal sum of a vector register, is paid once for several runs), the statistics and the
+backward's two sums are reduced per block (from the cache, the blocks in parallel) and the
+partial results merged, Chan's formula for the ``(count, mean, M2)``
+(:func:`bncourse.torch_bn.merge_blocks`): a split reduction, chapter 8's tiles on the CPU,
+with the precision of the two-pass statistics. Then the loops read the input in the order it
+lies in memory on both layouts, 8 passes over it in all (one per read or write of an
+input-sized tensor; 9 with one reduction, which reads the input twice for the statistics).
 
 Nothing here is new math. :class:`CompiledBatchNormFunction` is
 :class:`bncourse.torch_bn.BatchNormFunction` with its three passes,

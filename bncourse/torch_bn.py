@@ -110,11 +110,13 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
         mean, var = two_pass(x, reduce_axes(x.ndim))
         return mean.flatten(), var.flatten()
     counts, means, m2s = [], [], []
-    for block in in_blocks(x, plan):  # (blocks, rows, C): the whole ones, then the rest
-        block_mean, block_var = two_pass(block, (1,))
-        counts.append(x.new_full(block.shape[:1], block.shape[1]))
-        means.append(block_mean.squeeze(1))
-        m2s.append(block_var.squeeze(1) * block.shape[1])
+    for block in in_blocks(x, plan):  # (blocks, ..., C): the whole ones, then the rest
+        dims = _values_axes(block)
+        count = block[0, ..., 0].numel()  # values per block and channel
+        block_mean, block_var = two_pass(block, dims)
+        counts.append(x.new_full(block.shape[:1], count))
+        means.append(block_mean.flatten(0, -2))
+        m2s.append(block_var.flatten(0, -2) * count)
     total, mean, m2 = merge_blocks(torch.cat(counts), torch.cat(means), torch.cat(m2s))
     return mean, m2 / total
 
@@ -153,6 +155,9 @@ BLOCK_VALUES = 2**14
 SPLIT_MIN_VALUES = 2**18
 MIN_ROWS_PER_BLOCK = 8
 MIN_RUN = 16  # NCHW: values per channel and sample, at least
+# NCHW: values per block and channel, at least: short runs (7 x 7) are grouped, a few
+# samples per block, so that each partial result sums more than one run
+BLOCK_RUN = 128
 
 
 def split_plan(x: Tensor) -> tuple[int, int, bool] | None:
@@ -165,7 +170,12 @@ def split_plan(x: Tensor) -> tuple[int, int, bool] | None:
       down. The blocks are a power of two rows each, about :data:`BLOCK_VALUES` values; the
       rows that do not fill a block make one more, shorter block;
     * NCHW (contiguous, with at least :data:`MIN_RUN` values per channel and sample),
-      ``rows=False``: a block is one sample, ``C`` runs of ``H * W`` contiguous values.
+      ``rows=False``: a block is ``k`` samples, for each channel ``k`` runs of ``H * W``
+      contiguous values: one sample (``k = 1``) where a run has at least
+      :data:`BLOCK_RUN` values, else the fewest (a power of two, at most half the batch)
+      that make that many, so that a partial result (and the horizontal sum of a vector
+      register that ends it) stands for more than one short run; the samples that do not
+      fill a block make one more, smaller block.
 
     Each block is reduced on its own, from the cache, the blocks in parallel, into one
     partial result per block and channel, merged after: a split (two-stage) reduction, in
@@ -184,27 +194,41 @@ def split_plan(x: Tensor) -> tuple[int, int, bool] | None:
             return None
         return blocks, rows_per_block, True
     if x.ndim > 2 and x.is_contiguous() and x.shape[0] >= 2:
-        spatial = x.numel() // (x.shape[0] * channels)
+        samples = x.shape[0]
+        spatial = x.numel() // (samples * channels)
         if spatial >= MIN_RUN:
-            return x.shape[0], spatial, False
+            per_block = 1
+            while per_block * spatial < BLOCK_RUN and per_block * 4 <= samples:
+                per_block *= 2
+            return samples // per_block, per_block * spatial, False
     return None
 
 
 def in_blocks(t: Tensor, plan: tuple[int, int, bool]) -> list[Tensor]:
     """``t``'s values in the blocks of ``plan`` (:func:`split_plan`), each part ``(blocks,
-    values per block, C)``: for rows, ``t`` as ``(R, C)`` rows of channels cut into
-    ``[(blocks, rows_per_block, C)]``, and ``(1, rest, C)`` where the rows do not fill the
-    blocks; for samples, ``[(N, H * W, C)]``. Views where ``t`` has the layout of the plan."""
+    ..., C)``, a block's values in the axes between (:func:`_values_axes`): for rows, ``t``
+    as ``(R, C)`` rows of channels cut into ``[(blocks, rows_per_block, C)]``, and ``(1,
+    rest, C)`` where the rows do not fill the blocks; for samples, ``t`` as ``(N, C, H *
+    W)`` cut into ``[(blocks, k, H * W, C)]`` of ``k`` samples each, and ``(1, rest, H * W,
+    C)`` for the samples left over. Views where ``t`` has the layout of the plan."""
     blocks, per_block, rows = plan
     channels = t.shape[1]
-    if not rows:
-        return [t.reshape(blocks, channels, per_block).transpose(1, 2)]
-    rows = t.movedim(1, -1).reshape(-1, channels)
+    if rows:
+        lines = t.movedim(1, -1).reshape(-1, channels)  # (R, C)
+    else:
+        lines = t.reshape(t.shape[0], channels, -1)  # (N, C, H * W)
+        per_block //= lines.shape[2]  # samples per block
     whole = blocks * per_block
-    parts = [rows[:whole].view(blocks, per_block, channels)]
-    if rows.shape[0] > whole:
-        parts.append(rows[whole:].unsqueeze(0))
-    return parts
+    parts = [lines[:whole].unflatten(0, (blocks, per_block))]
+    if lines.shape[0] > whole:
+        parts.append(lines[whole:].unsqueeze(0))
+    return parts if rows else [part.transpose(2, 3) for part in parts]
+
+
+def _values_axes(block: Tensor) -> tuple[int, ...]:
+    """The axes of a part of :func:`in_blocks` that hold one block's values: all but the
+    first (the block) and the last (the channel)."""
+    return tuple(range(1, block.ndim - 1))
 
 
 def channel_sums(t: Tensor, plan: tuple[int, int, bool] | None) -> Tensor:
@@ -212,7 +236,7 @@ def channel_sums(t: Tensor, plan: tuple[int, int, bool] | None) -> Tensor:
     ``plan`` (:func:`split_plan`) a sum per block, then the sum of those."""
     if plan is None:
         return t.sum(reduce_axes(t.ndim))
-    partial = [block.sum(1) for block in in_blocks(t, plan)]  # (blocks, C) each
+    partial = [block.sum(_values_axes(block)) for block in in_blocks(t, plan)]  # (blocks, C)
     return torch.cat(partial).sum(0)
 
 

@@ -224,7 +224,8 @@ def test_generated_code_matches_torch_nn_over_steps(ndim, shape, dtype, layout, 
 
 def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
     """Inputs large enough for torch_bn.split_plan's blocks: channels innermost (whole
-    blocks of rows and a shorter one after them) and NCHW (a block per sample), TorchInductor's
+    blocks of rows and a shorter one after them) and NCHW (a block per sample, or a few
+    samples per block for 7 x 7 and a smaller block after them), TorchInductor's
     code against torch.nn; then the mean-1e4 input of tests/test_torch_bn.py in rows, within
     1e-3 of float64 and at least as close as PyTorch's."""
     shape = (8200, 32)
@@ -237,12 +238,13 @@ def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
         assert torch_bn.split_plan(x) is not None
         dy = make_input(shape, torch.float32, "contiguous", g)
         compare_step(ours, theirs, x, dy, TOL[torch.float32], "contiguous")
-    image = (16, 64, 16, 16)  # NCHW: a block per sample
-    ours_2d, theirs_2d = module_pair(compiled_bn, 4, image[1])
-    x = make_input(image, torch.float32, "contiguous", g, loc=1.0, scale=2.0)
-    assert torch_bn.split_plan(x) == (16, 256, False)
-    dy = make_input(image, torch.float32, "contiguous", g)
-    compare_step(ours_2d, theirs_2d, x, dy, TOL[torch.float32], "contiguous")
+    # NCHW: a block per sample; 7 x 7: 4 samples per block and 2 left over
+    for image, plan in [((16, 64, 16, 16), (16, 256, False)), ((66, 128, 7, 7), (16, 196, False))]:
+        ours_2d, theirs_2d = module_pair(compiled_bn, 4, image[1])
+        x = make_input(image, torch.float32, "contiguous", g, loc=1.0, scale=2.0)
+        assert torch_bn.split_plan(x) == plan
+        dy = make_input(image, torch.float32, "contiguous", g)
+        compare_step(ours_2d, theirs_2d, x, dy, TOL[torch.float32], "contiguous")
     x = (1e4 + torch.randn(shape, generator=g)).requires_grad_()
     dy = torch.randn(shape, generator=g)
     results = []

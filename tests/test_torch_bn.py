@@ -118,8 +118,8 @@ def test_half_precision_statistics_accumulate_in_float32():
 
 @pytest.mark.parametrize(
     "shape, in_blocks",
-    [((256, 4, 8), False), ((65536, 4), True)],
-    ids=["one-reduction", "rows-merged-from-blocks"],
+    [((256, 4, 8), False), ((65536, 4), True), ((66, 128, 7, 7), True)],
+    ids=["one-reduction", "rows-merged-from-blocks", "nchw-7x7-merged-from-blocks"],
 )
 def test_large_mean_in_float32_matches_float64(shape, in_blocks):
     """Mean 1e4, std 1: the float32 forward and backward stay within 1e-3 of float64 on the
@@ -153,8 +153,10 @@ def test_large_mean_in_float32_matches_float64(shape, in_blocks):
 # --------------------------------------------------------------------------------------------
 def test_split_plan_cuts_rows_into_blocks_and_nchw_into_samples():
     """Channels innermost ((N, C), channels last): blocks of a power of two rows, at most
-    BLOCK_VALUES values each, and the rows left over; NCHW: one block per sample. One plain
-    reduction for small inputs, for short runs and for strided views."""
+    BLOCK_VALUES values each, and the rows left over; NCHW: one block per sample, or, for
+    runs shorter than BLOCK_RUN (7 x 7), a power of two samples per block and the samples
+    left over. One plain reduction for small inputs, for very short runs and for strided
+    views."""
     rows = torch.empty(8200, 32)
     blocks, per_block, by_rows = torch_bn.split_plan(rows)
     assert by_rows and blocks * per_block <= 8200
@@ -169,7 +171,12 @@ def test_split_plan_cuts_rows_into_blocks_and_nchw_into_samples():
         (blocks, per_block, 32),
         (1, 8200 - blocks * per_block, 32),
     ]
-    assert [p.shape for p in torch_bn.in_blocks(image, (16, 256, False))] == [(16, 256, 64)]
+    assert [p.shape for p in torch_bn.in_blocks(image, (16, 256, False))] == [(16, 1, 256, 64)]
+    small = torch.empty(66, 128, 7, 7)  # runs of 49: 4 samples per block, 2 left over
+    assert torch_bn.split_plan(small) == (16, 4 * 49, False)
+    parts = torch_bn.in_blocks(small, (16, 4 * 49, False))
+    assert [p.shape for p in parts] == [(16, 4, 49, 128), (1, 2, 49, 128)]
+    assert parts[1][0, 1, :, 5].data_ptr() == small[65, 5].data_ptr()  # views, in order
 
 
 @pytest.mark.parametrize(
@@ -178,9 +185,10 @@ def test_split_plan_cuts_rows_into_blocks_and_nchw_into_samples():
         ((8200, 32), "contiguous", torch.float32),  # whole blocks and a shorter one
         ((16, 64, 16, 16), "channels_last", torch.float32),  # whole blocks only
         ((16, 64, 16, 16), "contiguous", torch.float32),  # NCHW: a block per sample
+        ((66, 128, 7, 7), "contiguous", torch.float32),  # 4 samples per block, 2 left
         ((4100, 64), "contiguous", torch.float64),
     ],
-    ids=["rows-with-rest", "channels-last", "nchw", "rows-float64"],
+    ids=["rows-with-rest", "channels-last", "nchw", "nchw-7x7-grouped", "rows-float64"],
 )
 def test_split_reduction_equals_torch_nn(shape, layout, dtype):
     """The split statistics and sums, in training and evaluation, equal torch.nn's."""
