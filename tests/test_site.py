@@ -303,8 +303,9 @@ def test_the_site_root_has_a_favicon(visit):
 
 
 def test_small_figure_text_is_caught(visit):
-    """The check can fail: a figure with 10 pt text (13.9 px of its PNG) 14 inches wide, so
-    shown at under half its size, and one whose PNG does not record its smallest text."""
+    """The check can fail: a figure with 10 pt text (13.9 px of its PNG) 14 inches wide (1147
+    px once cropped), so shown at 672 px with its text at 8.1 px, and one whose PNG does not
+    record its smallest text."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,11 +322,12 @@ def test_small_figure_text_is_caught(visit):
     fig.savefig(plain, format="png")
     plt.close(fig)
     v = visit(NOTEBOOK_PAGES[0])
-    for name, body in (("planted-wide.png", wide), ("planted-plain.png", plain.getvalue())):
-        v.page.route(
-            f"**/{name}",
-            lambda route, body=body: route.fulfill(body=body, content_type="image/png"),
-        )
+
+    def serve(body: bytes):
+        return lambda route: route.fulfill(body=body, content_type="image/png")
+
+    v.page.route("**/planted-wide.png", serve(wide))
+    v.page.route("**/planted-plain.png", serve(plain.getvalue()))
     v.page.evaluate(
         """() => Promise.all(['planted-wide', 'planted-plain'].map(name => {
             const figure = document.createElement('figure');
@@ -333,13 +335,17 @@ def test_small_figure_text_is_caught(visit):
             const img = document.createElement('img');
             img.alt = 'a planted figure';
             figure.append(img);
-            document.querySelector('main').append(figure);
-            return new Promise(done => { img.onload = done; img.src = name + '.png'; });
+            document.querySelector('main figure').after(figure);  // where figures go
+            return new Promise(done => {
+                img.onload = img.onerror = done;
+                img.src = name + '.png';
+            });
         }))"""
     )
-    found = small_figure_text(v.page, DESKTOP["width"])
+    found = sorted(small_figure_text(v.page, DESKTOP["width"]))
     assert len(found) == 2, found
-    assert found[0].startswith("planted-wide: 6.") and "records no" in found[1], found
+    assert found[0] == "planted-plain: its PNG records no smallest text", found
+    assert found[1].startswith("planted-wide: 8.1 px (13.89 px shown at 672 of "), found
 
 
 def test_a_click_on_a_figure_opens_the_full_size_image(visit):
