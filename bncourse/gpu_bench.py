@@ -82,6 +82,7 @@ __all__ = [
     "environment",
     "load_results",
     "validate",
+    "case_label",
     "format_results",
     "main",
 ]
@@ -446,7 +447,8 @@ def run(
                 )
             )
             if progress:
-                progress(_row(results[-1]))
+                # (one line: the times, then the ratios without the case and pass again)
+                progress(_times_row(results[-1]) + _ratios_row(results[-1])[30:])
         del inputs
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -528,37 +530,54 @@ def load_results(path: str | Path | None = None) -> dict[str, Any] | None:
     return validate(json.loads(path.read_text()))
 
 
-def _row(r: dict[str, Any]) -> str:
-    ms, copy_gbps = r["ms"], r["gbps"]["copy"]
-    case = str(Case(tuple(r["shape"]), r["dtype"], r["layout"]))
-    return (
-        f"{case:<42} {r['pass']:<17} {r['bytes'] / 1e6:>8.0f} "
-        + " ".join(f"{ms[name]:>8.3f}" for name in IMPLEMENTATIONS)
-        + f" {ms['triton'] / ms['cudnn']:>8.2f} {ms['triton'] / ms['native']:>8.2f}"
-        + f" {r['gbps']['triton']:>7.0f} {r['gbps']['triton'] / copy_gbps:>6.0%}"
-        + ("" if r["checked"] else "  CHECK FAILED")
-    )
+def case_label(r: dict[str, Any]) -> str:
+    """A result's case, short: ``256x64x56x56 bf16 CL`` (CL: channels_last)."""
+    layout = " CL" if r["layout"] == "channels_last" else ""
+    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["dtype"]]
+    return f"{'x'.join(map(str, r['shape']))} {dtype}{layout}"
+
+
+_SHORT_PASS = {"forward": "fwd", "forward+backward": "fwd+bwd"}
 
 
 def format_results(report: dict[str, Any]) -> str:
-    """The results as a text table: milliseconds per implementation, the Triton kernel's
-    ratios to cuDNN and to ATen without cuDNN, its GB/s of minimal traffic and that as a
-    fraction of a copy's bandwidth."""
-    env = report["environment"]
-    header = (
-        f"{'case':<42} {'pass':<17} {'MB':>8} "
-        + " ".join(f"{name:>8}" for name in IMPLEMENTATIONS)
-        + f" {'/cudnn':>8} {'/native':>8} {'GB/s':>7} {'%copy':>6}"
-    )
+    """The results as two text tables, each line at most 83 characters and each row's case
+    first (:func:`case_label`): the median milliseconds of every implementation; then the
+    Triton kernel's ratios to cuDNN and to ATen without cuDNN, its GB/s of minimal traffic
+    and that as a fraction of a copy's bandwidth."""
+    env, rows = report["environment"], report["results"]
+    key = f"{'case':<22} {'pass':<7}"
+    times = key + "".join(f" {name:>8}" for name in IMPLEMENTATIONS)
+    ratios = key + f" {'MB':>7} {'/cudnn':>7} {'/native':>7} {'GB/s':>6} {'%copy':>6}"
     lines = [
-        f"{env['gpu']}, driver {env['driver']}, torch {env['torch']}, "
-        f"triton {env['triton']}, {report['date']}; median ms "
-        f"({report['timing']['method']})",
-        header,
-        "-" * len(header),
+        f"{env['gpu']}",
+        f"driver {env['driver']}, torch {env['torch']}, triton {env['triton']}, {report['date']}",
+        f"median ms per call ({report['timing']['method']}); CL: channels_last",
+        "",
+        times,
+        "-" * len(times),
     ]
-    lines += [_row(r) for r in report["results"]]
+    lines += [_times_row(r) for r in rows]
+    lines += ["", "triton: its time over cuDNN's and ATen's, its minimal traffic", ratios]
+    lines.append("-" * len(ratios))
+    lines += [_ratios_row(r) for r in rows]
     return "\n".join(lines)
+
+
+def _times_row(r: dict[str, Any]) -> str:
+    return f"{case_label(r):<22} {_SHORT_PASS[r['pass']]:<7}" + "".join(
+        f" {r['ms'][name]:>8.3f}" for name in IMPLEMENTATIONS
+    )
+
+
+def _ratios_row(r: dict[str, Any]) -> str:
+    ms, gbps = r["ms"], r["gbps"]
+    return (
+        f"{case_label(r):<22} {_SHORT_PASS[r['pass']]:<7} {r['bytes'] / 1e6:>7.0f}"
+        + f" {ms['triton'] / ms['cudnn']:>7.2f} {ms['triton'] / ms['native']:>7.2f}"
+        + f" {gbps['triton']:>6.0f} {gbps['triton'] / gbps['copy']:>6.0%}"
+        + ("" if r["checked"] else "  CHECK FAILED")
+    )
 
 
 def main(

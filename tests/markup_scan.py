@@ -10,12 +10,15 @@ when something goes wrong:
 - ``\\text{running\\_var}`` in math without MathJax's textmacros, which MathJax shows with
   its backslash.
 
-:func:`html_leaks` reads a built page (the text a reader sees, math and code apart), and
+:func:`html_leaks` reads a built page (the text a reader sees, math and code apart),
+:func:`searchindex_leaks` the search index (the section titles a search lists, taken from the
+headings as source text: ``$\\gamma$`` in a heading is ``\\gamma`` there), and
 :func:`pdf_leaks` the PDF's text as pdftotext gives it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 
@@ -87,6 +90,14 @@ def html_leaks(html: str) -> list[str]:
     if "textmacros" not in html:
         found += [_context(math, m) for m in TEXT_WITH_ESCAPES.finditer(math)]
     return found
+
+
+def searchindex_leaks(js: str) -> list[str]:
+    """The section titles of a built ``searchindex.js`` (``Search.setIndex({...})``) that
+    hold a LaTeX command: a search lists them as they are."""
+    index = json.loads(js[js.index("(") + 1 : js.rindex(")")])
+    titles = [*index.get("titles", []), *index.get("alltitles", {})]
+    return [title for title in titles if COMMAND.search(title)]
 
 
 def pdf_leaks(text: str) -> list[str]:

@@ -155,17 +155,31 @@ def _pages(html: Path) -> list[Path]:
     ]
 
 
+def test_the_search_index_scan_finds_latex_in_a_title():
+    """The check can fail: a search index as Sphinx writes it, with a heading's math kept as
+    its source in one title."""
+    from markup_scan import searchindex_leaks
+
+    index = {
+        "titles": ["Running statistics, train and eval"],
+        "alltitles": {"\\gamma and \\beta have shape (C,)": [[3, "shape"]], "ε inside": []},
+    }
+    js = "Search.setIndex(" + json.dumps(index) + ")"
+    assert searchindex_leaks(js) == ["\\gamma and \\beta have shape (C,)"]
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("book")
 def test_no_markup_leaks_into_the_pages(built_book):
     """No raw directive or role, no solution or nbval marker, no LaTeX command outside math,
     no \\text{..\\_..} without MathJax's textmacros (tests/markup_scan.py)."""
-    from markup_scan import html_leaks
+    from markup_scan import html_leaks, searchindex_leaks
 
     leaks = {
         str(p.relative_to(built_book.html)): html_leaks(p.read_text())
         for p in _pages(built_book.html)
     }
+    leaks["searchindex.js"] = searchindex_leaks((built_book.html / "searchindex.js").read_text())
     leaks = {page: found for page, found in leaks.items() if found}
     assert not leaks, leaks
     unexplained = [

@@ -93,8 +93,8 @@ def test_table_and_figures_render(report):
 
     table = gpu_bench.format_results(report)
     assert "Triton interpreter" in table and "2026-01-31" in table
-    assert "(6, 5, 7, 9) bfloat16, channels_last" in table and "CHECK FAILED" not in table
-    assert len(table.splitlines()) == 3 + len(report["results"])
+    assert "6x5x7x9 bf16 CL" in table and "CHECK FAILED" not in table
+    assert len(table.splitlines()) == 10 + 2 * len(report["results"])
     for draw in (plots.gpu_bench_times, plots.gpu_bench_bandwidth):
         fig = draw(report)
         assert fig.axes
@@ -204,3 +204,43 @@ def test_cuda_bench_command_on_a_small_shape(tmp_path, capsys):
     assert [r["pass"] for r in report["results"]] == ["forward", "forward+backward"]
     assert report["environment"]["gpu"] == torch.cuda.get_device_name()
     assert "wrote" in capsys.readouterr().out
+
+
+def test_the_table_fits_83_characters_a_line_case_first():
+    """A fabricated results file of the default suite's cases, with the longest values a
+    table cell takes (four-digit milliseconds, a failed check): chapter 8 prints it, and its
+    printed lines have at most 83 characters (tests/test_project.py's rule)."""
+    ms = {name: 1234.567 for name in gpu_bench.IMPLEMENTATIONS}
+    results = [
+        {
+            "shape": list(case.shape),
+            "dtype": case.dtype,
+            "layout": case.layout,
+            "pass": name,
+            "bytes": 12_345_678_901,
+            "ms": ms,
+            "gbps": {"triton": 9999.0, "copy": 9999.0},
+            "checked": k > 0,
+        }
+        for k, case in enumerate(gpu_bench.DEFAULT_CASES)
+        for name in gpu_bench.PASSES
+    ]
+    report = {
+        "format": gpu_bench.FORMAT,
+        "date": "2026-12-07",
+        "environment": {
+            "gpu": "NVIDIA H100 80GB HBM3 (a long name for a GPU, as drivers give them)",
+            "driver": "550.127.05",
+            "torch": "2.5.1+cu124",
+            "triton": "3.1.0",
+        },
+        "timing": gpu_bench.TIMING,
+        "results": results,
+    }
+    lines = gpu_bench.format_results(gpu_bench.validate(report)).splitlines()
+    assert max(map(len, lines)) <= 83, max(lines, key=len)
+    rows = [line for line in lines if " fwd" in line]
+    assert len(rows) == 2 * len(results)
+    for row, r in zip(rows, results + results):
+        assert row.startswith(gpu_bench.case_label(r) + " "), row
+    assert sum("CHECK FAILED" in line for line in lines) == 2  # the first case's two passes

@@ -7,9 +7,13 @@ order chapter 8 draws is the tensor's.
 
 from __future__ import annotations
 
+import base64
 import importlib
+import io
+import json
 import math
 import pkgutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,12 +196,13 @@ def test_gradient_histograms_count_the_nonzero_gradients_on_a_log_scale():
     g[1][:16] = 0.0  # half of layer 2 switched off
     fig = plots.gradient_histograms({"a": g, "b": [x * 2 for x in g]})
     assert len(fig.axes) == 6
-    for ax, values in zip(fig.axes[:3], g):
+    first = fig.axes[0::2]  # one row per layer, one column per key: "a" is the first column
+    for ax, values in zip(first, g):
         assert sum(p.get_height() for p in ax.patches) == np.count_nonzero(values)
-    assert fig.axes[1].get_title().endswith(" 50% zero")
-    assert fig.axes[0].get_title().endswith(" 0% zero")
+    assert first[1].get_title().endswith(" 50% zero")
+    assert first[0].get_title().endswith(" 0% zero")
     median = np.median(np.abs(g[2]))
-    assert f"median {median:.0e}" in fig.axes[2].get_title()
+    assert f"median {median:.0e}" in first[2].get_title()
     plt.close(fig)
 
 
@@ -229,3 +234,48 @@ def test_seed_bands_and_seed_spread_show_the_median_or_mean_and_the_range():
     segments = fig.axes[0].collections[0].get_segments()  # the error bars: lowest to highest
     assert np.allclose([s[:, 1] for s in segments], [[0.5, 0.9], [0.9, 1.0]])
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Readable figures: each records its smallest text (the browser tests measure it on the page)
+# --------------------------------------------------------------------------------------------
+def _recorded_smallest_text(png: bytes) -> float | None:
+    from PIL import Image
+
+    value = Image.open(io.BytesIO(png)).text.get(plots.SMALLEST_FONT_KEY)
+    return None if value is None else float(value)
+
+
+def test_figure_png_records_the_smallest_text_drawn():
+    """7 pt is the smallest drawn text; hidden text and the tick labels of an axes drawn
+    without its axis are not drawn, so they do not count, however small."""
+    fig, (ax, blank) = plt.subplots(1, 2, figsize=(4, 2), dpi=100)
+    ax.set_title("seven points", fontsize=7)
+    ax.text(0.5, 0.5, "hidden", fontsize=3, visible=False)
+    ax.text(0.5, 0.2, "", fontsize=2)
+    blank.tick_params(labelsize=4)
+    blank.axis("off")
+    png = base64.b64decode(plots.figure_png(fig))
+    plt.close(fig)
+    assert _recorded_smallest_text(png) == pytest.approx(7 * 100 / 72, abs=0.01)  # 2 decimals
+
+
+CHAPTERS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_figure_of_a_chapter_records_text_of_at_least_the_smallest_size(path):
+    """Each figure the chapter shows was made under ``use_course_style`` (its PNG records its
+    smallest text) with no text under :data:`plots.SMALLEST_PT` points."""
+    smallest = plots.SMALLEST_PT * 100 / 72 - 0.01  # at 100 dpi; recorded to 2 decimals
+    found = []
+    for cell in json.loads(path.read_text())["cells"]:
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png is None:
+                continue
+            name = cell["metadata"].get("mystnb", {}).get("figure", {}).get("name", "a figure")
+            recorded = _recorded_smallest_text(base64.b64decode(png))
+            if recorded is None or recorded < smallest:
+                found.append(f"{name}: {recorded}")
+    assert not found, found

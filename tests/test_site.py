@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import io
 import os
 import sys
 import threading
@@ -76,6 +77,57 @@ WIDE_CELLS = """() => Array.from(document.querySelectorAll(
 WIDE_MATH = """() => Array.from(document.querySelectorAll('main mjx-container[display="true"]'))
     .filter(m => m.scrollWidth > m.parentElement.clientWidth + 2)
     .map(m => m.textContent.slice(0, 60))"""
+
+
+# Figures: the smallest text of each as a reader sees it, at least SMALLEST_TEXT_PX[width] CSS
+# px with the page that wide. bncourse.plots records each figure's smallest text, in pixels of
+# its PNG, in the PNG itself (bncourse.plots.style); on the page it is that size x the width
+# the image is shown at / its natural width. 12 px (9 pt) on a desktop; 8 px on a phone: held
+# at about 30 cm, half a desktop screen's distance, with about 0.18 mm to a CSS px, 8 px there
+# is about the same angle to the eye (0.28 degrees) as 12 px of a desktop at 60 cm (0.30).
+SMALLEST_TEXT_PX = {DESKTOP["width"]: 12.0, PHONE["width"]: 8.0}
+# (the PNG's tEXt chunks are read in the page, so a figure served any way at all is checked)
+SMALL_FIGURE_TEXT = """async ([key, threshold]) => {
+    const found = [];
+    const images = Array.from(document.querySelectorAll(
+        'main figure img, main .cell_output img'))
+        .filter(img => img.getBoundingClientRect().width > 0);
+    for (const img of images) {
+        const bytes = new Uint8Array(await (await fetch(img.currentSrc)).arrayBuffer());
+        const view = new DataView(bytes.buffer);
+        let recorded = null;
+        for (let at = 8; at + 8 <= bytes.length;) {
+            const length = view.getUint32(at);
+            const type = String.fromCharCode(...bytes.subarray(at + 4, at + 8));
+            if (type === 'IEND') break;
+            if (type === 'tEXt') {
+                const text = new TextDecoder('latin1').decode(
+                    bytes.subarray(at + 8, at + 8 + length));
+                const [name, value] = text.split('\\0');
+                if (name === key) recorded = parseFloat(value);
+            }
+            at += 12 + length;
+        }
+        const name = (img.closest('figure') || {}).id || img.currentSrc.split('/').pop();
+        const shown = img.getBoundingClientRect().width;
+        if (recorded === null) {
+            found.push(`${name}: its PNG records no smallest text`);
+        } else if (recorded * shown / img.naturalWidth < threshold) {
+            const px = (recorded * shown / img.naturalWidth).toFixed(1);
+            found.push(`${name}: ${px} px (${recorded} px shown at ${Math.round(shown)} of `
+                + `${img.naturalWidth} px)`);
+        }
+    }
+    return found;
+}"""
+
+
+def small_figure_text(page, width: int) -> list[str]:
+    """The figures on ``page`` (``width`` px wide) whose smallest text is under
+    ``SMALLEST_TEXT_PX[width]`` CSS px as shown, or that do not record their smallest text."""
+    from bncourse.plots import SMALLEST_FONT_KEY
+
+    return page.evaluate(SMALL_FIGURE_TEXT, [SMALLEST_FONT_KEY, SMALLEST_TEXT_PX[width]])
 
 
 # axe-core's violations that come from the theme (sphinx-book-theme / pydata-sphinx-theme) and
@@ -232,6 +284,8 @@ def test_page_loads_renders_math_and_every_figure_and_passes_axe(visit, built_bo
     assert not broken, f"images that did not load: {broken}"
     if path in NOTEBOOK_PAGES:
         assert images, "every chapter has figures"
+    small = small_figure_text(page, DESKTOP["width"])
+    assert not small, f"figure text under 12 px at {DESKTOP['width']} px: {small}"
     assert not v.problems, "\n".join(v.problems)
     # pydata-sphinx-theme makes scrollable code blocks focusable from a script at load time
     v.page.wait_for_load_state("load")
@@ -246,6 +300,61 @@ def test_the_site_root_has_a_favicon(visit):
     v = visit("index.html")
     response = v.page.request.get(v.base + "favicon.ico")
     assert response.ok and response.body()[:4] == b"\x00\x00\x01\x00", "not an .ico file"
+
+
+def test_small_figure_text_is_caught(visit):
+    """The check can fail: a figure with 10 pt text (13.9 px of its PNG) 14 inches wide (1147
+    px once cropped), so shown at 672 px with its text at 8.1 px, and one whose PNG does not
+    record its smallest text."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import base64
+
+    import matplotlib.pyplot as plt
+
+    from bncourse.plots import figure_png
+
+    fig, ax = plt.subplots(figsize=(14, 3), dpi=100)
+    ax.set_title("a planted figure, too wide for its text", fontsize=10)
+    wide = base64.b64decode(figure_png(fig))
+    plain = io.BytesIO()
+    fig.savefig(plain, format="png")
+    plt.close(fig)
+    v = visit(NOTEBOOK_PAGES[0])
+
+    def serve(body: bytes):
+        return lambda route: route.fulfill(body=body, content_type="image/png")
+
+    v.page.route("**/planted-wide.png", serve(wide))
+    v.page.route("**/planted-plain.png", serve(plain.getvalue()))
+    v.page.evaluate(
+        """() => Promise.all(['planted-wide', 'planted-plain'].map(name => {
+            const figure = document.createElement('figure');
+            figure.id = name;
+            const img = document.createElement('img');
+            img.alt = 'a planted figure';
+            figure.append(img);
+            document.querySelector('main figure').after(figure);  // where figures go
+            return new Promise(done => {
+                img.onload = img.onerror = done;
+                img.src = name + '.png';
+            });
+        }))"""
+    )
+    found = sorted(small_figure_text(v.page, DESKTOP["width"]))
+    assert len(found) == 2, found
+    assert found[0] == "planted-plain: its PNG records no smallest text", found
+    assert found[1].startswith("planted-wide: 8.1 px (13.89 px shown at 672 of "), found
+
+
+def test_a_click_on_a_figure_opens_the_full_size_image(visit):
+    v = visit("notebooks/03_backward_by_hand.html")
+    figure = v.page.locator("main figure img").first
+    src = figure.evaluate("img => img.currentSrc")
+    with v.page.expect_navigation(wait_until="load") as navigation:
+        figure.click()
+    assert navigation.value.ok and v.page.url == src and src.endswith(".png"), (v.page.url, src)
 
 
 def test_one_search_field_on_a_desktop_page(visit):
@@ -373,6 +482,8 @@ def test_no_page_is_wider_than_a_phone(visit, path):
     v.wait_for_math()
     width = v.page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= PHONE["width"] + 1, f"the page scrolls sideways: {width}px > 390px"
+    small = small_figure_text(v.page, PHONE["width"])
+    assert not small, f"figure text under 8 px at {PHONE['width']} px: {small}"
     if path in SCREENSHOT_PAGES:
         screenshot(v, path, "phone")
 

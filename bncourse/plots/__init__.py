@@ -6,7 +6,7 @@ once at the top of a notebook so all figures share one look.  Colours come from 
 
 The modules, by what they draw:
 
-* :mod:`.style`: the colours and the course's look;
+* :mod:`.style`: the colours, the course's look and the size of a figure's smallest text;
 * :mod:`.distributions`: a batch's values before and after normalizing (chapters 1 and 2);
 * :mod:`.reductions`: which values share statistics, for BatchNorm and its family (2, 9);
 * :mod:`.gradients`: the backward pass and finite differences (3);
@@ -46,7 +46,17 @@ from .gradients import computational_graph, difference_error_vs_h, gradient_agre
 from .identity import identity_error_vs_batch_size, parameter_trajectories
 from .numerics import agreement_over_steps, variance_error_by_method
 from .reductions import normalization_family, reduction_pattern
-from .style import COLORS, color, use_course_style
+from .style import (
+    COLORS,
+    MAX_WIDTH_IN,
+    SMALLEST_FONT_KEY,
+    SMALLEST_PT,
+    color,
+    figure_png,
+    legend_below,
+    smallest_font_px,
+    use_course_style,
+)
 from .tiles import memory_order, program_of, tiles_in_memory
 from .timings import (
     bandwidth_model_times,
@@ -67,6 +77,12 @@ __all__ = [
     "COLORS",
     "color",
     "use_course_style",
+    "MAX_WIDTH_IN",
+    "SMALLEST_PT",
+    "SMALLEST_FONT_KEY",
+    "figure_png",
+    "legend_below",
+    "smallest_font_px",
     "scaling_comparison",
     "histograms_before_after",
     "samuelson_bound",

@@ -13,14 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import color
+from .style import color, legend_below
 
 __all__ = ["gradient_histograms", "zero_fractions", "update_ratios", "seed_bands", "seed_spread"]
 
 
 def gradient_histograms(values: dict[str, Sequence[np.ndarray]], bins: int = 50) -> Figure:
     """Histograms of ``log10 |g|`` for each hidden layer's gradient ``g`` (of the loss with
-    respect to the layer's pre-activation): one row per key, one column per layer, shared x.
+    respect to the layer's pre-activation): one column per key, one row per layer, shared x.
 
     Exact zeros (units a ReLU switched off) have no logarithm; each panel's title gives their
     fraction and the median of ``|g|`` over the others.
@@ -34,24 +34,23 @@ def gradient_histograms(values: dict[str, Sequence[np.ndarray]], bins: int = 50)
     everything = np.concatenate([v for label in labels for v in logs[label]])
     edges = np.linspace(everything.min(), everything.max(), bins + 1)
     fig, axes = plt.subplots(
-        len(labels),
         layers,
-        figsize=(2.5 * layers, 2.2 * len(labels)),
+        len(labels),
+        figsize=(3.0 * len(labels), 1.9 * layers),
         sharex=True,
         squeeze=False,
     )
     for i, label in enumerate(labels):
         for j, (g, log) in enumerate(zip(values[label], logs[label])):
-            ax = axes[i, j]
+            ax = axes[j, i]
             ax.hist(log, bins=edges, color=color(i), alpha=0.85)
             ax.set_yticks([])
             zero = np.mean(np.ravel(g) == 0)
             ax.set_title(
-                f"layer {j + 1}: median {10 ** np.median(log):.0e}, {zero:.0%} zero", fontsize=8
+                f"{label}, layer {j + 1}:\nmedian {10 ** np.median(log):.0e}, {zero:.0%} zero"
             )
-            if i == len(labels) - 1:
+            if j == layers - 1:
                 ax.set_xlabel("log10 |gradient|")
-        axes[i, 0].set_ylabel(label)
     fig.tight_layout()
     return fig
 
@@ -61,7 +60,7 @@ def _per_layer_curves(
 ) -> tuple[Figure, np.ndarray]:
     labels = list(curves)
     layers = np.asarray(curves[labels[0]]).shape[1]
-    fig, axes = plt.subplots(1, len(labels), figsize=(3.6 * len(labels), 3.2), sharey=True)
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.0 * len(labels), 3.0), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, label in zip(axes, labels):
         values = np.asarray(curves[label], dtype=np.float64)
@@ -72,11 +71,17 @@ def _per_layer_curves(
             ax.plot(steps, smooth, color=color(layer), lw=1.2, label=f"layer {layer + 1}")
         if log:
             ax.set_yscale("log")
-        ax.set_title(label, fontsize=10)
+        ax.set_title(label)
         ax.set_xlabel("step")
     axes[0].set_ylabel(ylabel)
-    axes[-1].legend(fontsize=7, loc="best")
     return fig, axes
+
+
+def _finish_per_layer_curves(fig: Figure, axes: np.ndarray) -> None:
+    """Lay the panels out, then put the layers' legend under them (in one row)."""
+    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels))
 
 
 def zero_fractions(fractions: dict[str, np.ndarray], window: int = 5) -> Figure:
@@ -89,7 +94,7 @@ def zero_fractions(fractions: dict[str, np.ndarray], window: int = 5) -> Figure:
     for ax in axes:
         ax.set_ylim(0, 1)
         ax.axhline(0.5, color="gray", lw=0.8, ls=":")
-    fig.tight_layout()
+    _finish_per_layer_curves(fig, axes)
     return fig
 
 
@@ -105,7 +110,7 @@ def update_ratios(
     fig, axes = _per_layer_curves(ratios, "update / weight (norms)", True, window)
     for ax in axes:
         ax.axhline(reference, color="gray", lw=0.8, ls=":")
-    fig.tight_layout()
+    _finish_per_layer_curves(fig, axes)
     return fig
 
 
@@ -116,7 +121,7 @@ def seed_bands(curves: dict[str, Sequence[Sequence[float]]], window: int = 10) -
 
     ``curves[label]`` holds one per-step loss sequence per seed (truncated to the shortest).
     """
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     for k, (label, runs) in enumerate(curves.items()):
         length = min(len(run) for run in runs)
         kernel = np.ones(window) / window
@@ -127,8 +132,8 @@ def seed_bands(curves: dict[str, Sequence[Sequence[float]]], window: int = 10) -
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.legend(fontsize=8)
     fig.tight_layout()
+    legend_below(fig, ax, ncol=2)
     return fig
 
 
@@ -145,7 +150,7 @@ def seed_spread(
     ``values[label]`` has shape ``(seeds, len(x))``; the lines are shifted sideways a little
     so their error bars do not overlap.
     """
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     keys = list(values)
     for k, label in enumerate(keys):
         v = np.asarray(values[label], dtype=np.float64)
@@ -167,6 +172,6 @@ def seed_spread(
     ax.set_xticks(list(x), [f"{value:g}" for value in x])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
     fig.tight_layout()
+    legend_below(fig, ax, ncol=2)
     return fig

@@ -43,7 +43,7 @@ def _box(
             linestyle="--" if faded else "-",
         )
     )
-    ax.text(x, y, text, ha="center", va="center", fontsize=8.5, color="#888888" if faded else "k")
+    ax.text(x, y, text, ha="center", va="center", color="#888888" if faded else "k")
 
 
 def _arrow(
@@ -79,7 +79,6 @@ def _arrow(
             label,
             ha="center",
             va="center",
-            fontsize=7.5,
             color="#888888" if faded else color,
             bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
         )
@@ -93,7 +92,7 @@ def _blank(ax: Axes, title: str) -> None:
 
 
 def train_eval_dataflow() -> Figure:
-    """BatchNorm's data flow in training mode (left) and eval mode (right), side by side.
+    """BatchNorm's data flow in training mode (top) and eval mode (bottom).
 
     Training: the batch's mean and biased variance normalize the output; the same batch
     statistics (the variance made unbiased) update ``running_mean`` and ``running_var`` by
@@ -101,7 +100,7 @@ def train_eval_dataflow() -> Figure:
     and ``running_var`` normalize the output; no statistic of the batch is computed and no
     buffer changes. Solid: used or written; dashed grey: left alone.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig, axes = plt.subplots(2, 1, figsize=(6, 8.6))
     for ax, training in zip(axes, (True, False)):
         _blank(ax, "training mode: model.train()" if training else "eval mode: model.eval()")
         blue, orange, green = COLORS[0], COLORS[1], COLORS[2]
@@ -123,7 +122,7 @@ def train_eval_dataflow() -> Figure:
             0.2,
             0.4,
             0.16,
-            r"$y = \gamma\,\frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta$"
+            r"$y = \gamma\,(x - \mu)\,/\sqrt{\sigma^2 + \epsilon} + \beta$"
             + (
                 "\n" + r"$\mu, \sigma^2 = \mu_B, \sigma_B^2$"
                 if training
@@ -142,19 +141,18 @@ def train_eval_dataflow() -> Figure:
                 0.87,
                 0.35,
                 "updated:\n(1 - momentum) · old\n+ momentum · new\n"
-                r"(var: $\frac{m}{m-1}\sigma_B^2$)",
+                r"(var: $\sigma_B^2 \cdot m/(m-1)$)",
                 ha="center",
                 va="center",
-                fontsize=7.5,
                 color=green,
             )
             _arrow(ax, (0.67, 0.85), (0.75, 0.89), "+= 1", green, label_offset=(0.0, 0.04))
-            ax.text(0.86, 0.08, "written: every buffer", ha="center", fontsize=8, color=green)
+            ax.text(0.86, 0.08, "written: every buffer", ha="center", color=green)
         else:
             _arrow(ax, (0.14, 0.74), (0.32, 0.24), color=blue)
             _arrow(ax, (0.25, 0.8), (0.33, 0.8), faded=True)
             _arrow(ax, (0.8, 0.49), (0.72, 0.28), "read only", green, label_offset=(0.0, 0.04))
-            ax.text(0.86, 0.08, "written: nothing", ha="center", fontsize=8, color="#888888")
+            ax.text(0.86, 0.08, "written: nothing", ha="center", color="#888888")
         _arrow(ax, (0.32, 0.17), (0.25, 0.17), color=blue)
     fig.tight_layout()
     return fig
@@ -163,10 +161,10 @@ def train_eval_dataflow() -> Figure:
 def sync_batchnorm_messages(processes: int = 2, channels_symbol: str = "C") -> Figure:
     """What :mod:`bncourse.distributed`'s SyncBatchNorm sends, for ``processes`` ranks.
 
-    Forward (left): each rank packs its per-channel ``(count, mean, M2)`` (``local_stats``)
+    Forward (top): each rank packs its per-channel ``(count, mean, M2)`` (``local_stats``)
     into one message of ``1 + 2C`` numbers; ``all_gather`` gives every rank all the messages,
     and every rank merges them with Chan's formula (``merge_stats``) into the global count,
-    mean and variance. Backward (right): each rank sums ``dy`` and ``dy (x - mean)`` over its
+    mean and variance. Backward (bottom): each rank sums ``dy`` and ``dy (x - mean)`` over its
     rows, ``2C`` numbers; one ``all_reduce`` adds them up on every rank, and the closed form
     gives each rank the gradient of its own rows. ``dgamma``, ``dbeta`` stay per rank
     (``DistributedDataParallel`` averages them with the other parameter gradients).
@@ -174,7 +172,7 @@ def sync_batchnorm_messages(processes: int = 2, channels_symbol: str = "C") -> F
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
     c = channels_symbol
-    fig, axes = plt.subplots(1, 2, figsize=(11, 1.6 + 1.1 * processes))
+    fig, axes = plt.subplots(2, 1, figsize=(6, 2 * (1.2 + 0.9 * processes)))
     ys = [1 - (k + 0.5) / processes for k in range(processes)]
     h = min(0.2, 0.7 / processes)
     titles = ("forward: all_gather of (count, mean, M2)", "backward: all_reduce of two sums")
@@ -212,8 +210,9 @@ def sync_batchnorm_messages(processes: int = 2, channels_symbol: str = "C") -> F
             y,
             0.38,
             h,
-            f"the {processes} triples, Chan's merge\n"
-            + r"$N, \bar{x}, M_2/N$ (same on every rank)",
+            f"{processes} triples, Chan's merge:\n"
+            + r"$N, \bar{x}, M_2/N$,"
+            + "\nthe same on every rank",
             blue,
         )
         _arrow(
@@ -253,36 +252,36 @@ def fold_diagram(layer: str = "Conv2d") -> Figure:
     layer after (bottom), with the folded weight and bias of :mod:`bncourse.fold`:
     ``a = gamma / sqrt(running_var + eps)`` per output channel, ``W' = a W`` (row ``k`` of
     ``W`` scaled by ``a[k]``), ``c' = a (c - running_mean) + beta``."""
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = plt.subplots(figsize=(6, 4.4))
     _blank(ax, "")
     blue, orange, green = COLORS[0], COLORS[1], COLORS[2]
-    ax.text(0.01, 0.9, "before", fontsize=10, weight="bold", va="center")
-    ax.text(0.01, 0.35, "after", fontsize=10, weight="bold", va="center")
-    _box(ax, 0.14, 0.78, 0.12, 0.12, "x", blue)
-    _box(ax, 0.38, 0.78, 0.24, 0.18, f"{layer}\nweight $W$, bias $c$\n$z = W x + c$", blue)
+    ax.text(0.0, 0.98, "before", weight="bold", va="center")
+    ax.text(0.0, 0.45, "after", weight="bold", va="center")
+    _box(ax, 0.05, 0.78, 0.07, 0.1, "x", blue)
+    _box(ax, 0.26, 0.78, 0.27, 0.24, f"{layer}\nweight $W$, bias $c$\n$z = W x + c$", blue)
     _box(
         ax,
-        0.68,
+        0.63,
         0.78,
-        0.28,
-        0.18,
+        0.36,
+        0.24,
         "BatchNorm (eval)\n"
         + r"$\gamma, \beta, \mu$ = running_mean,"
         + "\n"
         + r"$\sigma^2$ = running_var, $\epsilon$",
         orange,
     )
-    _box(ax, 0.92, 0.78, 0.1, 0.12, "y", blue)
-    _arrow(ax, (0.2, 0.78), (0.26, 0.78))
-    _arrow(ax, (0.5, 0.78), (0.54, 0.78), "z")
-    _arrow(ax, (0.82, 0.78), (0.87, 0.78))
-    _box(ax, 0.14, 0.3, 0.12, 0.12, "x", blue)
+    _box(ax, 0.95, 0.78, 0.07, 0.1, "y", blue)
+    _arrow(ax, (0.085, 0.78), (0.125, 0.78))
+    _arrow(ax, (0.395, 0.78), (0.45, 0.78), "z")
+    _arrow(ax, (0.81, 0.78), (0.915, 0.78))
+    _box(ax, 0.05, 0.22, 0.07, 0.1, "x", blue)
     _box(
         ax,
+        0.38,
+        0.22,
         0.5,
-        0.3,
-        0.44,
-        0.26,
+        0.34,
         f"one {layer}\n"
         + r"$W' = a\,W$  (output channel $k$: $a_k W_k$)"
         + "\n"
@@ -291,9 +290,9 @@ def fold_diagram(layer: str = "Conv2d") -> Figure:
         + r"$a = \gamma / \sqrt{\sigma^2 + \epsilon}$",
         green,
     )
-    _box(ax, 0.92, 0.3, 0.1, 0.12, "y", blue)
-    _arrow(ax, (0.2, 0.3), (0.28, 0.3))
-    _arrow(ax, (0.72, 0.3), (0.87, 0.3), "same y, one layer fewer", green, label_offset=(0.0, 0.06))
-    _arrow(ax, (0.55, 0.68), (0.5, 0.44), "fold (float64)", green, label_offset=(0.06, 0.0))
+    _box(ax, 0.95, 0.22, 0.07, 0.1, "y", blue)
+    _arrow(ax, (0.085, 0.22), (0.13, 0.22))
+    _arrow(ax, (0.63, 0.22), (0.915, 0.22), "same y,\none layer\nfewer", green)
+    _arrow(ax, (0.6, 0.66), (0.5, 0.39), "fold (float64)", green, label_offset=(0.12, 0.0))
     fig.tight_layout()
     return fig

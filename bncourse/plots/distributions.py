@@ -35,8 +35,9 @@ def _strip(ax: Axes, columns: np.ndarray, names: Sequence[str], title: str) -> N
 def scaling_comparison(
     raw: np.ndarray, minmax: np.ndarray, zscore: np.ndarray, names: Sequence[str]
 ) -> Figure:
-    """Three strip plots of a (N, C) batch: raw, min-max scaled, standardized."""
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    """Three strip plots of a (N, C) batch, one above the other: raw, min-max scaled,
+    standardized."""
+    fig, axes = plt.subplots(3, 1, figsize=(6, 7.2), sharex=True)
     _strip(axes[0], raw, names, "raw features")
     _strip(axes[1], minmax, names, "min-max: each feature in [0, 1]")
     for level in (0, 1):
@@ -52,20 +53,20 @@ def histograms_before_after(
 ) -> Figure:
     """For each column of (N, C) ``before``/``after``: its histogram before and after BN."""
     c = before.shape[1]
-    fig, axes = plt.subplots(c, 2, figsize=(9, 2.2 * c), squeeze=False)
+    fig, axes = plt.subplots(c, 2, figsize=(6, 2.2 * c), squeeze=False)
     for j in range(c):
         axes[j, 0].hist(before[:, j], bins=bins, color=color(j), alpha=0.8)
         axes[j, 1].hist(after[:, j], bins=bins, color=color(j), alpha=0.8)
         axes[j, 0].set_ylabel(names[j])
-    axes[0, 0].set_title("before BatchNorm")
-    axes[0, 1].set_title("after BatchNorm (same shape, new axis)")
+    axes[0, 0].set_title("before BatchNorm\n")
+    axes[0, 1].set_title("after BatchNorm\n(same shape, new axis)")
     fig.tight_layout()
     return fig
 
 
 def samuelson_bound(ms: Sequence[int], max_abs: Sequence[np.ndarray]) -> Figure:
     """Largest |xhat| in random batches of size m (dots) against the bound sqrt(m - 1)."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     for m, values in zip(ms, max_abs):
         rng = np.random.default_rng(m)
         ax.scatter(
@@ -89,7 +90,7 @@ def samuelson_bound(ms: Sequence[int], max_abs: Sequence[np.ndarray]) -> Figure:
 
 def eps_gain(variances: np.ndarray, eps: float) -> Figure:
     """The factor BN multiplies a centred channel by, 1/sqrt(var + eps), against 1/sqrt(var)."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.loglog(
         variances,
         1 / np.sqrt(variances),
@@ -119,7 +120,7 @@ def channel_stats(
     """Per-channel mean and standard deviation before and after normalization, as bars."""
     c = len(mean_before)
     idx = np.arange(c)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
     for ax, before, after, title in [
         (axes[0], mean_before, mean_after, "per-channel mean"),
         (axes[1], std_before, std_after, "per-channel std"),

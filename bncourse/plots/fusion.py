@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import COLORS
+from .style import COLORS, legend_below
 
 __all__ = ["fusion_bars"]
 
@@ -25,7 +25,7 @@ def fusion_bars(
     compiled one (``compiled_bn``) and ``torch.nn`` (ATen), each divided by the time of one
     copy of the input (``copy``, the same units): bars in copies' worth, the copy at 1."""
     copy_ = np.asarray(copy, dtype=float)
-    fig, ax = plt.subplots(figsize=(8, 1.4 + 1.0 * len(labels)))
+    fig, ax = plt.subplots(figsize=(6, 1.4 + 1.0 * len(labels)))
     y = np.arange(len(labels))
     bars = [
         (eager, "ours, eager (torch_bn)", COLORS[0]),
@@ -38,7 +38,7 @@ def fusion_bars(
     ax.axvline(1.0, color="0.3", linestyle="--", linewidth=1, label="one copy, x.clone()")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set_xlabel("forward+backward time, in copies of the input (lower is faster)")
-    ax.legend(fontsize=9, loc="lower right")
+    ax.set_xlabel("forward+backward time, in copies of the input\n(lower is faster)")
     fig.tight_layout()
+    legend_below(fig, ax, ncol=2)
     return fig

@@ -6,29 +6,29 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import COLORS
+from .style import COLORS, SMALLEST_PT
 
 __all__ = ["computational_graph", "gradient_agreement", "difference_error_vs_h"]
 
 
 def computational_graph() -> Figure:
     """BatchNorm's forward pass as a graph of small nodes (per channel)."""
-    nodes = {
-        "x": (0.0, 1.0),
-        "mu": (1.5, 2.0),
-        "xc": (3.0, 1.0),
-        "var": (4.5, 2.0),
-        "inv_std": (6.3, 2.0),
-        "xhat": (7.8, 1.0),
-        "y": (9.6, 1.0),
-        "gamma": (7.8, 0.0),
-        "beta": (9.6, 0.0),
+    nodes = {  # (x in inches of the figure, row)
+        "x": (0.2, 1.0),
+        "mu": (1.1, 2.0),
+        "xc": (1.9, 1.0),
+        "var": (2.9, 2.0),
+        "inv_std": (4.6, 2.0),
+        "xhat": (3.8, 1.0),
+        "y": (5.3, 1.0),
+        "gamma": (4.5, 0.0),
+        "beta": (5.9, 0.0),
     }
     labels = {
         "x": r"$x$",
-        "mu": r"$\mu = \frac{1}{m}\sum x$",
+        "mu": r"$\mu = \sum x\,/\,m$",
         "xc": r"$x_c = x - \mu$",
-        "var": r"$\sigma^2 = \frac{1}{m}\sum x_c^2$",
+        "var": r"$\sigma^2 = \sum x_c^2\,/\,m$",
         "inv_std": r"$s = (\sigma^2+\epsilon)^{-1/2}$",
         "xhat": r"$\hat{x} = x_c\, s$",
         "y": r"$y = \gamma \hat{x} + \beta$",
@@ -47,7 +47,7 @@ def computational_graph() -> Figure:
         ("gamma", "y"),
         ("beta", "y"),
     ]
-    fig, ax = plt.subplots(figsize=(10, 3.0))
+    fig, ax = plt.subplots(figsize=(6, 2.6))
     boxes = {}
     for name, (x, y) in nodes.items():
         param = name in ("gamma", "beta")
@@ -57,7 +57,7 @@ def computational_graph() -> Figure:
             labels[name],
             ha="center",
             va="center",
-            fontsize=11,
+            fontsize=SMALLEST_PT,
             bbox=dict(
                 boxstyle="round,pad=0.5",
                 facecolor="#fdebd3" if param else "#dbe9f6",
@@ -79,7 +79,7 @@ def computational_graph() -> Figure:
                 patchB=boxes[b].get_bbox_patch(),
             ),
         )
-    ax.set_xlim(-0.7, 10.5)
+    ax.set_xlim(-0.1, 6.3)
     ax.set_ylim(-0.5, 2.5)
     ax.axis("off")
     fig.tight_layout()
@@ -102,7 +102,7 @@ def gradient_agreement(analytic: np.ndarray, numeric: np.ndarray) -> Figure:
 
 def difference_error_vs_h(hs: np.ndarray, central: np.ndarray, forward: np.ndarray) -> Figure:
     """Error of central and one-sided differences against the step h (log-log)."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.loglog(hs, central, "o-", label="central (f(x+h) - f(x-h)) / 2h", color=COLORS[0])
     ax.loglog(hs, forward, "s-", label="one-sided (f(x+h) - f(x)) / h", color=COLORS[1])
     ax.set_xlabel("step h")

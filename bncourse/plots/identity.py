@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import COLORS, color
+from .style import COLORS, color, legend_below
 
 __all__ = ["identity_error_vs_batch_size", "parameter_trajectories"]
 
@@ -22,7 +22,7 @@ def identity_error_vs_batch_size(
     training mode for each batch size in ``ms``; ``predicted``: the first-order prediction;
     ``eval_error``: the same measure in eval mode (float32 rounding), drawn as a level line.
     """
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.loglog(
         ms, train_error, "o", color=COLORS[0], label="training mode (batch statistics), measured"
     )
@@ -40,8 +40,8 @@ def identity_error_vs_batch_size(
     )
     ax.set_xlabel("batch size m")
     ax.set_ylabel(r"RMS of $y - x$, relative to $\sigma$")
-    ax.legend(loc="center right")
     fig.tight_layout()
+    legend_below(fig, ax)
     return fig
 
 
@@ -58,7 +58,7 @@ def parameter_trajectories(
     The targets (shape ``(C,)``) are dashed lines; ``gamma_reference``, if given, is drawn
     dotted (for example the population std when the target is the mean batch std).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(5.8, 5.6), sharex=True)
     for ax, values, target, name in [
         (axes[0], gamma, gamma_target, r"$\gamma$"),
         (axes[1], beta, beta_target, r"$\beta$"),
@@ -70,10 +70,10 @@ def parameter_trajectories(
             ax.axhline(target[c], color=color(c), ls="--", lw=1)
             if gamma_reference is not None and name == r"$\gamma$":
                 ax.axhline(gamma_reference[c], color=color(c), ls=":", lw=1)
-        ax.set_xlabel("step")
-        ax.set_title(name)
+        ax.set_ylabel(name)
+    axes[-1].set_xlabel("step")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels))
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.suptitle(title, fontsize="medium", wrap=True)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig

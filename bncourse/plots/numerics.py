@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import COLORS, color
+from .style import COLORS, color, legend_below
 
 __all__ = ["agreement_over_steps", "variance_error_by_method"]
 
@@ -16,7 +16,7 @@ __all__ = ["agreement_over_steps", "variance_error_by_method"]
 def agreement_over_steps(errors: dict[str, np.ndarray], title: str) -> Figure:
     """Largest difference between two implementations at every step, one line per quantity
     (log scale; exact zeros are drawn on the bottom line, labelled 0)."""
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     floor = 1e-18
     for (label, values), line_color in zip(errors.items(), COLORS):
         values = np.maximum(np.asarray(values, dtype=np.float64), floor)
@@ -28,16 +28,16 @@ def agreement_over_steps(errors: dict[str, np.ndarray], title: str) -> Figure:
     ax.set_yticks(ticks, ["0 (equal)"] + [f"{t:.0e}" for t in ticks[1:]])
     ax.set_xlabel("step")
     ax.set_ylabel("largest |ours - torch.nn|")
-    ax.set_title(title)
-    ax.legend(fontsize=9, ncol=2)
+    ax.set_title(title, wrap=True)
     fig.tight_layout()
+    legend_below(fig, ax, ncol=2)
     return fig
 
 
 def variance_error_by_method(means: Sequence[float], errors: dict[str, Sequence[float]]) -> Figure:
     """Relative error of a float32 variance (vs float64) against the data's mean, one line per
     method; errors of 0 are drawn at the bottom of the axis."""
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     floor = 1e-9
     for k, (name, values) in enumerate(errors.items()):
         shown = np.maximum(np.asarray(values, dtype=float), floor)
@@ -45,10 +45,10 @@ def variance_error_by_method(means: Sequence[float], errors: dict[str, Sequence[
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.axhline(1.0, color="gray", lw=0.8, ls="--")
-    ax.text(means[0], 1.3, "100% error", fontsize=8, color="gray")
+    ax.text(means[0], 1.3, "100% error", color="gray")
     ax.set_xlabel("mean of the data (standard deviation 1)")
     ax.set_ylabel("relative error of the variance")
     ax.set_ylim(floor / 2, None)
-    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
+    legend_below(fig, ax, ncol=2)
     return fig

@@ -61,10 +61,10 @@ def normalization_family(shape: tuple[int, int, int] = (4, 6, 4), groups: int = 
     group = np.zeros(shape, dtype=bool)
     group[0, : c // groups, :] = True
     patterns[f"GroupNorm ({groups} groups)\nover (C/G, H, W), per group"] = group
-    fig = plt.figure(figsize=(13, 3.6))
+    fig = plt.figure(figsize=(5.2, 6.0))
     for k, (title, mask) in enumerate(patterns.items()):
-        ax = fig.add_subplot(1, 4, k + 1, projection="3d")
+        ax = fig.add_subplot(2, 2, k + 1, projection="3d")
         reduction_pattern(ax, shape, mask, "")
-        ax.set_title(title, fontsize=9, pad=12)
-    fig.subplots_adjust(left=0.0, right=0.98, top=0.88, bottom=0.02, wspace=0.05)
+        ax.set_title(title, fontsize="medium", pad=6)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.93, bottom=0.02, wspace=0.1, hspace=0.15)
     return fig

@@ -40,28 +40,39 @@ def memory_order(x: Any, plan: Any) -> tuple[np.ndarray, np.ndarray]:
     return c, program
 
 
-def tiles_in_memory(layouts: dict[str, tuple[Any, Any]]) -> Figure:
+def tiles_in_memory(layouts: dict[str, tuple[Any, Any]], per_row: int = 18) -> Figure:
     """One strip per layout: the tensor's elements in memory order, coloured by channel
-    (top row) and by the program that reads them (bottom row, numbered by tile).
+    (top row) and by the program that reads them (bottom row, numbered by tile); a strip
+    longer than ``per_row`` elements goes on in the next line, as text does.
 
     ``layouts`` maps a title to ``(x, plan)``: a small dense tensor and its tiling
     (:func:`memory_order`); the tensors have one shape.
     """
-    fig, axes = plt.subplots(len(layouts), 1, figsize=(10, 1.5 * len(layouts) + 0.3))
+    size = math.prod(next(iter(layouts.values()))[0].shape)
+    lines = math.ceil(size / per_row)
+    band = 2.6  # the height of one line: the two rows of cells and a gap
+    fig, axes = plt.subplots(
+        len(layouts), 1, figsize=(6, (0.75 * lines + 0.55) * len(layouts) + 0.4)
+    )
     axes = np.atleast_1d(axes)
     tile_colors = plt.get_cmap("tab20")
     for ax, (title, (x, plan)) in zip(axes, layouts.items()):
         channel, program = memory_order(x, plan)
-        size = len(channel)
         for i in range(size):
+            left, bottom = i % per_row, (lines - 1 - i // per_row) * band
             ax.add_patch(
                 plt.Rectangle(
-                    (i, 1), 1, 1, facecolor=color(int(channel[i])), edgecolor="white", lw=0.5
+                    (left, bottom + 1),
+                    1,
+                    1,
+                    facecolor=color(int(channel[i])),
+                    edgecolor="white",
+                    lw=0.5,
                 )
             )
             ax.add_patch(
                 plt.Rectangle(
-                    (i, 0),
+                    (left, bottom),
                     1,
                     1,
                     facecolor=tile_colors(int(program[i]) % 20),
@@ -70,24 +81,26 @@ def tiles_in_memory(layouts: dict[str, tuple[Any, Any]]) -> Figure:
                 )
             )
             ax.text(
-                i + 0.5,
-                1.5,
+                left + 0.5,
+                bottom + 1.5,
                 f"c{int(channel[i])}",
                 ha="center",
                 va="center",
-                fontsize=6,
                 color="white",
             )
-            ax.text(i + 0.5, 0.5, str(int(program[i])), ha="center", va="center", fontsize=6)
-        ax.set_xlim(0, size)
-        ax.set_ylim(0, 2)
-        ax.set_yticks([0.5, 1.5], ["program", "channel"])
+            ax.text(left + 0.5, bottom + 0.5, str(int(program[i])), ha="center", va="center")
+        ax.set_xlim(0, per_row)
+        ax.set_ylim(0, (lines - 1) * band + 2)
+        ticks = [(line * band + 0.5, line * band + 1.5) for line in range(lines)]
+        ax.set_yticks([y for pair in ticks for y in pair], ["program", "channel"] * lines)
         ax.set_xticks([])
         ax.grid(False)
         for side in ("left", "bottom"):
             ax.spines[side].set_visible(False)
-        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_title(title, loc="left", wrap=True)
     shape = tuple(next(iter(layouts.values()))[0].shape)
-    axes[-1].set_xlabel(f"memory address (elements) of a tensor of shape {shape}")
+    axes[-1].set_xlabel(
+        f"memory address of each element of a tensor of shape {shape},\n{per_row} to a line"
+    )
     fig.tight_layout()
     return fig

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import COLORS
+from .style import COLORS, legend_below
 
 __all__ = [
     "timing_bars",
@@ -26,12 +26,12 @@ __all__ = [
 
 def timing_bars(labels: Sequence[str], seconds: Sequence[float], title: str) -> Figure:
     """Horizontal bars of run times in milliseconds."""
-    fig, ax = plt.subplots(figsize=(7, 1.4 + 0.5 * len(labels)))
+    fig, ax = plt.subplots(figsize=(6, 1.4 + 0.5 * len(labels)))
     ms = np.asarray(seconds) * 1e3
     ax.barh(range(len(labels)), ms, color=COLORS[: len(labels)])
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("time per call (ms)")
-    ax.set_title(title)
+    ax.set_title(title, wrap=True)
     ax.invert_yaxis()
     fig.tight_layout()
     return fig
@@ -41,7 +41,7 @@ def bench_bars(
     labels: Sequence[str], ours: Sequence[float], native: Sequence[float], copy: Sequence[float]
 ) -> Figure:
     """Forward+backward times (ms) per input shape: ours, torch.nn's and one plain copy."""
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.9 * len(labels)))
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.9 * len(labels)))
     y = np.arange(len(labels))
     for offset, values, name, color in [
         (-0.27, ours, "ours (torch_bn)", COLORS[0]),
@@ -52,7 +52,8 @@ def bench_bars(
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("time per forward+backward (ms)")
-    ax.legend(fontsize=9)
+    fig.tight_layout()
+    legend_below(fig, ax, ncol=2)
     return fig
 
 
@@ -62,10 +63,11 @@ def _bench_rows(report: dict, pass_name: str) -> list[dict]:
 
 
 def _case_label(r: dict) -> str:
-    """A result's case, short: ``256x64x56x56 bf16 CL``."""
-    layout = " CL" if r["layout"] == "channels_last" else ""
-    dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[r["dtype"]]
-    return f"{'x'.join(map(str, r['shape']))} {dtype}{layout}"
+    """A result's case, short (:func:`bncourse.gpu_bench.case_label`; imported here, where a
+    results file is drawn, so that drawing nothing else needs torch)."""
+    from ..gpu_bench import case_label
+
+    return case_label(r)
 
 
 def gpu_bench_times(report: dict) -> Figure:
@@ -80,7 +82,7 @@ def gpu_bench_times(report: dict) -> Figure:
     }
     passes = [("forward", 1.5), ("forward+backward", 4.0)]
     rows = _bench_rows(report, "forward")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 1.4 + 0.55 * len(rows)), sharey=True)
+    fig, axes = plt.subplots(2, 1, figsize=(6, 2.4 + 0.8 * len(rows)))
     for ax, (pass_name, floor) in zip(axes, passes):
         rows = _bench_rows(report, pass_name)
         y = np.arange(len(rows))
@@ -101,14 +103,13 @@ def gpu_bench_times(report: dict) -> Figure:
         ax.set_yticks(y, [_case_label(r) for r in rows])
         ax.set_title(f"{pass_name} (floor: {floor:g} copies)")
         ax.set_xlabel("time / time of x.clone()")
-    axes[0].invert_yaxis()  # (shared: once for both)
+    for ax in axes:
+        ax.invert_yaxis()
     env = report["environment"]
-    fig.suptitle(
-        f"{env['gpu']}, torch {env['torch']}, triton {env['triton']}, {report['date']}", fontsize=9
-    )
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.suptitle(f"{env['gpu']},\ntorch {env['torch']}, triton {env['triton']}, {report['date']}")
+    fig.tight_layout()
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2)
     return fig
 
 
@@ -117,7 +118,7 @@ def gpu_bench_bandwidth(report: dict, target: float = 0.8) -> Figure:
     case, forward and forward+backward, with the 80% target line."""
     forward = _bench_rows(report, "forward")
     both = _bench_rows(report, "forward+backward")
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(forward)))
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.45 * len(forward)))
     y = np.arange(len(forward))
     for offset, rows, label, color in [
         (-0.2, forward, "forward", COLORS[0]),
@@ -131,12 +132,12 @@ def gpu_bench_bandwidth(report: dict, target: float = 0.8) -> Figure:
             label=label,
         )
     ax.axvline(target, color="black", ls="--", lw=1)
-    ax.text(target, -0.9, f" target {target:.0%}", fontsize=8)
+    ax.text(target, -0.9, f" target {target:.0%}")
     ax.set_yticks(y, [_case_label(r) for r in forward])
     ax.invert_yaxis()
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
-    ax.set_xlabel("Triton: bandwidth of its minimal traffic / bandwidth of x.clone()")
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2)
+    ax.set_xlabel("Triton: bandwidth of its minimal traffic\n/ bandwidth of x.clone()")
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2)
     fig.tight_layout()
     return fig
 
@@ -157,10 +158,8 @@ def bandwidth_model_times(rows: list[dict]) -> Figure:
     names = list(rows[0]["bytes"])
     passes = list(dict.fromkeys(r["pass"] for r in rows))
     forward = [r for r in rows if r["pass"] == passes[0]]
-    fig, axes = plt.subplots(
-        1, len(passes), figsize=(12, 1.6 + 0.55 * len(forward)), sharey=True, squeeze=False
-    )
-    axes = axes[0]
+    fig, axes = plt.subplots(len(passes), 1, figsize=(6, 2.6 + 0.8 * len(forward)), squeeze=False)
+    axes = axes[:, 0]
     height = 0.8 / len(names)
     for ax, pass_name in zip(axes, passes):
         selected = [r for r in rows if r["pass"] == pass_name]
@@ -186,13 +185,10 @@ def bandwidth_model_times(rows: list[dict]) -> Figure:
         ax.set_yticks(y, [_case_label(r) for r in selected])
         ax.set_title(f"{pass_name}: predicted, not measured")
         ax.set_xlabel("time floor (µs) = bytes moved / published bandwidth")
-    axes[0].invert_yaxis()  # (shared: once for both)
-    inner = f"; inner dark bars: {gpus[1]}" if len(gpus) > 1 else ""
-    fig.suptitle(
-        f"Bandwidth model, PREDICTED, NOT MEASURED. Wide light bars: {gpus[0]}{inner}",
-        fontsize=10,
-    )
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+        ax.invert_yaxis()
+    inner = f";\ninner dark bars: {gpus[1]}" if len(gpus) > 1 else ""
+    fig.suptitle(f"Bandwidth model, PREDICTED, NOT MEASURED.\nWide light bars: {gpus[0]}{inner}")
+    fig.tight_layout()
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=8)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0))
     return fig

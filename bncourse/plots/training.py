@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import COLORS, color
+from .style import COLORS, color, legend_below
 
 __all__ = [
     "accuracy_grids",
@@ -30,7 +30,7 @@ def accuracy_grids(
     models = list(dict.fromkeys(key[0] for key in grids))
     variants = list(dict.fromkeys(key[1] for key in grids))
     fig, axes = plt.subplots(
-        len(models), len(variants), figsize=(3.4 * len(variants), 2.9 * len(models)), squeeze=False
+        len(models), len(variants), figsize=(3.0 * len(variants), 2.7 * len(models)), squeeze=False
     )
     for i, model in enumerate(models):
         for j, variant in enumerate(variants):
@@ -44,7 +44,6 @@ def accuracy_grids(
                     f"{value:.2f}",
                     ha="center",
                     va="center",
-                    fontsize=9,
                     color="black" if value > 0.6 else "white",
                 )
             ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
@@ -77,22 +76,22 @@ def loss_curves(
     """Training loss per step (moving average over ``window`` steps), log scale.
 
     ``curves`` maps ``(model, variant, init scale)`` to the per-step losses; one panel per
-    model (rows) and scale (columns), one line per variant.  Runs whose key is in
+    scale (rows) and model (columns), one line per variant.  Runs whose key is in
     ``diverged`` stopped early; their panel says at which step.
     """
     models = list(dict.fromkeys(key[0] for key in curves))
     variants = list(dict.fromkeys(key[1] for key in curves))
     fig, axes = plt.subplots(
-        len(models),
         len(scales),
-        figsize=(2.3 * len(scales), 2.4 * len(models)),
+        len(models),
+        figsize=(3.0 * len(models), 1.7 * len(scales) + 0.6),
         sharex=True,
         sharey=True,
         squeeze=False,
     )
     for i, model in enumerate(models):
         for j, scale in enumerate(scales):
-            ax = axes[i, j]
+            ax = axes[j, i]
             notes = []
             for k, variant in enumerate(variants):
                 key = (model, variant, scale)
@@ -105,29 +104,29 @@ def loss_curves(
             for n, (note, note_color) in enumerate(notes):
                 ax.text(
                     0.97,
-                    0.95 - 0.11 * n,
+                    0.95 - 0.14 * n,
                     note,
                     transform=ax.transAxes,
                     ha="right",
                     va="top",
-                    fontsize=7,
                     color=note_color,
                 )
             ax.set_yscale("log")
             ax.set_ylim(0.02, 30)
-            ax.set_title(f"{model}, init scale {scale:g}", fontsize=9)
-            if i == len(models) - 1:
+            ax.set_title(f"{model}, init scale {scale:g}")
+            if j == len(scales) - 1:
                 ax.set_xlabel("step")
-        axes[i, 0].set_ylabel("training loss")
-    axes[-1, 0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(title)
+            if i == 0:
+                ax.set_ylabel("training loss")
+    axes[-1, 0].legend(loc="lower left")
+    fig.suptitle(title, wrap=True)
     fig.tight_layout()
     return fig
 
 
 def activation_scale(stds: dict[str, Sequence[float]]) -> Figure:
     """Standard deviation of each hidden layer's pre-activations (log scale), one line per key."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     for k, (label, values) in enumerate(stds.items()):
         layers = np.arange(1, len(values) + 1)
         style = "-o" if "with BN" in label else "--s"
@@ -135,30 +134,29 @@ def activation_scale(stds: dict[str, Sequence[float]]) -> Figure:
     ax.set_xticks(np.arange(1, len(next(iter(stds.values()))) + 1))
     ax.set_xlabel("hidden layer")
     ax.set_ylabel("std of the ReLU inputs")
-    ax.legend(fontsize=8, loc="upper left", ncol=2)
     fig.tight_layout()
+    legend_below(fig, ax, ncol=2)
     return fig
 
 
 def activation_histograms(values: dict[str, Sequence[np.ndarray]], bins: int = 60) -> Figure:
-    """Histograms of each hidden layer's pre-activations: one row per key, one column per layer.
+    """Histograms of each hidden layer's pre-activations: one column per key, one row per layer.
 
     Each panel's title gives the fraction of values below 0 (ReLU outputs 0 for them).
     """
     labels = list(values)
     layers = len(values[labels[0]])
     fig, axes = plt.subplots(
-        len(labels), layers, figsize=(2.5 * layers, 2.2 * len(labels)), squeeze=False
+        layers, len(labels), figsize=(3.0 * len(labels), 1.9 * layers), squeeze=False
     )
     for i, label in enumerate(labels):
         for j, layer_values in enumerate(values[label]):
-            ax = axes[i, j]
+            ax = axes[j, i]
             flat = np.ravel(layer_values)
             ax.hist(flat, bins=bins, color=color(i), alpha=0.85)
             ax.axvline(0, color="gray", lw=0.8)
             ax.set_yticks([])
-            ax.set_title(f"layer {j + 1}: {np.mean(flat < 0):.0%} below 0", fontsize=9)
-        axes[i, 0].set_ylabel(label)
+            ax.set_title(f"{label}, layer {j + 1}:\n{np.mean(flat < 0):.0%} below 0")
     fig.tight_layout()
     return fig
 
@@ -169,7 +167,7 @@ def batch_size_sweep(
     ylabel: str = "test accuracy (eval mode)",
 ) -> Figure:
     """Accuracy against batch size (log scale), one line per normalization."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     for k, (label, values) in enumerate(accuracies.items()):
         ax.plot(batch_sizes, values, "-o", color=color(k), label=label)
     ax.set_xscale("log", base=2)
