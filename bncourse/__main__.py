@@ -314,9 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         "--shape",
         action="append",
         metavar="NxCx...",
-        help="input shape, e.g. 64x64x32x32; repeat for several (default: "
-        "64x64x32x32, 256x256x14x14 (also channels_last), 8192x512 on the CPU; on CUDA ResNet-50's "
-        "BatchNorm layers at batch 256 and two BatchNorm1d inputs)",
+        help="input shape, e.g. 64x64x32x32; repeat for several (default: bench.DEFAULT_CASES "
+        "on the CPU: 64x64x32x32, 256x256x14x14 (also channels_last), 8192x512, 100000x32, "
+        "256x2048x7x7; on CUDA ResNet-50's BatchNorm layers at batch 256 and two BatchNorm1d "
+        "inputs)",
     )
     bench.add_argument("--repeats", type=int, default=20, help="timed runs per shape")
     bench.add_argument("--warmup", type=int, default=3, help="untimed runs first")

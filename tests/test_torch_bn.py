@@ -710,3 +710,16 @@ def test_an_eval_forward_keeps_its_backward_through_a_later_training_step(impl):
         y.square().sum().backward()
         grads.append(x.grad)
     torch.testing.assert_close(*grads, rtol=0, atol=0)
+
+
+def test_bench_help_names_every_default_case(capsys):
+    """The command's help lists the default shapes without importing the benchmark (torch):
+    it must name each of :data:`bncourse.bench.DEFAULT_CASES`."""
+    from bncourse import bench
+
+    with pytest.raises(SystemExit):
+        cli(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shape, layout in bench.DEFAULT_CASES:
+        assert "x".join(map(str, shape)) in text, shape
+        assert layout == "contiguous" or layout in text
