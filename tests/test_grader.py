@@ -366,8 +366,11 @@ def test_a_wrong_answer_fails_with_its_diagnosis_and_the_others_are_still_graded
         ("'0'", "failed", "should be a number"),
         # an object that would say it is 0: it stays in the sandbox, the judge gets a handle
         ("type('Zero', (), {'__float__': lambda self: 0.0})()", "failed", "should be a number"),
+        # what the notebook's check accepts, the grader accepts: a fraction, a float subclass
+        ("__import__('fractions').Fraction(0)", "passed", "you predicted 0"),
+        ("type('F', (float,), {})(0.0)", "passed", "you predicted 0"),
     ],
-    ids=["right", "softmax", "stub", "text", "object"],
+    ids=["right", "softmax", "stub", "text", "object", "fraction", "float-subclass"],
 )
 def test_a_prediction_is_judged_on_its_value(tmp_path, value, status, message):
     """A prediction crosses from the sandbox as plain data, never as code the judge runs."""
@@ -417,14 +420,22 @@ def test_an_infinite_loop_is_graded_in_bounded_time(tmp_path):
 
 def test_cells_tagged_grader_skip_are_not_run(tmp_path):
     """A chapter's long demonstrations are tagged so that grading does not wait for them
-    (bncourse/grading/kernel.py); this one would kill the kernel if it ran."""
+    (bncourse/grading/kernel.py); this one would kill the kernel if it ran. A solution in a
+    tagged cell (the tag copied with a cell) is not run either, and the message says why."""
     from bncourse.grading.kernel import SKIP_TAG, SKIPPED
 
     demonstration = nbformat.v4.new_code_cell("import os\nos._exit(3)  # a long training run")
     demonstration.metadata["tags"] = [SKIP_TAG]
     nb = small_chapter(extra=[demonstration])
+    solution = next(c for c in nb.cells if c.source.startswith("def standardize("))
+    solution.metadata["tags"] = [SKIP_TAG]
     run = grader.run_notebook(write(nb, tmp_path / "nb.ipynb"), timeout=60)
-    assert statuses(run.results) == dict.fromkeys(statuses(run.results), "passed")
+    found = {r.exercise: r for r in run.results}
+    assert {k: r.status for k, r in found.items() if k != "standardize"} == dict.fromkeys(
+        set(found) - {"standardize"}, "passed"
+    )
+    assert found["standardize"].status == "error"
+    assert "defined only in a cell tagged grader-skip" in found["standardize"].message
     assert run.notes == [], run.notes  # no kernel died
     executed = next(c for c in run.executed.cells if SKIP_TAG in c.metadata.get("tags", []))
     assert executed.outputs[0]["text"] == SKIPPED

@@ -455,8 +455,16 @@ def compare_prediction(
     misses), as the cause. Each prediction exercise states and justifies its tolerance: a
     number worked out by hand to a few digits must pass, the nearest mistake must not.
     Returns the prediction as text, for the pass message."""
-    if isinstance(got, str | bytes | bytearray | bool) or got is None:
+    dtype = str(getattr(got, "dtype", ""))  # numpy's and torch's scalars and 0-d arrays
+    if (
+        isinstance(got, str | bytes | bytearray | bool | complex)
+        or got is None
+        or "bool" in dtype
+        or "complex" in dtype
+    ):
         raise CheckFailed(f"{name} should be a number, got {quoted(got)}")
+    if getattr(got, "ndim", 0) != 0:
+        raise CheckFailed(f"{name} should be one number, got {quoted(got)}")
     try:
         number = float(got)
     except (TypeError, ValueError, OverflowError):

@@ -21,14 +21,23 @@ from typing import Any
 __all__ = ["capture"]
 
 
-def capture(functions: dict[str, str], namespace: dict[str, Any], folder: str) -> None:
-    """Write every function of ``functions`` (id -> name) found in ``namespace`` to ``folder``."""
+def capture(
+    functions: dict[str, str], namespace: dict[str, Any], folder: str, skipped: tuple = ()
+) -> None:
+    """Write every function of ``functions`` (id -> name) found in ``namespace`` to ``folder``;
+    ``skipped``: the names that appear only in cells the grader did not run (tagged
+    ``grader-skip``), for the message when one is missing."""
     import cloudpickle
 
     out = Path(folder)
     for exercise_id, name in functions.items():
         problem = None
-        if name not in namespace:
+        if name not in namespace and name in skipped:
+            problem = (
+                f"{name} is defined only in a cell tagged grader-skip, which the grader does not "
+                "run (a long demonstration's tag, copied with the cell?): remove that tag"
+            )
+        elif name not in namespace:
             problem = (
                 f"{name} is not defined: run the cell that defines it, and check that it runs "
                 "without an error"

@@ -204,7 +204,7 @@ class Runner:
         else:
             subject = self.objects[int(target)]
         if op == "value":  # a prediction exercise: the learner's value, as plain data
-            return {"ok": True, "value": encode(subject, out, handle=self._handle)}, out
+            return {"ok": True, "value": encode(_plain(subject), out, handle=self._handle)}, out
         if op == "getattr":
             value = getattr(subject, str(message.get("name")))
             return {"ok": True, "value": encode(value, out, handle=self._handle)}, out
@@ -374,16 +374,19 @@ def _text(error: BaseException) -> str:
 def _run(channel: Channel, work: Path, candidates: Path, request: dict[str, Any]) -> None:
     import nbformat
 
-    from .kernel import execute
+    from .kernel import execute, skipped_cells
 
     source = (work / request["filename"]).read_bytes()
     nb = nbformat.reads(source.decode("utf-8"), as_version=4)
     functions = {str(k): str(v) for k, v in request["exercises"].items()}
     learner_cells = len(nb.cells)
+    skipped_text = "\n".join(nb.cells[i].source for i in skipped_cells(nb))
+    skipped = tuple(name for name in functions.values() if name in skipped_text)
     nb.cells.append(
         nbformat.v4.new_code_cell(
             "import bncourse.grading.capture as _bncourse_capture\n"
-            f"_bncourse_capture.capture({functions!r}, globals(), {str(candidates)!r})"
+            f"_bncourse_capture.capture({functions!r}, globals(), {str(candidates)!r}, "
+            f"{skipped!r})"
         )
     )
 
@@ -405,6 +408,26 @@ def _run(channel: Channel, work: Path, candidates: Path, request: dict[str, Any]
                 continue
             kept[name] = len(blobs) - 1
     channel.send({"op": "ran", "notes": notes, "executed": executed, "kept": kept}, blobs)
+
+
+def _plain(value: Any) -> Any:
+    """A predicted value as the plain data the judge reads, as the notebook's ``check`` would
+    take it: a fraction, decimal or subclass of a number as a number, a subclass of ``str``
+    as a ``str``, a set of letters as a sorted list (anything else as it is)."""
+    import decimal
+    import fractions
+
+    if isinstance(value, bool) or type(value) in (int, float, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, (float, fractions.Fraction, decimal.Decimal)):
+        return float(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (set, frozenset)) and all(isinstance(v, str) for v in value):
+        return sorted(str.__str__(v) for v in value)
+    return value
 
 
 def _imports() -> None:

@@ -94,6 +94,10 @@ def test_expected_std_wants_the_number_not_the_printed_digits():
         (-0.02, "deviations from a mean sum to 0"),  # just outside the tolerance
         ("0", "should be a number"),
         (True, "should be a number"),
+        (np.False_, "should be a number"),  # numpy's and torch's booleans are not numbers
+        (np.complex128(5j), "should be a number"),  # (float() would keep its real part, 0)
+        (np.array([0.0]), "should be one number"),
+        (np.zeros((1, 1)), "should be one number"),
         (float("nan"), "finite"),
     ],
 )
