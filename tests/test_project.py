@@ -232,11 +232,37 @@ def test_notebook_is_committed_executed_and_deterministic(path):
 CODE_WIDTH = 79
 
 
+def fenced_code(markdown: str) -> list[str]:
+    """The lines of the fenced code blocks of a markdown cell (```` ```python ````, not a
+    ```` ```{directive} ````, whose body is markdown), which the book shows in the same code
+    column. A fence closes with at least as many backticks as opened it."""
+    lines, fences = [], []  # fences: (backticks, is code) of the open fences, innermost last
+    for line in markdown.splitlines():
+        stripped = line.lstrip()
+        ticks = len(stripped) - len(stripped.lstrip("`"))
+        if ticks >= 3:
+            info = stripped[ticks:].strip()
+            if fences and not info and ticks >= fences[-1][0]:
+                fences.pop()
+            else:
+                fences.append((ticks, not info.startswith("{")))
+            continue
+        if fences and fences[-1][1]:
+            lines.append(line)
+    return lines
+
+
 def long_code_lines(nb) -> list[str]:
     """The lines longer than CODE_WIDTH in ``nb``'s code cells (the Colab install cell too:
-    folded in the book, it scrolls when a reader opens it)."""
-    code = [cell for cell in nb.cells if cell.cell_type == "code"]
-    return [line for cell in code for line in cell.source.splitlines() if len(line) > CODE_WIDTH]
+    folded in the book, it scrolls when a reader opens it) and in its markdown's fenced code."""
+    lines = [
+        line
+        for cell in nb.cells
+        for line in (
+            cell.source.splitlines() if cell.cell_type == "code" else fenced_code(cell.source)
+        )
+    ]
+    return [line for line in lines if len(line) > CODE_WIDTH]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -256,6 +282,8 @@ def test_the_code_width_check_finds_a_long_line():
     assert long_code_lines(nb) == []
     nb.cells.append(nbformat.v4.new_code_cell(f"x = 1\n{long}\ny = 2"))
     assert long_code_lines(nb) == [long]
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"Run:\n\n```python\n{long}\n```\n"))
+    assert long_code_lines(nb) == [long, long]
 
 
 # What a chapter prints must fit the code column too (83 characters at 1280 px, 13 px
@@ -838,3 +866,32 @@ def test_the_grader_skip_check_finds_a_needed_cell():
     assert grader_skip_problems(nb) == [
         'cell 4 is an exercise\'s: check("standardize", standardize)'
     ]
+
+
+def prediction_checks_showing_their_answer(nb) -> list[str]:
+    """The check cells of ``nb``'s prediction exercises whose output the book would show: a
+    passing check names the answer ("you predicted 6: the grid (6,) ..."), which a reader must
+    not see before predicting, so these cells carry the tag ``remove-output`` (the output
+    stays in the notebook, where nbval still compares it)."""
+    predictions = {ex.id for ex in EXERCISES.values() if ex.prediction}
+    return [
+        cell.source
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        and cell.source.startswith("check(")
+        and cell.source.split('"')[1] in predictions
+        and "remove-output" not in cell.metadata.get("tags", [])
+    ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_prediction_check_does_not_show_the_answer_in_the_book(path):
+    assert prediction_checks_showing_their_answer(nbformat.read(path, as_version=4)) == []
+
+
+def test_the_answer_check_finds_a_shown_answer():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('check("predict-output-sum", predicted_sum)')]
+    assert prediction_checks_showing_their_answer(nb) == [nb.cells[0].source]
+    nb.cells[0].metadata["tags"] = ["remove-output"]
+    assert prediction_checks_showing_their_answer(nb) == []
