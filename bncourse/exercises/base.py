@@ -473,7 +473,7 @@ def compare_prediction(
         raise CheckFailed(f"{name} should be a finite number, got {number}")
     if abs(number - expected) <= tolerance:
         return f"{number:g}"
-    message = f"{name} = {number:g}, but the cell below prints {expected:g}."
+    message = f"{name} = {number:g}, but the answer is {expected:g} (the cells below show it)."
     for cause, value in (mistakes or {}).items():
         if abs(number - value) <= tolerance:
             raise CheckFailed(f"{message} Likely cause: {cause}.", cause=cause)

@@ -189,7 +189,7 @@ def check_numerical_gradient(numerical_gradient: Callable[..., Any]) -> str:
 @prediction(
     "predict-sum-dx",
     chapter=CHAPTER,
-    title="Predict the sum of dx over a channel",
+    title="Predict the sum of a channel's gradient",
     signature="predicted_sum_dx: a number, the sum of one channel's dx over the batch",
 )
 def check_predict_sum_dx(predicted_sum_dx: Any) -> str:
