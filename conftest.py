@@ -110,9 +110,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: two workers more than there are cores. Much of the suite's wall time is
-    waiting (the timeouts the grader's tests wait out on purpose, processes and kernels
-    starting, a browser loading pages), which a worker that waits does not use: with one
-    worker more than cores, the whole suite kept two cores busy 58% of its time (its CPU
-    time over its wall time, 770 s over 665 s); the second extra worker fills more of it."""
-    return (os.cpu_count() or 1) + 2
+    """``-n auto``: one worker more than there are cores. About half of the suite's wall time
+    is waiting (the timeouts the grader's tests wait out on purpose, processes starting, a
+    browser loading pages), which a worker that waits does not use; the extra one does."""
+    return (os.cpu_count() or 1) + 1
