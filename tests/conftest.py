@@ -90,21 +90,14 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> BuiltBook:
 # The longest work goes first, in this order (``--no-loadscope-reorder`` in pyproject.toml keeps
 # it), so that no worker is left running one of them at the end: the book build and the browser
 # tests (one group, about 3 minutes on one worker), chapter 7 under nbval (about 100 s), the
-# PDF (its own group), chapter 5 (torch.compile), the grader's longest tests (30-80 s each,
-# mostly waiting out timeouts), the Colab-like run, then the other chapters and the exercise
-# notebooks (seconds each: the grader skips the long demonstrations).
+# PDF (its own group), chapter 5 (torch.compile), the Colab-like run, then the other chapters
+# and the exercise notebooks (seconds each: the grader skips the long demonstrations).
 FIRST = (
     "tests/test_book.py",
     "tests/test_site.py",
     "notebooks/07_bn_in_training.ipynb",
     "tests/test_pdf.py",
     "notebooks/05_pytorch_module.ipynb",
-    "tests/test_grading_attacks.py::test_the_attack_corpus_is_rejected",
-    "tests/test_grading_robustness.py::test_a_cell_that_writes_into_the_kernels_sockets",
-    "tests/test_grader.py::test_an_infinite_loop",
-    "tests/test_grading_class.py::test_a_class_is_graded_in_one_command",
-    "tests/test_grader.py::test_the_command_reports",
-    "tests/test_grading_robustness.py::test_a_cell_that_ignores_sigint",
     "tests/test_colab.py",
     "notebooks/",
     "tests/test_notebooks.py::test_generated",
