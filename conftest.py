@@ -11,6 +11,8 @@ a plain ``pytest --nbval notebooks/``. This file adapts it to the suite:
   and cells tagged ``nbval-ignore-output``, which only timings may carry (tests/test_project.py);
 * the cells of one notebook are one xdist group, so that one worker runs them in order, in one
   kernel; they are ``slow`` (``course.py test --fast`` skips them);
+* TorchInductor compiles into a cache of the run's own (``TORCHINDUCTOR_CACHE_DIR``, one
+  folder per worker), removed when the run ends, unless that variable is already set;
 * with ``BNCOURSE_PERTURB_WEIGHTS`` set (CI's second CPU configuration, ``.ci/run``), every
   kernel starts with an IPython startup file that multiplies every initial weight that
   :func:`bncourse.training.init_weights` draws (every model chapter 7 trains) by
@@ -33,16 +35,16 @@ from pathlib import Path
 
 import pytest
 
+INDUCTOR_CACHE = "TORCHINDUCTOR_CACHE_DIR"
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:  # (set by xdist in its workers)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # TorchInductor's disk cache, one per worker (and the kernels it starts): two processes
-    # compiling the same passes at once (chapter 5 under nbval, tests/test_compiled_bn.py)
-    # shared one cache folder, and a test then ran code that computed garbage
-    os.environ.setdefault(
-        "TORCHINDUCTOR_CACHE_DIR",
-        os.path.join(
-            tempfile.gettempdir(), f"bncourse-inductor-{os.environ['PYTEST_XDIST_WORKER']}"
-        ),
+    # TorchInductor's disk cache: one per worker (and the kernels it starts), inside the
+    # run's own folder (pytest_configure). Two processes compiling the same passes at once
+    # (chapter 5 under nbval, tests/test_compiled_bn.py) shared one cache folder, and a test
+    # then ran code that computed garbage.
+    os.environ[INDUCTOR_CACHE] = os.path.join(
+        os.environ.get(INDUCTOR_CACHE) or tempfile.gettempdir(),
+        f"worker-{os.environ['PYTEST_XDIST_WORKER']}",
     )
 
 ROOT = Path(__file__).resolve().parent
@@ -92,6 +94,13 @@ def perturbing_ipython_dir(scale: str, folder: Path) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if "PYTEST_XDIST_WORKER" not in os.environ and INDUCTOR_CACHE not in os.environ:
+        # A TorchInductor cache of this run's own, removed after it: one kept from an earlier
+        # run (of other code, or of a run beside this one) once gave a test a kernel that
+        # aborted the process; a fresh cache is also what CI and a new clone start from
+        folder = tempfile.mkdtemp(prefix="bncourse-inductor-")
+        os.environ[INDUCTOR_CACHE] = folder  # the workers started after this inherit it
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
     if getattr(config.option, "nbval_sanitize_with", "unset") is None:
         config.option.nbval_sanitize_with = str(SANITIZE)
     scale = os.environ.get(PERTURB)
