@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "reduce_axes",
+    "reduced_axes",
     "channel_shape",
     "values_per_channel",
     "MODULE_FOR_NDIM",
@@ -54,6 +55,21 @@ def reduce_axes(ndim: int) -> tuple[int, ...]:
     ((0,), (0, 2, 3))
     """
     return (0, *range(2, ndim))
+
+
+def reduced_axes(kind: str, ndim: int) -> tuple[int, ...]:
+    """The axes each kind reduces for an ``ndim`` input ``(N, C, *spatial)`` (GroupNorm: of
+    the ``(N, G, C/G, *spatial)`` view)."""
+    spatial = tuple(range(2, ndim))
+    if kind == "batch":
+        return reduce_axes(ndim)
+    if kind == "layer":
+        return (1, *spatial)
+    if kind == "instance":
+        return spatial
+    if kind == "group":
+        return tuple(range(2, ndim + 1))
+    raise ValueError(f"unknown normalization {kind!r}: expected batch, layer, instance or group")
 
 
 def channel_shape(ndim: int) -> tuple[int, ...]:

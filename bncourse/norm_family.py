@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .conventions import normalize_over, reduce_axes
+from .conventions import normalize_over, reduced_axes
 
 __all__ = ["normalize", "reduced_axes", "batch_norm", "layer_norm", "instance_norm", "group_norm"]
 
@@ -32,21 +32,6 @@ def normalize(x: torch.Tensor, axes: tuple[int, ...], eps: float = 1e-5) -> torc
     """``(x - mean) / sqrt(var + eps)`` with mean and biased variance over ``axes``: the one
     computation all four share (:func:`bncourse.conventions.normalize_over`)."""
     return normalize_over(x, axes, eps)
-
-
-def reduced_axes(kind: str, ndim: int) -> tuple[int, ...]:
-    """The axes each kind reduces for an ``ndim`` input ``(N, C, *spatial)`` (GroupNorm: of
-    the ``(N, G, C/G, *spatial)`` view)."""
-    spatial = tuple(range(2, ndim))
-    if kind == "batch":
-        return reduce_axes(ndim)
-    if kind == "layer":
-        return (1, *spatial)
-    if kind == "instance":
-        return spatial
-    if kind == "group":
-        return tuple(range(2, ndim + 1))
-    raise ValueError(f"unknown normalization {kind!r}: expected batch, layer, instance or group")
 
 
 def batch_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -10,12 +10,13 @@ statistics). What a wrong ``module_forward`` leaves behind is what such a module
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .. import numpy_bn, torch_bn
+from .. import numpy_bn
 from .base import CheckFailed, compare, exercise, rng, tuple_text
 from .ch02 import FORWARD, forward_cases
 from .ch03 import DX, backward_cases
@@ -113,70 +114,68 @@ def check_autograd_function(candidate: Callable[..., Any]) -> str:
 # --------------------------------------------------------------------------------------------
 # module_forward: what nn.BatchNorm*d.forward does with momentum, counts and statistics
 # --------------------------------------------------------------------------------------------
-class NoneAsTheDefault(torch_bn.BatchNorm1d):
-    def _count_batch(self) -> float:
-        factor = super()._count_batch()
-        return 0.1 if self.momentum is None and self.training else factor
+@functools.cache
+def module_classes() -> dict[str, type]:
+    """What a wrong module forward does, as modules: ``{cause: subclass of
+    torch_bn.BatchNorm1d}``. Made on first use, so that importing the checkers does not
+    import PyTorch (chapters 1 to 4 need only NumPy)."""
+    from .. import torch_bn
 
+    class NoneAsTheDefault(torch_bn.BatchNorm1d):
+        def _count_batch(self) -> float:
+            factor = super()._count_batch()
+            return 0.1 if self.momentum is None and self.training else factor
 
-class NoneAsNoUpdate(torch_bn.BatchNorm1d):
-    def _count_batch(self) -> float:
-        factor = super()._count_batch()
-        return 0.0 if self.momentum is None else factor
+    class NoneAsNoUpdate(torch_bn.BatchNorm1d):
+        def _count_batch(self) -> float:
+            factor = super()._count_batch()
+            return 0.0 if self.momentum is None else factor
 
+    class NoneCountedBeforeTheBatch(torch_bn.BatchNorm1d):
+        def _count_batch(self) -> float:
+            factor = super()._count_batch()  # counts this batch: the count before it is one less
+            if self.momentum is None and self.training and self.track_running_stats:
+                return 1.0 / (float(self.num_batches_tracked) - 1)
+            return factor
 
-class NoneCountedBeforeTheBatch(torch_bn.BatchNorm1d):
-    def _count_batch(self) -> float:
-        factor = super()._count_batch()  # counts this batch: the count before it is one less
-        if self.momentum is None and self.training and self.track_running_stats:
-            return 1.0 / (float(self.num_batches_tracked) - 1)
-        return factor
+    class TFStyleMomentum(torch_bn.BatchNorm1d):
+        def _count_batch(self) -> float:
+            factor = super()._count_batch()
+            return factor if self.momentum is None or not self.training else 1.0 - factor
 
+    class NotCounted(torch_bn.BatchNorm1d):
+        def _count_batch(self) -> float:
+            if self.momentum is None and self.training and self.track_running_stats:
+                return 1.0 / float(self.num_batches_tracked)  # the count before this batch
+            return 0.0 if self.momentum is None else self.momentum
 
-class TFStyleMomentum(torch_bn.BatchNorm1d):
-    def _count_batch(self) -> float:
-        factor = super()._count_batch()
-        return factor if self.momentum is None or not self.training else 1.0 - factor
+    class CountedInEvaluation(torch_bn.BatchNorm1d):
+        def _count_batch(self) -> float:
+            if not self.training and self.track_running_stats:
+                self.num_batches_tracked.add_(1)
+            return super()._count_batch()
 
+    class RunningStatisticsInTraining(torch_bn.BatchNorm1d):
+        def _use_batch_stats(self) -> bool:
+            return False if self.track_running_stats else super()._use_batch_stats()
 
-class NotCounted(torch_bn.BatchNorm1d):
-    def _count_batch(self) -> float:
-        if self.momentum is None and self.training and self.track_running_stats:
-            return 1.0 / float(self.num_batches_tracked)  # the count before this batch
-        return 0.0 if self.momentum is None else self.momentum
+    class BatchStatisticsInEvaluation(torch_bn.BatchNorm1d):
+        def _use_batch_stats(self) -> bool:
+            return True
 
-
-class CountedInEvaluation(torch_bn.BatchNorm1d):
-    def _count_batch(self) -> float:
-        if not self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-        return super()._count_batch()
-
-
-class RunningStatisticsInTraining(torch_bn.BatchNorm1d):
-    def _use_batch_stats(self) -> bool:
-        return False if self.track_running_stats else super()._use_batch_stats()
-
-
-class BatchStatisticsInEvaluation(torch_bn.BatchNorm1d):
-    def _use_batch_stats(self) -> bool:
-        return True
-
-
-MODULE = {  # in this order: "not counted" after the momentum mistakes it resembles
-    NONE_AS_DEFAULT: NoneAsTheDefault,
-    NONE_NO_UPDATE: NoneAsNoUpdate,
-    NONE_COUNT_BEFORE_BATCH: NoneCountedBeforeTheBatch,
-    TF_MOMENTUM: TFStyleMomentum,
-    "num_batches_tracked not incremented: the module counts every training batch (and "
-    "momentum=None divides by that count)": NotCounted,
-    RUNNING_STATS_IN_TRAINING: RunningStatisticsInTraining,
-    BATCH_STATS_IN_EVAL: BatchStatisticsInEvaluation,
-    "num_batches_tracked incremented in eval mode: it counts training batches only": (
-        CountedInEvaluation
-    ),
-}
-"""What a wrong module forward does, as modules: ``{cause: subclass of torch_bn.BatchNorm1d}``."""
+    return {  # in this order: "not counted" after the momentum mistakes it resembles
+        NONE_AS_DEFAULT: NoneAsTheDefault,
+        NONE_NO_UPDATE: NoneAsNoUpdate,
+        NONE_COUNT_BEFORE_BATCH: NoneCountedBeforeTheBatch,
+        TF_MOMENTUM: TFStyleMomentum,
+        "num_batches_tracked not incremented: the module counts every training batch (and "
+        "momentum=None divides by that count)": NotCounted,
+        RUNNING_STATS_IN_TRAINING: RunningStatisticsInTraining,
+        BATCH_STATS_IN_EVAL: BatchStatisticsInEvaluation,
+        "num_batches_tracked incremented in eval mode: it counts training batches only": (
+            CountedInEvaluation
+        ),
+    }
 
 
 def after_one_call(module: Any, x: Any) -> tuple[Any, ...]:
@@ -195,11 +194,11 @@ def after_one_call(module: Any, x: Any) -> tuple[Any, ...]:
 
 
 def module_mistakes(module: Any, x: Any) -> dict[str, tuple[Any, ...]]:
-    """What each :data:`MODULE` mistake leaves behind after one call on ``x``, starting from
+    """What each :func:`module_classes` mistake leaves behind after one call on ``x``, starting from
     ``module``'s state (the module itself is not touched). A mistake that raises on this input
     is left out: the checker names those from the exception."""
     found = {}
-    for cause, mistaken in MODULE.items():
+    for cause, mistaken in module_classes().items():
         wrong = copy.deepcopy(module)
         wrong.__class__ = mistaken  # the same module, with the mistaken step
         try:
@@ -248,6 +247,8 @@ def _cause(error: Exception) -> str:
 )
 def check_module_forward(module_forward: Callable[..., Any]) -> str:
     import torch
+
+    from .. import torch_bn
 
     steps = 0
     for index, (options, modes) in enumerate(MODULE_SCRIPT):

@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..conventions import merge_stats, normalize_over
-from ..norm_family import reduced_axes
+from ..conventions import merge_stats, normalize_over, reduced_axes
 from .base import (
     Mistakes,
     Parts,

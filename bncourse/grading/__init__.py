@@ -24,3 +24,12 @@ Which exercises a notebook must hold comes from the course's registry (by chapte
 from the notebook. Teachers' reports (gradebook, class report) are in :mod:`.classroom`;
 :mod:`.processes` ends what an unisolated run left behind.
 """
+
+import sys
+
+# nbformat's schema checks import jsonschema, which imports rfc3987-syntax for its "iri"
+# format, and that builds about 35 Earley parsers at import: about a second in every process
+# that reads a notebook (the grader's command, each sandbox's runner). No notebook schema uses
+# that format; without the package, jsonschema leaves the format unchecked, as it does where
+# the package is not installed (python-jsonschema/jsonschema#1428).
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]

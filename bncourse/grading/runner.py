@@ -430,13 +430,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _imports() -> None:
+def _imports(exercise_ids: list[str]) -> None:
+    """The modules of the references the exercises take away (:mod:`.references`): PyTorch
+    only for the chapters whose references are PyTorch's."""
     import numpy  # noqa: F401
-    import torch
 
-    from .. import checks  # noqa: F401  (the references' modules, imported once)
+    from .references import references_for, resolve
 
-    torch.set_num_threads(1)
+    for exercise_id in exercise_ids:
+        for dotted in references_for(exercise_id):
+            resolve(dotted)
 
 
 def main(argv: list[str]) -> int:
@@ -462,7 +465,9 @@ def main(argv: list[str]) -> int:
 
         shutil.copytree(fonts, cache, dirs_exist_ok=True)
     request, _ = channel.receive()
-    importing = threading.Thread(target=_imports, daemon=True)
+    if mode == "run":  # what starts the kernel, before the thread below: imports hold the GIL
+        from . import kernel  # noqa: F401
+    importing = threading.Thread(target=_imports, args=(list(request["exercises"]),), daemon=True)
     importing.start()  # while the kernel runs the notebook
     if mode == "run":
         _run(channel, work, candidates, request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,15 @@ def test_every_chapter_with_exercises_has_a_test_module():
     chapters = {ex.chapter for ex in EXERCISES.values()}
     modules = {path.stem for path in HERE.glob("test_ch[0-9][0-9].py")}
     assert modules == {f"test_ch{chapter[:2]}" for chapter in chapters}
+
+
+def test_the_checkers_import_without_pytorch():
+    """Chapters 1 to 4 need only NumPy: a learner's ``from bncourse.checks import check`` (and
+    the grader's command, and its runner in the sandbox) does not pay for importing PyTorch.
+    A checker that needs it imports it when it runs."""
+    probe = "import sys, bncourse.checks; print(sorted(m for m in sys.modules if m == 'torch'))"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", "bncourse.checks imported torch"
 
 
 def test_check_failed_is_an_assertion_error():
