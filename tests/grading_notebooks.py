@@ -17,7 +17,8 @@ from bncourse.checks import EXERCISES
 from bncourse.exercise_notebooks import stub_source
 
 ROOT = Path(__file__).resolve().parents[1]
-IMPORTS = (
+NUMPY_IMPORTS = "import numpy as np\nimport math\nfrom bncourse.checks import check"
+IMPORTS = (  # from chapter 4 on (the chapters before need only NumPy, and start faster without)
     "import numpy as np\nimport torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n"
     "import math\nfrom bncourse import torch_bn\nfrom bncourse.checks import check"
 )
@@ -83,7 +84,8 @@ def chapter_notebook(
         "display_name": "Python 3",
         "language": "python",
     }
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {chapter}"), nbformat.v4.new_code_cell(IMPORTS)]
+    imports = NUMPY_IMPORTS if chapter < "04" else IMPORTS
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {chapter}"), nbformat.v4.new_code_cell(imports)]
     nb.cells += [nbformat.v4.new_code_cell(code) for code in extra]
     for exercise_id in chapter_exercises(chapter):
         code = answers.get(exercise_id) or (

@@ -396,9 +396,10 @@ def test_deleted_or_faked_check_cells_change_nothing(tmp_path):
     }
 
 
-# Long enough for any honest cell of the small chapter (its imports take about 3 s on a
-# loaded 2-core machine: 4 s failed there), short enough to keep the test quick.
-LOOP_TIMEOUT = 12
+# Long enough for any honest cell of the small chapter (its imports, NumPy and the checkers,
+# take 0.2 s on a quiet 2-core machine; with PyTorch too they took about 3 s on a loaded one,
+# and 4 s failed there), short enough to keep the test quick.
+LOOP_TIMEOUT = 6
 
 
 def test_an_infinite_loop_is_graded_in_bounded_time(tmp_path):
