@@ -129,7 +129,7 @@ def test_every_notebook_gets_a_report_and_no_process_outlives_the_grading(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_cell_that_writes_into_the_kernels_sockets_still_gets_a_report(tmp_path):
+def test_a_cell_that_writes_into_the_kernels_sockets_is_skipped_and_the_rest_graded(tmp_path):
     scribbler = (
         "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'garbage')\n"
         "    except OSError:\n        pass"
@@ -138,10 +138,14 @@ def test_a_cell_that_writes_into_the_kernels_sockets_still_gets_a_report(tmp_pat
         made.chapter_notebook(CHAPTER1, extra=(scribbler,)), tmp_path / f"{CHAPTER1}.ipynb"
     )
     start = time.monotonic()
-    results = grader.grade_notebook(path, timeout=SHORT_TIMEOUT)
-    assert time.monotonic() - start < 15 * SHORT_TIMEOUT
-    assert [r.exercise for r in results] == made.chapter_exercises(CHAPTER1)
-    assert all(r.status in grader.SYMBOL and r.message for r in results), results
+    run = grader.run_notebook(path, timeout=SHORT_TIMEOUT)
+    elapsed = time.monotonic() - start
+    assert [r.exercise for r in run.results] == made.chapter_exercises(CHAPTER1)
+    # the kernel takes no message after it: the cell is skipped, in a new kernel, and the
+    # notebook's own exercises are graded (the timeout, a new kernel, the judge)
+    assert {r.status for r in run.results} == {"passed"}, run.results
+    assert any("broke the kernel's connection" in note for note in run.notes), run.notes
+    assert elapsed < 8 * SHORT_TIMEOUT, elapsed
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "soon"])

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
+import zmq
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
@@ -38,6 +39,11 @@ TIMEOUT_NAME = "CellTimeoutError"
 SKIP_TAG = "grader-skip"
 SKIPPED = "(not run by the grader: a long demonstration that no exercise needs)\n"
 ALIVE = "bncourse-kernel-alive"
+# How long sending a message to the kernel may take. A send waits while the kernel's socket
+# has no connected peer, which is what a cell that wrote into the kernel's sockets leaves
+# behind: without a limit that wait blocked the runner until the judge ended it (about
+# 50 s), and every exercise of the notebook came back "timed out".
+SEND_TIMEOUT_MS = 5000
 
 _QUIET = logging.getLogger("bncourse.grading.kernel")  # timeouts are reported in the table
 _QUIET.addHandler(logging.NullHandler())
@@ -88,6 +94,8 @@ async def _attempt(
     problems: dict[int, str] = {}
     probe_limit = min(timeout, 5.0)
     async with client.async_setup_kernel(env=env):
+        for channel in (client.kc.shell_channel, client.kc.control_channel):
+            channel.socket.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         loop = asyncio.get_running_loop()
         last = None
         for index, cell in enumerate(nb.cells):
@@ -115,6 +123,9 @@ async def _attempt(
                 responsive = ALIVE in _printed(probe)
             except (DeadKernelError, asyncio.TimeoutError):
                 responsive = False
+            except zmq.Again:  # the kernel's sockets took no message: the cell broke them
+                why = "broke the kernel's connection (the kernel stopped answering after it)"
+                return problems, (index, why)
             client.timeout = timeout
             if not responsive:
                 why = f"timed out after {timeout:g} s and could not be interrupted"
