@@ -65,8 +65,9 @@ def row_sum(x: torch.Tensor) -> torch.Tensor:
     shape ``(x.shape[0],)``, ``x``'s dtype."""
     if x.ndim != 2:
         raise ValueError(f"row_sum: expected a 2-d tensor, got {x.ndim}-d")
-    if x.numel() >= 2**31:  # the kernel's int32 offsets would wrap around
-        raise ValueError(f"row_sum: int32 offsets address fewer than 2**31 values, got {x.numel()}")
+    n = x.numel()
+    if n >= 2**31:  # the kernel's int32 offsets would wrap around
+        raise ValueError(f"row_sum: int32 offsets need < 2**31 values, got {n}")
     x = x.contiguous()  # value (row, j) at row * stride_row + j
     rows, cols = x.shape
     out = torch.empty(rows, dtype=x.dtype, device=x.device)
