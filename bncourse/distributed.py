@@ -3,8 +3,11 @@
 With data parallelism each process sees only its own slice of the batch, so plain BatchNorm
 normalizes every slice with its own, noisier, statistics. SyncBatchNorm makes every process
 normalize with the statistics of the **global** batch, exactly as one BatchNorm over the
-concatenated batch would, at the price of two small collectives per layer:
+concatenated batch would, at the price of small collectives in every layer and training step
+(three here: :func:`count_collectives` counts them):
 
+* forward, first: every process sends its number of channels and its dtype (two integers,
+  :func:`check_same_channels_and_dtype`), so that a mismatch is an error, not a hang;
 * forward: every process computes its per-channel ``(count, mean, M2)`` (``M2`` = sum of
   squared deviations from its own mean), the triples are all-gathered, and each process merges
   them with Chan's formula::
@@ -27,6 +30,8 @@ initialized process group of more than one process, SyncBatchNorm is plain Batch
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -54,6 +59,8 @@ __all__ = [
     "global_batches",
     "set_demo_parameters",
     "sync_bn_worker",
+    "count_collectives",
+    "sync_bn_traffic_worker",
     "one_batch_norm_reference",
 ]
 
@@ -394,3 +401,63 @@ def one_batch_norm_reference(
         out = bn(x)
         out.backward(dy)
     return bn, out.detach(), x.grad
+
+
+# --------------------------------------------------------------------------------------------
+# What synchronizing costs: the collectives of a training step, counted
+# --------------------------------------------------------------------------------------------
+_SENT_ARGUMENT = {"all_gather": 1, "all_reduce": 0, "broadcast": 0, "all_gather_into_tensor": 1}
+
+
+@contextmanager
+def count_collectives() -> Iterator[list[tuple[str, int, int]]]:
+    """Record every collective this process starts through ``torch.distributed`` inside the
+    block (``all_gather``, ``all_reduce``, ``broadcast``, ``all_gather_into_tensor``): yields
+    a list that fills with ``(name, numbers sent, bytes sent)``, one entry per call. The
+    functions are wrapped while the block runs and put back after it."""
+    calls: list[tuple[str, int, int]] = []
+    originals = {name: getattr(dist, name) for name in _SENT_ARGUMENT}
+
+    def counted(name: str, function: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            position = _SENT_ARGUMENT[name]
+            sent = args[position] if len(args) > position else kwargs["tensor"]
+            calls.append((name, sent.numel(), sent.numel() * sent.element_size()))
+            return function(*args, **kwargs)
+
+        return call
+
+    try:
+        for name, function in originals.items():
+            setattr(dist, name, counted(name, function))
+        yield calls
+    finally:
+        for name, function in originals.items():
+            setattr(dist, name, function)
+
+
+def sync_bn_traffic_worker(
+    rank: int,
+    world_size: int,
+    model: nn.Module,
+    sample_shape: tuple[int, ...],
+    samples: int,
+    steps: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``model`` with its BatchNorm layers converted to :class:`SyncBatchNorm`: ``steps``
+    training steps (forward, backward, no update) on ``samples`` random inputs of shape
+    ``sample_shape`` per process, with every collective counted (:func:`count_collectives`).
+    Returns the calls, the number of SyncBatchNorm layers and of parameters."""
+    synced = convert_sync_batchnorm(model)
+    generator = torch.Generator().manual_seed(seed + rank)
+    dtype = next(synced.parameters()).dtype
+    inputs = torch.rand(steps, samples, *sample_shape, generator=generator, dtype=dtype)
+    with count_collectives() as calls:
+        for batch in inputs:
+            synced(batch).square().mean().backward()
+    return {
+        "calls": calls,
+        "layers": sum(isinstance(m, SyncBatchNorm) for m in synced.modules()),
+        "parameters": sum(p.numel() for p in synced.parameters()),
+    }

@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -63,6 +64,7 @@ __all__ = [
     "batchnorm_layers",
     "freeze_batchnorm",
     "recompute_batchnorm_statistics",
+    "accuracy_per_epoch",
     "activations",
     "ShiftNoise",
     "noisy_batchnorm",
@@ -277,6 +279,7 @@ def train(
     steps: int | None = None,
     stop_at_train_loss: float | None = None,
     monitor: Diagnostics | None = None,
+    after_epoch: Callable[[nn.Module], None] | None = None,
 ) -> History:
     """Train ``model`` with SGD (with momentum) on cross-entropy; returns its :class:`History`.
 
@@ -294,6 +297,8 @@ def train(
     it is at or below this value (at most ``epochs`` epochs): runs compared at a matched
     training loss.  ``monitor``: a :class:`Diagnostics` attached to ``model``, told of every
     step (``before_step`` after the backward pass, ``after_step`` after the update).
+    ``after_epoch``: called with ``model`` after every epoch's evaluation (a checkpoint; it
+    must leave ``model`` as it found it, e.g. work on a copy).
     """
     if steps is not None:
         per_epoch = (len(data.train_y) - batch_size) // batch_size + 1
@@ -332,6 +337,8 @@ def train(
         test_loss, test_accuracy = evaluate(model, data.test_x, data.test_y)
         history.test_loss.append(test_loss)
         history.test_accuracy.append(test_accuracy)
+        if after_epoch is not None:
+            after_epoch(model)
         if stop_at_train_loss is not None:
             history.train_loss.append(evaluate(model, data.train_x, data.train_y)[0])
             if history.train_loss[-1] <= stop_at_train_loss:
@@ -368,6 +375,25 @@ def evaluate(
             total_loss += nn.functional.cross_entropy(logits, y[index], reduction="sum").item()
             correct += int((logits.argmax(dim=1) == y[index]).sum())
     return total_loss / len(y), correct / len(y)
+
+
+def accuracy_per_epoch(
+    model: nn.Module, data: Digits, **train_options: Any
+) -> tuple[list[float], list[float]]:
+    """Train ``model`` with :func:`train` and return its test accuracy after every epoch in
+    eval mode twice: with the running statistics as training left them, and with the same
+    checkpoint's statistics re-estimated (:func:`recompute_batchnorm_statistics` on a copy,
+    from the training images in batches of 64).  Where the second curve is steadier than
+    the first, the running statistics made the difference; where it swings as much, the
+    weights did.  ``train_options`` go to :func:`train`."""
+    recomputed: list[float] = []
+
+    def checkpoint(trained: nn.Module) -> None:
+        copied = recompute_batchnorm_statistics(copy.deepcopy(trained), data.train_x)
+        recomputed.append(evaluate(copied, data.test_x, data.test_y)[1])
+
+    history = train(model, data, after_epoch=checkpoint, **train_options)
+    return history.test_accuracy, recomputed
 
 
 def recompute_batchnorm_statistics(

@@ -116,6 +116,7 @@ SLOW = (
     "tests/test_compiled_bn.py::test_split_reduction_compiled_equals_torch_nn",
     "tests/test_compiled_bn.py::test_the_compiled_passes_run_and_agree_with_eager_formulas",
     "tests/test_compiled_bn.py::test_under_a_path_with_a_space",
+    "tests/test_distributed.py::test_a_sync_bn_training_step_starts_three_collectives",
     "tests/test_distributed.py::test_sync_bn_equals_one_bn_over_the_global_batch",
     "tests/test_grader.py::test_a_dead_kernel",
     "tests/test_grader.py::test_a_wrong_answer_fails",

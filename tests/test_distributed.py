@@ -24,12 +24,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from bncourse import training
 from bncourse.distributed import (
     SyncBatchNorm,
     convert_sync_batchnorm,
+    count_collectives,
     local_stats,
     merge_stats,
     one_batch_norm_reference,
+    sync_bn_traffic_worker,
     sync_bn_worker,
 )
 from bncourse.launch import DistributedError, run_distributed
@@ -392,3 +395,31 @@ def test_torchrun_on_two_launchers_with_c10d_rendezvous(tmp_path):
     )
     assert result["world_size"] == 2
     assert result["max_difference_from_one_global_batchnorm"] < 1e-12
+
+
+def test_a_sync_bn_training_step_starts_three_collectives_per_layer():
+    """Counted on 2 processes: per layer the check (2 int64), the statistics (1 + 2C float32)
+    in the forward, the two sums (2C) in the backward, the same on both ranks."""
+    model = training.make_model("mlp", "batch").float()  # 4 BatchNorm1d(64)
+    results = run_distributed(sync_bn_traffic_worker, 2, model, (1, 8, 8), 3, 2, timeout=120)
+    c = 64
+    one_step = [("all_gather", 2, 16), ("all_gather", 1 + 2 * c, 4 * (1 + 2 * c))] * 4 + [
+        ("all_reduce", 2 * c, 4 * 2 * c)
+    ] * 4
+    for result in results:
+        assert [tuple(call) for call in result["calls"]] == one_step * 2
+        assert result["layers"] == 4 and result["parameters"] == 17802
+
+
+def test_count_collectives_counts_what_is_sent_and_puts_the_functions_back():
+    original = dist.all_reduce
+    with count_collectives() as calls:
+        assert dist.all_reduce is not original
+        with pytest.raises(ValueError, match="process group"):  # none here: the call fails
+            dist.all_reduce(torch.zeros(5, dtype=torch.float64))
+        with pytest.raises(ValueError, match="process group"):
+            dist.all_gather(
+                [torch.zeros(3, dtype=torch.int32)], tensor=torch.zeros(3, dtype=torch.int32)
+            )
+    assert calls == [("all_reduce", 5, 40), ("all_gather", 3, 12)]
+    assert dist.all_reduce is original

@@ -340,6 +340,36 @@ def test_recompute_batchnorm_statistics_repairs_lagging_statistics(data):
     assert training.evaluate(model, data.test_x, data.test_y)[1] > lagging + 0.2
 
 
+def test_after_epoch_sees_every_checkpoint_and_changes_nothing(data):
+    seen = []
+    model = training.make_model("mlp", "batch", seed=0)
+    history = training.train(
+        model,
+        data,
+        epochs=3,
+        lr=0.1,
+        after_epoch=lambda m: seen.append(copy.deepcopy(m.state_dict())),
+    )
+    plain = training.make_model("mlp", "batch", seed=0)
+    assert history.test_accuracy == training.train(plain, data, epochs=3, lr=0.1).test_accuracy
+    assert len(seen) == 3 and not torch.equal(seen[0]["1.weight"], seen[2]["1.weight"])
+    for key, value in plain.state_dict().items():
+        assert torch.equal(seen[-1][key], value), key
+
+
+def test_accuracy_per_epoch_re_estimates_each_checkpoint_on_a_copy(data):
+    model = training.make_model("mlp", "batch", seed=0)
+    for layer in training.batchnorm_layers(model):
+        layer.momentum = 0.01  # lagging statistics: re-estimating them must change the result
+    as_trained, recomputed = training.accuracy_per_epoch(model, data, epochs=2, lr=0.1)
+    assert len(as_trained) == len(recomputed) == 2
+    assert as_trained[-1] == training.evaluate(model, data.test_x, data.test_y)[1]
+    assert training.batchnorm_layers(model)[0].momentum == 0.01, "the model's own layers kept"
+    copied = training.recompute_batchnorm_statistics(copy.deepcopy(model), data.train_x)
+    assert recomputed[-1] == training.evaluate(copied, data.test_x, data.test_y)[1]
+    assert recomputed[0] > as_trained[0] + 0.2
+
+
 def test_shift_noise_changes_mean_and_scale_per_step_and_channel_only_in_training():
     noise = training.ShiftNoise(shift=1.0, scale=2.0, seed=0)
     x = torch.randn(500, 3, 4, dtype=torch.float64)

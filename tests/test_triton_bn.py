@@ -758,3 +758,11 @@ def test_row_sum_refuses_other_shapes():
 
     with pytest.raises(ValueError, match="2-d"):
         warmup.row_sum(torch.ones(3))
+
+
+def test_row_sum_refuses_what_int32_offsets_cannot_address():
+    from bncourse.triton_bn import warmup
+
+    # 2**31 values without the memory: an expanded view (row_sum checks before copying)
+    with pytest.raises(ValueError, match="2\\*\\*31 values"):
+        warmup.row_sum(torch.zeros(1).expand(2**16, 2**15))

@@ -1,4 +1,5 @@
-"""Chapter 5, PyTorch with a hand-written backward: an autograd.Function, the module's forward.
+"""Chapter 5, PyTorch with a hand-written backward: an autograd.Function, running_mean with
+momentum=None (a prediction), the module's forward.
 
 The module-forward mistakes are modules: small subclasses of chapter 5's
 :class:`bncourse.torch_bn.BatchNorm1d`, each overriding the one step it gets wrong
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import numpy_bn
-from .base import CheckFailed, compare, exercise, rng, tuple_text
+from .base import CheckFailed, compare, compare_prediction, exercise, prediction, rng, tuple_text
 from .ch02 import FORWARD, forward_cases
 from .ch03 import DX, backward_cases
 from .ch04 import (
@@ -32,6 +33,55 @@ from .ch04 import (
 )
 
 CHAPTER = "05_pytorch_module"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-cumulative-mean: running_mean with momentum=None after training and eval calls
+# --------------------------------------------------------------------------------------------
+CUMULATIVE_BATCH_MEANS = (2.0, 4.0, 9.0)  # three training batches; then one in eval mode
+CUMULATIVE_EVAL_MEAN = 100.0
+
+
+def _ema(means: tuple[float, ...], momentum: float) -> float:
+    running = 0.0
+    for mean in means:
+        running = (1 - momentum) * running + momentum * mean
+    return running
+
+
+@prediction(
+    "predict-cumulative-mean",
+    chapter=CHAPTER,
+    title="Predict running_mean with momentum=None",
+    signature="predicted_running_mean: a number, running_mean after the four calls",
+)
+def check_predict_cumulative_mean(predicted_running_mean: Any) -> str:
+    # Tolerance 1e-3: the answer, (2 + 4 + 9) / 3 = 5, is exact; the nearest mistake, the
+    # initial 0 averaged in (3.75), is 1.25 away.
+    means = CUMULATIVE_BATCH_MEANS
+    got = compare_prediction(
+        "predicted_running_mean",
+        predicted_running_mean,
+        sum(means) / len(means),
+        tolerance=1e-3,
+        mistakes={
+            NONE_NO_UPDATE: 0.0,
+            NONE_AS_DEFAULT: _ema(means, 0.1),
+            "momentum=None is not 'keep the last batch': with momentum = 1 / "
+            "num_batches_tracked batch k gets weight 1/k, which makes running_mean the plain "
+            "average of all training batches": means[-1],
+            NONE_COUNT_BEFORE_BATCH: sum(means) / (len(means) + 1),
+            "a call in eval mode neither updates running_mean nor counts in num_batches_tracked": (
+                sum(means) + CUMULATIVE_EVAL_MEAN
+            )
+            / (len(means) + 1),
+            "eval mode normalizes with running_mean and leaves it alone: it does not replace "
+            "it by the batch's mean": CUMULATIVE_EVAL_MEAN,
+        },
+        otherwise="With momentum=None running_mean is the plain average of the training "
+        "batches' means; eval mode does not count",
+    )
+    return f"you predicted {got}: (2 + 4 + 9) / 3, the eval call does not count"
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Chapter 7, BatchNorm in training: how many values behind a statistic, freezing BatchNorm."""
+"""Chapter 7, BatchNorm in training: which small-batch runs fail, how many values behind a
+statistic, freezing BatchNorm."""
 
 from __future__ import annotations
 
@@ -6,9 +7,57 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .base import CheckFailed, Mistakes, compare_number, exercise
+from .base import CheckFailed, Mistakes, compare_number, exercise, predicted_letters, prediction
 
 CHAPTER = "07_bn_in_training"
+
+
+# --------------------------------------------------------------------------------------------
+# predict-small-batch-runs: which runs of the batch-size sweep fail
+# --------------------------------------------------------------------------------------------
+SMALL_BATCH_RUNS = {
+    "a": "BatchNorm, batches of 2",
+    "b": "LayerNorm, batches of 2",
+    "c": "GroupNorm (4 groups), batches of 2",
+    "d": "no normalization, batches of 2",
+    "e": "BatchNorm, batches of 8",
+}
+SMALL_BATCH_WHY = {
+    "a": "with 2 values per statistic every normalized value is -1 or +1 (Samuelson's "
+    "bound): BatchNorm passes on only which of the two samples is larger",
+    "b": "LayerNorm normalizes each sample over its own features: it computes nothing over "
+    "the batch, so batches of 2 do not degrade it",
+    "c": "GroupNorm normalizes each sample over its own groups of features: it computes "
+    "nothing over the batch, so batches of 2 do not degrade it",
+    "d": "without normalization nothing is estimated from the batch: small batches make the "
+    "gradient noisier (the learning rate is scaled down with them), not the layers' inputs "
+    "degenerate",
+    "e": "8 values per statistic are enough here: with batches of 8 BatchNorm is the best of "
+    "the four normalizations",
+}
+
+
+@prediction(
+    "predict-small-batch-runs",
+    chapter=CHAPTER,
+    title="Predict which small-batch runs fail",
+    signature='predicted_failing_runs: the letters of the runs below 0.6, such as "ab"',
+)
+def check_predict_small_batch_runs(predicted_failing_runs: Any) -> str:
+    # Exact: a set of letters. The first wrong letter names its misconception.
+    got = predicted_letters(
+        "predicted_failing_runs", predicted_failing_runs, "".join(SMALL_BATCH_RUNS)
+    )
+    right = {"a"}
+    for letter in sorted(got ^ right):
+        said = "ends below 0.6" if letter in got else "learns"
+        cause = SMALL_BATCH_WHY[letter]
+        raise CheckFailed(
+            f"you predicted that run {letter} ({SMALL_BATCH_RUNS[letter]}) {said}. Likely "
+            f"cause: {cause}.",
+            cause=cause,
+        )
+    return "only a fails: 2 values per statistic are degenerate, and only BatchNorm has them"
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ from .training import (
     activation_histograms,
     activation_scale,
     batch_size_sweep,
+    epoch_accuracies,
     loss_curves,
 )
 
@@ -105,6 +106,7 @@ __all__ = [
     "activation_scale",
     "activation_histograms",
     "batch_size_sweep",
+    "epoch_accuracies",
     "gradient_histograms",
     "zero_fractions",
     "update_ratios",

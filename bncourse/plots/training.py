@@ -16,6 +16,7 @@ __all__ = [
     "activation_scale",
     "activation_histograms",
     "batch_size_sweep",
+    "epoch_accuracies",
 ]
 
 
@@ -177,4 +178,23 @@ def batch_size_sweep(
     ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def epoch_accuracies(runs: dict[str, dict[str, Sequence[float]]]) -> Figure:
+    """Test accuracy after every epoch, one panel per run (rows), one line per way of
+    evaluating it (``runs[run][way]``: the accuracies of epochs 1, 2, ...)."""
+    fig, axes = plt.subplots(
+        len(runs), 1, figsize=(6, 2.3 * len(runs) + 0.9), sharex=True, squeeze=False
+    )
+    for ax, (title, curves) in zip(axes[:, 0], runs.items()):
+        for k, (label, values) in enumerate(curves.items()):
+            epochs = np.arange(1, len(values) + 1)
+            ax.plot(epochs, values, "-o", ms=4, color=color(k), label=label)
+        ax.set_title(title)
+        ax.set_ylabel("test accuracy")
+    axes[-1, 0].set_xlabel("epoch")
+    axes[-1, 0].xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    legend_below(fig, axes[-1, 0], ncol=1)
     return fig

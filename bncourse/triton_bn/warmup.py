@@ -3,7 +3,10 @@
 Chapter 8 reads it line by line before the BatchNorm kernels (:mod:`.kernels`), which use the
 same pieces on tiles: a program id, a block of offsets, a mask for the ragged edge, a load, a
 reduction (``tl.sum``) and a store.  One program handles one row; the row must fit in one
-block (``BLOCK >= n_cols``, a power of two, which :func:`row_sum` chooses).
+block (``BLOCK >= n_cols``, a power of two, which :func:`row_sum` chooses).  Its offsets are
+int32 (the program id and the stride are), which address fewer than 2**31 values, so
+:func:`row_sum` refuses larger tensors; the BatchNorm kernels compute theirs in int64 for
+such tensors (``INDEX``).
 
 :func:`launcher` gives the kernel to launch for a tensor's device, as the BatchNorm kernels
 are chosen (:mod:`.backends`): compiled for CUDA tensors, Triton's interpreter for CPU ones.
@@ -29,6 +32,7 @@ __all__ = ["row_sum_kernel", "row_sum", "launcher"]
 @triton.jit
 def row_sum_kernel(x_ptr, out_ptr, n_cols, stride_row, BLOCK: tl.constexpr):
     """``out[row] = sum(x[row, :n_cols])``, one program per row."""
+    # offsets are int32, enough: row_sum refuses 2**31 values or more
     row = tl.program_id(0)          # which program this is: its row
     cols = tl.arange(0, BLOCK)      # 0, 1, ..., BLOCK - 1
     mask = cols < n_cols            # the lanes inside the row
@@ -61,6 +65,9 @@ def row_sum(x: torch.Tensor) -> torch.Tensor:
     shape ``(x.shape[0],)``, ``x``'s dtype."""
     if x.ndim != 2:
         raise ValueError(f"row_sum: expected a 2-d tensor, got {x.ndim}-d")
+    n = x.numel()
+    if n >= 2**31:  # the kernel's int32 offsets would wrap around
+        raise ValueError(f"row_sum: int32 offsets need < 2**31 values, got {n}")
     x = x.contiguous()  # value (row, j) at row * stride_row + j
     rows, cols = x.shape
     out = torch.empty(rows, dtype=x.dtype, device=x.device)

@@ -211,7 +211,38 @@ def test_module_forward_mistakes(wrong, diagnosis):
         check("module-forward", wrong)
 
 
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        (0.0, "'no update'"),
+        (1.422, "the default 0.1"),
+        (9.0, "keep the last batch"),
+        (3.75, "add 1 first"),
+        (28.75, "neither updates running_mean nor counts"),
+        (100.0, "leaves it alone"),
+        (5.1, "plain average of the training batches"),
+        ("5", "should be a number"),
+    ],
+)
+def test_predict_cumulative_mean_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-cumulative-mean", wrong)
+
+
+def test_predict_cumulative_mean_is_what_both_modules_hold():
+    """The checker's answer is what nn.BatchNorm1d computes for the cell's calls."""
+    from bncourse.exercises.ch05 import CUMULATIVE_BATCH_MEANS, CUMULATIVE_EVAL_MEAN
+
+    module = torch.nn.BatchNorm1d(1, momentum=None, dtype=torch.float64)
+    for mean in CUMULATIVE_BATCH_MEANS:
+        module(torch.tensor([[mean - 1], [mean + 1]], dtype=torch.float64))
+    module.eval()
+    module(torch.tensor([[CUMULATIVE_EVAL_MEAN]], dtype=torch.float64))
+    check("predict-cumulative-mean", module.running_mean.item())
+
+
 RIGHT = {
+    "predict-cumulative-mean": 5.0,
     "autograd-function": RightBatchNormTrain,
     "module-forward": right_module_forward,
 }

@@ -138,7 +138,33 @@ def test_freeze_batchnorm_check_leaves_the_random_state_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.parametrize(
+    "wrong, diagnosis",
+    [
+        ("", "Samuelson"),
+        ("e", "Samuelson"),
+        ("ab", "LayerNorm normalizes each sample"),
+        ("abcd", "LayerNorm normalizes each sample"),
+        ("ac", "GroupNorm normalizes each sample"),
+        ("ad", "nothing is estimated from the batch"),
+        ("ae", "8 values per statistic are enough"),
+        (["a", "e"], "8 values per statistic are enough"),
+        ("af", "the runs are a, b, c, d, e"),
+        (1, "letters of the runs"),
+    ],
+)
+def test_predict_small_batch_runs_mistakes_are_named(wrong, diagnosis):
+    with pytest.raises(CheckFailed, match=diagnosis):
+        check("predict-small-batch-runs", wrong)
+
+
+@pytest.mark.parametrize("right", ["a", "A", " a", ["a"], {"a"}])
+def test_predict_small_batch_runs_accepts_the_ways_to_write_a(right):
+    check("predict-small-batch-runs", right)
+
+
 RIGHT = {
+    "predict-small-batch-runs": "a",
     "values-per-statistic": right_values_per_statistic,
     "freeze-batchnorm": right_freeze_batchnorm,
 }
