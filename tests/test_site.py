@@ -255,10 +255,15 @@ def visit(browser, site):
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", PAGES)
 def test_page_loads_renders_math_and_every_figure_and_passes_axe(visit, built_book, path):
-    """Each page once (axe-core is the slow part: the checks share the visit)."""
+    """Each page once (axe-core is the slow part: the checks share the visit), with a chapter's
+    downloads and, for the pages a person looks at after a layout change, a screenshot."""
     v = visit(path)
     v.wait_for_math()
     page = v.page
+    if path in SCREENSHOT_PAGES:
+        screenshot(v, path, "desktop")
+    if path in NOTEBOOK_PAGES:
+        check_the_ipynb_downloads(v, path)
     assert page.title().strip(), "every page has a title"
     prose = page.evaluate(PROSE)
     assert "$$" not in prose, "display math left raw"
@@ -397,11 +402,9 @@ def test_search_finds_running_var(visit):
     assert not v.problems, "\n".join(v.problems)
 
 
-@pytest.mark.parametrize("path", NOTEBOOK_PAGES)
-def test_notebook_pages_offer_the_ipynb_download(visit, path):
-    """The download menu's first notebook is the learner's (no solution in it), then the
-    worked chapter."""
-    v = visit(path)
+def check_the_ipynb_downloads(v, path: str) -> None:
+    """A chapter page's download menu: its first notebook is the learner's (no solution in
+    it), then the worked chapter."""
     base = v.page.url.rsplit("/", 1)[0] + "/"
     exercise = v.page.locator("a.btn-download-exercises-button")
     assert exercise.count() == 1
@@ -486,13 +489,6 @@ def test_no_page_is_wider_than_a_phone(visit, path):
     assert not small, f"figure text under 8 px at {PHONE['width']} px: {small}"
     if path in SCREENSHOT_PAGES:
         screenshot(v, path, "phone")
-
-
-@pytest.mark.parametrize("path", SCREENSHOT_PAGES)
-def test_desktop_screenshots(visit, path):
-    v = visit(path, DESKTOP)
-    v.wait_for_math()
-    screenshot(v, path, "desktop")
 
 
 def screenshot(v, path: str, name: str) -> None:
