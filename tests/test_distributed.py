@@ -240,6 +240,25 @@ def test_a_function_the_ranks_cannot_import_is_refused_before_any_starts():
     assert "PicklingError" in str(refused.value) or "pickle" in str(refused.value)
 
 
+def environment_variable(rank, world_size, name):
+    import os
+
+    return os.environ.get(name)
+
+
+def test_ranks_see_the_callers_environment_at_the_call(monkeypatch):
+    """The ranks fork from a server started at the first run (``start_method``); what the
+    caller's environment holds when it calls is what every rank sees, as with ``spawn``."""
+    name = "BNCOURSE_TEST_RANK_ENVIRONMENT"
+    monkeypatch.delenv(name, raising=False)
+    assert run_distributed(environment_variable, 2, name, timeout=60) == [None, None]
+    monkeypatch.setenv(name, "set after the first run")
+    assert (
+        run_distributed(environment_variable, 2, name, timeout=60)
+        == ["set after the first run"] * 2
+    )
+
+
 def test_a_hang_is_a_timeout():
     start = time.monotonic()
     with pytest.raises(TimeoutError, match="did not finish within 8 s"):
