@@ -457,7 +457,7 @@ def sync_bn_traffic_worker(
 ) -> dict[str, Any]:
     """``model`` with its BatchNorm layers converted to :class:`SyncBatchNorm`: ``steps``
     training steps (forward, backward, no update) on ``samples`` random inputs of shape
-    ``sample_shape`` per process, with every collective counted (:func:`count_collectives`).
+    ``sample_shape`` per process, with its collectives counted (:func:`count_collectives`).
     Returns the calls, the number of SyncBatchNorm layers and of parameters."""
     synced = convert_sync_batchnorm(model)
     generator = torch.Generator().manual_seed(seed + rank)
