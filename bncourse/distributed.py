@@ -406,22 +406,32 @@ def one_batch_norm_reference(
 # --------------------------------------------------------------------------------------------
 # What synchronizing costs: the collectives of a training step, counted
 # --------------------------------------------------------------------------------------------
-_SENT_ARGUMENT = {"all_gather": 1, "all_reduce": 0, "broadcast": 0, "all_gather_into_tensor": 1}
+# the collectives :func:`count_collectives` wraps: the position and keyword of the tensor
+# each sends (``all_gather_single`` is what SyncBatchNorm calls on every backend but Gloo)
+_SENT_ARGUMENT = {
+    "all_gather": (1, "tensor"),
+    "all_reduce": (0, "tensor"),
+    "broadcast": (0, "tensor"),
+    "all_gather_into_tensor": (1, "input_tensor"),
+    "all_gather_single": (1, "input_tensor"),
+}
 
 
 @contextmanager
 def count_collectives() -> Iterator[list[tuple[str, int, int]]]:
-    """Record every collective this process starts through ``torch.distributed`` inside the
-    block (``all_gather``, ``all_reduce``, ``broadcast``, ``all_gather_into_tensor``): yields
-    a list that fills with ``(name, numbers sent, bytes sent)``, one entry per call. The
-    functions are wrapped while the block runs and put back after it."""
+    """Record the collectives this process starts through ``torch.distributed`` inside the
+    block, those of :data:`_SENT_ARGUMENT` (``all_gather``, ``all_reduce``, ``broadcast``,
+    ``all_gather_into_tensor``, ``all_gather_single``: every one torch's SyncBatchNorm
+    calls, on Gloo or NCCL; not the others, such as ``reduce_scatter``): yields a list that
+    fills with ``(name, numbers sent, bytes sent)``, one entry per call. The functions are
+    wrapped while the block runs and put back after it."""
     calls: list[tuple[str, int, int]] = []
     originals = {name: getattr(dist, name) for name in _SENT_ARGUMENT}
 
     def counted(name: str, function: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
-            position = _SENT_ARGUMENT[name]
-            sent = args[position] if len(args) > position else kwargs["tensor"]
+            position, keyword = _SENT_ARGUMENT[name]
+            sent = args[position] if len(args) > position else kwargs[keyword]
             calls.append((name, sent.numel(), sent.numel() * sent.element_size()))
             return function(*args, **kwargs)
 
@@ -447,7 +457,7 @@ def sync_bn_traffic_worker(
 ) -> dict[str, Any]:
     """``model`` with its BatchNorm layers converted to :class:`SyncBatchNorm`: ``steps``
     training steps (forward, backward, no update) on ``samples`` random inputs of shape
-    ``sample_shape`` per process, with every collective counted (:func:`count_collectives`).
+    ``sample_shape`` per process, with its collectives counted (:func:`count_collectives`).
     Returns the calls, the number of SyncBatchNorm layers and of parameters."""
     synced = convert_sync_batchnorm(model)
     generator = torch.Generator().manual_seed(seed + rank)

@@ -440,5 +440,10 @@ def test_count_collectives_counts_what_is_sent_and_puts_the_functions_back():
             dist.all_gather(
                 [torch.zeros(3, dtype=torch.int32)], tensor=torch.zeros(3, dtype=torch.int32)
             )
-    assert calls == [("all_reduce", 5, 40), ("all_gather", 3, 12)]
+        # what SyncBatchNorm calls on NCCL (torch/nn/modules/_functions.py)
+        with pytest.raises(ValueError, match="process group"):
+            dist.all_gather_single(
+                torch.zeros(1, 6), input_tensor=torch.zeros(3, dtype=torch.float64)
+            )
+    assert calls == [("all_reduce", 5, 40), ("all_gather", 3, 12), ("all_gather_single", 3, 24)]
     assert dist.all_reduce is original

@@ -279,3 +279,42 @@ def test_every_figure_of_a_chapter_records_text_of_at_least_the_smallest_size(pa
             if recorded is None or recorded < smallest:
                 found.append(f"{name}: {recorded}")
     assert not found, found
+
+
+# The text column on a 390 px phone, as tests/test_site.py measures it in a browser; a PNG
+# is shown at most that wide, so its text is at least recorded size x 342 / PNG width there.
+PHONE_COLUMN_PX = 342
+
+
+def _too_small_on_a_phone(notebook: dict) -> list[str]:
+    found = []
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png is None:
+                continue
+            data = base64.b64decode(png)
+            width = int.from_bytes(data[16:20], "big")  # the IHDR chunk's width
+            shown = (_recorded_smallest_text(data) or 0.0) * min(1.0, PHONE_COLUMN_PX / width)
+            if shown < 8.0:
+                found.append(f"{cell.get('id')}: {width} px wide, text {shown:.3f} px")
+    return found
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_figure_of_a_chapter_keeps_its_text_at_8_px_on_a_phone(path):
+    """The browser test's phone rule (8 px), checked on the PNGs without a browser: a
+    figure of text 13.89 px must be at most 593 px wide (594 px gives 7.997 px)."""
+    found = _too_small_on_a_phone(json.loads(path.read_text()))
+    assert not found, found
+
+
+def test_the_phone_rule_fails_a_594_px_figure():
+    fig, ax = plt.subplots(figsize=(6.2, 2))
+    ax.set_title("a title as wide as the figure " * 2)
+    fig.tight_layout()
+    notebook = {
+        "cells": [{"id": "wide", "outputs": [{"data": {"image/png": plots.figure_png(fig)}}]}]
+    }
+    plt.close(fig)
+    assert _too_small_on_a_phone(notebook), "a 6.2 in figure crops to over 593 px"

@@ -449,11 +449,12 @@ def compare_prediction(
     mistakes: dict[str, float] | None = None,
     otherwise: str = "",
 ) -> str:
-    """Judge a learner's predicted number: within ``tolerance`` (absolute) of ``expected``
-    passes; otherwise :class:`CheckFailed`, naming the mistake ``got`` matches (within the same
-    tolerance) or, failing that, ``otherwise`` (the reason the typical wrong prediction
-    misses), as the cause. Each prediction exercise states and justifies its tolerance: a
-    number worked out by hand to a few digits must pass, the nearest mistake must not.
+    """Judge a learner's predicted number: within ``tolerance`` (absolute, its edge
+    included despite float rounding) of ``expected`` passes; otherwise :class:`CheckFailed`,
+    naming the mistake ``got`` matches (within the same tolerance) or, failing that,
+    ``otherwise`` (the reason the typical wrong prediction misses), as the cause. Each
+    prediction exercise states and justifies its tolerance: a number worked out by hand to a
+    few digits must pass, the nearest mistake must not.
     Returns the prediction as text, for the pass message."""
     dtype = str(getattr(got, "dtype", ""))  # numpy's and torch's scalars and 0-d arrays
     if (
@@ -471,11 +472,14 @@ def compare_prediction(
         raise CheckFailed(f"{name} should be a number, got {quoted(got)}") from None
     if not math.isfinite(number):
         raise CheckFailed(f"{name} should be a finite number, got {number}")
-    if abs(number - expected) <= tolerance:
+    # the tolerance's edge passes: 4.999 against 5 with 1e-3 is 1.0000000000000334e-3 away
+    # in floats; 1e-9 of the tolerance more covers that rounding and nothing a learner types
+    within = tolerance * (1 + 1e-9)
+    if abs(number - expected) <= within:
         return f"{number:g}"
     message = f"{name} = {number:g}, but the answer is {expected:g} (the cells below show it)."
     for cause, value in (mistakes or {}).items():
-        if abs(number - value) <= tolerance:
+        if abs(number - value) <= within:
             raise CheckFailed(f"{message} Likely cause: {cause}.", cause=cause)
     if otherwise:
         raise CheckFailed(f"{message} {otherwise}.", cause=otherwise)

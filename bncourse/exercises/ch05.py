@@ -70,7 +70,9 @@ def check_predict_cumulative_mean(predicted_running_mean: Any) -> str:
             "momentum=None is not 'keep the last batch': with momentum = 1 / "
             "num_batches_tracked batch k gets weight 1/k, which makes running_mean the plain "
             "average of all training batches": means[-1],
-            NONE_COUNT_BEFORE_BATCH: sum(means) / (len(means) + 1),
+            "the initial 0 is not averaged in: with momentum=None the first batch gets "
+            "weight 1 and replaces it, so running_mean averages the training batches "
+            "only": sum(means) / (len(means) + 1),
             "a call in eval mode neither updates running_mean nor counts in num_batches_tracked": (
                 sum(means) + CUMULATIVE_EVAL_MEAN
             )

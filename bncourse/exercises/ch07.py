@@ -41,7 +41,8 @@ SMALL_BATCH_WHY = {
     "predict-small-batch-runs",
     chapter=CHAPTER,
     title="Predict which small-batch runs fail",
-    signature='predicted_failing_runs: the letters of the runs below 0.6, such as "ab"',
+    signature="predicted_failing_runs: the letters of the runs below 0.6, such as "
+    '"ab" ("" for none)',
 )
 def check_predict_small_batch_runs(predicted_failing_runs: Any) -> str:
     # Exact: a set of letters. The first wrong letter names its misconception.

@@ -5,9 +5,12 @@ the size of a figure's smallest text, recorded in the PNG the chapter shows.
 px on a 1280 px desktop page, 342 px on a 390 px phone. A figure's text is as large on the
 page as ``its size in px x displayed width / natural width``; the book asks for at least
 12 px (9 pt) on the desktop and 8 px on the phone (tests/test_site.py measures every figure
-of every page). Text of at least :data:`SMALLEST_PT` points (13.9 px at 100 dpi) in a figure
-at most :data:`MAX_WIDTH_IN` inches wide (under 594 px) meets both; a figure with more
-panels than fit that width puts them in more rows instead.
+of every page). Text of at least :data:`SMALLEST_PT` points (13.9 px at 100 dpi) meets both
+in a PNG at most 593 px wide (13.9 x 342 / 593 = 8.01 px; at 594 px it is 7.997). A figure
+:data:`MAX_WIDTH_IN` inches wide is 600 px before :func:`figure_png` crops its white margin,
+usually to about 590 px, but not always below 594: one whose content reaches its edges (a
+long title, a legend under it) is drawn narrower, 5.5 in. A figure with more panels than fit
+that width puts them in more rows instead.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ SMALLEST_PT = 10
 """No text of a figure is smaller (points; at 100 dpi, 13.9 px of the PNG)."""
 
 MAX_WIDTH_IN = 6.0
-"""No figure is wider (inches; 600 px of the PNG at 100 dpi)."""
+"""No figure is wider (inches; 600 px of the PNG at 100 dpi, before cropping)."""
 
 SMALLEST_FONT_KEY = "bncourse:smallest-font-px"
 """The PNG text chunk that holds :func:`smallest_font_px` of the figure it shows."""

@@ -185,7 +185,7 @@ def epoch_accuracies(runs: dict[str, dict[str, Sequence[float]]]) -> Figure:
     """Test accuracy after every epoch, one panel per run (rows), one line per way of
     evaluating it (``runs[run][way]``: the accuracies of epochs 1, 2, ...)."""
     fig, axes = plt.subplots(
-        len(runs), 1, figsize=(6, 2.3 * len(runs) + 0.9), sharex=True, squeeze=False
+        len(runs), 1, figsize=(5.5, 2.3 * len(runs) + 0.9), sharex=True, squeeze=False
     )
     for ax, (title, curves) in zip(axes[:, 0], runs.items()):
         for k, (label, values) in enumerate(curves.items()):

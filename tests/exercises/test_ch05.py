@@ -217,7 +217,7 @@ def test_module_forward_mistakes(wrong, diagnosis):
         (0.0, "'no update'"),
         (1.422, "the default 0.1"),
         (9.0, "keep the last batch"),
-        (3.75, "add 1 first"),
+        (3.75, "the initial 0 is not averaged in"),
         (28.75, "neither updates running_mean nor counts"),
         (100.0, "leaves it alone"),
         (5.1, "plain average of the training batches"),
@@ -227,6 +227,15 @@ def test_module_forward_mistakes(wrong, diagnosis):
 def test_predict_cumulative_mean_mistakes_are_named(wrong, diagnosis):
     with pytest.raises(CheckFailed, match=diagnosis):
         check("predict-cumulative-mean", wrong)
+
+
+def test_predict_cumulative_mean_tolerance_includes_its_edge():
+    """Tolerance 1e-3, edge included: 4.999 is 1.0000000000000334e-3 from 5 in floats."""
+    check("predict-cumulative-mean", 4.999)
+    check("predict-cumulative-mean", 5.001)
+    for outside in (4.9989, 5.0011):
+        with pytest.raises(CheckFailed, match="but the answer is 5"):
+            check("predict-cumulative-mean", outside)
 
 
 def test_predict_cumulative_mean_is_what_both_modules_hold():
