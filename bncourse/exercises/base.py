@@ -54,6 +54,7 @@ __all__ = [
     "compare_number",
     "compare_prediction",
     "predicted_letters",
+    "compare_letters",
     "unpack",
     "first_output",
     "tuple_text",
@@ -505,6 +506,28 @@ def predicted_letters(name: str, value: Any, choices: str) -> set[str]:
             f"{name} holds {', '.join(map(repr, unknown))}: the runs are {', '.join(choices)}"
         )
     return set(items)
+
+
+def compare_letters(
+    name: str,
+    value: Any,
+    runs: dict[str, str],
+    right: set[str],
+    why: dict[str, str],
+    said: tuple[str, str],
+) -> None:
+    """A prediction of which of ``runs`` (``{letter: description}``) do something, against the
+    ``right`` letters: the first wrong letter raises :class:`CheckFailed` with its run and its
+    misconception (``why[letter]``); ``said`` is what a letter means when predicted and when
+    left out (``("fails", "runs")``)."""
+    got = predicted_letters(name, value, "".join(runs))
+    for letter in sorted(got ^ right):
+        cause = why[letter]
+        raise CheckFailed(
+            f"you predicted that run {letter} ({runs[letter]}) "
+            f"{said[0] if letter in got else said[1]}. Likely cause: {cause}.",
+            cause=cause,
+        )
 
 
 def first_output(result: Any) -> Any:

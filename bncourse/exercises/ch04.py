@@ -19,10 +19,10 @@ from .base import (
     Mistakes,
     as_array,
     compare,
+    compare_letters,
     compare_prediction,
     exercise,
     feedback,
-    predicted_letters,
     prediction,
     quoted,
     rng,
@@ -554,14 +554,12 @@ ONE_SAMPLE_WHY = {
 )
 def check_predict_batch_of_one(predicted_failures: Any) -> str:
     # Exact: a set of letters. The first wrong letter names its misconception.
-    got = predicted_letters("predicted_failures", predicted_failures, "".join(ONE_SAMPLE_RUNS))
-    right = {"c"}
-    for letter in sorted(got ^ right):
-        said = "fails" if letter in got else "runs"
-        cause = ONE_SAMPLE_WHY[letter]
-        raise CheckFailed(
-            f"you predicted that run {letter} ({ONE_SAMPLE_RUNS[letter]}) {said}. Likely "
-            f"cause: {cause}.",
-            cause=cause,
-        )
+    compare_letters(
+        "predicted_failures",
+        predicted_failures,
+        ONE_SAMPLE_RUNS,
+        {"c"},
+        ONE_SAMPLE_WHY,
+        ("fails", "runs"),
+    )
     return "only c fails: eval mode without running statistics computes as in training"
