@@ -27,6 +27,7 @@ keeps PyTorch's default; ``.ci/run`` re-runs the chapters with two threads.)
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -98,16 +99,16 @@ def pytest_configure(config: pytest.Config) -> None:
         # A TorchInductor cache of this run's own, removed after it: one kept from an earlier
         # run (of other code, or of a run beside this one) once gave a test a kernel that
         # aborted the process; a fresh cache is also what CI and a new clone start from
-        folder = tempfile.mkdtemp(prefix="bncourse-inductor-")
-        os.environ[INDUCTOR_CACHE] = folder  # the workers started after this inherit it
-        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+        cache = tempfile.mkdtemp(prefix="bncourse-inductor-")
+        os.environ[INDUCTOR_CACHE] = cache  # the workers started after this inherit it
+        config.add_cleanup(functools.partial(shutil.rmtree, cache, ignore_errors=True))
     if getattr(config.option, "nbval_sanitize_with", "unset") is None:
         config.option.nbval_sanitize_with = str(SANITIZE)
     scale = os.environ.get(PERTURB)
     if scale:
         folder = Path(tempfile.mkdtemp(prefix="bncourse-ipython-"))
         os.environ["IPYTHONDIR"] = str(perturbing_ipython_dir(scale, folder))
-        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+        config.add_cleanup(functools.partial(shutil.rmtree, folder, ignore_errors=True))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

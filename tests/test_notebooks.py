@@ -151,6 +151,30 @@ def nbval_failures(notebook: Path, **env: str) -> set[str]:
     return failed
 
 
+def test_a_run_removes_the_folders_it_made(tmp_path):
+    """conftest.py gives each run a TorchInductor cache and, with BNCOURSE_PERTURB_WEIGHTS, an
+    IPython directory, in the temporary folder: both are gone when the run ends."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    inherited = ("TORCHINDUCTOR_CACHE_DIR", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT")
+    environment = {k: v for k, v in os.environ.items() if k not in inherited}
+    environment.update(
+        TMPDIR=str(temporary), BNCOURSE_PERTURB_WEIGHTS="1e-12", PYTHONPATH=str(ROOT)
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider"]
+        + ["-o", "addopts=", "-q", "test_nothing.py"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(p.name for p in temporary.iterdir()) == []
+
+
 @pytest.mark.parametrize("perturbed", [True, False], ids=["perturbed", "as-is"])
 def test_nbval_fails_what_differs_and_nothing_else(tmp_path, perturbed):
     notebook = tmp_path / "probe.ipynb"
