@@ -44,7 +44,10 @@ def capture(
             )
         else:
             try:
-                (out / f"{exercise_id}.pkl").write_bytes(cloudpickle.dumps(namespace[name]))
+                data = cloudpickle.dumps(namespace[name])
+                part = out / f"{exercise_id}.pkl.part"  # then renamed: a write that a timeout
+                part.write_bytes(data)  # interrupts leaves no half file behind the real name
+                part.replace(out / f"{exercise_id}.pkl")
             except Exception as error:
                 problem = (
                     f"{name} could not be sent to the grader ({type(error).__name__}: {error}); "
