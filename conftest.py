@@ -12,7 +12,8 @@ a plain ``pytest --nbval notebooks/``. This file adapts it to the suite:
 * the cells of one notebook are one xdist group, so that one worker runs them in order, in one
   kernel; they are ``slow`` (``course.py test --fast`` skips them);
 * TorchInductor compiles into a cache of the run's own (``TORCHINDUCTOR_CACHE_DIR``, one
-  folder per worker), removed when the run ends, unless that variable is already set;
+  folder per worker), removed when the run ends; where that variable is already set, the
+  workers use a sub-folder of it each, which stays;
 * with ``BNCOURSE_PERTURB_WEIGHTS`` set (CI's second CPU configuration, ``.ci/run``), every
   kernel starts with an IPython startup file that multiplies every initial weight that
   :func:`bncourse.training.init_weights` draws (every model chapter 7 trains) by
@@ -95,7 +96,7 @@ def perturbing_ipython_dir(scale: str, folder: Path) -> Path:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if "PYTEST_XDIST_WORKER" not in os.environ and INDUCTOR_CACHE not in os.environ:
+    if "PYTEST_XDIST_WORKER" not in os.environ and not os.environ.get(INDUCTOR_CACHE):
         # A TorchInductor cache of this run's own, removed after it: one kept from an earlier
         # run (of other code, or of a run beside this one) once gave a test a kernel that
         # aborted the process; a fresh cache is also what CI and a new clone start from

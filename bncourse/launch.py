@@ -21,6 +21,7 @@ import os
 import pickle
 import queue as queue_module
 import socket
+import sys
 import time
 import traceback
 from datetime import timedelta
@@ -63,7 +64,9 @@ def start_method() -> str:
     ``spawn`` (Windows). Both start each rank without the caller's memory (no CUDA context, no
     threads copied). With ``forkserver`` the ranks are forked from one server process that
     imports PyTorch once, when the first run starts, and stays until the caller exits; with
-    ``spawn`` every rank imports PyTorch again, about a second and a half of CPU each."""
+    ``spawn`` every rank imports PyTorch again, about a second and a half of CPU each. Each
+    rank gets the caller's environment variables at the call, but what PyTorch reads only
+    when it is imported (``PYTORCH_JIT``, say) is what the first run's caller had."""
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
 
@@ -178,6 +181,13 @@ def run_distributed(
     """
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
+    main = sys.modules.get("__main__")
+    if getattr(fn, "__module__", None) == "__main__" and not getattr(main, "__file__", None):
+        raise TypeError(
+            f"run_distributed starts fresh processes, which must import fn: {fn.__name__} is "
+            "defined in a notebook (or an interactive session), where they cannot find it; "
+            "define it at module level in a .py file and import it from there"
+        )
     try:  # how fn and args reach the new processes
         pickle.dumps((fn, args))
     except Exception as error:

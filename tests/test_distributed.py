@@ -16,7 +16,10 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +39,8 @@ from bncourse.distributed import (
     sync_bn_worker,
 )
 from bncourse.launch import DistributedError, run_distributed
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -257,6 +262,23 @@ def test_ranks_see_the_callers_environment_at_the_call(monkeypatch):
         run_distributed(environment_variable, 2, name, timeout=60)
         == ["set after the first run"] * 2
     )
+
+
+def test_a_function_defined_in_a_notebook_is_refused_with_the_reason():
+    """A notebook's ``__main__`` has no file the ranks could import a function from: pickling
+    it works, and the ranks then die on an AttributeError that only reaches stderr; the call
+    says why instead (``python -c`` has the same ``__main__``)."""
+    code = (
+        "from bncourse.launch import run_distributed\n"
+        "def f(rank, world_size):\n    return rank\n"
+        "try:\n    run_distributed(f, 2, timeout=60)\n"
+        "except TypeError as error:\n    print('TypeError:', error)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert "TypeError: run_distributed starts fresh processes" in run.stdout, run.stderr[-2000:]
+    assert "defined in a notebook" in run.stdout
 
 
 def test_a_hang_is_a_timeout():
