@@ -383,8 +383,6 @@ def _torchrun(*launchers: list[str], out, timeout: float = 150) -> dict:
     for all, and always end them (and their workers); return rank 0's result."""
     import json
     import signal
-    import subprocess
-    import sys
 
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
     script = ["-m", "bncourse.ddp_train", "--steps", "4", "--batch-size", "33", "--out", str(out)]
