@@ -9,7 +9,7 @@ the channels are the innermost dimension (``channels_last``, and the ``(N, C)`` 
 channels at a time, read every row more than once (about twice ATen's time). So for inputs
 of at least :data:`bncourse.torch_bn.SPLIT_MIN_VALUES` values,
 :func:`bncourse.torch_bn.split_plan` cuts the input into blocks (rows of channels, about
-64 KB each, where the channels are innermost; where they are not, one sample, or a few
+256 KB each, where the channels are innermost; where they are not, one sample, or a few
 samples where a channel's run of ``H * W`` values is short, as the 49 of a 7 x 7 image, so
 that what each partial result costs besides reading its values, a loop tail and the
 horizontal sum of a vector register, is paid once for several runs), the statistics and the
@@ -210,9 +210,11 @@ def run(name: str, *args: Any) -> Any:
     Each pass may be compiled for up to 128 combinations of number of dimensions, dtype,
     layout, options and sizes (TorchDynamo's default limit is 8, after which it would run
     eager without a word); past them it fails loudly, which warns below."""
-    if not _disabled and _outside_other_transforms() and (problem := path_problem()):
+    if _disabled or not _outside_other_transforms():
+        return getattr(torch_bn, name)(*args)
+    if (name, BACKEND) not in _compiled and (problem := path_problem()):  # (before compiling)
         _give_up(problem)
-    if not _disabled and _outside_other_transforms():
+    else:
         args = tuple(a.detach() if isinstance(a, torch.nn.Parameter) else a for a in args)
         try:
             with _compile_settings():

@@ -149,9 +149,11 @@ def merge_blocks(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Te
     return total, mean, m2
 
 
-# The split reduction: blocks of about BLOCK_VALUES values (64 KB of float32, rows of C values
-# times a power of two), for inputs of at least SPLIT_MIN_VALUES (larger than the caches)
-BLOCK_VALUES = 2**14
+# The split reduction: blocks of about BLOCK_VALUES values (256 KB of float32, rows of C values
+# times a power of two: a quarter of a 1 MB level-2 cache, so that a block stays there between
+# its two passes, and the backward's two input-sized arrays fit together), for inputs of at
+# least SPLIT_MIN_VALUES (larger than the caches)
+BLOCK_VALUES = 2**16
 SPLIT_MIN_VALUES = 2**18
 MIN_ROWS_PER_BLOCK = 8
 MIN_RUN = 16  # NCHW: values per channel and sample, at least

@@ -163,7 +163,7 @@ def test_split_plan_cuts_rows_into_blocks_and_nchw_into_samples():
     assert per_block * 32 <= torch_bn.BLOCK_VALUES < per_block * 64
     image = torch.empty(16, 64, 16, 16)
     assert torch_bn.split_plan(image) == (16, 256, False)
-    assert torch_bn.split_plan(image.to(memory_format=torch.channels_last)) == (16, 256, True)
+    assert torch_bn.split_plan(image.to(memory_format=torch.channels_last)) == (4, 1024, True)
     assert torch_bn.split_plan(torch.empty(64, 32)) is None  # small: it fits the caches
     assert torch_bn.split_plan(torch.empty(32, 16400).t()) is None  # channels not innermost
     assert torch_bn.split_plan(torch.empty(64, 4096, 2, 2)) is None  # runs of 4 values
