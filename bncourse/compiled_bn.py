@@ -29,12 +29,15 @@ loops (C++ with OpenMP on a CPU, compiled by the machine's C++ compiler; Triton 
 GPU) that read the input once for the sums and once more to write the result, where the eager
 operations read and write an input-sized tensor each. The functions are compiled on first use
 (about 20 s for each number of dimensions, dtype, memory layout and mode; TorchInductor caches
-the code on disk, in ``/tmp/torchinductor_$USER``, for the next process), as ``torch.compile``
-does by default: for the sizes of the first input, as constants, then, when an input of other
-sizes comes (the last, smaller batch of an epoch), once more with the sizes as symbols, and
-that code serves every later size (TorchDynamo's "automatic dynamic shapes"). Code for known
-sizes is faster (no loop tails to guard, no index arithmetic on symbols): in a training loop
-of one batch size, that is the code that runs.
+the code on disk, in ``/tmp/torchinductor_$USER`` or where ``TORCHINDUCTOR_CACHE_DIR`` says,
+for the next process, under a key that includes the SIMD width, :func:`vector_bits`), as
+``torch.compile`` does by default: for the sizes of the first input, as constants, then, when
+an input of other sizes comes (the last, smaller batch of an epoch), once more with the sizes
+as symbols, and that code serves later sizes of the same kind (TorchDynamo's "automatic
+dynamic shapes"; sizes that change the split reduction's plan, an input that crosses
+:data:`bncourse.torch_bn.SPLIT_MIN_VALUES` or one whose rows do or do not leave a shorter last
+block, compile once more). Code for known sizes is faster (no loop tails to guard, no index
+arithmetic on symbols): in a training loop of one batch size, that is the code that runs.
 
 :func:`batch_norm` and the modules :class:`BatchNorm1d`, :class:`BatchNorm2d`,
 :class:`BatchNorm3d` are :mod:`bncourse.torch_bn`'s, with this function inside: same
@@ -76,6 +79,7 @@ __all__ = [
     "path_problem",
     "reset",
     "generated_kernel",
+    "vector_bits",
     "loop_nests",
     "CompiledBatchNormFunction",
     "batch_norm",
@@ -106,8 +110,28 @@ def compiled(name: str) -> Callable[..., Any]:
     key = (name, BACKEND)
     if key not in _compiled:
         function = getattr(torch_bn, name)
-        _compiled[key] = torch.compile(function, backend=BACKEND, fullgraph=True)
+        options = {"cpp.simdlen": vector_bits()}
+        _compiled[key] = torch.compile(function, backend=BACKEND, fullgraph=True, options=options)
     return _compiled[key]
+
+
+def vector_bits() -> int:
+    """The width in bits of the SIMD vectors TorchInductor's C++ uses in this process (1: none,
+    under ``ATEN_CPU_CAPABILITY=default``), which :func:`compiled` writes into its
+    configuration as ``cpp.simdlen``.
+
+    Left unset, torch 2.13 decides the width from ``ATEN_CPU_CAPABILITY`` and a test build per
+    instruction set, and neither is part of the key of its on-disk cache of compiled graphs:
+    a graph cached by a process that used 8-float vectors (AVX2) was loaded by one that uses
+    16 (AVX-512), whose build of that C++ then stored 16 floats where the loops step by 8, past
+    the ends of its buffers ("free(): invalid size", a segmentation fault, or wrong numbers).
+    Written into the configuration, the width is part of the key."""
+    if _scalar_aten():
+        return 1
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()  # (from ATEN_CPU_CAPABILITY and what the processor can build)
+    return isa.bit_width() if isa else 1
 
 
 def reset() -> None:
@@ -143,19 +167,14 @@ _DYNAMO_SETTINGS = {"recompile_limit": 128, "fail_on_recompile_limit_hit": True}
 
 @contextlib.contextmanager
 def _compile_settings() -> Iterator[None]:
-    """:data:`_DYNAMO_SETTINGS` (and scalar code under ``ATEN_CPU_CAPABILITY=default``) for
-    the time of one call, then the caller's settings back. (Set and restored by hand:
-    ``config.patch`` costs more than the rest of a small call.)"""
+    """:data:`_DYNAMO_SETTINGS` for the time of one call, then the caller's settings back.
+    (Set and restored by hand: ``config.patch`` costs more than the rest of a small call.)"""
     config = torch._dynamo.config
     saved = {key: getattr(config, key) for key in _DYNAMO_SETTINGS}
     for key, value in _DYNAMO_SETTINGS.items():
         setattr(config, key, value)
     try:
-        if _scalar_aten():
-            with torch._inductor.config.patch(_SCALAR):
-                yield
-        else:
-            yield
+        yield
     finally:
         for key, value in saved.items():
             setattr(config, key, value)

@@ -156,6 +156,44 @@ def test_no_cpp_compiler_warns_once_and_runs_eager(tmp_path):
     assert "WARNED: bncourse.compiled_bn: torch.compile cannot work here" in done.stdout
 
 
+def test_a_cache_written_with_other_vectors_is_not_loaded(tmp_path, monkeypatch):
+    """One TorchInductor cache, two processes that use different SIMD widths (AVX2's 8 floats,
+    then the processor's widest): the second compiles its own code and equals torch.nn. Before
+    the width was part of the cache's key, the second loaded the first's code, built it for its
+    own vectors and wrote past its buffers (free(): invalid size, or a segmentation fault)."""
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    widest = compiled_bn.vector_bits()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    if compiled_bn.vector_bits() != 256 or widest == 256:
+        pytest.skip(f"no two SIMD widths to tell apart on this processor (widest: {widest})")
+    script = textwrap.dedent(
+        """
+        import torch
+        from torch import nn
+        from bncourse import compiled_bn
+
+        g = torch.Generator().manual_seed(6)
+        x = torch.randn(16, 8, 16, 20, generator=g) * 2 + 1
+        ours, theirs = compiled_bn.BatchNorm2d(8), nn.BatchNorm2d(8)
+        # float32 rounding of sums over 5120 values in another order
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours.running_var, theirs.running_var)
+        assert compiled_bn.compile_disabled() is None
+        print("AGREE")
+        """
+    )
+    for capability in ("avx2", None):
+        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "cache")  # the one both use
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, (capability, done.returncode, done.stderr[-3000:])
+        assert "AGREE" in done.stdout
+
+
 def test_compiled_bench_reports_all_four_and_the_compile_time(tmp_path, capsys):
     """The bench command with the compiled module (a shape the tests above compiled already)."""
     import json
