@@ -5,11 +5,11 @@ What holds on which layout, on a CPU (chapter 5 measures it with ``python -m bnc
 bench``): TorchInductor turns one reduction per channel into loops that walk down each
 channel's values. For NCHW inputs those are runs of ``H * W`` contiguous values, but where
 the channels are the innermost dimension (``channels_last``, and the ``(N, C)`` input of
-``BatchNorm1d``) a channel is a column of the ``(rows, C)`` matrix, and the loops, 8
-channels at a time, read every row more than once (about twice ATen's time). So for inputs
+``BatchNorm1d``) a channel is a column of the ``(rows, C)`` matrix, and the loops, a vector
+register of channels at a time (8 or 16 float32), walk down the columns. So for inputs
 of at least :data:`bncourse.torch_bn.SPLIT_MIN_VALUES` values,
 :func:`bncourse.torch_bn.split_plan` cuts the input into blocks (rows of channels, about
-256 KB each, where the channels are innermost; where they are not, one sample, or a few
+256 KB each, where the channels are innermost; for contiguous NCHW, one sample, or a few
 samples where a channel's run of ``H * W`` values is short, as the 49 of a 7 x 7 image, so
 that what each partial result costs besides reading its values, a loop tail and the
 horizontal sum of a vector register, is paid once for several runs), the statistics and the
@@ -19,6 +19,11 @@ partial results merged, Chan's formula for the ``(count, mean, M2)``
 with the precision of the two-pass statistics. Then the loops read the input in the order it
 lies in memory on both layouts, 8 passes over it in all (one per read or write of an
 input-sized tensor; 9 with one reduction, which reads the input twice for the statistics).
+Measured (``python -m bncourse bench``, float32 forward + backward, 2 threads): on NCHW
+inputs the compiled module takes half to three quarters of ATen's time; where the channels
+are innermost, 1.2 to 1.8 times ATen's, of which the compiled passes themselves are about
+1.2 and the rest is the Python of each call (the ``autograd.Function``, the checks, the
+update of the running statistics), run after every pass has emptied the processor's caches.
 
 Nothing here is new math. :class:`CompiledBatchNormFunction` is
 :class:`bncourse.torch_bn.BatchNormFunction` with its three passes,

@@ -49,7 +49,6 @@ from torch import Tensor, nn
 
 from .conventions import (
     channel_shape,
-    merge_stats,
     reduce_axes,
     values_per_channel,
     wrong_input_dimensions,
@@ -60,6 +59,8 @@ __all__ = [
     "batch_stats",
     "two_pass",
     "merge_blocks",
+    "two_pass_sums",
+    "corrected",
     "BLOCK_VALUES",
     "SPLIT_MIN_VALUES",
     "split_plan",
@@ -100,53 +101,77 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     (float32 for half-precision inputs).
 
     For a large input (:func:`split_plan`) the same two passes run on blocks (of rows where
-    the channels are the innermost dimension, of samples for NCHW), each small enough to stay
-    in the processor's cache between its two passes, and the blocks' ``(count, mean, M2)``
-    are merged (:func:`merge_blocks`): chapter 8's tiles, as a split reduction.
+    the channels are the innermost dimension, of samples for NCHW) and the blocks' sums are
+    merged with Chan's formula (:func:`merge_blocks`): chapter 8's tiles, as a split
+    reduction. Compiled (:mod:`bncourse.compiled_bn`), a block's two passes run one after the
+    other while it is in the processor's cache; eager, each pass is one operation over all
+    blocks.
     """
     x = x.to(accumulation_dtype(x.dtype))
     plan = split_plan(x)
     if plan is None:
         mean, var = two_pass(x, reduce_axes(x.ndim))
         return mean.flatten(), var.flatten()
-    counts, means, m2s = [], [], []
+    counts, parts = [], []
     for block in in_blocks(x, plan):  # (blocks, ..., C): the whole ones, then the rest
-        dims = _values_axes(block)
         count = block[0, ..., 0].numel()  # values per block and channel
-        block_mean, block_var = two_pass(block, dims)
         counts.append(x.new_full(block.shape[:1], count))
-        means.append(block_mean.flatten(0, -2))
-        m2s.append(block_var.flatten(0, -2) * count)
-    total, mean, m2 = merge_blocks(torch.cat(counts), torch.cat(means), torch.cat(m2s))
-    return mean, m2 / total
+        parts.append([p.flatten(0, -2) for p in two_pass_sums(block, _values_axes(block))])
+    first_means, corrections, mean_squares = (torch.cat(column) for column in zip(*parts))
+    return merge_blocks(torch.cat(counts), first_means, corrections, mean_squares)
 
 
 def two_pass(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     """The corrected two-pass mean and biased variance of ``x`` over ``dims`` (kept, size
-    1): :func:`batch_stats`'s formulas, for the whole input or for one block of rows."""
+    1): :func:`batch_stats`'s formulas, from :func:`two_pass_sums`."""
+    return corrected(*two_pass_sums(x, dims))
+
+
+def two_pass_sums(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """The two passes over ``x`` along ``dims`` (kept, size 1): the first mean ``m1``, then
+    of the deviations ``d = x - m1`` their mean ``e`` and mean square ``q``."""
     first_mean = x.mean(dims, keepdim=True)
     deviations = x - first_mean
-    correction = deviations.mean(dims, keepdim=True)
+    return (
+        first_mean,
+        deviations.mean(dims, keepdim=True),
+        deviations.square().mean(dims, keepdim=True),
+    )
+
+
+def corrected(first_mean: Tensor, correction: Tensor, mean_square: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mean, var)`` from :func:`two_pass_sums`' ``(m1, e, q)``: ``m1 + e`` and ``q - e**2``."""
     # (an infinite value makes every deviation NaN: the mean is then that infinity, as PyTorch's)
     mean = torch.where(torch.isfinite(first_mean), first_mean + correction, first_mean)
     # (finite values whose squares overflow, |x| of 1e20 in float32: the variance is inf, as
     # PyTorch's, not inf - inf = NaN; correction**2 <= mean(d**2), so it overflows only then)
-    mean_square = deviations.square().mean(dims, keepdim=True)
     var = torch.where(torch.isinf(mean_square), mean_square, mean_square - correction.square())
     return mean, var
 
 
-def merge_blocks(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The ``(count, mean, M2)`` of ``P`` blocks together: ``counts`` ``(P,)``, ``means`` and
-    ``m2s`` ``(P, C)``. Chan's merge (:func:`bncourse.conventions.merge_stats`), whose mean is
-    a float32 sum of ``P`` block means, then corrected as :func:`two_pass` corrects a first
-    mean: ``e``, the weighted mean of the blocks' deviations from it, is its rounding error,
-    so ``mean + e`` and ``M2 - count * e**2`` (Chan's ``M2`` was taken about ``mean``)."""
-    total, first_mean, m2 = merge_stats(counts, means, m2s)
-    correction = ((counts / total)[:, None] * (means - first_mean)).sum(0)
-    mean = torch.where(torch.isfinite(first_mean), first_mean + correction, first_mean)
-    m2 = torch.where(torch.isinf(m2), m2, m2 - total * correction.square())
-    return total, mean, m2
+def merge_blocks(
+    counts: Tensor, first_means: Tensor, corrections: Tensor, mean_squares: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(mean, var)`` of ``P`` blocks together, from each block's :func:`two_pass_sums`:
+    ``counts`` ``(P,)``, ``first_means``, ``corrections`` and ``mean_squares`` ``(P, C)``.
+
+    Chan's merge of the blocks' ``(count, mean, M2)`` (:func:`bncourse.conventions.
+    merge_stats`), ``M2 = sum_k [M2_k + n_k (mean_k - mean)**2]``, written about one
+    reference ``r`` (the count-weighted mean of the first means) instead of about the merged
+    mean, so that no block's mean is ever rounded to one float32 (``m1_k + e_k`` near 1e4 is
+    off by up to 4.9e-4, and the spread of the block means, which holds the variance between
+    blocks, would inherit that error: a relative error of 5e-4 in the variance of a channel of
+    mean 1e4 and std 1 cut into blocks of 8 rows). With ``s_k = m1_k - r`` (exact in float32
+    where the first means are within a factor 2 of ``r``), the deviations from ``r`` have mean
+    ``e_k + s_k`` and mean square ``q_k + s_k (2 e_k + s_k)`` in block ``k``: the
+    count-weighted sums of those are the two passes' ``e`` and ``q`` about ``r``, corrected
+    as :func:`two_pass` corrects (:func:`corrected`)."""
+    weights = (counts / counts.sum())[:, None]
+    reference = (weights * first_means).sum(0)
+    shift = first_means - reference
+    correction = (weights * (corrections + shift)).sum(0)
+    mean_square = (weights * (mean_squares + shift * (2 * corrections + shift))).sum(0)
+    return corrected(reference, correction, mean_square)
 
 
 # The split reduction: blocks of about BLOCK_VALUES values (256 KB of float32, rows of C values
@@ -164,8 +189,9 @@ BLOCK_RUN = 128
 
 def split_plan(x: Tensor) -> tuple[int, int, bool] | None:
     """``(blocks, values per block and channel, rows)`` for the split reduction of ``x``, or
-    ``None`` (one plain reduction) for inputs of fewer than :data:`SPLIT_MIN_VALUES` values
-    and for layouts other than these two:
+    ``None`` (one plain reduction) for inputs of fewer than :data:`SPLIT_MIN_VALUES` values,
+    for rows too wide for two blocks of :data:`MIN_ROWS_PER_BLOCK` rows (more than 8192
+    channels) and for layouts other than these two (strided, transposed or expanded inputs):
 
     * channels innermost (``(N, C)`` contiguous, channels last), ``rows=True``: a row of
       ``C`` channels is contiguous and a channel is a column, which a plain reduction walks

@@ -265,7 +265,8 @@ def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
     blocks of rows and a shorter one after them) and NCHW (a block per sample, or a few
     samples per block for 7 x 7 and a smaller block after them), TorchInductor's
     code against torch.nn; then the mean-1e4 input of tests/test_torch_bn.py in rows, within
-    1e-3 of float64 and at least as close as PyTorch's."""
+    1e-3 of float64 and at least as close as PyTorch's, and its statistics merged from the
+    blocks without losing the two-pass precision."""
     shape = (8200, 32)
     g = torch.Generator().manual_seed(12)
     ours, theirs = module_pair(compiled_bn, 2, shape[1])
@@ -296,6 +297,13 @@ def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
     for ours_, theirs_, exact in zip(*results):
         torch.testing.assert_close(ours_.double(), exact, rtol=0, atol=1e-3)
         assert (ours_ - exact).abs().max() <= (theirs_.double() - exact).abs().max() * 1.01
+    # The statistics: the mean to half a unit in the last place (2**-11 near 1e4); the
+    # variance to 1e-5 relative (the compiled loops sum a block's 2048 rows one after another
+    # in float32, about sqrt(2048) * 2**-24 = 2.7e-6 for random rounding; eager reaches 1e-6)
+    _, mean, var, _ = compiled_bn.run("forward_train", x.detach(), None, None, 1e-5)
+    exact_mean, exact_var = torch_bn.batch_stats(x.detach().double())
+    assert (mean.double() - exact_mean).abs().max() <= 2**-11 * 1.001
+    assert ((var.double() - exact_var).abs() / exact_var).max() <= 1e-5
     assert compiled_bn.compile_disabled() is None
 
 

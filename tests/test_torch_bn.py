@@ -148,6 +148,26 @@ def test_large_mean_in_float32_matches_float64(shape, in_blocks):
         assert (ours - exact).abs().max() <= (theirs - exact).abs().max() * 1.01
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [(256, 4, 8), (65536, 4), (66, 128, 7, 7), (107, 50, 7, 7), (16, 64, 16, 16), (33, 8192)],
+    ids=["one-reduction", "rows", "nchw-7x7", "nchw-7x7-odd", "nchw", "rows-of-8192-channels"],
+)
+def test_large_mean_statistics_keep_the_two_pass_precision(shape):
+    """Mean 1e4, std 1, float32: the mean to half a unit in the last place (2**-11 near 1e4)
+    and the variance to 1e-6 relative, against float64 on the same values, in one reduction
+    and merged from blocks (the (33, 8192) input in blocks of 8 rows). The deviations from the
+    first mean are exact, and float32 sums of their squares over 2**17 values or fewer stay
+    within about 17 * 2**-24 = 1e-6; a merge that rounded each block's mean to float32 first
+    lost up to 5e-4 of the variance here."""
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) + 1e4).float()
+    mean, var = torch_bn.batch_stats(x)
+    exact_mean, exact_var = torch_bn.batch_stats(x.double())
+    assert (mean.double() - exact_mean).abs().max() <= 2**-11 * 1.001
+    assert ((var.double() - exact_var).abs() / exact_var).max() <= 1e-6
+
+
 # --------------------------------------------------------------------------------------------
 # The split reduction (channels innermost, large inputs): blocks of rows, merged
 # --------------------------------------------------------------------------------------------
