@@ -174,10 +174,10 @@ def test_a_cache_written_with_other_vectors_is_not_loaded(tmp_path, monkeypatch)
 
         g = torch.Generator().manual_seed(6)
         x = torch.randn(16, 8, 16, 20, generator=g) * 2 + 1
-        ours, theirs = compiled_bn.BatchNorm2d(8), nn.BatchNorm2d(8)
-        # float32 rounding of sums over 5120 values in another order
-        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(ours.running_var, theirs.running_var)
+        # evaluation mode: one pointwise loop, the quickest pass to compile; the same affine
+        # map as torch.nn's, up to the rounding of one multiply-add (a fused one or not)
+        ours, theirs = compiled_bn.BatchNorm2d(8).eval(), nn.BatchNorm2d(8).eval()
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-6, atol=1e-6)
         assert compiled_bn.compile_disabled() is None
         print("AGREE")
         """
