@@ -116,7 +116,11 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     for block in in_blocks(x, plan):  # (blocks, ..., C): the whole ones, then the rest
         count = block[0, ..., 0].numel()  # values per block and channel
         counts.append(x.new_full(block.shape[:1], count))
-        parts.append([p.flatten(0, -2) for p in two_pass_sums(block, _values_axes(block))])
+        first_row = block[(slice(None),) + (slice(0, 1),) * (block.ndim - 2)]  # (blocks, 1.., C)
+        # (0 where it is infinite or NaN: that channel's mean is then inf or NaN, as PyTorch's)
+        reference = torch.where(torch.isfinite(first_row), first_row, 0)
+        sums = two_pass_sums(block, _values_axes(block), reference)
+        parts.append([p.flatten(0, -2) for p in sums])
     first_means, corrections, mean_squares = (torch.cat(column) for column in zip(*parts))
     return merge_blocks(torch.cat(counts), first_means, corrections, mean_squares)
 
@@ -127,10 +131,23 @@ def two_pass(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     return corrected(*two_pass_sums(x, dims))
 
 
-def two_pass_sums(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+def two_pass_sums(
+    x: Tensor, dims: tuple[int, ...], reference: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """The two passes over ``x`` along ``dims`` (kept, size 1): the first mean ``m1``, then
-    of the deviations ``d = x - m1`` their mean ``e`` and mean square ``q``."""
+    of the deviations ``d = x - m1`` their mean ``e`` and mean square ``q``.
+
+    With a ``reference`` (the shape of ``m1``: a value near the data, such as a block's first
+    row), the first pass adds ``x - reference`` instead of ``x``: numbers the size of the
+    data's spread, whose float32 sum stays accurate even when added one after another (as
+    TorchInductor's loops add a block's rows), where such a sum of 2048 values near 12345.678
+    is off by about 1 and the variance of a channel of std 0.01 would then be lost in
+    ``q - e**2``."""
     first_mean = x.mean(dims, keepdim=True)
+    if reference is not None:
+        shifted = reference + (x - reference).mean(dims, keepdim=True)
+        # (the plain mean where the deviations' sum overflows: values near 3e38 in float32)
+        first_mean = torch.where(torch.isfinite(shifted), shifted, first_mean)
     deviations = x - first_mean
     return (
         first_mean,
@@ -145,7 +162,9 @@ def corrected(first_mean: Tensor, correction: Tensor, mean_square: Tensor) -> tu
     mean = torch.where(torch.isfinite(first_mean), first_mean + correction, first_mean)
     # (finite values whose squares overflow, |x| of 1e20 in float32: the variance is inf, as
     # PyTorch's, not inf - inf = NaN; correction**2 <= mean(d**2), so it overflows only then)
-    var = torch.where(torch.isinf(mean_square), mean_square, mean_square - correction.square())
+    # (and never below 0, where rounding leaves a constant channel a tiny negative variance)
+    variance = (mean_square - correction.square()).clamp_min(0)
+    var = torch.where(torch.isinf(mean_square), mean_square, variance)
     return mean, var
 
 
@@ -157,7 +176,7 @@ def merge_blocks(
 
     Chan's merge of the blocks' ``(count, mean, M2)`` (:func:`bncourse.conventions.
     merge_stats`), ``M2 = sum_k [M2_k + n_k (mean_k - mean)**2]``, written about one
-    reference ``r`` (the count-weighted mean of the first means) instead of about the merged
+    reference ``r`` (the first block's first mean) instead of about the merged
     mean, so that no block's mean is ever rounded to one float32 (``m1_k + e_k`` near 1e4 is
     off by up to 4.9e-4, and the spread of the block means, which holds the variance between
     blocks, would inherit that error: a relative error of 5e-4 in the variance of a channel of
@@ -167,7 +186,10 @@ def merge_blocks(
     count-weighted sums of those are the two passes' ``e`` and ``q`` about ``r``, corrected
     as :func:`two_pass` corrects (:func:`corrected`)."""
     weights = (counts / counts.sum())[:, None]
-    reference = (weights * first_means).sum(0)
+    # any one of the first means (the shifts from it are exact; a constant channel's are 0),
+    # but their weighted mean where one is infinite or NaN: that is then the mean, as PyTorch's
+    overall = (weights * first_means).sum(0)
+    reference = torch.where(torch.isfinite(overall), first_means[0], overall)
     shift = first_means - reference
     correction = (weights * (corrections + shift)).sum(0)
     mean_square = (weights * (mean_squares + shift * (2 * corrections + shift))).sum(0)

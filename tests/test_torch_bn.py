@@ -168,6 +168,28 @@ def test_large_mean_statistics_keep_the_two_pass_precision(shape):
     assert ((var.double() - exact_var).abs() / exact_var).max() <= 1e-6
 
 
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e20, 3e38, "inf-and-minus-inf"])
+@pytest.mark.parametrize("shape", [(8200, 32), (107, 50, 7, 7)], ids=["rows", "nchw-7x7"])
+def test_split_statistics_give_pytorchs_infinities_and_nans(shape, value):
+    """A non-finite or huge value in channel 1 of the first block and of the last, shorter
+    one (each block's first row is the reference of its first pass, and one block's first
+    mean that of the merge): the output and the running statistics are NaN and infinite
+    where torch.nn's are, finite where its are, and a constant channel's variance is 0."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g)
+    assert torch_bn.split_plan(x) is not None
+    first, last = (0, 1) + (0,) * (len(shape) - 2), (shape[0] - 1, 1) + (0,) * (len(shape) - 2)
+    x[first], x[last] = (math.inf, -math.inf) if value == "inf-and-minus-inf" else (value, value)
+    x[:, 2] = 1e20  # a constant channel, huge
+    ours, theirs = modules(len(shape), shape[1])
+    for y, m in [(ours(x), ours), (theirs(x), theirs)]:
+        m.results = [t.detach() for t in (y, m.running_mean, m.running_var)]
+    for a, b in zip(ours.results, theirs.results):
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
+    # (1 - 0.1) * 1 + 0.1 * 0; torch.nn's kernel for channels innermost gives 8e29 here
+    assert ours.running_var[2] == 0.9
+
+
 # --------------------------------------------------------------------------------------------
 # The split reduction (channels innermost, large inputs): blocks of rows, merged
 # --------------------------------------------------------------------------------------------
