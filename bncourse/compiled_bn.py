@@ -130,7 +130,9 @@ def vector_bits() -> int:
     a graph cached by a process that used 8-float vectors (AVX2) was loaded by one that uses
     16 (AVX-512), whose build of that C++ then stored 16 floats where the loops step by 8, past
     the ends of its buffers ("free(): invalid size", a segmentation fault, or wrong numbers).
-    Written into the configuration, the width is part of the key."""
+    Written into the configuration, the width is part of the key. Raises what TorchInductor
+    raises where it cannot build C++ at all (no compiler): :func:`run` then warns once and
+    runs eager."""
     if _scalar_aten():
         return 1
     from torch._inductor.cpu_vec_isa import pick_vec_isa

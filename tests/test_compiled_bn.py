@@ -162,7 +162,10 @@ def test_a_cache_written_with_other_vectors_is_not_loaded(tmp_path, monkeypatch)
     the width was part of the cache's key, the second loaded the first's code, built it for its
     own vectors and wrote past its buffers (free(): invalid size, or a segmentation fault)."""
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
-    widest = compiled_bn.vector_bits()
+    try:
+        widest = compiled_bn.vector_bits()
+    except Exception as error:  # (no C++ compiler: the tests above check the eager fallback)
+        pytest.skip(f"TorchInductor cannot build here: {error!r}")
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     if compiled_bn.vector_bits() != 256 or widest == 256:
         pytest.skip(f"no two SIMD widths to tell apart on this processor (widest: {widest})")
