@@ -168,7 +168,8 @@ def test_large_mean_statistics_keep_the_two_pass_precision(shape):
     assert ((var.double() - exact_var).abs() / exact_var).max() <= 1e-6
 
 
-@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e20, 3e38, "inf-and-minus-inf"])
+# (not 3e38: torch.nn overflows there or not depending on the CPU code path it takes)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e20, "inf-and-minus-inf"])
 @pytest.mark.parametrize("shape", [(8200, 32), (107, 50, 7, 7)], ids=["rows", "nchw-7x7"])
 def test_split_statistics_give_pytorchs_infinities_and_nans(shape, value):
     """A non-finite or huge value in channel 1 of the first block and of the last, shorter
