@@ -43,6 +43,8 @@ COURSE_TORCH_BN = tuple(
         "BatchNormFunction.forward",
         "batch_stats",
         "two_pass",
+        "two_pass_sums",
+        "corrected",
         "merge_blocks",
         "split_plan",
         "in_blocks",
