@@ -117,9 +117,7 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
         count = block[0, ..., 0].numel()  # values per block and channel
         counts.append(x.new_full(block.shape[:1], count))
         first_row = block[(slice(None),) + (slice(0, 1),) * (block.ndim - 2)]  # (blocks, 1.., C)
-        # (0 where it is infinite or NaN: that channel's mean is then inf or NaN, as PyTorch's)
-        reference = torch.where(torch.isfinite(first_row), first_row, 0)
-        sums = two_pass_sums(block, _values_axes(block), reference)
+        sums = two_pass_sums(block, _values_axes(block), first_row)
         parts.append([p.flatten(0, -2) for p in sums])
     first_means, corrections, mean_squares = (torch.cat(column) for column in zip(*parts))
     return merge_blocks(torch.cat(counts), first_means, corrections, mean_squares)
@@ -146,7 +144,8 @@ def two_pass_sums(
     first_mean = x.mean(dims, keepdim=True)
     if reference is not None:
         shifted = reference + (x - reference).mean(dims, keepdim=True)
-        # (the plain mean where the deviations' sum overflows: values near 3e38 in float32)
+        # (the plain mean where that is not finite: a reference or a value that is infinite or
+        # NaN, whose channel's mean is then that of PyTorch, or a sum that overflows near 3e38)
         first_mean = torch.where(torch.isfinite(shifted), shifted, first_mean)
     deviations = x - first_mean
     return (
