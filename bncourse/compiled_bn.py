@@ -66,6 +66,7 @@ Where the compiled code is not used, the eager formulas of :mod:`bncourse.torch_
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import re
 import textwrap
@@ -74,6 +75,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers
 
 from . import torch_bn
 from .validation import apply_checked
@@ -111,12 +113,15 @@ def compiled(name: str) -> Callable[..., Any]:
     """``torch.compile`` of ``torch_bn.<name>`` (one of :data:`PASSES`), made once per
     process (until :func:`reset`): sizes as constants first, symbols after a second size
     (``torch.compile``'s default), ``fullgraph=True`` (the pass is one graph or an error,
-    never silently split)."""
+    never silently split), up to :data:`RECOMPILE_LIMIT` compilations."""
     key = (name, BACKEND)
     if key not in _compiled:
         function = getattr(torch_bn, name)
         options = {"cpp.simdlen": vector_bits()}
-        _compiled[key] = torch.compile(function, backend=BACKEND, fullgraph=True, options=options)
+        limit = {"recompile_limit": RECOMPILE_LIMIT} if _OWN_LIMIT else {}
+        _compiled[key] = torch.compile(
+            function, backend=BACKEND, fullgraph=True, options=options, **limit
+        )
     return _compiled[key]
 
 
@@ -168,17 +173,24 @@ def _scalar_aten() -> bool:
     return os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower() == "default"
 
 
-# TorchDynamo's settings while a pass runs (and may compile): see run
-_DYNAMO_SETTINGS = {"recompile_limit": 128, "fail_on_recompile_limit_hit": True}
+# Compilations allowed per pass: one per number of dimensions, dtype, layout, mode and kind of
+# sizes (see run). TorchDynamo's default is 8, past which it would run eager without a word;
+# with fullgraph=True, past this limit it raises, and run() says so.
+RECOMPILE_LIMIT = 128
+# torch.compile takes the limit per function in recent versions (torch 2.13 does); older ones
+# have only TorchDynamo's global setting, which run() then sets around each call.
+_OWN_LIMIT = "recompile_limit" in inspect.signature(torch.compile).parameters
 
 
 @contextlib.contextmanager
-def _compile_settings() -> Iterator[None]:
-    """:data:`_DYNAMO_SETTINGS` for the time of one call, then the caller's settings back.
-    (Set and restored by hand: ``config.patch`` costs more than the rest of a small call.)"""
+def _global_limit() -> Iterator[None]:
+    """For a torch.compile without a limit of its own: TorchDynamo's global limit at
+    :data:`RECOMPILE_LIMIT`, and raising past it, for the time of one call, then the caller's
+    settings back (set and restored by hand: ``config.patch`` costs more than a small call)."""
     config = torch._dynamo.config
-    saved = {key: getattr(config, key) for key in _DYNAMO_SETTINGS}
-    for key, value in _DYNAMO_SETTINGS.items():
+    settings = {"recompile_limit": RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
+    saved = {key: getattr(config, key) for key in settings}
+    for key, value in settings.items():
         setattr(config, key, value)
     try:
         yield
@@ -233,9 +245,8 @@ def run(name: str, *args: Any) -> Any:
     Parameters go in as plain tensors (``detach``: inside an autograd node nothing is
     recorded anyway), because TorchDynamo keeps the shapes of ``nn.Parameter`` arguments
     static, which would compile anew for each number of channels even after a second size.
-    Each pass may be compiled for up to 128 combinations of number of dimensions, dtype,
-    layout, options and sizes (TorchDynamo's default limit is 8, after which it would run
-    eager without a word); past them it fails loudly, which warns below."""
+    Each pass may be compiled :data:`RECOMPILE_LIMIT` times; past that it fails loudly, which
+    warns below."""
     if _disabled or not _outside_other_transforms():
         return getattr(torch_bn, name)(*args)
     if (name, BACKEND) not in _compiled and (problem := path_problem()):  # (before compiling)
@@ -243,16 +254,36 @@ def run(name: str, *args: Any) -> Any:
     else:
         args = tuple(a.detach() if isinstance(a, torch.nn.Parameter) else a for a in args)
         try:
-            with _compile_settings():
+            if _OWN_LIMIT:
+                return compiled(name)(*args)
+            with _global_limit():
                 return compiled(name)(*args)
         except Exception as error:  # the compiler cannot work here: say so, once, and go eager
-            _give_up(_reason(error))
+            reason = _reason(error)
+            if type(error).__name__ == "FailOnRecompileLimitHit":
+                reason = (
+                    f"torch_bn.{name} was compiled {RECOMPILE_LIMIT} times, its limit ({reason})"
+                )
+            _give_up(reason)
     return getattr(torch_bn, name)(*args)
 
 
 class CompiledBatchNormFunction(torch_bn.BatchNormFunction):
     """:class:`bncourse.torch_bn.BatchNormFunction` with its passes compiled (:func:`run`):
     the same arguments, outputs, saved tensors (its ``setup_context``) and double backward."""
+
+    @classmethod
+    def apply(cls, *args: Any) -> Any:
+        """``torch.autograd.Function.apply``, less the ``inspect.signature`` it runs on every
+        call of a function with a ``setup_context`` to bind default arguments (``forward``
+        has none, and :func:`batch_norm` passes all seven), which takes several times what
+        the rest of ``apply`` does. Inside ``torch.func``'s transforms, ``Function.apply``."""
+        if torch._C._are_functorch_transforms_active():
+            return super().apply(*args)
+        # (what Function.apply does next: tensors left wrapped by a finished transform
+        # unwrapped, then autograd's own apply, which Function.apply calls as super().apply)
+        args = unwrap_dead_wrappers(args)
+        return super(torch.autograd.Function, cls).apply(*args)
 
     @staticmethod
     def forward(

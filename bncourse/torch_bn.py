@@ -301,16 +301,18 @@ def update_running_stats(
 
     ``running = (1 - momentum) * running + momentum * batch``; the running variance is fed the
     unbiased batch variance ``var * m / (m - 1)`` (``var`` is the biased one that normalized
-    the batch). The arithmetic is in the dtype of ``mean``; the buffers keep their own.
+    the batch). Two operations per buffer, in place: ``running.mul_(1 - momentum)``, then
+    ``add_(batch, alpha=momentum)``, whose sum ATen forms in the wider of the two dtypes and
+    rounds to the buffer's (which keeps its dtype).
     The statistics are detached (no gradient flows into a buffer), rather than the update run
     under ``torch.no_grad()``, which ``torch.export`` would record as a grad-mode switch that
     ``torch.export.load`` rejects.
     """
     mean, var = mean.detach(), var.detach()
     if running_mean is not None:
-        running_mean.copy_((1 - momentum) * running_mean + momentum * mean)
+        running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
     if running_var is not None:
-        running_var.copy_((1 - momentum) * running_var + momentum * var * (m / (m - 1)))
+        running_var.mul_(1 - momentum).add_(var, alpha=momentum * m / (m - 1))
 
 
 def normalize(

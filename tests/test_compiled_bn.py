@@ -241,6 +241,32 @@ def test_sizes_are_constants_first_then_symbols_after_another_size(monkeypatch):
         compiled_bn.reset()  # (the other tests' compilations are inductor's)
 
 
+def test_a_pass_compiled_past_its_limit_warns_once_and_runs_eager(monkeypatch):
+    """Each pass may compile RECOMPILE_LIMIT times (a limit of its own: TorchDynamo's global
+    settings, which govern the caller's own torch.compile, stay as they were); the compilation
+    past it fails loudly, which warns once, and the results are torch_bn's. (A limit of 1 and
+    two dtypes; backend "aot_eager", as above.)"""
+    monkeypatch.setattr(compiled_bn, "BACKEND", "aot_eager")
+    monkeypatch.setattr(compiled_bn, "RECOMPILE_LIMIT", 1)
+    monkeypatch.setattr(compiled_bn, "_disabled", [])
+    config = torch._dynamo.config
+    settings = (config.recompile_limit, config.fail_on_recompile_limit_hit)
+    compiled_bn.reset()
+    x = torch.randn(8, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = compiled_bn.batch_norm(x, None, None, training=True)
+        assert compiled_bn.compile_disabled() is None
+        second = compiled_bn.batch_norm(x.double(), None, None, training=True)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    limit = "torch_bn.forward_train was compiled 1 times, its limit (FailOnRecompileLimitHit"
+    assert len(messages) == 1 and limit in messages[0], messages
+    assert limit in compiled_bn.compile_disabled()
+    assert (config.recompile_limit, config.fail_on_recompile_limit_hit) == settings
+    torch.testing.assert_close(first, torch_bn.batch_norm(x, None, None, training=True))
+    assert torch.equal(second, torch_bn.batch_norm(x.double(), None, None, training=True))
+
+
 @pytest.mark.parametrize(
     "ndim, shape, dtype, layout, options",
     [
