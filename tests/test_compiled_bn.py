@@ -319,18 +319,20 @@ def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
         compare_step(ours_2d, theirs_2d, x, dy, TOL[torch.float32], "contiguous")
     x = (1e4 + torch.randn(shape, generator=g)).requires_grad_()
     dy = torch.randn(shape, generator=g)
+    plain = compiled_bn.BatchNorm1d(shape[1])  # (weight 1, bias 0: the graphs above serve)
+    affine = plain.weight.detach(), plain.bias.detach()
     results = []
     for function, t in [
-        (compiled_bn.batch_norm, x),
-        (nn.functional.batch_norm, x),
-        (torch_bn.batch_norm, x.detach().double().requires_grad_()),
+        (plain, x),
+        (lambda t: nn.functional.batch_norm(t, None, None, *affine, training=True), x),
+        (lambda t: torch_bn.batch_norm(t, None, None, training=True), x.detach().double()),
     ]:
-        y = function(t, None, None, training=True)
+        t = t.requires_grad_()
+        y = function(t)
         results.append((y.detach().double(), *torch.autograd.grad(y, t, dy.to(t.dtype))))
     for ours_, theirs_, exact in zip(*results):
         torch.testing.assert_close(ours_.double(), exact, rtol=0, atol=1e-3)
         assert (ours_ - exact).abs().max() <= (theirs_.double() - exact).abs().max() * 1.01
-    affine = torch.ones(shape[1]), torch.zeros(shape[1])  # (as the module's: no new compile)
     # The statistics: the mean to half a unit in the last place (2**-11 near 1e4); the
     # variance to 1e-5 relative (the compiled loops sum a block's 2048 rows one after another
     # in float32, about sqrt(2048) * 2**-24 = 2.7e-6 for random rounding; eager reaches 1e-6)
