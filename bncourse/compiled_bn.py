@@ -174,8 +174,8 @@ def _scalar_aten() -> bool:
 
 
 # Compilations allowed per pass: one per number of dimensions, dtype, layout, mode and kind of
-# sizes (see run). TorchDynamo's default is 8, past which it would run eager without a word;
-# with fullgraph=True, past this limit it raises, and run() says so.
+# sizes (see run). TorchDynamo's default is 8, past which it would run eager with one line in
+# the log; with fullgraph=True, past this limit it raises, and run() warns.
 RECOMPILE_LIMIT = 128
 # torch.compile takes the limit per function in recent versions (torch 2.13 does); older ones
 # have only TorchDynamo's global setting, which run() then sets around each call.
@@ -188,7 +188,11 @@ def _global_limit() -> Iterator[None]:
     :data:`RECOMPILE_LIMIT`, and raising past it, for the time of one call, then the caller's
     settings back (set and restored by hand: ``config.patch`` costs more than a small call)."""
     config = torch._dynamo.config
-    settings = {"recompile_limit": RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
+    # (torch 2.6 and older call the limit cache_size_limit)
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    settings = {limit: RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
+    if not hasattr(config, "fail_on_recompile_limit_hit"):
+        del settings["fail_on_recompile_limit_hit"]
     saved = {key: getattr(config, key) for key in settings}
     for key, value in settings.items():
         setattr(config, key, value)
@@ -262,7 +266,9 @@ def run(name: str, *args: Any) -> Any:
             reason = _reason(error)
             if type(error).__name__ == "FailOnRecompileLimitHit":
                 reason = (
-                    f"torch_bn.{name} was compiled {RECOMPILE_LIMIT} times, its limit ({reason})"
+                    f"torch_bn.{name} reached a limit on recompilations (each pass may compile "
+                    f"{RECOMPILE_LIMIT} times, and TorchDynamo's accumulated_recompile_limit "
+                    f"bounds all together) ({reason})"
                 )
             _give_up(reason)
     return getattr(torch_bn, name)(*args)
@@ -273,13 +279,17 @@ class CompiledBatchNormFunction(torch_bn.BatchNormFunction):
     the same arguments, outputs, saved tensors (its ``setup_context``) and double backward."""
 
     @classmethod
-    def apply(cls, *args: Any) -> Any:
+    def apply(cls, *args: Any, **kwargs: Any) -> Any:
         """``torch.autograd.Function.apply``, less the ``inspect.signature`` it runs on every
         call of a function with a ``setup_context`` to bind default arguments (``forward``
-        has none, and :func:`batch_norm` passes all seven), which takes several times what
-        the rest of ``apply`` does. Inside ``torch.func``'s transforms, ``Function.apply``."""
-        if torch._C._are_functorch_transforms_active():
-            return super().apply(*args)
+        has none, and :func:`batch_norm` passes all seven by position), which takes several
+        times what the rest of ``apply`` does. Arguments by keyword, and inside
+        ``torch.func``'s transforms: ``Function.apply`` itself; while TorchDynamo traces the
+        call: the eager passes, as :class:`~bncourse.torch_bn.ThenUpdate` does."""
+        if torch.compiler.is_compiling():
+            return torch_bn.TracedBatchNormFunction.apply(*args, **kwargs)
+        if kwargs or torch._C._are_functorch_transforms_active():
+            return super().apply(*args, **kwargs)
         # (what Function.apply does next: tensors left wrapped by a finished transform
         # unwrapped, then autograd's own apply, which Function.apply calls as super().apply)
         args = unwrap_dead_wrappers(args)

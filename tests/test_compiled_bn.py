@@ -82,6 +82,23 @@ def test_the_backward_node_is_the_compiled_function():
     assert type(y.grad_fn).__name__ == "CompiledBatchNormFunctionBackward"
 
 
+def test_the_function_is_applied_as_autograd_function_apply_is():
+    """CompiledBatchNormFunction.apply skips Function.apply's per-call binding of default
+    arguments, and otherwise behaves as it: arguments by keyword, and a call that TorchDynamo
+    traces (backend "eager"), give torch_bn's."""
+    x, w = torch.randn(8, 4, 3), torch.rand(4, requires_grad=True)
+    want = torch_bn.BatchNormFunction.apply(x, w, None, None, None, True, 1e-5)[0]
+    by_keyword = compiled_bn.CompiledBatchNormFunction.apply(
+        x, w, None, None, None, training=True, eps=1e-5
+    )[0]
+    torch.testing.assert_close(by_keyword, want)
+
+    def normalized(x):
+        return compiled_bn.CompiledBatchNormFunction.apply(x, w, None, None, None, True, 1e-5)[0]
+
+    torch.testing.assert_close(torch.compile(normalized, backend="eager")(x), want)
+
+
 def test_double_backward_falls_back_to_eager_and_equals_pytorchs():
     """create_graph=True runs torch_bn's differentiable backward (TorchInductor's code is not
     differentiable), so second derivatives equal PyTorch's (float64, rtol 1e-9)."""
@@ -259,7 +276,7 @@ def test_a_pass_compiled_past_its_limit_warns_once_and_runs_eager(monkeypatch):
         assert compiled_bn.compile_disabled() is None
         second = compiled_bn.batch_norm(x.double(), None, None, training=True)
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    limit = "torch_bn.forward_train was compiled 1 times, its limit (FailOnRecompileLimitHit"
+    limit = "torch_bn.forward_train reached a limit on recompilations (each pass may compile 1"
     assert len(messages) == 1 and limit in messages[0], messages
     assert limit in compiled_bn.compile_disabled()
     assert (config.recompile_limit, config.fail_on_recompile_limit_hit) == settings
