@@ -1,8 +1,11 @@
-"""The book builds strictly from a clean output folder: every notebook executes, no warning.
+"""The book builds strictly from a clean output folder, without a warning, every chapter with
+its exercises, solutions and figures.
 
 This is the same command as README's first one (``python3 course.py book``) minus the
-environment setup: ``jupyter-book build . -W -n --keep-going``, into a temporary folder so the
-execution cache starts empty and every notebook really runs (see ``built_book`` in conftest).
+environment setup: ``jupyter-book build . -W -n --keep-going``, into a temporary folder, so
+that nothing of an earlier build is reused (see ``built_book`` in conftest). The build shows
+the outputs committed with each notebook (``execute_notebooks: "off"`` in ``_config.yml``);
+that they are what the code prints is nbval's part (tests/test_notebooks.py).
 """
 
 from __future__ import annotations
