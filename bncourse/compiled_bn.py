@@ -190,9 +190,9 @@ def _global_limit() -> Iterator[None]:
     config = torch._dynamo.config
     # (torch 2.6 and older call the limit cache_size_limit)
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    settings = {limit: RECOMPILE_LIMIT, "fail_on_recompile_limit_hit": True}
-    if not hasattr(config, "fail_on_recompile_limit_hit"):
-        del settings["fail_on_recompile_limit_hit"]
+    settings = {limit: RECOMPILE_LIMIT}
+    if hasattr(config, "fail_on_recompile_limit_hit"):
+        settings["fail_on_recompile_limit_hit"] = True
     saved = {key: getattr(config, key) for key in settings}
     for key, value in settings.items():
         setattr(config, key, value)

@@ -173,10 +173,10 @@ def merge_blocks(
     """``(mean, var)`` of ``P`` blocks together, from each block's :func:`two_pass_sums`:
     ``counts`` ``(P,)``, ``first_means``, ``corrections`` and ``mean_squares`` ``(P, C)``.
 
-    Chan's merge of the blocks' ``(count, mean, M2)`` (:func:`bncourse.conventions.
-    merge_stats`), ``M2 = sum_k [M2_k + n_k (mean_k - mean)**2]``, written about one
-    reference ``r`` (the first block's first mean) instead of about the merged
-    mean, so that no block's mean is ever rounded to one float32 (``m1_k + e_k`` near 1e4 is
+    Chan's merge of the blocks' ``(count, mean, M2)``
+    (:func:`bncourse.conventions.merge_stats`), ``M2 = sum_k [M2_k + n_k (mean_k - mean)**2]``,
+    written about one reference ``r`` (the first block's first mean) instead of about the
+    merged mean, so that no block's mean is ever rounded to one float32 (``m1_k + e_k`` near 1e4 is
     off by up to 4.9e-4, and the spread of the block means, which holds the variance between
     blocks, would inherit that error: a relative error of 5e-4 in the variance of a channel of
     mean 1e4 and std 1 cut into blocks of 8 rows). With ``s_k = m1_k - r`` (exact in float32
