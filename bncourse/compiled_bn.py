@@ -22,7 +22,7 @@ input-sized tensor; 9 with one reduction, which reads the input twice for the st
 Measured (``python -m bncourse bench``, float32 forward + backward, 2 threads): on NCHW
 inputs the compiled module takes half to three quarters of ATen's time; where the channels
 are innermost, 1.2 to 1.8 times ATen's, of which the compiled passes themselves are about
-1.2 and the rest is the Python of each call (the ``autograd.Function``, the checks, the
+1.3 and the rest is the Python of each call (the ``autograd.Function``, the checks, the
 update of the running statistics), run after every pass has emptied the processor's caches.
 
 Nothing here is new math. :class:`CompiledBatchNormFunction` is
