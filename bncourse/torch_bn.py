@@ -139,8 +139,8 @@ def two_pass_sums(
     row), the first pass adds ``x - reference`` instead of ``x``: numbers the size of the
     data's spread, whose float32 sum stays accurate even when added one after another (as
     TorchInductor's loops add a block's rows), where such a sum of 2048 values near 12345.678
-    is off by about 1 and the variance of a channel of std 0.01 would then be lost in
-    ``q - e**2``."""
+    is off by about 390 (a mean off by 0.19) and the variance of a channel of std 0.01 would
+    then be lost in ``q - e**2``."""
     first_mean = x.mean(dims, keepdim=True)
     if reference is not None:
         shifted = reference + (x - reference).mean(dims, keepdim=True)
@@ -175,20 +175,25 @@ def merge_blocks(
 
     Chan's merge of the blocks' ``(count, mean, M2)``
     (:func:`bncourse.conventions.merge_stats`), ``M2 = sum_k [M2_k + n_k (mean_k - mean)**2]``,
-    written about one reference ``r`` (the first block's first mean) instead of about the
-    merged mean, so that no block's mean is ever rounded to one float32 (``m1_k + e_k`` near 1e4 is
-    off by up to 4.9e-4, and the spread of the block means, which holds the variance between
-    blocks, would inherit that error: a relative error of 5e-4 in the variance of a channel of
-    mean 1e4 and std 1 cut into blocks of 8 rows). With ``s_k = m1_k - r`` (exact in float32
-    where the first means are within a factor 2 of ``r``), the deviations from ``r`` have mean
-    ``e_k + s_k`` and mean square ``q_k + s_k (2 e_k + s_k)`` in block ``k``: the
-    count-weighted sums of those are the two passes' ``e`` and ``q`` about ``r``, corrected
-    as :func:`two_pass` corrects (:func:`corrected`)."""
+    written about one reference ``r`` instead of about the merged mean, so that no block's
+    mean is ever rounded to one float32 (``m1_k + e_k`` near 12345.678 is off by up to 4.9e-4,
+    and the spread of the block means, which holds the variance between blocks, would inherit
+    that error: the variance of a channel of std 0.01 there would be lost). With
+    ``s_k = m1_k - r`` (exact in float32 where the first means are within a factor 2 of
+    ``r``), the deviations from ``r`` have mean ``e_k + s_k`` and mean square
+    ``q_k + s_k (2 e_k + s_k)`` in block ``k``: the count-weighted sums of those are the two
+    passes' ``e`` and ``q`` about ``r``, corrected as :func:`two_pass` corrects
+    (:func:`corrected`), whose ``q - e**2`` loses about ``(mean - r)**2 / var`` float32
+    roundings of the variance. So ``r`` is the first mean nearest to their weighted mean,
+    whose squared distance from the mean is about the variance between the blocks at most,
+    itself at most the variance; the first block's, where that block is unlike the others
+    (the first rows of unshuffled data), can lie many standard deviations away."""
     weights = (counts / counts.sum())[:, None]
-    # any one of the first means (the shifts from it are exact; a constant channel's are 0),
-    # but their weighted mean where one is infinite or NaN: that is then the mean, as PyTorch's
+    # one of the first means (the shifts from it are exact; a constant channel's are 0), but
+    # their weighted mean where one is infinite or NaN: that is then the mean, as PyTorch's
     overall = (weights * first_means).sum(0)
-    reference = torch.where(torch.isfinite(overall), first_means[0], overall)
+    nearest = (first_means - overall).abs().argmin(0, keepdim=True)  # (1, C)
+    reference = torch.where(torch.isfinite(overall), first_means.gather(0, nearest)[0], overall)
     shift = first_means - reference
     correction = (weights * (corrections + shift)).sum(0)
     mean_square = (weights * (mean_squares + shift * (2 * corrections + shift))).sum(0)

@@ -168,6 +168,26 @@ def test_large_mean_statistics_keep_the_two_pass_precision(shape):
     assert ((var.double() - exact_var).abs() / exact_var).max() <= 1e-6
 
 
+@pytest.mark.parametrize("by_rows", [True, False], ids=["rows", "nchw-7x7"])
+def test_a_block_unlike_the_others_keeps_the_two_pass_precision(by_rows):
+    """Unshuffled data: the first block's values 100 above the rest (mean 1e4, std 0.01).
+    The merged variance stays within 1e-6 relative of float64, as one reduction's does (2e-7
+    and 7e-7 here; the merge 2e-7). Merged about the first block's first mean, 90 and 99 from
+    the mean where the variance is 919 and 116, it lost about 1 + 90**2 / 919 and 1 + 99**2 /
+    116 float32 roundings: 2.0e-6 and 2.5e-5."""
+    g = torch.Generator().manual_seed(11)
+    shape = (20000, 32) if by_rows else (340, 64, 7, 7)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 0.01 + 1e4
+    blocks, per_block, _ = torch_bn.split_plan(x.float())
+    assert blocks >= 8
+    first_block = per_block if by_rows else per_block // 49  # rows, or samples
+    x[:first_block] += 100
+    x = x.float()
+    mean, var = torch_bn.batch_stats(x)
+    exact_mean, exact_var = torch_bn.batch_stats(x.double())
+    assert ((var.double() - exact_var).abs() / exact_var).max() <= 1e-6
+
+
 # (not 3e38: torch.nn overflows there or not depending on the CPU code path it takes)
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e20, "inf-and-minus-inf"])
 @pytest.mark.parametrize("shape", [(8200, 32), (107, 50, 7, 7)], ids=["rows", "nchw-7x7"])
