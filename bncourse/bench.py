@@ -100,7 +100,7 @@ class Result:
     ``compiled_*`` are ``nan`` when the run skipped the compiled module.
 
     ``compiled_over_copy_median`` is the compiled module's time in copies of the input;
-    ``floor_passes`` the passes over input-sized memory that forward + backward need
+    ``floor_passes`` the passes over input-sized memory of the fused forward + backward
     (:func:`floor_passes`) and ``floor_copies`` the same in copies (a copy is two passes)."""
 
     shape: list[int]
@@ -130,11 +130,14 @@ class Result:
 
 
 def floor_passes(x: torch.Tensor) -> int:
-    """The reads and writes of input-sized memory that training's forward + backward need:
-    forward, the statistics (read ``x``; twice for the two-pass variance, once where
-    :func:`bncourse.torch_bn.split_plan` cuts it into blocks that stay in the cache between
-    the two) and the output (read ``x``, write ``y``); backward, the two sums (read ``x`` and
-    ``dy``) and ``dx`` (read ``x`` and ``dy``, write ``dx``): 9, or 8 in blocks."""
+    """The reads and writes of input-sized memory of training's forward + backward, fused
+    into one loop per pass that reads its inputs from memory: forward, the statistics (read
+    ``x``; twice for the two-pass variance, once where :func:`bncourse.torch_bn.split_plan`
+    cuts it into blocks that stay in the cache between the two) and the output (read ``x``,
+    write ``y``); backward, the two sums (read ``x`` and ``dy``) and ``dx`` (read ``x`` and
+    ``dy``, write ``dx``): 9, or 8 in blocks. The floor of these passes, not of the formulas:
+    a kernel that kept a channel's values in the cache from its sums to its output would move
+    less."""
     return 8 if torch_bn.split_plan(x) is not None else 9
 
 
@@ -340,7 +343,7 @@ def format_table(results: list[Result], columns: Sequence[str] | None = None) ->
     lines = [header, "-" * len(header), *(row(r) for r in results)]
     lines += textwrap.wrap(
         "(times: medians; ratios: of medians [of best times]; floor: the passes over memory "
-        "that forward + backward need, in copies)",
+        "of the fused forward + backward, in copies)",
         80,
     )
     compile_times = ", ".join(
