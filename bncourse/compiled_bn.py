@@ -19,14 +19,12 @@ partial results merged, Chan's formula for the ``(count, mean, M2)``
 with the precision of the two-pass statistics. Then the loops read the input in the order it
 lies in memory on both layouts, 8 passes over it in all (one per read or write of an
 input-sized tensor; 9 with one reduction, which reads the input twice for the statistics).
-Measured (``python -m bncourse bench``, float32 forward + backward, 2 threads): on NCHW
-inputs the compiled module takes half to three quarters of ATen's time; where the channels
-are innermost, 1.2 to 1.8 times ATen's. On the ``BatchNorm1d`` inputs the compiled passes,
-called alone, take about 1.3 times ATen's (within a block the loops still read a vector
-register of channels down the rows, then the next: chapter 5), and the rest is the Python
-of each call (TorchDynamo's and AOTAutograd's wrappers, the ``autograd.Function``, the
-checks, the update of the running statistics), run after every pass has emptied the
-processor's caches.
+Measured (``python -m bncourse bench``, float32 forward + backward; chapter 5's table): on
+NCHW inputs the compiled module takes less time than ATen's kernel, whose statistics add a
+channel's values one at a time; where the channels are innermost it takes more, though it
+reads the input no more often: within a block the loops still take a vector register of
+channels down the rows, then the next, where ATen's kernel reads whole rows, and each
+compiled pass is called through TorchDynamo's and AOTAutograd's Python wrappers.
 
 Nothing here is new math. :class:`CompiledBatchNormFunction` is
 :class:`bncourse.torch_bn.BatchNormFunction` with its three passes,
@@ -34,7 +32,7 @@ Nothing here is new math. :class:`CompiledBatchNormFunction` is
 :func:`~bncourse.torch_bn.backward` (the formulas of chapter 5, one implementation), each
 handed to ``torch.compile``: TorchInductor turns the dozen operations of each pass into a few
 loops (C++ with OpenMP on a CPU, compiled by the machine's C++ compiler; Triton kernels on a
-GPU) that read the input once for the sums and once more to write the result, where the eager
+GPU) that read the input for the sums and once more to write the result, where the eager
 operations read and write an input-sized tensor each. The functions are compiled on first use
 (about 20 s for each number of dimensions, dtype, memory layout and mode; TorchInductor caches
 the code on disk, in ``/tmp/torchinductor_$USER`` or where ``TORCHINDUCTOR_CACHE_DIR`` says,
