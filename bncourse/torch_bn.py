@@ -110,7 +110,13 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     x = x.to(accumulation_dtype(x.dtype))
     plan = split_plan(x)
     if plan is None:
-        mean, var = two_pass(x, reduce_axes(x.ndim))
+        dims = reduce_axes(x.ndim)
+        # Traced for TorchInductor, whose loops add a channel's values one after another
+        # (ATen's mean adds them pairwise), the first pass adds differences from the first
+        # sample's values, inside the same loop; eager, that would cost one more pass.
+        first = x[(slice(0, 1), slice(None)) + (slice(0, 1),) * (x.ndim - 2)]  # (1, C, 1..)
+        reference = first if torch.compiler.is_compiling() else None
+        mean, var = corrected(*two_pass_sums(x, dims, reference))
         return mean.flatten(), var.flatten()
     counts, parts = [], []
     for block in in_blocks(x, plan):  # (blocks, ..., C): the whole ones, then the rest
@@ -197,6 +203,10 @@ def merge_blocks(
     shift = first_means - reference
     correction = (weights * (corrections + shift)).sum(0)
     mean_square = (weights * (mean_squares + shift * (2 * corrections + shift))).sum(0)
+    # (a block whose squares overflow, finite values of both signs near 1e30 in float32, has
+    # an infinite mean square: the variance is then inf, as PyTorch's, not inf - inf = NaN)
+    overflow = torch.isposinf(mean_squares).any(0) & torch.isfinite(overall)
+    mean_square = torch.where(overflow, torch.inf, mean_square)
     return corrected(reference, correction, mean_square)
 
 

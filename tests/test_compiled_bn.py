@@ -358,7 +358,7 @@ def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
     assert (mean.double() - exact_mean).abs().max() <= 2**-11 * 1.001
     assert ((var.double() - exact_var).abs() / exact_var).max() <= 1e-5
     # A mean that is not a round number and a small spread (std 0.01 near 12345.678; a float32
-    # sum of a block's 2048 rows added one after another is off by about 1 there, and the
+    # sum of a block's 2048 rows added one after another is off by about 390 there, and the
     # variance was then 0.4% off): the first pass adds deviations from each block's first row
     x = (torch.randn(shape, generator=g, dtype=torch.float64) * 0.01 + 12345.678).float()
     x[:, 3] = 12345.678  # a constant channel: variance 0, not a negative one
@@ -368,6 +368,14 @@ def test_split_reduction_compiled_equals_torch_nn_and_keeps_the_precision():
     assert var[3] == 0 and exact_var[3] == 0
     others = torch.arange(shape[1]) != 3
     assert ((var.double() - exact_var).abs() / exact_var)[others].max() <= 1e-5
+    # Too small to split, one reduction: the compiled first pass also adds deviations from
+    # the first row (near 3e6, std 1, the plain float32 sum of 2048 rows put the variance
+    # 2% off; ATen's eager mean adds pairwise)
+    x = (torch.randn(2048, 32, generator=g, dtype=torch.float64) + 3e6).float()
+    assert torch_bn.split_plan(x) is None
+    _, mean, var, _ = compiled_bn.run("forward_train", x, *affine, 1e-5)
+    exact_mean, exact_var = torch_bn.batch_stats(x.double())
+    assert ((var.double() - exact_var).abs() / exact_var).max() <= 1e-5
     assert compiled_bn.compile_disabled() is None
 
 

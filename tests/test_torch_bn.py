@@ -173,8 +173,8 @@ def test_a_block_unlike_the_others_keeps_the_two_pass_precision(by_rows):
     """Unshuffled data: the first block's values 100 above the rest (mean 1e4, std 0.01).
     The merged variance stays within 1e-6 relative of float64, as one reduction's does (2e-7
     and 7e-7 here; the merge 2e-7). Merged about the first block's first mean, 90 and 99 from
-    the mean where the variance is 919 and 116, it lost about 1 + 90**2 / 919 and 1 + 99**2 /
-    116 float32 roundings: 2.0e-6 and 2.5e-5."""
+    the mean where the variance is 919 and 116, it lost a share of the variance about
+    proportional to 1 + 90**2 / 919 and 1 + 99**2 / 116: 2.0e-6 and 2.5e-5."""
     g = torch.Generator().manual_seed(11)
     shape = (20000, 32) if by_rows else (340, 64, 7, 7)
     x = torch.randn(shape, generator=g, dtype=torch.float64) * 0.01 + 1e4
@@ -208,6 +208,21 @@ def test_split_statistics_give_pytorchs_infinities_and_nans(shape, value):
         assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isinf(), b.isinf())
     # (1 - 0.1) * 1 + 0.1 * 0; torch.nn's kernel for channels innermost gives 8e29 here
     assert ours.running_var[2] == 0.9
+
+
+def test_squares_that_overflow_in_one_block_give_pytorchs_infinite_variance():
+    """Finite values of both signs near 1e30 in one block (the first, whose first mean is
+    then the merge's reference, or a later one): the block's mean square overflows, and the
+    variance is inf, as torch.nn's, not inf - inf = NaN."""
+    for row in (0, 4100):
+        x = torch.randn(8200, 32, generator=torch.Generator().manual_seed(5))
+        x[row, 1], x[row + 5, 1] = 1e30, -1e30
+        assert torch_bn.split_plan(x) is not None
+        ours, theirs = modules(2, 32)
+        for m in (ours, theirs):
+            m(x)
+        assert torch.equal(ours.running_var.isnan(), theirs.running_var.isnan())
+        assert ours.running_var[1] == theirs.running_var[1] == math.inf
 
 
 # --------------------------------------------------------------------------------------------
