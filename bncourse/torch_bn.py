@@ -114,8 +114,9 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
         # Traced for TorchInductor, whose loops add a channel's values one after another
         # (ATen's mean adds them pairwise), the first pass adds differences from the first
         # sample's values, inside the same loop; eager, that would cost one more pass.
-        first = x[(slice(0, 1), slice(None)) + (slice(0, 1),) * (x.ndim - 2)]  # (1, C, 1..)
-        reference = first if torch.compiler.is_compiling() else None
+        reference = None
+        if torch.compiler.is_compiling():
+            reference = x[(slice(0, 1), slice(None)) + (slice(0, 1),) * (x.ndim - 2)]
         mean, var = corrected(*two_pass_sums(x, dims, reference))
         return mean.flatten(), var.flatten()
     counts, parts = [], []
