@@ -57,7 +57,6 @@ from .validation import accumulation_dtype, apply_checked, output_memory_format
 
 __all__ = [
     "batch_stats",
-    "two_pass",
     "merge_blocks",
     "two_pass_sums",
     "corrected",
@@ -130,12 +129,6 @@ def batch_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return merge_blocks(torch.cat(counts), first_means, corrections, mean_squares)
 
 
-def two_pass(x: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """The corrected two-pass mean and biased variance of ``x`` over ``dims`` (kept, size
-    1): :func:`batch_stats`'s formulas, from :func:`two_pass_sums`."""
-    return corrected(*two_pass_sums(x, dims))
-
-
 def two_pass_sums(
     x: Tensor, dims: tuple[int, ...], reference: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -189,7 +182,7 @@ def merge_blocks(
     ``s_k = m1_k - r`` (exact in float32 where the first means are within a factor 2 of
     ``r``), the deviations from ``r`` have mean ``e_k + s_k`` and mean square
     ``q_k + s_k (2 e_k + s_k)`` in block ``k``: the count-weighted sums of those are the two
-    passes' ``e`` and ``q`` about ``r``, corrected as :func:`two_pass` corrects
+    passes' ``e`` and ``q`` about ``r``, corrected as one reduction's are
     (:func:`corrected`), whose ``q - e**2`` loses about ``(mean - r)**2 / var`` float32
     roundings of the variance. So ``r`` is the first mean nearest to their weighted mean,
     whose squared distance from the mean is about the variance between the blocks at most,

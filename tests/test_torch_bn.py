@@ -211,9 +211,10 @@ def test_split_statistics_give_pytorchs_infinities_and_nans(shape, value):
 
 
 def test_squares_that_overflow_in_one_block_give_pytorchs_infinite_variance():
-    """Finite values of both signs near 1e30 in one block (the first, whose first mean is
-    then the merge's reference, or a later one): the block's mean square overflows, and the
-    variance is inf, as torch.nn's, not inf - inf = NaN."""
+    """Finite values of both signs near 1e30 in one block (the first or a later one): the
+    block's mean square overflows, and the variance is inf, as torch.nn's, not inf - inf =
+    NaN (which the merge's shifted sums gave when that block's first mean was far from the
+    merge's reference)."""
     for row in (0, 4100):
         x = torch.randn(8200, 32, generator=torch.Generator().manual_seed(5))
         x[row, 1], x[row + 5, 1] = 1e30, -1e30

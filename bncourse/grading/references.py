@@ -42,7 +42,6 @@ COURSE_TORCH_BN = tuple(
         "batch_norm",
         "BatchNormFunction.forward",
         "batch_stats",
-        "two_pass",
         "two_pass_sums",
         "corrected",
         "merge_blocks",
